@@ -1,0 +1,3 @@
+from stories.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""The supervised actors of one process (DESIGN.md) and the supervisor that keeps them running."""
+
+from stories.actors.metrics import MetricsExporter
+from stories.actors.supervisor import ActorSpec, Backoff, supervise
+
+__all__ = ["ActorSpec", "Backoff", "MetricsExporter", "supervise"]

@@ -1,0 +1,34 @@
+"""The HTTP/WebSocket application: `create_app(deps)` builds it around injected collaborators."""
+
+from __future__ import annotations
+
+from quart_cors import cors
+
+from stories.api import auth, health
+from stories.api.deps import AppDeps, StoriesApp
+from stories.api.hooks import install_hooks
+
+__all__ = ["AppDeps", "StoriesApp", "create_app"]
+
+CORS_MAX_AGE_SECONDS = 600
+
+
+def create_app(app_deps: AppDeps) -> StoriesApp:
+    app = StoriesApp(__name__)
+    app.deps = app_deps
+    settings = app_deps.settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Quart's JSON provider would sort keys and re-encode; we write responses with orjson ourselves.
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    install_hooks(app)
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(health.blueprint)
+    cors(
+        app,
+        allow_origin=list(settings.cors_origins),
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        max_age=CORS_MAX_AGE_SECONDS,
+    )
+    return app

@@ -1,0 +1,129 @@
+"""Per-request plumbing: request id, authentication, logs, metrics and the error body discipline.
+
+Every response, error or not, gets `X-Request-ID`, one `http.request` log line and its metrics. Every
+error is API.md's JSON body; an unexpected exception is logged with its traceback and answered with a
+generic 500 body that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+import trio
+from quart import Quart, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from stories.api.bodies import error_response
+from stories.api.deps import deps
+from stories.errors import ApiError, RateLimited, Unauthorized
+
+__all__ = ["PUBLIC_ENDPOINTS", "install_hooks"]
+
+log = structlog.get_logger()
+
+# Endpoints reachable without a token (API.md, Conventions).
+PUBLIC_ENDPOINTS = frozenset(
+    {"auth.signup", "auth.login", "health.healthz", "health.metrics", "docs.openapi", "docs.docs"}
+)
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+UNMATCHED_ROUTE = "unmatched"
+
+# Werkzeug's HTTP errors, renamed to API.md's stable codes.
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def route_template() -> str:
+    """`/stories/{id}` for a matched route, never a raw id; one label for everything unmatched."""
+    rule = request.url_rule
+    if rule is None:
+        return UNMATCHED_ROUTE
+    return _RULE_PARAM.sub(r"{\1}", rule.rule)
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise Unauthorized("missing Authorization: Bearer <token> header")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def _before_request() -> None:
+    structlog.contextvars.clear_contextvars()
+    g.started = trio.current_time()
+    client_id = request.headers.get("X-Request-ID", "")
+    g.request_id = client_id if _SANE_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=g.request_id)
+    if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    g.user_id = deps().tokens.verify(_bearer_token())
+    structlog.contextvars.bind_contextvars(user_id=str(g.user_id))
+
+
+async def _after_request(response: Response) -> Response:
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    route, method, status = route_template(), request.method, response.status_code
+    elapsed = trio.current_time() - g.get("started", trio.current_time())
+    metrics = deps().metrics
+    metrics.http_requests.labels(route=route, method=method, code=str(status)).inc()
+    metrics.http_duration.labels(route=route, method=method).observe(elapsed)
+    log.info(
+        "http.request",
+        method=method,
+        route=route,
+        status=status,
+        duration_ms=round(elapsed * 1000, 3),
+        request_id=request_id,
+    )
+    return response
+
+
+async def _api_error(error: ApiError) -> Response:
+    response = error_response(error.status, error.code, error.message, fields=getattr(error, "fields", None))
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="stories"'
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+async def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    message = {
+        404: "no such route",
+        405: f"{request.method} is not allowed here",
+        413: f"the request body is larger than {deps().settings.max_body_bytes} bytes",
+    }.get(status, error.description or error.name)
+    response = error_response(status, code, message)
+    if status == 405 and error.get_headers():
+        for name, value in error.get_headers():
+            if name.lower() == "allow":
+                response.headers["Allow"] = value
+    return response
+
+
+async def _unexpected(error: Exception) -> Response:
+    log.error("http.unhandled", error=repr(error), exc_info=error)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def install_hooks(app: Quart) -> None:
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,108 @@
+"""The domain's exceptions. Each API-facing one carries its HTTP status and stable error code.
+
+    StoriesError
+     ├── ConfigError               a setting is invalid: the CLI prints it and exits 2
+     └── ApiError                  answered with API.md's error body
+          ├── InvalidRequest       400 invalid_request (optional per-field details)
+          ├── Unauthorized         401 unauthorized
+          ├── InvalidCredentials   401 invalid_credentials
+          ├── NotFound             404 not_found
+          ├── Conflict             409 (code names the conflict, e.g. email_taken)
+          ├── IdempotencyKeyReused 422 idempotency_key_reused
+          ├── RateLimited          429 rate_limited (+ Retry-After)
+          └── Unavailable          503 (code names the dependency)
+               └── StoreUnavailable  503 database_unavailable
+
+The store raises these directly (it opens no nurseries, so they reach the handlers unwrapped).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "ConfigError",
+    "Conflict",
+    "IdempotencyKeyReused",
+    "InvalidCredentials",
+    "InvalidRequest",
+    "NotFound",
+    "RateLimited",
+    "StoreUnavailable",
+    "StoriesError",
+    "Unauthorized",
+    "Unavailable",
+]
+
+
+class StoriesError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(StoriesError):
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class ApiError(StoriesError):
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class InvalidCredentials(ApiError):
+    status = 401
+    code = "invalid_credentials"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class IdempotencyKeyReused(ApiError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "database_unavailable"

@@ -1,0 +1,102 @@
+"""The composition root: the only place that builds and wires the process (STYLE R8).
+
+Shutdown order is the nesting below, outermost last to close: asyncio loop -> store -> actors -> HTTP.
+The first SIGTERM/SIGINT stops accepting and drains requests (bounded by DRAIN_SECONDS); then actors
+are cancelled, the pool closes and an embedded database stops. A second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+import trio_asyncio
+
+from stories.actors import ActorSpec, MetricsExporter, supervise
+from stories.api import AppDeps, create_app
+from stories.api.server import serve_http
+from stories.clock import Clock, SystemClock
+from stories.metrics import Metrics
+from stories.security import PasswordHasher, TokenIssuer
+from stories.settings import Settings, resolve_jwt_secret
+from stories.store import Store, migrate, open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["run_migrations", "serve"]
+
+log = structlog.get_logger()
+
+
+async def watch_signals(shutdown: trio.Event, actors: trio.CancelScope) -> None:
+    """First SIGTERM/SIGINT: graceful shutdown. Second: cancel everything now."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                log.info("shutdown.requested", signal=name)
+                shutdown.set()
+            else:
+                log.warning("shutdown.forced", signal=name)
+                actors.cancel(f"second {name}")
+
+
+def actor_specs(store: Store, metrics: Metrics) -> Sequence[ActorSpec]:
+    def sample_pool(m: Metrics) -> None:
+        m.db_pool_size.set(store.pool_size)
+        m.db_pool_idle.set(store.pool_idle)
+
+    exporter = MetricsExporter(metrics, samplers=[sample_pool])
+    return [ActorSpec("metrics", exporter.run)]
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole service until a signal; reports the bound HTTP addresses once listening."""
+    clock = clock or SystemClock()
+    secret, generated = resolve_jwt_secret(settings)
+    if generated:
+        log.warning(
+            "jwt.dev_secret",
+            message="JWT_SECRET is unset: using a generated secret kept in DATA_DIR; set it in production",
+            path=str(settings.data_dir),
+        )
+    shutdown = trio.Event()
+    metrics = Metrics()
+    async with (
+        trio_asyncio.open_loop(),
+        open_store(settings.database_url, data_dir=settings.data_dir, pool_size=settings.db_pool_size) as store,
+    ):
+        await migrate(store)
+        async with trio.open_nursery() as actors:
+            actors.start_soon(watch_signals, shutdown, actors.cancel_scope)
+            for spec in actor_specs(store, metrics):
+                await actors.start(supervise, spec, metrics)
+            app = create_app(
+                AppDeps(
+                    settings=settings,
+                    store=store,
+                    metrics=metrics,
+                    clock=clock,
+                    tokens=TokenIssuer(secret, settings.jwt_ttl_seconds, clock),
+                    passwords=PasswordHasher(settings.bcrypt_cost),
+                )
+            )
+            await serve_http(app, settings, shutdown, task_status=task_status)
+            actors.cancel_scope.cancel("http drained")
+    log.info("shutdown.complete")
+
+
+async def run_migrations(settings: Settings) -> None:
+    async with (
+        trio_asyncio.open_loop(),
+        open_store(settings.database_url, data_dir=settings.data_dir, pool_size=1) as store,
+    ):
+        await migrate(store)

@@ -1,0 +1,211 @@
+"""Settings: one frozen object read from the environment (and a `.env` file) at start.
+
+Every variable of API.md's configuration table is here, validated once. A bad value raises
+`ConfigError` naming the variable; the CLI turns that into one line on stderr and exit code 2.
+The real environment wins over `.env`, as twelve-factor tools expect.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+
+from stories.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["Settings", "load_settings"]
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 5000
+DEFAULT_DATA_DIR = "./.stories"
+DEFAULT_JWT_TTL_SECONDS = 86_400
+DEFAULT_STORY_TTL_SECONDS = 86_400
+DEFAULT_FEED_CACHE_SECONDS = 30
+DEFAULT_EXPIRY_INTERVAL_SECONDS = 60
+DEFAULT_RATE_LIMIT_STORIES_PER_MINUTE = 20
+DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE = 60
+DEFAULT_MAX_UPLOAD_BYTES = 52_428_800
+DEFAULT_BCRYPT_COST = 12
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_MAX_BODY_BYTES = 65_536
+DEFAULT_DRAIN_SECONDS = 5.0
+DEFAULT_DB_POOL_SIZE = 10
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ENVIRONMENTS = ("development", "production", "test")
+JWT_SECRET_FILE = "jwt_secret"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    database_url: str | None = None
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_ttl_seconds: int = DEFAULT_JWT_TTL_SECONDS
+    story_ttl_seconds: int = DEFAULT_STORY_TTL_SECONDS
+    feed_cache_seconds: int = DEFAULT_FEED_CACHE_SECONDS
+    expiry_interval_seconds: int = DEFAULT_EXPIRY_INTERVAL_SECONDS
+    rate_limit_stories_per_minute: int = DEFAULT_RATE_LIMIT_STORIES_PER_MINUTE
+    rate_limit_reactions_per_minute: int = DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    bcrypt_cost: int = DEFAULT_BCRYPT_COST
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    log_level: str = DEFAULT_LOG_LEVEL
+    environment: str = "development"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None) -> Settings:
+    """Read and validate settings. `environ` defaults to `os.environ` merged over `./.env`."""
+    if environ is None:
+        env_file = dotenv_path or Path(".env")
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        environ = {**from_file, **os.environ}
+    env = _Env(environ)
+    environment = env.choice("STORIES_ENV", ENVIRONMENTS, "development")
+    jwt_secret = env.get("JWT_SECRET")
+    if jwt_secret is not None and len(jwt_secret) < 16:
+        raise ConfigError("JWT_SECRET", "must be at least 16 characters")
+    if environment == "production" and jwt_secret is None:
+        raise ConfigError("JWT_SECRET", "is required when STORIES_ENV=production")
+    return Settings(
+        host=env.get("HOST") or DEFAULT_HOST,
+        port=env.integer("PORT", DEFAULT_PORT, 0, 65_535),
+        database_url=env.database_url(),
+        data_dir=Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR),
+        redis_url=env.redis_url(),
+        jwt_secret=jwt_secret,
+        jwt_ttl_seconds=env.integer("JWT_TTL_SECONDS", DEFAULT_JWT_TTL_SECONDS, 1, 366 * 86_400),
+        story_ttl_seconds=env.integer("STORY_TTL_SECONDS", DEFAULT_STORY_TTL_SECONDS, 1, 366 * 86_400),
+        feed_cache_seconds=env.integer("FEED_CACHE_SECONDS", DEFAULT_FEED_CACHE_SECONDS, 0, 3_600),
+        expiry_interval_seconds=env.integer("EXPIRY_INTERVAL_SECONDS", DEFAULT_EXPIRY_INTERVAL_SECONDS, 1, 86_400),
+        rate_limit_stories_per_minute=env.integer(
+            "RATE_LIMIT_STORIES_PER_MINUTE", DEFAULT_RATE_LIMIT_STORIES_PER_MINUTE, 1, 100_000
+        ),
+        rate_limit_reactions_per_minute=env.integer(
+            "RATE_LIMIT_REACTIONS_PER_MINUTE", DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE, 1, 100_000
+        ),
+        max_upload_bytes=env.integer("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, 1, 5 * 1024**4),
+        bcrypt_cost=env.integer("BCRYPT_COST", DEFAULT_BCRYPT_COST, 4, 31),
+        cors_origins=env.origins("CORS_ORIGINS"),
+        log_level=env.choice("LOG_LEVEL", LOG_LEVELS, DEFAULT_LOG_LEVEL),
+        environment=environment,
+        drain_seconds=env.number("DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0.0, 60.0),
+        db_pool_size=env.integer("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 1_000),
+    )
+
+
+def resolve_jwt_secret(settings: Settings) -> tuple[str, bool]:
+    """The configured secret, or one generated once and kept in DATA_DIR.
+
+    Returns `(secret, generated)`, so the caller can warn that a development secret is in use.
+    """
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret, False
+    path = settings.data_dir / JWT_SECRET_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes the secret and all read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_text().strip()
+        if len(secret) >= 16:
+            return secret, True
+        raise ConfigError("JWT_SECRET", f"unset, and the stored secret in {path} is unreadable") from None
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip(), True
+
+
+class _Env:
+    """Typed readers over a mapping; each raises ConfigError naming the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be {what} (got {raw!r})") from None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._parse(name, default, int, "a whole number")
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._parse(name, default, float, "a number")
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        if raw.lower() not in allowed:
+            raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {raw!r})")
+        return raw.lower()
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        raw = self.get(name)
+        if raw is None:
+            return DEFAULT_CORS_ORIGINS
+        origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(name, f"origins must start with http:// or https:// (got {origin!r})")
+        return origins
+
+    def database_url(self) -> str | None:
+        url = self.get("DATABASE_URL")
+        if url is not None and not url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {url!r})")
+        return url
+
+    def redis_url(self) -> str | None:
+        url = self.get("REDIS_URL")
+        if url is not None:
+            if not url.startswith(("redis://", "rediss://")):
+                raise ConfigError("REDIS_URL", f"must start with redis:// or rediss:// (got {url!r})")
+            return url
+        addr = self.get("REDIS_ADDR")
+        if addr is None:
+            return None
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("REDIS_ADDR", f"must be host:port (got {addr!r})")
+        password = self.get("REDIS_PASSWORD")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{host}:{port}/0"
