@@ -43,6 +43,7 @@ DEFAULT_DB_POOL_SIZE = 10
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENVIRONMENTS = ("development", "production", "test")
 JWT_SECRET_FILE = "jwt_secret"
+MIN_JWT_SECRET_BYTES = 32
 
 T = TypeVar("T")
 
@@ -84,8 +85,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     env = _Env(environ)
     environment = env.choice("STORIES_ENV", ENVIRONMENTS, "development")
     jwt_secret = env.get("JWT_SECRET")
-    if jwt_secret is not None and len(jwt_secret) < 16:
-        raise ConfigError("JWT_SECRET", "must be at least 16 characters")
+    if jwt_secret is not None and len(jwt_secret.encode("utf-8")) < MIN_JWT_SECRET_BYTES:
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash (32 bytes).
+        raise ConfigError("JWT_SECRET", f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
     if environment == "production" and jwt_secret is None:
         raise ConfigError("JWT_SECRET", "is required when STORIES_ENV=production")
     return Settings(
@@ -129,7 +131,7 @@ def resolve_jwt_secret(settings: Settings) -> tuple[str, bool]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         secret = path.read_text().strip()
-        if len(secret) >= 16:
+        if len(secret) >= MIN_JWT_SECRET_BYTES:
             return secret, True
         raise ConfigError("JWT_SECRET", f"unset, and the stored secret in {path} is unreadable") from None
     with os.fdopen(fd, "w") as file:

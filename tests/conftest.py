@@ -1,0 +1,86 @@
+"""Shared fixtures: settings, clock, real PostgreSQL store, the app and its test client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio_asyncio
+
+from stories.api import AppDeps, StoriesApp, create_app
+from stories.clock import FixedClock
+from stories.logging import configure_logging
+from stories.metrics import Metrics
+from stories.security import PasswordHasher, TokenIssuer
+from stories.settings import Settings
+from stories.store import Store, open_store
+
+pytest_plugins = ["tests.fixtures.postgres"]
+
+TEST_JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
+START = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logging() -> None:
+    configure_logging("warning")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        database_url=database_url,
+        data_dir=tmp_path,
+        jwt_secret=TEST_JWT_SECRET,
+        bcrypt_cost=4,
+        environment="test",
+        db_pool_size=4,
+    )
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def aio_loop() -> AsyncIterator[None]:
+    async with trio_asyncio.open_loop():
+        yield
+
+
+@pytest.fixture
+async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
+    async with open_store(settings.database_url, data_dir=settings.data_dir, pool_size=4) as store:
+        yield store
+
+
+@pytest.fixture
+def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClock) -> AppDeps:
+    return AppDeps(
+        settings=settings,
+        store=store,
+        metrics=metrics,
+        clock=clock,
+        tokens=TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock),
+        passwords=PasswordHasher(settings.bcrypt_cost),
+    )
+
+
+@pytest.fixture
+def app(app_deps: AppDeps) -> StoriesApp:
+    return create_app(app_deps)
+
+
+@pytest.fixture
+def client(app: StoriesApp):  # noqa: ANN201 - Quart's test client type is private
+    return app.test_client()
