@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FixedClock", "SystemClock"]
+__all__ = ["Clock", "FixedClock", "SystemClock", "rfc3339", "to_millis"]
 
 
 class Clock(Protocol):
@@ -31,3 +31,14 @@ class FixedClock:
 
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
+
+
+def to_millis(instant: datetime) -> datetime:
+    """Truncate to whole milliseconds: the precision the API shows, so stored and shown times agree."""
+    return instant.replace(microsecond=instant.microsecond - instant.microsecond % 1000)
+
+
+def rfc3339(instant: datetime) -> str:
+    """API.md's time format: UTC, milliseconds, `Z` suffix (2026-11-24T10:00:00.123Z)."""
+    utc = instant.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"

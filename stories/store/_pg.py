@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stories.store.models import Migration, User
+from stories.store.models import (
+    FeedCursor,
+    Follow,
+    IdempotencyClaim,
+    Migration,
+    Reaction,
+    Replay,
+    Stats,
+    Story,
+    User,
+    View,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,8 +29,12 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-# Any constant works as long as every process uses the same one; this one spells "stories" in hex-ish.
+from stories.errors import IdempotencyKeyReused, InvalidRequest
+
+# Advisory lock ids: any constants work as long as every process uses the same ones.
 MIGRATION_LOCK_ID = 0x5701_1E5
+EXPIRY_LOCK_ID = 0x5701_1E6
+IDEMPOTENCY_TTL_SECONDS = 86_400
 
 
 async def aio_ping(pool: asyncpg.Pool) -> None:
@@ -85,3 +100,289 @@ async def aio_user_by_email(pool: asyncpg.Pool, email: str) -> User | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT id, email, password_hash, created_at FROM users WHERE email = $1", email)
     return None if row is None else _user(row)
+
+
+# --- stories -------------------------------------------------------------------------------------------
+
+_STORY_COLUMNS = (
+    "s.id, s.author_id, s.text, s.media_key, s.visibility, s.created_at, s.expires_at, s.view_count, s.reaction_count"
+)
+
+# Who may see an active story (API.md "Visibility rules"), for viewer $1 at instant $2. Used by every read.
+_VISIBLE = """
+    s.deleted_at IS NULL AND s.expires_at > $2 AND (
+        s.author_id = $1
+        OR s.visibility = 'public'
+        OR (s.visibility = 'friends'
+            AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = s.author_id)
+            AND (NOT s.has_audience
+                 OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))))
+"""
+
+
+def _story(row: asyncpg.Record) -> Story:
+    return Story(
+        id=row["id"],
+        author_id=row["author_id"],
+        text=row["text"],
+        media_key=row["media_key"],
+        visibility=row["visibility"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        view_count=row["view_count"],
+        reaction_count=row["reaction_count"],
+    )
+
+
+async def aio_create_story(
+    pool: asyncpg.Pool, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None
+) -> Replay | None:
+    """Insert the story and its audience in one transaction. With a claim, first claim the key:
+
+    - new key (or one older than 24 h): claimed, story created, None returned;
+    - key held by a request with the same body: nothing created, that request's response returned (Replay);
+    - key held by a different body: IdempotencyKeyReused.
+    A concurrent request with the same key blocks on the key's primary key until the first commits or rolls
+    back, so exactly one story is created. Unknown audience ids: InvalidRequest, nothing written.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if claim is not None:
+            claimed = await conn.fetchval(
+                """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (user_id, key) DO UPDATE
+                       SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
+                           created_at = EXCLUDED.created_at
+                       WHERE idempotency_keys.created_at <= $5 - make_interval(secs => $6)
+                   RETURNING true""",
+                story.author_id,
+                claim.key,
+                claim.request_hash,
+                claim.response,
+                story.created_at,
+                IDEMPOTENCY_TTL_SECONDS,
+            )
+            if not claimed:
+                held = await conn.fetchrow(
+                    "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                    story.author_id,
+                    claim.key,
+                )
+                if held is None or held["request_hash"] != claim.request_hash:
+                    raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+                return Replay(response=held["response"])
+        if audience:
+            known = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", list(audience))
+            unknown = set(audience) - {row["id"] for row in known}
+            if unknown:
+                listed = ", ".join(sorted(str(u) for u in unknown))
+                raise InvalidRequest(
+                    f"audience_user_ids: unknown users {listed}",
+                    fields={"audience_user_ids": f"unknown users: {listed}"},
+                )
+        await conn.execute(
+            """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            story.id,
+            story.author_id,
+            story.text,
+            story.media_key,
+            story.visibility,
+            bool(audience),
+            story.created_at,
+            story.expires_at,
+        )
+        if audience:
+            await conn.executemany(
+                "INSERT INTO story_audience (story_id, user_id) VALUES ($1, $2)",
+                [(story.id, user_id) for user_id in audience],
+            )
+    return None
+
+
+async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_STORY_COLUMNS} FROM stories s WHERE s.id = $3 AND {_VISIBLE}", viewer_id, now, story_id
+        )
+    return None if row is None else _story(row)
+
+
+def _feed_sql(with_cursor: bool) -> str:
+    """The feed as three index-ordered branches merged by one sort, each bounded by the page size ($3).
+
+    public: newest live public stories (stories_public_feed_idx);
+    own: the viewer's non-public stories (stories_author_feed_idx);
+    friends: per followee, their newest friends stories (stories_author_feed_idx), audience-checked.
+    The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
+    """
+    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
+    live = f"s.deleted_at IS NULL AND s.expires_at > $2 {after}"
+    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
+    return f"""
+        SELECT * FROM (
+            (SELECT {_STORY_COLUMNS} FROM stories s
+              WHERE s.visibility = 'public' AND {live} {order})
+            UNION ALL
+            (SELECT {_STORY_COLUMNS} FROM stories s
+              WHERE s.author_id = $1 AND s.visibility <> 'public' AND {live} {order})
+            UNION ALL
+            (SELECT fs.* FROM follows f CROSS JOIN LATERAL (
+                SELECT {_STORY_COLUMNS} FROM stories s
+                 WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
+                   AND (NOT s.has_audience
+                        OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
+                 {order}) fs
+              WHERE f.follower_id = $1)
+        ) feed
+        ORDER BY created_at DESC, id DESC
+        LIMIT $3"""
+
+
+FEED_SQL = _feed_sql(with_cursor=False)
+FEED_AFTER_SQL = _feed_sql(with_cursor=True)
+
+
+async def aio_feed(
+    pool: asyncpg.Pool, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None
+) -> list[Story]:
+    """Up to `limit` stories visible to the viewer, newest first, strictly after `cursor`. One query."""
+    async with pool.acquire() as conn:
+        if cursor is None:
+            rows = await conn.fetch(FEED_SQL, viewer_id, now, limit)
+        else:
+            rows = await conn.fetch(FEED_AFTER_SQL, viewer_id, now, limit, cursor.created_at, cursor.id)
+    return [_story(row) for row in rows]
+
+
+async def aio_record_view(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
+    """Record the first view of a visible story; later views return the original. None when not visible.
+
+    The author's own views are not recorded (first_view false, viewed_at now).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        author_id = await conn.fetchval(
+            f"SELECT s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}", viewer_id, now, story_id
+        )
+        if author_id is None:
+            return None
+        if author_id == viewer_id:
+            return View(story_id, author_id, viewer_id, now, first_view=False)
+        inserted = await conn.fetchval(
+            """INSERT INTO story_views (story_id, viewer_id, viewed_at) VALUES ($1, $2, $3)
+               ON CONFLICT (story_id, viewer_id) DO NOTHING RETURNING viewed_at""",
+            story_id,
+            viewer_id,
+            now,
+        )
+        if inserted is not None:
+            await conn.execute("UPDATE stories SET view_count = view_count + 1 WHERE id = $1", story_id)
+            return View(story_id, author_id, viewer_id, inserted, first_view=True)
+        viewed_at = await conn.fetchval(
+            "SELECT viewed_at FROM story_views WHERE story_id = $1 AND viewer_id = $2", story_id, viewer_id
+        )
+    return View(story_id, author_id, viewer_id, viewed_at, first_view=False)
+
+
+async def aio_add_reaction(
+    pool: asyncpg.Pool, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
+) -> Reaction | None:
+    """Add a reaction to a visible story (None when not visible) and bump its counter, atomically."""
+    async with pool.acquire() as conn, conn.transaction():
+        author_id = await conn.fetchval(
+            f"SELECT s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}", user_id, now, story_id
+        )
+        if author_id is None:
+            return None
+        await conn.execute(
+            "INSERT INTO reactions (id, story_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4, $5)",
+            reaction_id,
+            story_id,
+            user_id,
+            emoji,
+            now,
+        )
+        await conn.execute("UPDATE stories SET reaction_count = reaction_count + 1 WHERE id = $1", story_id)
+    return Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+
+
+# --- social graph --------------------------------------------------------------------------------------
+
+
+async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
+    """Follow (idempotent: the original follow is returned). None when the followee does not exist."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """WITH target AS (SELECT id FROM users WHERE id = $2),
+                    added AS (INSERT INTO follows (follower_id, followee_id, created_at)
+                              SELECT $1, id, $3 FROM target
+                              ON CONFLICT (follower_id, followee_id) DO NOTHING
+                              RETURNING created_at)
+               SELECT (SELECT created_at FROM added) AS added,
+                      (SELECT created_at FROM follows WHERE follower_id = $1 AND followee_id = $2) AS existing,
+                      EXISTS (SELECT 1 FROM target) AS target_exists""",
+            follower_id,
+            followee_id,
+            now,
+        )
+    if row is None or not row["target_exists"]:
+        return None
+    return Follow(follower_id, followee_id, row["added"] or row["existing"])
+
+
+async def aio_unfollow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2", follower_id, followee_id)
+
+
+# --- stats and expiry ----------------------------------------------------------------------------------
+
+
+async def aio_stats(pool: asyncpg.Pool, author_id: UUID, since: datetime) -> Stats:
+    """The author's stories created after `since` (expired and deleted included): counts from the counters,
+    distinct viewers and per-emoji reactions from their rows (bounded by the author's own stories)."""
+    async with pool.acquire() as conn:
+        totals = await conn.fetchrow(
+            """WITH mine AS (SELECT id, view_count FROM stories WHERE author_id = $1 AND created_at > $2)
+               SELECT (SELECT count(*) FROM mine) AS posted,
+                      (SELECT coalesce(sum(view_count), 0) FROM mine) AS views,
+                      (SELECT count(DISTINCT v.viewer_id) FROM story_views v JOIN mine ON v.story_id = mine.id)
+                          AS unique_viewers""",
+            author_id,
+            since,
+        )
+        reactions = await conn.fetch(
+            """SELECT r.emoji, count(*) AS n FROM reactions r
+               JOIN stories s ON s.id = r.story_id
+               WHERE s.author_id = $1 AND s.created_at > $2
+               GROUP BY r.emoji""",
+            author_id,
+            since,
+        )
+    assert totals is not None  # an aggregate SELECT always returns one row
+    return Stats(
+        posted=totals["posted"],
+        views=int(totals["views"]),
+        unique_viewers=totals["unique_viewers"],
+        reactions={row["emoji"]: row["n"] for row in reactions},
+    )
+
+
+async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int | None:
+    """Soft-delete up to `limit` expired stories. None when another process holds the expiry lock.
+
+    The lock is transaction-scoped, so a crashed leader frees it with its connection, and many processes
+    may run the ticker safely: one of them does the work at a time.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
+            return None
+        status = await conn.execute(
+            """UPDATE stories s SET deleted_at = $1
+               FROM (SELECT id FROM stories WHERE deleted_at IS NULL AND expires_at <= $1
+                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+               WHERE s.id = due.id""",
+            now,
+            limit,
+        )
+    return int(status.rsplit(" ", 1)[1])

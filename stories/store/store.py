@@ -17,7 +17,18 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-    from stories.store.models import Migration, User
+    from stories.store.models import (
+        FeedCursor,
+        Follow,
+        IdempotencyClaim,
+        Migration,
+        Reaction,
+        Replay,
+        Stats,
+        Story,
+        User,
+        View,
+    )
 
 __all__ = ["Store"]
 
@@ -79,3 +90,37 @@ class Store:
 
     async def user_by_email(self, email: str) -> User | None:
         return await self._call(_pg.aio_user_by_email, email)
+
+    async def create_story(
+        self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None
+    ) -> Replay | None:
+        """Create a story (+audience) atomically; a Replay when the Idempotency-Key was already used with
+        this body. Raises IdempotencyKeyReused, InvalidRequest (unknown audience users)."""
+        return await self._call(_pg.aio_create_story, story, audience, claim)
+
+    async def visible_story(self, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
+        return await self._call(_pg.aio_visible_story, viewer_id, now, story_id)
+
+    async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
+        return await self._call(_pg.aio_feed, viewer_id, now, limit, cursor)
+
+    async def record_view(self, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
+        return await self._call(_pg.aio_record_view, viewer_id, now, story_id)
+
+    async def add_reaction(
+        self, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
+    ) -> Reaction | None:
+        return await self._call(_pg.aio_add_reaction, user_id, now, story_id, reaction_id, emoji)
+
+    async def follow(self, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
+        return await self._call(_pg.aio_follow, follower_id, followee_id, now)
+
+    async def unfollow(self, follower_id: UUID, followee_id: UUID) -> None:
+        await self._call(_pg.aio_unfollow, follower_id, followee_id)
+
+    async def stats(self, author_id: UUID, since: datetime) -> Stats:
+        return await self._call(_pg.aio_stats, author_id, since)
+
+    async def expire_batch(self, now: datetime, limit: int) -> int | None:
+        """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
+        return await self._call(_pg.aio_expire_batch, now, limit)

@@ -1,0 +1,58 @@
+"""The social graph and the caller's own stats (API.md "Social graph", "Stats")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import structlog
+from quart import Blueprint, Response
+
+from stories.api.bodies import json_response
+from stories.api.deps import current_user_id, deps
+from stories.api.present import follow_json, stats_json
+from stories.clock import to_millis
+from stories.errors import InvalidRequest, NotFound
+
+__all__ = ["blueprint"]
+
+log = structlog.get_logger()
+blueprint = Blueprint("social", __name__)
+
+STATS_WINDOW = timedelta(days=7)
+
+
+def _user_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound("no such user") from None
+
+
+@blueprint.post("/follow/<user_id>")
+async def follow(user_id: str) -> Response:
+    followee_id = _user_id(user_id)
+    follower_id = current_user_id()
+    if followee_id == follower_id:
+        raise InvalidRequest("you cannot follow yourself")
+    app = deps()
+    result = await app.store.follow(follower_id, followee_id, to_millis(app.clock.now()))
+    if result is None:
+        raise NotFound("no such user")
+    log.info("followed", followee_id=str(followee_id))
+    return json_response(follow_json(result))
+
+
+@blueprint.delete("/follow/<user_id>")
+async def unfollow(user_id: str) -> Response:
+    followee_id = _user_id(user_id)
+    await deps().store.unfollow(current_user_id(), followee_id)
+    log.info("unfollowed", followee_id=str(followee_id))
+    return Response(b"", 204)
+
+
+@blueprint.get("/me/stats")
+async def my_stats() -> Response:
+    app = deps()
+    stats = await app.store.stats(current_user_id(), app.clock.now() - STATS_WINDOW)
+    return json_response(stats_json(stats))

@@ -1,0 +1,203 @@
+"""Stories: create, read, feed, views and reactions (API.md "Stories")."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+import structlog
+from quart import Blueprint, Response, request
+
+from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
+from stories.api.deps import current_user_id, deps
+from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json
+from stories.api.validate import invalid, optional_string, required_string
+from stories.clock import to_millis
+from stories.errors import InvalidRequest, NotFound
+from stories.store.models import IdempotencyClaim, Story
+
+__all__ = ["blueprint", "parse_story_id"]
+
+log = structlog.get_logger()
+blueprint = Blueprint("stories", __name__)
+
+VISIBILITIES = ("public", "friends", "private")
+MAX_TEXT_LENGTH = 2200
+MAX_AUDIENCE = 100
+MAX_MEDIA_KEY_LENGTH = 512
+DEFAULT_FEED_LIMIT = 20
+MAX_FEED_LIMIT = 100
+REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
+# Clients often send the heart without its variation selector; it means the same reaction.
+_EMOJI_ALIASES = {"❤": "❤️"}
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+
+
+def parse_story_id(raw: str) -> UUID:
+    """A malformed id names no story a caller can see: 404, like an unknown one."""
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound("no such story") from None
+
+
+def _not_found() -> NotFound:
+    return NotFound("no such story (it may have expired, or is not visible to you)")
+
+
+def _text(body: dict[str, Any]) -> str | None:
+    text = optional_string(body, "text")
+    if text is None:
+        return None
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_TEXT_LENGTH:
+        raise invalid("text", f"must be 1 to {MAX_TEXT_LENGTH} characters after trimming")
+    return text
+
+
+def _media_key(body: dict[str, Any], user_id: UUID) -> str | None:
+    key = optional_string(body, "media_key")
+    if key is None:
+        return None
+    prefix = f"uploads/{user_id}/"
+    tail = key.removeprefix(prefix)
+    if not key.startswith(prefix) or not _MEDIA_KEY_TAIL.match(tail) or ".." in tail or len(key) > MAX_MEDIA_KEY_LENGTH:
+        raise invalid("media_key", f"must be a key issued to you by POST /upload/presigned ({prefix}...)")
+    return key
+
+
+def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
+    raw = body.get("audience_user_ids")
+    if raw is None:
+        return []
+    if visibility != "friends":
+        raise invalid("audience_user_ids", "is allowed only with visibility 'friends'")
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise invalid("audience_user_ids", "must be a list of user ids")
+    try:
+        ids = list(dict.fromkeys(UUID(item) for item in raw))
+    except ValueError:
+        raise invalid("audience_user_ids", "every entry must be a user id (UUID)") from None
+    if len(ids) > MAX_AUDIENCE:
+        raise invalid("audience_user_ids", f"at most {MAX_AUDIENCE} distinct users")
+    return ids
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    return key
+
+
+@blueprint.post("/stories")
+async def create_story() -> Response:
+    body = await read_json_object()
+    user_id = current_user_id()
+    key = _idempotency_key()
+    visibility = required_string(body, "visibility")
+    if visibility not in VISIBILITIES:
+        raise invalid("visibility", f"must be one of {', '.join(VISIBILITIES)}")
+    text, media_key = _text(body), _media_key(body, user_id)
+    if text is None and media_key is None:
+        raise InvalidRequest("a story needs text, media_key or both", fields={"text": "text or media_key is required"})
+    audience = _audience(body, visibility)
+
+    app = deps()
+    now = to_millis(app.clock.now())
+    story = Story(
+        id=uuid.uuid4(),
+        author_id=user_id,
+        text=text,
+        media_key=media_key,
+        visibility=visibility,
+        created_at=now,
+        expires_at=now + timedelta(seconds=app.settings.story_ttl_seconds),
+    )
+    response = orjson.dumps(story_json(story))
+    claim = None
+    if key is not None:
+        # Same key + same JSON (key order and spacing aside) = the same request.
+        request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+        claim = IdempotencyClaim(key=key, request_hash=request_hash, response=response)
+    replay = await app.store.create_story(story, audience, claim)
+    if replay is not None:
+        log.info("story.replayed", idempotency_key=key)
+        return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
+    app.metrics.stories_created.inc()
+    log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
+    return Response(response, 201, content_type=JSON_CONTENT_TYPE)
+
+
+@blueprint.get("/stories/<story_id>")
+async def get_story(story_id: str) -> Response:
+    app = deps()
+    story = await app.store.visible_story(current_user_id(), app.clock.now(), parse_story_id(story_id))
+    if story is None:
+        raise _not_found()
+    return json_response(story_json(story))
+
+
+def _feed_limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_FEED_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_FEED_LIMIT:
+        raise invalid("limit", f"must be a whole number from 1 to {MAX_FEED_LIMIT}")
+    return int(raw)
+
+
+@blueprint.get("/feed")
+async def feed() -> Response:
+    limit = _feed_limit()
+    raw_cursor = request.args.get("cursor")
+    cursor = None if raw_cursor is None else decode_cursor(raw_cursor)
+    app = deps()
+    # One row more than asked tells whether another page exists, without a count.
+    stories = await app.store.feed(current_user_id(), app.clock.now(), limit + 1, cursor)
+    page = stories[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(stories) > limit else None
+    return json_response({"stories": [story_json(s) for s in page], "next_cursor": next_cursor})
+
+
+@blueprint.post("/stories/<story_id>/view")
+async def view_story(story_id: str) -> Response:
+    app = deps()
+    view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(story_id))
+    if view is None:
+        raise _not_found()
+    if view.first_view:
+        app.metrics.story_views.inc()
+    log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
+    return json_response(view_json(view))
+
+
+def _emoji(body: dict[str, Any]) -> str:
+    emoji = required_string(body, "emoji")
+    emoji = _EMOJI_ALIASES.get(emoji, emoji)
+    if emoji not in REACTION_EMOJIS:
+        raise invalid("emoji", f"must be one of {' '.join(REACTION_EMOJIS)}")
+    return emoji
+
+
+@blueprint.post("/stories/<story_id>/reactions")
+async def react(story_id: str) -> Response:
+    parsed_id = parse_story_id(story_id)
+    emoji = _emoji(await read_json_object())
+    app = deps()
+    reaction = await app.store.add_reaction(
+        current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
+    )
+    if reaction is None:
+        raise _not_found()
+    app.metrics.reactions.inc()
+    log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
+    return json_response(reaction_json(reaction), 201)
