@@ -15,6 +15,7 @@ import trio
 import trio_asyncio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
+from stories.actors.expiry import ExpiryTicker
 from stories.api import AppDeps, create_app
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
@@ -26,7 +27,7 @@ from stories.store import Store, migrate, open_store
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["run_migrations", "serve"]
+__all__ = ["run_migrations", "serve", "worker"]
 
 log = structlog.get_logger()
 
@@ -44,13 +45,18 @@ async def watch_signals(shutdown: trio.Event, actors: trio.CancelScope) -> None:
                 actors.cancel(f"second {name}")
 
 
-def actor_specs(store: Store, metrics: Metrics) -> Sequence[ActorSpec]:
+def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics) -> ActorSpec:
+    ticker = ExpiryTicker(store, clock, metrics, interval=settings.expiry_interval_seconds)
+    return ActorSpec("expiry", ticker.run)
+
+
+def actor_specs(settings: Settings, store: Store, clock: Clock, metrics: Metrics) -> Sequence[ActorSpec]:
     def sample_pool(m: Metrics) -> None:
         m.db_pool_size.set(store.pool_size)
         m.db_pool_idle.set(store.pool_idle)
 
     exporter = MetricsExporter(metrics, samplers=[sample_pool])
-    return [ActorSpec("metrics", exporter.run)]
+    return [ActorSpec("metrics", exporter.run), expiry_spec(settings, store, clock, metrics)]
 
 
 async def serve(
@@ -100,3 +106,21 @@ async def run_migrations(settings: Settings) -> None:
         open_store(settings.database_url, data_dir=settings.data_dir, pool_size=1) as store,
     ):
         await migrate(store)
+
+
+async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
+    """The expiry ticker alone (for deployments that run it apart); same code as in `serve`."""
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    async with (
+        trio_asyncio.open_loop(),
+        open_store(settings.database_url, data_dir=settings.data_dir, pool_size=2) as store,
+    ):
+        await migrate(store)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as actors:
+            actors.start_soon(watch_signals, shutdown, actors.cancel_scope)
+            await actors.start(supervise, expiry_spec(settings, store, clock, metrics), metrics)
+            await shutdown.wait()
+            actors.cancel_scope.cancel("shutdown")
+    log.info("shutdown.complete")

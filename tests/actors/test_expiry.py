@@ -1,0 +1,79 @@
+from datetime import timedelta
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from stories.actors.expiry import ExpiryTicker
+from stories.errors import StoreUnavailable
+from stories.store import _pg
+from tests.conftest import START
+from tests.helpers import signup
+
+
+class StubStore:
+    """Hands out a scripted sequence of batch results (mechanics only)."""
+
+    def __init__(self, results):
+        self.results = list(results)
+        self.calls = 0
+
+    async def expire_batch(self, now, limit):
+        self.calls += 1
+        result = self.results.pop(0) if self.results else 0
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+async def test_run_once_drains_full_batches_then_stops(clock, metrics):
+    store = StubStore([3, 3, 1])
+    ticker = ExpiryTicker(store, clock, metrics, interval=60, batch_size=3)
+    assert await ticker.run_once() == 7
+    assert store.calls == 3
+    assert metrics.stories_expired._value.get() == 7
+
+
+async def test_not_leader_does_nothing(clock, metrics):
+    ticker = ExpiryTicker(StubStore([None]), clock, metrics, interval=60)
+    assert await ticker.run_once() is None
+    assert metrics.stories_expired._value.get() == 0
+
+
+async def test_ticks_every_interval_and_survives_outage(clock, metrics, autojump_clock):
+    store = StubStore([0, StoreUnavailable("down"), 2, 0])
+    ticker = ExpiryTicker(store, clock, metrics, interval=60)
+    with trio.fail_after(3600):  # virtual time: a deadlock jumps straight here
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ticker.run)
+            await trio.sleep(60 * 3 + 1)
+            nursery.cancel_scope.cancel()
+    assert store.calls == 4
+    assert metrics.stories_expired._value.get() == 2
+
+
+async def test_expires_only_due_stories_on_real_database(client, store, clock, metrics):
+    alice = await signup(client)
+    for text in ("one", "two"):
+        response = await client.post("/stories", json={"text": text, "visibility": "public"}, headers=alice.auth)
+        assert response.status_code == 201
+    clock.advance(86_400 - 1)
+    await client.post("/stories", json={"text": "fresh", "visibility": "public"}, headers=alice.auth)
+    clock.advance(1)
+    ticker = ExpiryTicker(store, clock, metrics, interval=60, batch_size=1)
+    assert await ticker.run_once() == 2
+    assert await ticker.run_once() == 0
+    reader = await signup(client)  # alice's token has expired with the day that passed
+    feed = await (await client.get("/feed", headers=reader.auth)).get_json()
+    assert [s["text"] for s in feed["stories"]] == ["fresh"]
+
+
+async def test_only_one_leader_at_a_time(store, database_url, clock):
+    holder = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    try:
+        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_lock($1)", _pg.EXPIRY_LOCK_ID)
+        assert await store.expire_batch(START + timedelta(days=2), 10) is None
+        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_unlock($1)", _pg.EXPIRY_LOCK_ID)
+        assert await store.expire_batch(START + timedelta(days=2), 10) == 0
+    finally:
+        await trio_asyncio.aio_as_trio(holder.close)()
