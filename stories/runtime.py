@@ -83,7 +83,7 @@ async def serve(
         await migrate(store)
         async with trio.open_nursery() as actors:
             actors.start_soon(watch_signals, shutdown, actors.cancel_scope)
-            for spec in actor_specs(store, metrics):
+            for spec in actor_specs(settings, store, clock, metrics):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
