@@ -325,9 +325,15 @@ async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, n
             followee_id,
             now,
         )
-    if row is None or not row["target_exists"]:
-        return None
-    return Follow(follower_id, followee_id, row["added"] or row["existing"])
+        if row is None or not row["target_exists"]:
+            return None
+        created_at = row["added"] or row["existing"]
+        if created_at is None:
+            # A concurrent follow committed after this statement's snapshot: read it now.
+            created_at = await conn.fetchval(
+                "SELECT created_at FROM follows WHERE follower_id = $1 AND followee_id = $2", follower_id, followee_id
+            )
+    return Follow(follower_id, followee_id, created_at)
 
 
 async def aio_unfollow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID) -> None:
