@@ -137,10 +137,11 @@ async def create_story() -> Response:
     return Response(response, 201, content_type=JSON_CONTENT_TYPE)
 
 
-@blueprint.get("/stories/<story_id>")
-async def get_story(story_id: str) -> Response:
+# Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
+@blueprint.get("/stories/<id>")
+async def get_story(id: str) -> Response:
     app = deps()
-    story = await app.store.visible_story(current_user_id(), app.clock.now(), parse_story_id(story_id))
+    story = await app.store.visible_story(current_user_id(), app.clock.now(), parse_story_id(id))
     if story is None:
         raise _not_found()
     return json_response(story_json(story))
@@ -168,10 +169,10 @@ async def feed() -> Response:
     return json_response({"stories": [story_json(s) for s in page], "next_cursor": next_cursor})
 
 
-@blueprint.post("/stories/<story_id>/view")
-async def view_story(story_id: str) -> Response:
+@blueprint.post("/stories/<id>/view")
+async def view_story(id: str) -> Response:
     app = deps()
-    view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(story_id))
+    view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(id))
     if view is None:
         raise _not_found()
     if view.first_view:
@@ -188,9 +189,9 @@ def _emoji(body: dict[str, Any]) -> str:
     return emoji
 
 
-@blueprint.post("/stories/<story_id>/reactions")
-async def react(story_id: str) -> Response:
-    parsed_id = parse_story_id(story_id)
+@blueprint.post("/stories/<id>/reactions")
+async def react(id: str) -> Response:
+    parsed_id = parse_story_id(id)
     emoji = _emoji(await read_json_object())
     app = deps()
     reaction = await app.store.add_reaction(

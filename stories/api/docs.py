@@ -1,0 +1,314 @@
+"""GET /openapi.json (OpenAPI 3.1 of the routes this build serves) and GET /docs (an offline page for it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response
+
+from stories import __version__
+from stories.api.bodies import json_response
+from stories.api.stories import MAX_AUDIENCE, MAX_FEED_LIMIT, MAX_TEXT_LENGTH, REACTION_EMOJIS
+
+__all__ = ["blueprint", "openapi_document"]
+
+blueprint = Blueprint("docs", __name__)
+
+_UUID = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00.123Z"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "invalid request (malformed JSON, wrong types, invalid values)",
+        401: "missing, malformed, expired or badly signed token",
+        404: "unknown, or not visible to the caller",
+        409: "conflict",
+        413: "body larger than 64 KiB",
+        415: "body is not JSON",
+        422: "Idempotency-Key reused with a different body",
+        429: "rate limited (see Retry-After)",
+        503: "a dependency (the database) is unavailable",
+    }
+    return {str(s): _json(_ref("Error"), meaning[s]) for s in statuses}
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    public: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if public:
+        operation["security"] = []
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+_ID_PARAM = [{"name": "id", "in": "path", "required": True, "schema": _UUID}]
+_USER_PARAM = [{"name": "user_id", "in": "path", "required": True, "schema": _UUID}]
+
+
+def openapi_document() -> dict[str, Any]:
+    credentials = {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": {"type": "string", "maxLength": 254},
+            "password": {"type": "string", "minLength": 8, "maxLength": 128},
+        },
+    }
+    new_story = {
+        "type": "object",
+        "required": ["visibility"],
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH},
+            "media_key": {"type": "string", "description": "uploads/<your user id>/..."},
+            "visibility": {"enum": ["public", "friends", "private"]},
+            "audience_user_ids": {"type": "array", "items": _UUID, "maxItems": MAX_AUDIENCE},
+        },
+    }
+    schemas = {
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "Session": {
+            "type": "object",
+            "properties": {"token": {"type": "string"}, "user_id": _UUID, "email": {"type": "string"}},
+        },
+        "Story": {
+            "type": "object",
+            "properties": {
+                "id": _UUID,
+                "author_id": _UUID,
+                "text": {"type": ["string", "null"]},
+                "media_key": {"type": ["string", "null"]},
+                "media_url": {"type": ["string", "null"]},
+                "visibility": {"enum": ["public", "friends", "private"]},
+                "created_at": _TIME,
+                "expires_at": _TIME,
+                "view_count": {"type": "integer"},
+                "reaction_count": {"type": "integer"},
+            },
+        },
+        "Feed": {
+            "type": "object",
+            "properties": {
+                "stories": {"type": "array", "items": _ref("Story")},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "View": {
+            "type": "object",
+            "properties": {
+                "story_id": _UUID,
+                "viewer_id": _UUID,
+                "viewed_at": _TIME,
+                "first_view": {"type": "boolean"},
+            },
+        },
+        "Reaction": {
+            "type": "object",
+            "properties": {
+                "id": _UUID,
+                "story_id": _UUID,
+                "user_id": _UUID,
+                "emoji": {"enum": list(REACTION_EMOJIS)},
+                "created_at": _TIME,
+            },
+        },
+        "Follow": {
+            "type": "object",
+            "properties": {"follower_id": _UUID, "followee_id": _UUID, "created_at": _TIME},
+        },
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "posted": {"type": "integer"},
+                "views": {"type": "integer"},
+                "unique_viewers": {"type": "integer"},
+                "reactions": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"enum": ["ok", "degraded"]},
+                "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    }
+    paths = {
+        "/signup": {
+            "post": _operation(
+                "Create an account",
+                {"201": _json(_ref("Session"), "created"), **_errors(400, 409, 413, 415)},
+                body=credentials,
+                public=True,
+            )
+        },
+        "/login": {
+            "post": _operation(
+                "Log in",
+                {"200": _json(_ref("Session"), "logged in"), **_errors(400, 401, 413, 415)},
+                body=credentials,
+                public=True,
+            )
+        },
+        "/stories": {
+            "post": _operation(
+                "Create a story (Idempotency-Key honoured for 24 h)",
+                {"201": _json(_ref("Story"), "created"), **_errors(400, 401, 413, 415, 422, 429)},
+                body=new_story,
+                parameters=[
+                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
+                ],
+            )
+        },
+        "/stories/{id}": {
+            "get": _operation(
+                "Read an active story you may see",
+                {"200": _json(_ref("Story"), "the story"), **_errors(401, 404)},
+                parameters=_ID_PARAM,
+            )
+        },
+        "/feed": {
+            "get": _operation(
+                "Active stories you may see, newest first",
+                {"200": _json(_ref("Feed"), "a page"), **_errors(400, 401)},
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FEED_LIMIT},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+            )
+        },
+        "/stories/{id}/view": {
+            "post": _operation(
+                "Record a view (idempotent)",
+                {"200": _json(_ref("View"), "the view"), **_errors(401, 404)},
+                parameters=_ID_PARAM,
+            )
+        },
+        "/stories/{id}/reactions": {
+            "post": _operation(
+                "React with an emoji",
+                {"201": _json(_ref("Reaction"), "the reaction"), **_errors(400, 401, 404, 413, 415, 429)},
+                body={
+                    "type": "object",
+                    "required": ["emoji"],
+                    "properties": {"emoji": {"enum": list(REACTION_EMOJIS)}},
+                },
+                parameters=_ID_PARAM,
+            )
+        },
+        "/follow/{user_id}": {
+            "post": _operation(
+                "Follow a user (idempotent)",
+                {"200": _json(_ref("Follow"), "following"), **_errors(400, 401, 404)},
+                parameters=_USER_PARAM,
+            ),
+            "delete": _operation(
+                "Unfollow a user (idempotent)",
+                {"204": {"description": "not following"}, **_errors(401, 404)},
+                parameters=_USER_PARAM,
+            ),
+        },
+        "/me/stats": {
+            "get": _operation(
+                "Your stories of the last 7 days: posted, views, unique viewers, reactions per emoji",
+                {"200": _json(_ref("Stats"), "the figures"), **_errors(401)},
+            )
+        },
+        "/healthz": {
+            "get": _operation(
+                "Health of the process and its dependencies",
+                {"200": _json(_ref("Health"), "serving"), "503": _json(_ref("Health"), "database down")},
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                public=True,
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Stories", "version": __version__, "description": "Ephemeral stories: HTTP API."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+# A self-contained page: no assets from the internet, it renders /openapi.json with a few lines of script.
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Stories API</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.op{margin:.8rem 0;padding:.6rem .8rem;border:1px solid #e3e3e3;border-radius:6px}
+.m{display:inline-block;min-width:4.5rem;font-weight:bold;text-transform:uppercase}
+.get{color:#0a6}.post{color:#06c}.delete{color:#c30}
+code,pre{background:#f6f6f6;border-radius:4px;padding:.1rem .3rem}pre{padding:.5rem;overflow:auto}
+.lock{color:#888;font-size:.85em}
+</style></head>
+<body><h1>Stories API</h1><p>Machine-readable: <a href="/openapi.json">/openapi.json</a>.
+Routes marked 🔒 need <code>Authorization: Bearer &lt;token&gt;</code>.</p><div id="ops"></div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const out = document.getElementById('ops');
+  const esc = s => String(s).replace(/[&<>]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]));
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const locked = !(op.security && op.security.length === 0);
+      const codes = Object.entries(op.responses).map(([c, r]) => `<li><b>${c}</b> ${esc(r.description)}</li>`).join('');
+      const body = op.requestBody
+        ? `<pre>${esc(JSON.stringify(op.requestBody.content['application/json'].schema, null, 2))}</pre>` : '';
+      out.insertAdjacentHTML('beforeend', `<div class="op"><span class="m ${method}">${method}</span>
+        <code>${esc(path)}</code> ${locked ? '<span class="lock">🔒</span>' : ''}<p>${esc(op.summary)}</p>${body}
+        <ul>${codes}</ul></div>`);
+    }
+  }
+});
+</script></body></html>
+"""
+
+
+@blueprint.get("/openapi.json")
+async def openapi() -> Response:
+    return json_response(openapi_document())
+
+
+@blueprint.get("/docs")
+async def docs() -> Response:
+    return Response(_DOCS_PAGE, 200, content_type="text/html; charset=utf-8")
