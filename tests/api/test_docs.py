@@ -22,4 +22,5 @@ async def test_docs_page_is_offline_and_public(client):
     assert response.status_code == 200
     page = (await response.get_data()).decode()
     assert "/openapi.json" in page
-    assert "http://" not in page and "https://" not in page
+    assert "http://" not in page
+    assert "https://" not in page

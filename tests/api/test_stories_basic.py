@@ -16,6 +16,7 @@ async def test_create_read_feed_view_react_stats(client):
     r = await client.post(f"/stories/{story['id']}/view", headers=bob.auth)
     assert (await r.get_json())["first_view"] is True
     r = await client.post(f"/stories/{story['id']}/reactions", json={"emoji": "❤"}, headers=bob.auth)
-    assert r.status_code == 201 and (await r.get_json())["emoji"] == "❤️"
+    assert r.status_code == 201
+    assert (await r.get_json())["emoji"] == "❤️"
     r = await client.get("/me/stats", headers=alice.auth)
     assert await r.get_json() == {"posted": 1, "views": 1, "unique_viewers": 1, "reactions": {"❤️": 1}}
