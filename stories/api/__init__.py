@@ -18,7 +18,7 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.deps = app_deps
     settings = app_deps.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Quart's JSON provider would sort keys and re-encode; we write responses with orjson ourselves.
+    # Unexpected errors go to our handler (a JSON 500 that reveals nothing), in tests too.
     app.config["PROPAGATE_EXCEPTIONS"] = False
     install_hooks(app)
     app.register_blueprint(auth.blueprint)
