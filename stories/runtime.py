@@ -16,10 +16,12 @@ import trio_asyncio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
 from stories.actors.expiry import ExpiryTicker
+from stories.actors.ratelimit import BucketKeeper
 from stories.api import AppDeps, create_app
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.metrics import Metrics
+from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Store, migrate, open_store
@@ -50,13 +52,19 @@ def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics
     return ActorSpec("expiry", ticker.run)
 
 
-def actor_specs(settings: Settings, store: Store, clock: Clock, metrics: Metrics) -> Sequence[ActorSpec]:
+def actor_specs(
+    settings: Settings, store: Store, clock: Clock, metrics: Metrics, limiter: BucketKeeper
+) -> Sequence[ActorSpec]:
     def sample_pool(m: Metrics) -> None:
         m.db_pool_size.set(store.pool_size)
         m.db_pool_idle.set(store.pool_idle)
 
     exporter = MetricsExporter(metrics, samplers=[sample_pool])
-    return [ActorSpec("metrics", exporter.run), expiry_spec(settings, store, clock, metrics)]
+    return [
+        ActorSpec("metrics", exporter.run),
+        ActorSpec("ratelimit", limiter.run),
+        expiry_spec(settings, store, clock, metrics),
+    ]
 
 
 async def serve(
@@ -79,11 +87,13 @@ async def serve(
     async with (
         trio_asyncio.open_loop(),
         open_store(settings.database_url, data_dir=settings.data_dir, pool_size=settings.db_pool_size) as store,
+        open_redis(settings.redis_url) as redis,
     ):
         await migrate(store)
+        limiter = BucketKeeper.from_settings(settings, redis)
         async with trio.open_nursery() as actors:
             actors.start_soon(watch_signals, shutdown, actors.cancel_scope)
-            for spec in actor_specs(settings, store, clock, metrics):
+            for spec in actor_specs(settings, store, clock, metrics, limiter):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
@@ -93,6 +103,8 @@ async def serve(
                     clock=clock,
                     tokens=TokenIssuer(secret, settings.jwt_ttl_seconds, clock),
                     passwords=PasswordHasher(settings.bcrypt_cost),
+                    limiter=limiter,
+                    redis=redis,
                 )
             )
             await serve_http(app, settings, shutdown, task_status=task_status)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio_asyncio
 
+from stories.actors.ratelimit import BucketKeeper
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.clock import FixedClock
 from stories.logging import configure_logging
@@ -17,7 +18,7 @@ from stories.security import PasswordHasher, TokenIssuer
 from stories.settings import Settings
 from stories.store import Store, open_store
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis"]
 
 TEST_JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 START = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -73,6 +74,8 @@ def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClo
         clock=clock,
         tokens=TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock),
         passwords=PasswordHasher(settings.bcrypt_cost),
+        limiter=BucketKeeper.from_settings(settings, None),
+        redis=None,
     )
 
 
@@ -82,5 +85,5 @@ def app(app_deps: AppDeps) -> StoriesApp:
 
 
 @pytest.fixture
-def client(app: StoriesApp):  # noqa: ANN201 - Quart's test client type is private
+def client(app: StoriesApp):
     return app.test_client()

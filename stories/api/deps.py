@@ -11,8 +11,10 @@ from quart_trio import QuartTrio
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from stories.actors.ratelimit import BucketKeeper
     from stories.clock import Clock
     from stories.metrics import Metrics
+    from stories.redis import RedisLink
     from stories.security import PasswordHasher, TokenIssuer
     from stories.settings import Settings
     from stories.store import Store
@@ -28,6 +30,8 @@ class AppDeps:
     clock: Clock
     tokens: TokenIssuer
     passwords: PasswordHasher
+    limiter: BucketKeeper
+    redis: RedisLink | None
 
 
 class StoriesApp(QuartTrio):

@@ -13,12 +13,13 @@ import orjson
 import structlog
 from quart import Blueprint, Response, request
 
+from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
-from stories.errors import InvalidRequest, NotFound
+from stories.errors import InvalidRequest, NotFound, RateLimited
 from stories.store.models import IdempotencyClaim, Story
 
 __all__ = ["blueprint", "parse_story_id"]
@@ -89,6 +90,15 @@ def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
     return ids
 
 
+async def _check_rate(action: str, what: str) -> None:
+    app = deps()
+    decision = await app.limiter.acquire(current_user_id(), action)
+    if not decision.allowed:
+        app.metrics.rate_limited.labels(action=action).inc()
+        limit = app.limiter.limits[action]
+        raise RateLimited(f"{what} is limited to {limit} per minute", retry_after=decision.retry_after)
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -112,6 +122,7 @@ async def create_story() -> Response:
     audience = _audience(body, visibility)
 
     app = deps()
+    await _check_rate(ACTION_STORIES, "story creation")
     now = to_millis(app.clock.now())
     story = Story(
         id=uuid.uuid4(),
@@ -194,6 +205,7 @@ async def react(id: str) -> Response:
     parsed_id = parse_story_id(id)
     emoji = _emoji(await read_json_object())
     app = deps()
+    await _check_rate(ACTION_REACTIONS, "reacting")
     reaction = await app.store.add_reaction(
         current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
     )
