@@ -1,0 +1,277 @@
+"""GET /ws on a real hypercorn (port 0) with trio-websocket clients.
+
+The app here is the blueprint alone on a QuartTrio app with a stand-in deps object (tokens, hub, metrics):
+the realtime path needs neither the database nor the rest of the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from stories.actors.hub import Hub
+from stories.actors.messages import StoryReacted, StoryViewed
+from stories.api.deps import StoriesApp
+from stories.api.ws import blueprint, configure_keepalive
+from stories.clock import FixedClock
+from stories.metrics import Metrics
+from stories.security import TokenIssuer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+SECRET = "ws-test-secret-0123456789abcdef-0123456789"
+NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+WAIT = 10.0
+
+
+@dataclass
+class RealtimeStandIn:
+    tokens: TokenIssuer
+    hub: Hub
+    metrics: Metrics
+
+
+@dataclass
+class Server:
+    url: str
+    deps: RealtimeStandIn
+    port: int
+
+    def token(self, user_id: uuid.UUID) -> str:
+        return self.deps.tokens.issue(user_id)
+
+    def sample(self, name: str) -> float | None:
+        return self.deps.metrics.registry.get_sample_value(name)
+
+
+@asynccontextmanager
+async def running(*, ping_interval: float | None = None, dead_after: float = 1.0) -> AsyncIterator[Server]:
+    metrics = Metrics()
+    stand_in = RealtimeStandIn(TokenIssuer(SECRET, 3600, FixedClock(NOW)), Hub(metrics), metrics)
+    app = StoriesApp(__name__)
+    app.deps = stand_in  # type: ignore[assignment]
+    app.register_blueprint(blueprint)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1
+    if ping_interval is not None:
+        configure_keepalive(config, ping_interval=ping_interval, dead_after=dead_after)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        port = int(binds[0].rsplit(":", 1)[1])
+        yield Server(f"ws://127.0.0.1:{port}/ws", stand_in, port)
+        shutdown.set()
+
+
+@asynccontextmanager
+async def open_socket(
+    server: Server, query: str = "", headers: list[tuple[str, str]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client on a TCP stream we close ourselves: trio-websocket 0.12 leaves the socket
+    open when the upgrade is refused or the server closes first (a ResourceWarning, an error here)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            socket = await wrap_client_stream(
+                nursery,
+                stream,
+                "127.0.0.1",
+                "/ws" + query,
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers or []],
+            )
+            yield socket
+            with trio.move_on_after(1, shield=True):
+                await socket.aclose()
+            nursery.cancel_scope.cancel("client done")
+    finally:
+        stream.socket.close()
+
+
+async def refused(server: Server, query: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
+    """The rejection of an upgrade that must be refused (raised from inside the client's nursery)."""
+    with trio.fail_after(WAIT), pytest.RaisesGroup(ConnectionRejected, flatten_subgroups=True) as group:
+        async with open_socket(server, query, headers):
+            pytest.fail("the upgrade was accepted")
+    leaf: BaseException = group.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, ConnectionRejected)
+    return leaf
+
+
+def viewed(author_id: uuid.UUID) -> StoryViewed:
+    return StoryViewed(author_id=author_id, story_id=uuid.uuid4(), viewer_id=uuid.uuid4(), viewed_at=NOW)
+
+
+async def connected(server: Server, count: int) -> None:
+    """Wait until the server has registered `count` sockets (the handler subscribes right after accept)."""
+    with trio.fail_after(WAIT):
+        while server.deps.hub.stats().connections != count:
+            await trio.testing.wait_all_tasks_blocked()
+            if server.deps.hub.stats().connections != count:
+                await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "message"),
+    [
+        ("", [], "missing token"),
+        ("?token=not-a-jwt", [], "malformed"),
+        ("", [("Authorization", "Basic dXNlcjpwYXNz")], "Bearer"),
+        (
+            "?token=" + TokenIssuer("another-secret-0123456789abcdef-0123", 60, FixedClock(NOW)).issue(uuid.uuid4()),
+            [],
+            "signature",
+        ),
+    ],
+)
+async def test_bad_or_missing_token_is_refused_with_401_before_the_upgrade(
+    query: str, headers: list[tuple[str, str]], message: str
+) -> None:
+    async with running() as server:
+        rejected = await refused(server, query, headers)
+        assert rejected.status_code == 401
+        body = orjson.loads(rejected.body)
+        assert body["error"] == "unauthorized"
+        assert message in body["message"]
+        assert dict(rejected.headers)[b"content-type"] == b"application/json; charset=utf-8"
+        assert server.deps.hub.stats().connections == 0
+
+
+async def test_expired_token_is_refused() -> None:
+    async with running() as server:
+        expired = TokenIssuer(SECRET, 60, FixedClock(datetime(2026, 1, 1, tzinfo=UTC))).issue(uuid.uuid4())
+        rejected = await refused(server, f"?token={expired}")
+        assert rejected.status_code == 401
+        assert b"expired" in rejected.body
+
+
+async def test_events_reach_every_socket_of_the_author_and_nobody_else() -> None:
+    async with running() as server:
+        author, other = uuid.uuid4(), uuid.uuid4()
+        bearer = [("Authorization", f"Bearer {server.token(author)}")]
+        with trio.fail_after(WAIT):
+            async with (
+                open_socket(server, headers=bearer) as by_header,
+                open_socket(server, f"?token={server.token(author)}") as by_query,
+                open_socket(server, f"?token={server.token(other)}") as bystander,
+            ):
+                await connected(server, 3)
+                assert server.sample("ws_connections") == 3
+                event = StoryReacted(
+                    author_id=author,
+                    story_id=uuid.uuid4(),
+                    user_id=other,
+                    emoji="🔥",
+                    created_at=NOW,
+                    reaction_id=uuid.uuid4(),
+                )
+                assert server.deps.hub.publish(author, event) == 2
+                for socket in (by_header, by_query):
+                    assert orjson.loads(await socket.get_message()) == {
+                        "type": "story.reacted",
+                        "id": str(event.id),
+                        "payload": {
+                            "story_id": str(event.story_id),
+                            "user_id": str(other),
+                            "emoji": "🔥",
+                            "created_at": "2026-11-24T10:00:00.000Z",
+                        },
+                    }
+                # Client messages are not part of the API; they are read and ignored.
+                await bystander.send_message("hello?")
+                follow_up = viewed(other)
+                server.deps.hub.publish(other, follow_up)
+                assert orjson.loads(await bystander.get_message())["id"] == str(follow_up.id)
+                assert server.sample("ws_events_sent_total") == 3
+        await connected(server, 0)
+        assert server.sample("ws_connections") == 0
+
+
+async def test_shutdown_closes_sockets_with_1001() -> None:
+    async with running() as server:
+        author = uuid.uuid4()
+        shutdown = trio.Event()
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.deps.hub.close_all_on, shutdown)
+                async with open_socket(server, f"?token={server.token(author)}") as socket:
+                    await connected(server, 1)
+                    # An event already in the mailbox is delivered before the close.
+                    event = viewed(author)
+                    server.deps.hub.publish(author, event)
+                    shutdown.set()
+                    assert orjson.loads(await socket.get_message())["id"] == str(event.id)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await socket.get_message()
+                    assert closed.value.reason.code == 1001
+            await connected(server, 0)
+            # A socket opened during shutdown is closed at once.
+            async with open_socket(server, f"?token={server.token(author)}") as late:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await late.get_message()
+                assert closed.value.reason.code == 1001
+
+
+async def test_resync_closes_with_1012() -> None:
+    async with running() as server:
+        with trio.fail_after(WAIT):
+            async with open_socket(server, f"?token={server.token(uuid.uuid4())}") as socket:
+                await connected(server, 1)
+                server.deps.hub.resync()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await socket.get_message()
+                assert closed.value.reason.code == 1012
+
+
+async def test_live_client_answers_pings_and_a_silent_one_is_dropped() -> None:
+    """The server pings every 0.2 s and drops a connection silent for 1 s. trio-websocket answers pings on
+    its own; the raw client below completes the handshake and then never reads nor writes again."""
+    async with running(ping_interval=0.2, dead_after=1) as server:
+        author = uuid.uuid4()
+        with trio.fail_after(WAIT):
+            async with open_socket(server, f"?token={server.token(author)}") as live:
+                silent = await raw_upgrade(server, author)
+                await connected(server, 2)
+                began = trio.current_time()
+                await connected(server, 1)
+                assert trio.current_time() - began >= 0.5
+                # The live socket outlived the dead one and still gets its events.
+                await trio.sleep(1.2)
+                event = viewed(author)
+                assert server.deps.hub.publish(author, event) == 1
+                assert orjson.loads(await live.get_message())["id"] == str(event.id)
+                await silent.aclose()
+
+
+async def raw_upgrade(server: Server, user_id: uuid.UUID) -> trio.SocketStream:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    request = (
+        f"GET /ws?token={server.token(user_id)} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await stream.send_all(request.encode("ascii"))
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 101")
+    return stream
