@@ -16,7 +16,9 @@ import trio_asyncio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
 from stories.actors.expiry import ExpiryTicker
+from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
+from stories.actors.relay import EventRelay, build_relay, postgres_connector
 from stories.api import AppDeps, create_app
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
@@ -53,7 +55,7 @@ def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics
 
 
 def actor_specs(
-    settings: Settings, store: Store, clock: Clock, metrics: Metrics, limiter: BucketKeeper
+    settings: Settings, store: Store, clock: Clock, metrics: Metrics, limiter: BucketKeeper, relay: EventRelay
 ) -> Sequence[ActorSpec]:
     def sample_pool(m: Metrics) -> None:
         m.db_pool_size.set(store.pool_size)
@@ -63,6 +65,7 @@ def actor_specs(
     return [
         ActorSpec("metrics", exporter.run),
         ActorSpec("ratelimit", limiter.run),
+        ActorSpec("relay", relay.run),
         expiry_spec(settings, store, clock, metrics),
     ]
 
@@ -91,9 +94,12 @@ async def serve(
     ):
         await migrate(store)
         limiter = BucketKeeper.from_settings(settings, redis)
+        hub = Hub(metrics)
+        relay = build_relay(hub, connect=postgres_connector(store.dsn), redis=redis)
         async with trio.open_nursery() as actors:
             actors.start_soon(watch_signals, shutdown, actors.cancel_scope)
-            for spec in actor_specs(settings, store, clock, metrics, limiter):
+            actors.start_soon(hub.close_all_on, shutdown)
+            for spec in actor_specs(settings, store, clock, metrics, limiter, relay):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
@@ -105,6 +111,8 @@ async def serve(
                     passwords=PasswordHasher(settings.bcrypt_cost),
                     limiter=limiter,
                     redis=redis,
+                    hub=hub,
+                    relay=relay,
                 )
             )
             await serve_http(app, settings, shutdown, task_status=task_status)

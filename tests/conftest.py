@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import trio_asyncio
 
+from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
+from stories.actors.relay import build_relay, postgres_connector
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.clock import FixedClock
 from stories.logging import configure_logging
@@ -66,7 +68,12 @@ async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClock) -> AppDeps:
+def hub(metrics: Metrics) -> Hub:
+    return Hub(metrics)
+
+
+@pytest.fixture
+def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClock, hub: Hub) -> AppDeps:
     return AppDeps(
         settings=settings,
         store=store,
@@ -76,6 +83,9 @@ def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClo
         passwords=PasswordHasher(settings.bcrypt_cost),
         limiter=BucketKeeper.from_settings(settings, None),
         redis=None,
+        hub=hub,
+        # Not running: publish() still delivers to this process's hub at once, which is all API tests need.
+        relay=build_relay(hub, connect=postgres_connector(store.dsn), redis=None),
     )
 
 

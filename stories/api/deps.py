@@ -11,7 +11,9 @@ from quart_trio import QuartTrio
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from stories.actors.hub import Hub
     from stories.actors.ratelimit import BucketKeeper
+    from stories.actors.relay import EventRelay
     from stories.clock import Clock
     from stories.metrics import Metrics
     from stories.redis import RedisLink
@@ -32,6 +34,8 @@ class AppDeps:
     passwords: PasswordHasher
     limiter: BucketKeeper
     redis: RedisLink | None
+    hub: Hub
+    relay: EventRelay
 
 
 class StoriesApp(QuartTrio):

@@ -13,6 +13,7 @@ import orjson
 import structlog
 from quart import Blueprint, Response, request
 
+from stories.actors.messages import StoryReacted, StoryViewed
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
@@ -188,6 +189,12 @@ async def view_story(id: str) -> Response:
         raise _not_found()
     if view.first_view:
         app.metrics.story_views.inc()
+        # first_view is never true for the author's own views: those are not recorded.
+        app.relay.publish(
+            StoryViewed(
+                author_id=view.author_id, story_id=view.story_id, viewer_id=view.viewer_id, viewed_at=view.viewed_at
+            )
+        )
     log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
     return json_response(view_json(view))
 
@@ -212,5 +219,16 @@ async def react(id: str) -> Response:
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()
+    if reaction.user_id != reaction.author_id:
+        app.relay.publish(
+            StoryReacted(
+                author_id=reaction.author_id,
+                story_id=reaction.story_id,
+                user_id=reaction.user_id,
+                emoji=reaction.emoji,
+                created_at=reaction.created_at,
+                reaction_id=reaction.id,
+            )
+        )
     log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
     return json_response(reaction_json(reaction), 201)

@@ -79,7 +79,7 @@ async def open_store(database_url: str | None, *, data_dir: Path, pool_size: int
     try:
         pool = await _connect(database_url, pool_size)
         try:
-            yield Store(pool)
+            yield Store(pool, database_url)
         finally:
             with trio.move_on_after(POOL_CLOSE_SECONDS, shield=True) as scope:
                 await trio_asyncio.aio_as_trio(pool.close)()

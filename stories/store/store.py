@@ -56,8 +56,10 @@ class Store:
     failures become `StoreUnavailable` (503); asyncpg objects never leave this class.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
+        # Where the pool connects (the embedded server too): for connections outside the pool (LISTEN).
+        self.dsn = dsn
 
     @property
     def pool_size(self) -> int:
