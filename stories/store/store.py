@@ -13,10 +13,11 @@ from stories.errors import StoreUnavailable
 from stories.store import _pg
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
     from datetime import datetime
     from uuid import UUID
 
+    from stories.seed import SeedBatch
     from stories.store.models import (
         FeedCursor,
         Follow,
@@ -126,3 +127,7 @@ class Store:
     async def expire_batch(self, now: datetime, limit: int) -> int | None:
         """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
         return await self._call(_pg.aio_expire_batch, now, limit)
+
+    async def seed(self, batches: Iterable[SeedBatch], first_email: str | None, tables: Sequence[str]) -> None:
+        """Bulk-load generated rows in one transaction (stories.seed); Conflict when already seeded."""
+        await self._call(_pg.aio_seed_copy, batches, first_email, tables)
