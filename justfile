@@ -1,0 +1,41 @@
+# Developer tasks. Set up the virtualenv first (README, "Set up"); CI runs the same steps in .ci/run.
+
+bin := ".venv/bin"
+
+# list the recipes
+default:
+    @just --list
+
+# ruff lint and format check
+lint:
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+
+# rewrite files with ruff's formatter and safe fixes
+fmt:
+    {{bin}}/ruff check --fix .
+    {{bin}}/ruff format .
+
+# mypy, strict
+typecheck:
+    {{bin}}/mypy
+
+# the test suite; extra arguments go to pytest (DATABASE_URL / REDIS_URL select the servers)
+test *args:
+    {{bin}}/pytest {{args}}
+
+# run the service (embedded PostgreSQL unless DATABASE_URL is set)
+serve:
+    {{bin}}/stories serve
+
+# two API processes + PostgreSQL + Redis + MinIO in containers (ports 5001 and 5002)
+up:
+    docker compose up -d --build
+
+# stop and remove the containers (volumes are kept)
+down:
+    docker compose down
+
+# the whole CI run: fresh virtualenv, lint, typecheck, tests, embedded smoke test
+ci:
+    bash .ci/run
