@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import BinaryIO
 
 import orjson
 import structlog
@@ -13,8 +14,11 @@ __all__ = ["configure_logging"]
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info") -> None:
-    """Configure once at start (the CLI does). Safe to call again, e.g. from tests."""
+def configure_logging(level: str = "info", *, stream: BinaryIO | None = None) -> None:
+    """Configure once at start (the CLI does). Safe to call again, e.g. from tests.
+
+    Lines go to stdout unless `stream` is given (tests read them back from a buffer).
+    """
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -24,6 +28,6 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=False,
     )

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -39,6 +39,9 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_DRAIN_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
+DEFAULT_MINIO_BUCKET = "stories"
+DEFAULT_MINIO_REGION = "us-east-1"
+MINIO_OFF = "off"
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENVIRONMENTS = ("development", "production", "test")
@@ -46,6 +49,9 @@ JWT_SECRET_FILE = "jwt_secret"
 MIN_JWT_SECRET_BYTES = 32
 
 T = TypeVar("T")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,13 @@ class Settings:
     redis_url: str | None = None
     jwt_secret: str | None = None
     jwt_ttl_seconds: int = DEFAULT_JWT_TTL_SECONDS
+    # None: use an embedded S3-compatible store when one is installed; MINIO_OFF: uploads disabled.
+    minio_endpoint: str | None = None
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = None
+    minio_bucket: str = DEFAULT_MINIO_BUCKET
+    minio_use_ssl: bool = False
+    minio_region: str = DEFAULT_MINIO_REGION
     story_ttl_seconds: int = DEFAULT_STORY_TTL_SECONDS
     feed_cache_seconds: int = DEFAULT_FEED_CACHE_SECONDS
     expiry_interval_seconds: int = DEFAULT_EXPIRY_INTERVAL_SECONDS
@@ -98,6 +111,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         redis_url=env.redis_url(),
         jwt_secret=jwt_secret,
         jwt_ttl_seconds=env.integer("JWT_TTL_SECONDS", DEFAULT_JWT_TTL_SECONDS, 1, 366 * 86_400),
+        minio_endpoint=env.minio_endpoint(),
+        minio_access_key=env.get("MINIO_ACCESS_KEY"),
+        minio_secret_key=env.get("MINIO_SECRET_KEY"),
+        minio_bucket=env.get("MINIO_BUCKET") or DEFAULT_MINIO_BUCKET,
+        minio_use_ssl=env.boolean("MINIO_USE_SSL", default=False),
+        minio_region=env.get("MINIO_REGION") or DEFAULT_MINIO_REGION,
         story_ttl_seconds=env.integer("STORY_TTL_SECONDS", DEFAULT_STORY_TTL_SECONDS, 1, 366 * 86_400),
         feed_cache_seconds=env.integer("FEED_CACHE_SECONDS", DEFAULT_FEED_CACHE_SECONDS, 0, 3_600),
         expiry_interval_seconds=env.integer("EXPIRY_INTERVAL_SECONDS", DEFAULT_EXPIRY_INTERVAL_SECONDS, 1, 86_400),
@@ -180,6 +199,16 @@ class _Env:
             raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {raw!r})")
         return raw.lower()
 
+    def boolean(self, name: str, *, default: bool) -> bool:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(name, f"must be true or false (got {raw!r})")
+
     def origins(self, name: str) -> tuple[str, ...]:
         raw = self.get(name)
         if raw is None:
@@ -195,6 +224,21 @@ class _Env:
         if url is not None and not url.startswith(("postgres://", "postgresql://")):
             raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {url!r})")
         return url
+
+    def minio_endpoint(self) -> str | None:
+        endpoint = self.get("MINIO_ENDPOINT")
+        if endpoint is None or endpoint.lower() == MINIO_OFF:
+            return None if endpoint is None else MINIO_OFF
+        # host[:port], or a URL http(s)://host[:port]; nothing else addresses an S3 endpoint.
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        try:
+            valid = bool(parts.hostname) and parts.scheme in ("", "http", "https") and parts.path in ("", "/")
+            parts.port  # noqa: B018 - raises ValueError for a malformed port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError("MINIO_ENDPOINT", f"must be host:port, an http(s) URL, or 'off' (got {endpoint!r})")
+        return endpoint
 
     def redis_url(self) -> str | None:
         url = self.get("REDIS_URL")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from quart import Response, request
+from quart import Response, g, request
 
 from stories.errors import ApiError, InvalidRequest
 
@@ -40,6 +40,7 @@ async def read_json_object() -> dict[str, Any]:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
     raw = await request.get_data(cache=True, as_text=False)
+    g.body_read = True
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:

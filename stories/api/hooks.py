@@ -72,9 +72,19 @@ async def _before_request() -> None:
     structlog.contextvars.bind_contextvars(user_id=str(g.user_id))
 
 
+def _body_left_unread() -> bool:
+    """A request body the app answered without reading to the end (a 413, 415, 401, 404 ...)."""
+    has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return has_body and not g.get("body_read", False)
+
+
 async def _after_request(response: Response) -> Response:
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-ID"] = request_id
+    if _body_left_unread() and request.http_version.startswith("1."):
+        # hypercorn cannot reuse such a connection, but does not say so: a keep-alive client's next request
+        # on it would hang. Closing tells the client to open a new one. (HTTP/2 streams are unaffected.)
+        response.headers["Connection"] = "close"
     route, method, status = route_template(), request.method, response.status_code
     elapsed = trio.current_time() - g.get("started", trio.current_time())
     metrics = deps().metrics

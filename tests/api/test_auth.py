@@ -1,0 +1,285 @@
+"""POST /signup, POST /login and the JWT check every other route goes through (API.md, Auth)."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+import trio
+from quart import Response
+
+from stories.api.bodies import json_response
+from stories.api.deps import current_user_id
+from stories.security import TokenIssuer
+from tests.conftest import TEST_JWT_SECRET
+from tests.helpers import PASSWORD, signup
+
+PROTECTED = "/_test/whoami"
+
+
+@pytest.fixture
+def app(app):  # extends the shared fixture with a protected route
+    async def whoami() -> Response:
+        return json_response({"user_id": str(current_user_id())})
+
+    app.add_url_rule(PROTECTED, "test.whoami", whoami)
+    return app
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def post(client: Any, path: str, body: Any) -> tuple[int, Any]:
+    response = await client.post(path, json=body)
+    return response.status_code, await response.get_json()
+
+
+# --- signup ----------------------------------------------------------------------------------------------
+
+
+async def test_signup_returns_a_working_token_and_the_normalized_email(client, app_deps, clock):
+    local = uuid.uuid4().hex[:10]
+    status, body = await post(client, "/signup", {"email": f"  Mixed.{local}@Example.COM \t", "password": PASSWORD})
+    assert status == 201
+    assert set(body) == {"token", "user_id", "email"}
+    assert body["email"] == f"mixed.{local}@example.com"
+    user_id = uuid.UUID(body["user_id"])
+    assert TokenIssuer(TEST_JWT_SECRET, app_deps.settings.jwt_ttl_seconds, clock).verify(body["token"]) == user_id
+
+    claims = jwt.decode(body["token"], TEST_JWT_SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert jwt.get_unverified_header(body["token"])["alg"] == "HS256"
+    assert claims["sub"] == str(user_id)
+    assert claims["iat"] == int(clock.now().timestamp())
+    assert claims["exp"] - claims["iat"] == 86_400
+
+    response = await client.get(PROTECTED, headers={"Authorization": f"Bearer {body['token']}"})
+    assert response.status_code == 200
+    assert await response.get_json() == {"user_id": str(user_id)}
+
+
+async def test_duplicate_email_after_normalization_is_409(client):
+    email = unique_email()
+    await signup(client, email)
+    status, body = await post(client, "/signup", {"email": f" {email.upper()} ", "password": "another password"})
+    assert status == 409
+    assert body["error"] == "email_taken"
+    assert isinstance(body["message"], str)
+    assert body["message"]
+
+
+INVALID_EMAILS = [
+    "",
+    "   ",
+    "plainaddress",
+    "@example.com",
+    "user@",
+    "user@localhost",
+    "user@@example.com",
+    "us@er@example.com",
+    "user@.example.com",
+    "user@example.com.",
+    "us er@example.com",
+    "user@exa mple.com",
+    "a" * 243 + "@example.com",  # 255 characters
+]
+
+
+async def test_signup_refuses_what_is_not_an_email(client):
+    for email in INVALID_EMAILS:
+        status, body = await post(client, "/signup", {"email": email, "password": PASSWORD})
+        assert (status, body["error"], set(body["fields"])) == (400, "invalid_request", {"email"}), email
+
+
+async def test_longest_allowed_email_is_accepted(client):
+    email = "a" * (254 - len("@example.com")) + "@example.com"
+    assert len(email) == 254
+    status, body = await post(client, "/signup", {"email": email, "password": PASSWORD})
+    assert status == 201
+    assert body["email"] == email
+
+
+async def test_password_length_is_counted_in_characters(client):
+    for password in ("x" * 7, "x" * 129, "é" * 129, ""):
+        status, body = await post(client, "/signup", {"email": unique_email(), "password": password})
+        assert (status, body["error"], set(body["fields"])) == (400, "invalid_request", {"password"}), password
+    for password in ("x" * 8, "é" * 128):
+        status, body = await post(client, "/signup", {"email": unique_email(), "password": password})
+        assert status == 201, password
+
+
+MISTYPED = [
+    ({"password": PASSWORD}, "email"),
+    ({"email": "a@example.com"}, "password"),
+    ({"email": 42, "password": PASSWORD}, "email"),
+    ({"email": "a@example.com", "password": ["x" * 10]}, "password"),
+    ({"email": "a@example.com", "password": None}, "password"),
+]
+
+
+async def test_missing_or_mistyped_fields_are_named(client):
+    for body, field in MISTYPED:
+        for path in ("/signup", "/login"):
+            status, answer = await post(client, path, body)
+            assert (status, answer["error"]) == (400, "invalid_request"), (path, body)
+            assert field in answer["fields"], (path, body)
+
+
+async def test_concurrent_signups_with_one_email_create_one_account(client):
+    email = unique_email("race")
+    statuses: list[int] = []
+
+    async def attempt(variant: str) -> None:
+        response = await client.post("/signup", json={"email": variant, "password": PASSWORD})
+        statuses.append(response.status_code)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for variant in [email, email.upper(), f" {email}", email] * 2:
+                nursery.start_soon(attempt, variant)
+    assert sorted(statuses) == [201] + [409] * 7
+
+
+# --- login -----------------------------------------------------------------------------------------------
+
+
+async def test_login_returns_the_same_shape(client):
+    account = await signup(client)
+    status, body = await post(client, "/login", {"email": account.email.upper(), "password": PASSWORD})
+    assert status == 200
+    assert set(body) == {"token", "user_id", "email"}
+    assert (body["user_id"], body["email"]) == (account.user_id, account.email)
+    response = await client.get(PROTECTED, headers={"Authorization": f"Bearer {body['token']}"})
+    assert response.status_code == 200
+
+
+async def test_wrong_password_and_unknown_email_are_indistinguishable(client):
+    account = await signup(client)
+    answers = []
+    for body in (
+        {"email": account.email, "password": PASSWORD + "!"},
+        {"email": unique_email("nobody"), "password": PASSWORD},
+        {"email": "not an email", "password": PASSWORD},
+    ):
+        response = await client.post("/login", json=body)
+        headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "x-request-id"}
+        answers.append((response.status_code, await response.get_data(), headers))
+    assert answers[0][0] == 401
+    assert answers[0] == answers[1] == answers[2]
+    assert (await (await client.post("/login", json={"email": account.email, "password": "x"})).get_json())[
+        "error"
+    ] == "invalid_credentials"
+
+
+async def test_passwords_longer_than_72_bytes_are_fully_significant(client):
+    # 100 characters, 200 bytes of UTF-8: bcrypt alone would see only the first 72 bytes.
+    password = "é" * 100
+    account = await signup(client, password=password)
+    status, _ = await post(client, "/login", {"email": account.email, "password": password})
+    assert status == 200
+    status, body = await post(client, "/login", {"email": account.email, "password": "é" * 99 + "e"})
+    assert (status, body["error"]) == (401, "invalid_credentials")
+
+
+# --- the token check on every other route --------------------------------------------------------------
+
+
+def forge(claims: dict[str, Any], *, secret: str = TEST_JWT_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def claims_at(clock: Any, user_id: uuid.UUID | None = None, **overrides: Any) -> dict[str, Any]:
+    now = int(clock.now().timestamp())
+    claims: dict[str, Any] = {"sub": str(user_id or uuid.uuid4()), "iat": now, "exp": now + 3600}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+async def assert_unauthorized(client: Any, headers: dict[str, str], case: str = "") -> None:
+    response = await client.get(PROTECTED, headers=headers)
+    assert response.status_code == 401, (case, await response.get_data())
+    body = await response.get_json()
+    assert set(body) == {"error", "message"}, case
+    assert body["error"] == "unauthorized", case
+    assert isinstance(body["message"], str), case
+    assert body["message"], case
+    assert response.headers["WWW-Authenticate"].startswith("Bearer"), case
+    assert response.headers["X-Request-ID"], case
+
+
+async def test_a_valid_forged_token_is_accepted(client, clock):
+    # The control case for the failures below: the same forging with nothing wrong passes.
+    user_id = uuid.uuid4()
+    response = await client.get(PROTECTED, headers={"Authorization": f"Bearer {forge(claims_at(clock, user_id))}"})
+    assert response.status_code == 200
+    assert (await response.get_json())["user_id"] == str(user_id)
+
+
+async def test_every_token_failure_is_401_with_the_error_body(client, clock):
+    claims = claims_at(clock)
+    valid = forge(claims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        hs512 = forge(claims, algorithm="HS512")
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    tampered = valid[:-2] + ("AA" if not valid.endswith("AA") else "BB")
+    cases: dict[str, str | None] = {
+        "missing header": None,
+        "empty header": "",
+        "scheme only": "Bearer",
+        "empty token": "Bearer ",
+        "blank token": "Bearer    ",
+        "basic scheme": "Basic dXNlcjpwYXNz",
+        "wrong scheme, valid token": f"Token {valid}",
+        "token without scheme": valid,
+        "garbage": "Bearer garbage",
+        "three garbage segments": "Bearer a.b.c",
+        "dots": "Bearer ....",
+        "no signature segment": "Bearer eyJhbGciOiJIUzI1NiJ9.e30",
+        "other secret": f"Bearer {forge(claims, secret='another-secret-0123456789abcdef-0123')}",
+        "tampered signature": f"Bearer {tampered}",
+        "alg none": f"Bearer {unsigned}",
+        "alg none with a signature": f"Bearer {unsigned}signature",
+        "HS512": f"Bearer {hs512}",
+        "missing sub": f"Bearer {forge(claims_at(clock, sub=None))}",
+        "missing exp": f"Bearer {forge(claims_at(clock, exp=None))}",
+        "missing iat": f"Bearer {forge(claims_at(clock, iat=None))}",
+        "sub not a uuid": f"Bearer {forge(claims_at(clock, sub='not-a-uuid'))}",
+        "empty sub": f"Bearer {forge(claims_at(clock, sub=''))}",
+        "numeric sub": f"Bearer {forge(claims_at(clock, sub=12345))}",
+        "list sub": f"Bearer {forge(claims_at(clock, sub=['x']))}",
+        "string exp": f"Bearer {forge(claims_at(clock, exp='tomorrow'))}",
+        "string iat": f"Bearer {forge(claims_at(clock, iat='yesterday'))}",
+        "boolean exp": f"Bearer {forge(claims_at(clock, exp=True))}",
+        "already expired": f"Bearer {forge(claims_at(clock, exp=int(clock.now().timestamp())))}",
+    }
+    for case, header in cases.items():
+        await assert_unauthorized(client, {} if header is None else {"Authorization": header}, case)
+
+
+async def test_expired_token_is_401(client, clock, app_deps):
+    account = await signup(client)
+    assert (await client.get(PROTECTED, headers=account.auth)).status_code == 200
+    clock.advance(app_deps.settings.jwt_ttl_seconds - 1)
+    assert (await client.get(PROTECTED, headers=account.auth)).status_code == 200
+    clock.advance(1)
+    await assert_unauthorized(client, account.auth, "expired")
+
+
+async def test_token_issued_in_the_future_is_401(client, clock):
+    now = clock.now()
+    later = now + timedelta(minutes=5)
+    claims = claims_at(clock, iat=int(later.timestamp()), exp=int((later + timedelta(hours=1)).timestamp()))
+    await assert_unauthorized(client, {"Authorization": f"Bearer {forge(claims)}"})
+    # A peer's clock a few seconds fast is tolerated.
+    slightly = claims_at(clock, iat=int(now.timestamp()) + 5)
+    assert (await client.get(PROTECTED, headers={"Authorization": f"Bearer {forge(slightly)}"})).status_code == 200
+
+
+async def test_unknown_routes_do_not_need_a_token_to_answer_404(client):
+    response = await client.get("/no/such/route")
+    assert response.status_code == 404

@@ -1,0 +1,76 @@
+"""Migrations on an empty database: concurrent migrators both succeed, each version is recorded once,
+and a second run applies nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from stories.store import migrate, open_store
+from stories.store.migrate import load_migrations
+
+MIGRATORS = 3
+
+
+async def fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    rows: list[asyncpg.Record] = await trio_asyncio.aio_as_trio(run)()
+    return rows
+
+
+async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_database, tmp_path: Path):
+    versions = [m.version for m in load_migrations()]
+    assert versions == sorted(versions)
+    applied: list[list[int]] = []
+
+    async def migrator() -> None:
+        # Each migrator has its own pool, as two processes starting at once would.
+        async with open_store(fresh_database, data_dir=tmp_path, pool_size=1) as store:
+            applied.append(await migrate(store))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(MIGRATORS):
+                nursery.start_soon(migrator)
+
+    # Exactly one migrator applied everything; the others waited on the lock and found it done.
+    assert sorted(applied, key=len) == [[]] * (MIGRATORS - 1) + [versions]
+    rows = await fetch(fresh_database, "SELECT version, count(*) AS n FROM schema_migrations GROUP BY version")
+    assert sorted((row["version"], row["n"]) for row in rows) == [(v, 1) for v in versions]
+
+    # The complete data model is there.
+    tables = {
+        r["tablename"] for r in await fetch(fresh_database, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
+    }
+    assert tables >= {
+        "schema_migrations",
+        "users",
+        "follows",
+        "stories",
+        "story_audience",
+        "story_views",
+        "reactions",
+        "idempotency_keys",
+    }
+
+    async with open_store(fresh_database, data_dir=tmp_path, pool_size=1) as store:
+        assert await migrate(store) == []
+    rows = await fetch(fresh_database, "SELECT count(*) AS n FROM schema_migrations")
+    assert rows[0]["n"] == len(versions)
+    # The advisory lock was released: nobody holds it now.
+    locks = await fetch(fresh_database, "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'")
+    assert locks[0]["n"] == 0
+
+
+async def test_migrating_a_migrated_database_applies_nothing(aio_loop, database_url, tmp_path: Path):
+    async with open_store(database_url, data_dir=tmp_path, pool_size=1) as store:
+        assert await migrate(store) == []

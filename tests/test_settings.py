@@ -1,0 +1,210 @@
+"""Settings from the environment and `.env`; a bad value is one clear line, exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stories.errors import ConfigError
+from stories.settings import (
+    DEFAULT_CORS_ORIGINS,
+    Settings,
+    load_settings,
+    resolve_jwt_secret,
+)
+
+SECRET = "s" * 32
+
+# Every variable of API.md's configuration table (and our operational extras), with a non-default value.
+FULL_ENV = {
+    "PORT": "8080",
+    "HOST": "127.0.0.1",
+    "DATABASE_URL": "postgres://u:p@db.example:5433/stories",
+    "DATA_DIR": "/var/lib/stories",
+    "REDIS_ADDR": "cache.example:6380",
+    "REDIS_PASSWORD": "p@ss:word",
+    "JWT_SECRET": SECRET,
+    "JWT_TTL_SECONDS": "3600",
+    "MINIO_ENDPOINT": "minio.example:9000",
+    "MINIO_ACCESS_KEY": "access",
+    "MINIO_SECRET_KEY": "secret-key",
+    "MINIO_BUCKET": "media",
+    "MINIO_USE_SSL": "true",
+    "MINIO_REGION": "eu-west-1",
+    "STORY_TTL_SECONDS": "600",
+    "FEED_CACHE_SECONDS": "0",
+    "EXPIRY_INTERVAL_SECONDS": "15",
+    "RATE_LIMIT_STORIES_PER_MINUTE": "5",
+    "RATE_LIMIT_REACTIONS_PER_MINUTE": "7",
+    "MAX_UPLOAD_BYTES": "1048576",
+    "BCRYPT_COST": "4",
+    "CORS_ORIGINS": "https://app.example, http://localhost:8000/",
+    "LOG_LEVEL": "DEBUG",
+    "STORIES_ENV": "production",
+}
+
+
+def test_defaults_match_api_md() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert (settings.host, settings.port) == ("0.0.0.0", 5000)
+    assert settings.database_url is None
+    assert settings.data_dir == Path("./.stories")
+    assert settings.redis_url is None
+    assert settings.jwt_secret is None
+    assert settings.jwt_ttl_seconds == 86_400
+    assert settings.story_ttl_seconds == 86_400
+    assert settings.feed_cache_seconds == 30
+    assert settings.expiry_interval_seconds == 60
+    assert (settings.rate_limit_stories_per_minute, settings.rate_limit_reactions_per_minute) == (20, 60)
+    assert settings.max_upload_bytes == 52_428_800
+    assert settings.bcrypt_cost == 12
+    assert settings.cors_origins == DEFAULT_CORS_ORIGINS == ("http://localhost:3000", "http://localhost:5173")
+    assert settings.log_level == "info"
+    assert settings.minio_endpoint is None
+    assert settings.max_body_bytes == 65_536
+
+
+def test_every_variable_is_parsed() -> None:
+    settings = load_settings(FULL_ENV)
+    assert settings.port == 8080
+    assert settings.host == "127.0.0.1"
+    assert settings.database_url == "postgres://u:p@db.example:5433/stories"
+    assert settings.data_dir == Path("/var/lib/stories")
+    # The password is URL-quoted so ':' and '@' in it cannot change the URL's meaning.
+    assert settings.redis_url == "redis://:p%40ss%3Aword@cache.example:6380/0"
+    assert settings.jwt_secret == SECRET
+    assert settings.jwt_ttl_seconds == 3600
+    assert settings.minio_endpoint == "minio.example:9000"
+    assert (settings.minio_access_key, settings.minio_secret_key) == ("access", "secret-key")
+    assert settings.minio_bucket == "media"
+    assert settings.minio_use_ssl is True
+    assert settings.minio_region == "eu-west-1"
+    assert settings.story_ttl_seconds == 600
+    assert settings.feed_cache_seconds == 0
+    assert settings.expiry_interval_seconds == 15
+    assert settings.rate_limit_stories_per_minute == 5
+    assert settings.rate_limit_reactions_per_minute == 7
+    assert settings.max_upload_bytes == 1_048_576
+    assert settings.bcrypt_cost == 4
+    assert settings.cors_origins == ("https://app.example", "http://localhost:8000")
+    assert settings.log_level == "debug"
+    assert settings.production
+
+
+def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
+    settings = load_settings({"REDIS_URL": "rediss://r.example:6379/2", "REDIS_ADDR": "x:1", "MINIO_ENDPOINT": "off"})
+    assert settings.redis_url == "rediss://r.example:6379/2"
+    assert settings.minio_endpoint == "off"
+    assert load_settings({"REDIS_ADDR": "127.0.0.1:6379"}).redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_blank_values_mean_unset() -> None:
+    assert load_settings({"PORT": "", "DATABASE_URL": "  ", "JWT_SECRET": ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("PORT", "-1"),
+        ("BCRYPT_COST", "2"),
+        ("BCRYPT_COST", "32"),
+        ("LOG_LEVEL", "loud"),
+        ("DATABASE_URL", "mysql://x"),
+        ("REDIS_ADDR", "nohost"),
+        ("REDIS_ADDR", "host:port"),
+        ("REDIS_URL", "http://r.example"),
+        ("JWT_SECRET", "too-short"),
+        ("JWT_TTL_SECONDS", "0"),
+        ("STORY_TTL_SECONDS", "1.5"),
+        ("FEED_CACHE_SECONDS", "-1"),
+        ("EXPIRY_INTERVAL_SECONDS", "0"),
+        ("RATE_LIMIT_STORIES_PER_MINUTE", "0"),
+        ("RATE_LIMIT_REACTIONS_PER_MINUTE", "many"),
+        ("MAX_UPLOAD_BYTES", "0"),
+        ("CORS_ORIGINS", "localhost:3000"),
+        ("STORIES_ENV", "staging"),
+        ("MINIO_USE_SSL", "maybe"),
+        ("MINIO_ENDPOINT", "http://"),
+    ],
+)
+def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable} ")
+
+
+def test_production_requires_a_jwt_secret() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STORIES_ENV": "production"})
+    assert caught.value.variable == "JWT_SECRET"
+    assert load_settings({"STORIES_ENV": "production", "JWT_SECRET": SECRET}).production
+
+
+def _clear_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*FULL_ENV, "REDIS_URL"]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_table(monkeypatch)
+    (tmp_path / ".env").write_text("PORT=7000\nLOG_LEVEL=debug\n# a comment\nBCRYPT_COST=5\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PORT", "7001")
+    settings = load_settings()
+    assert settings.port == 7001  # the real environment wins
+    assert settings.log_level == "debug"  # the file fills in the rest
+    assert settings.bcrypt_cost == 5
+
+
+def test_dotenv_values_are_validated_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_table(monkeypatch)
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("BCRYPT_COST=2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(dotenv_path=env_file)
+    assert caught.value.variable == "BCRYPT_COST"
+
+
+def test_generated_jwt_secret_is_kept_in_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "state")
+    first, generated = resolve_jwt_secret(settings)
+    assert generated
+    assert len(first) >= 32
+    assert resolve_jwt_secret(settings) == (first, True)
+    assert oct((tmp_path / "state" / "jwt_secret").stat().st_mode & 0o777) == "0o600"
+    assert resolve_jwt_secret(Settings(jwt_secret=SECRET, data_dir=tmp_path)) == (SECRET, False)
+
+
+def _run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in FULL_ENV and k != "REDIS_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "stories", *args],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command"),
+    [("PORT", "abc", "serve"), ("DATABASE_URL", "mysql://x", "migrate")],
+)
+def test_cli_bad_value_is_one_line_and_exit_2(variable: str, value: str, command: str, tmp_path: Path) -> None:
+    result = _run_cli(tmp_path, {variable: value}, command)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
