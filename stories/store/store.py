@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import structlog
+import trio
 import trio_asyncio
 
 from stories.errors import StoreUnavailable
 from stories.store import _pg
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from collections.abc import Callable, Coroutine, Iterable, Sequence
     from datetime import datetime
     from uuid import UUID
 
@@ -70,16 +71,31 @@ class Store:
     def pool_idle(self) -> int:
         return self._pool.get_idle_size()
 
-    async def _call(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
+    async def _call(self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
+        """Run `fn(pool, *args)` on the asyncio side and wait for it, cancellably.
+
+        Not `aio_as_trio`: on a trio cancel it cancels the asyncio task and then keeps waiting for it to end,
+        and asyncpg ends a cancelled query only once the server confirms, which a hung server never does; so
+        no deadline would bound a store call. Here a cancel asks the task to stop and returns at once; the task
+        finishes (and frees its connection) in the background.
+        """
+        task: asyncio.Task[R] = trio_asyncio.current_loop.get().create_task(fn(self._pool, *args))
+        finished = trio.Event()
+        task.add_done_callback(lambda _: finished.set())
         try:
-            result: R = await trio_asyncio.aio_as_trio(fn)(self._pool, *args)
-            return result
+            await finished.wait()
+        finally:
+            if not task.done():
+                task.cancel()
+                task.add_done_callback(_retrieve_outcome)
+        try:
+            return task.result()
         except _UNAVAILABLE as exc:
             log.warning("db.unavailable", operation=fn.__name__, error=repr(exc))
             raise StoreUnavailable("the database is unavailable; retry shortly") from exc
         except asyncio.CancelledError as exc:
-            # A trio cancel arrives as trio.Cancelled; an asyncio cancel with no trio cancel behind it means
-            # the pool was torn down under us. As a BaseException it would kill the process: answer 503.
+            # Cancelled on the asyncio side with no trio cancel behind it: the pool was torn down under us.
+            # As a BaseException it would kill the process: answer 503.
             raise StoreUnavailable("the database operation was interrupted") from exc
 
     async def ping(self) -> None:
@@ -131,3 +147,9 @@ class Store:
     async def seed(self, batches: Iterable[SeedBatch], first_email: str | None, tables: Sequence[str]) -> None:
         """Bulk-load generated rows in one transaction (stories.seed); Conflict when already seeded."""
         await self._call(_pg.aio_seed_copy, batches, first_email, tables)
+
+
+def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned task's outcome as seen, so asyncio does not warn that nobody retrieved it."""
+    if not task.cancelled():
+        task.exception()

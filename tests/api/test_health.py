@@ -133,11 +133,6 @@ async def test_healthz_follows_the_database_down_and_back(aio_loop, relay, setti
             assert response.status_code == 201
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store._call: a trio cancel waits for asyncpg to finish cancelling, which a hung database never does "
-    "(trio_asyncio.run_aio_future keeps waiting after future.cancel()); see the report on issue 2",
-)
 async def test_healthz_answers_in_bounded_time_when_the_database_hangs(aio_loop, relay, settings, app_deps):
     async with open_store(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as store:
         client = create_app(dataclasses.replace(app_deps, store=store)).test_client()
