@@ -48,19 +48,6 @@ PAGE = 20  # API.md's default page; the handler asks the store for limit + 1 row
 DEEP_OFFSET = 200  # the deep page starts after this many feed rows (page 11)
 WATCHED_TABLES = ("stories", "story_views", "reactions")
 
-# P1: the friends branch walks only its followees' live friends stories, newest first, instead of every live
-# story of theirs (public and private rows fetched, then filtered out), and no longer ties with the wider
-# indexes the planner may combine (BitmapAnd) when its estimates drift.
-P1_INDEX = """CREATE INDEX stories_friends_feed_idx ON stories (author_id, created_at DESC, id DESC)
-    INCLUDE (expires_at, has_audience) WHERE visibility = 'friends' AND deleted_at IS NULL"""
-P1_DROP = "DROP INDEX stories_friends_feed_idx"
-
-# P2: the expiry batch as a primary-key lookup of the locked ids, so the planner cannot pick a hash join
-# with a sequential scan of `stories` as the UPDATE's target.
-P2_EXPIRE_SQL = """UPDATE stories SET deleted_at = $1
-               WHERE id = ANY (ARRAY(SELECT id FROM stories WHERE deleted_at IS NULL AND expires_at <= $1
-                                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))"""
-
 
 def statements_of(function_name: str) -> list[str]:
     """The SQL strings an `aio_*` function of stories/store/_pg.py passes to fetch/fetchrow/fetchval/execute,
@@ -192,10 +179,18 @@ async def plan_cache_choice(conn: Connection, sql: str, args: tuple[Any, ...]) -
     statement = await conn.prepare(sql)
     for _ in range(10):
         await statement.fetch(*args)
+    # By name: the connection may hold other prepared statements with the same text (asyncpg's cache).
     row = await conn.fetchrow(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1", statement.get_name()
     )
     return (row["generic_plans"], row["custom_plans"]) if row else (0, 0)
+
+
+async def live_estimate(conn: Connection, now: datetime) -> tuple[int, int]:
+    """The planner's estimate and the true count of live stories (`deleted_at IS NULL AND expires_at > now`)."""
+    where = f"FROM stories WHERE deleted_at IS NULL AND expires_at > {_literal(now)}"
+    doc = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 {where}")
+    return json.loads(doc)[0]["Plan"]["Plan Rows"], await conn.fetchval(f"SELECT count(*) {where}")
 
 
 @dataclass(frozen=True)
@@ -227,9 +222,7 @@ def pick_subjects(dataset: SeedDataset, summary: SeedSummary) -> Subjects:
     )
 
 
-async def measure(
-    conn: Connection, scenario: str, subjects: Subjects, now: datetime, runs: int, *, feed_only: bool
-) -> list[Result]:
+async def measure(conn: Connection, scenario: str, subjects: Subjects, now: datetime, runs: int) -> list[Result]:
     results = []
     viewers = (("typical", subjects.typical), ("heavy", subjects.heavy), ("lonely", subjects.lonely))
     friends_story: uuid.UUID | None = None
@@ -253,8 +246,6 @@ async def measure(
             friends_story = next(
                 (r["id"] for r in walked if r["visibility"] == "friends" and r["author_id"] != viewer), walked[0]["id"]
             )
-    if feed_only:
-        return results
     assert friends_story is not None
     (visible_sql,) = statements_of("aio_visible_story")
     results.append(
@@ -302,21 +293,6 @@ async def measure(
         )
     (expire_sql,) = statements_of("aio_expire_batch")
     results.append(await explain(conn, scenario, "expiry batch", expire_sql, (now, DEFAULT_BATCH_SIZE), runs))
-    results.append(await explain(conn, scenario, "expiry batch (P2)", P2_EXPIRE_SQL, (now, DEFAULT_BATCH_SIZE), runs))
-    return results
-
-
-async def measure_scenario(
-    pool: asyncpg.Pool, scenario: str, subjects: Subjects, now: datetime, runs: int
-) -> list[Result]:
-    """Everything on the schema as it is, then the feed again with the P1 index (dropped afterwards)."""
-    async with pool.acquire() as conn:
-        results = await measure(conn, scenario, subjects, now, runs, feed_only=False)
-        await conn.execute(P1_INDEX)
-        await conn.execute("ANALYZE stories")
-        results += await measure(conn, f"{scenario}+P1", subjects, now, runs, feed_only=True)
-        await conn.execute(P1_DROP)
-        await conn.execute("ANALYZE stories")
     return results
 
 
@@ -377,8 +353,10 @@ async def bench(url: str, args: argparse.Namespace) -> int:
         subjects = pick_subjects(dataset, summary)
         results: list[Result] = []
         cache: dict[str, tuple[int, int]] = {}
-        results += await measure_scenario(pool, "base", subjects, now, args.runs)
+        live: dict[str, tuple[int, int]] = {}
         async with pool.acquire() as conn:
+            results += await measure(conn, "base", subjects, now, args.runs)
+            live["base"] = await live_estimate(conn, now)
             cache["FEED_SQL"] = await plan_cache_choice(conn, _pg.FEED_SQL, (subjects.typical, now, PAGE + 1))
         extra: SeedSummary | None = None
         extra_seconds = 0.0
@@ -393,14 +371,17 @@ async def bench(url: str, args: argparse.Namespace) -> int:
             extra = extra_dataset.summary()
             print(f"added {extra.stories} old stories in {extra_seconds:.1f} s", flush=True)
             await vacuum_analyze(pool)
-            results += await measure_scenario(pool, "+old", subjects, now, args.runs)
             async with pool.acquire() as conn:
+                results += await measure(conn, "+old", subjects, now, args.runs)
+                live["+old"] = await live_estimate(conn, now)
                 await conn.execute("UPDATE stories SET deleted_at = NULL WHERE deleted_at IS NOT NULL")
             await vacuum_analyze(pool)
-            results += await measure_scenario(pool, "stalled", subjects, now, args.runs)
+            async with pool.acquire() as conn:
+                results += await measure(conn, "stalled", subjects, now, args.runs)
+                live["stalled"] = await live_estimate(conn, now)
         print_summary(results)
         if args.report:
-            text = report(results, summary, extra, subjects, seed_seconds, extra_seconds, cache, server, args)
+            text = report(results, summary, extra, subjects, seed_seconds, extra_seconds, cache, live, server, args)
             await asyncio.to_thread(Path(args.report).write_text, text, "utf-8")
             print(f"wrote {args.report}")
         return 0
@@ -436,6 +417,7 @@ def report(
     seed_seconds: float,
     extra_seconds: float,
     cache: dict[str, tuple[int, int]],
+    live: dict[str, tuple[int, int]],
     server: str,
     args: argparse.Namespace,
 ) -> str:
@@ -477,7 +459,7 @@ def report(
         _HEADER,
         *(_row(r) for r in results),
         "",
-        *findings(results, cache),
+        *findings(results, cache, live),
         "",
         "## Plans",
         "",
@@ -487,68 +469,54 @@ def report(
     return "\n".join(out)
 
 
-def findings(results: list[Result], cache: dict[str, tuple[int, int]]) -> list[str]:
+def findings(results: list[Result], cache: dict[str, tuple[int, int]], live: dict[str, tuple[int, int]]) -> list[str]:
     """The comparison tables and the answers to issue 3 item 4, from this run's numbers."""
     by_key = {(r.scenario, r.name): r for r in results}
-    scenarios = [
-        s
-        for s in ("base", "base+P1", "+old", "+old+P1", "stalled", "stalled+P1")
-        if (s, "expiry batch") in by_key or (s, "feed page 1, typical") in by_key
-    ]
+    scenarios = [s for s in ("base", "+old", "stalled") if (s, "expiry batch") in by_key]
     feed_names = [r.name for r in results if r.scenario == "base" and r.name.startswith("feed")]
     out = [
-        "## Feed cost by scenario",
+        "## Cost by scenario",
         "",
-        "Each cell: median ms / stories rows read / shared buffers. `+P1`: the same database with the proposed "
-        "`stories_friends_feed_idx` (below).",
+        "Feed cells: median ms / stories rows read / shared buffers. Expiry batch: one batch of "
+        f"{DEFAULT_BATCH_SIZE} (the worker's size), rolled back.",
         "",
         "| query | " + " | ".join(scenarios) + " |",
         "|---|" + "---:|" * len(scenarios),
     ]
     for name in feed_names:
-        cells = []
-        for scenario in scenarios:
-            r = by_key.get((scenario, name))
-            cells.append("" if r is None else f"{r.median_ms:.1f} / {r.stories_read} / {r.shared_hit + r.shared_read}")
+        cells = [_cell(by_key[(s, name)]) for s in scenarios]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
-    base = [s for s in scenarios if "+P1" not in s]
-    out += [
-        "",
-        "| expiry batch (500) | " + " | ".join(base) + " |",
-        "|---|" + "---:|" * len(base),
+    batches = [by_key[(s, "expiry batch")] for s in scenarios]
+    cells = [
+        f"{b.median_ms:.1f} ms / {b.stories_read} rows / {', '.join(b.seq_scans) or 'no'} seq scan" for b in batches
     ]
-    for name in ("expiry batch", "expiry batch (P2)"):
-        cells = [
-            f"{by_key[(s, name)].median_ms:.1f} ms / {by_key[(s, name)].stories_read} rows / "
-            f"{', '.join(by_key[(s, name)].seq_scans) or 'no'} seq scan"
-            for s in base
-        ]
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("| expiry batch | " + " | ".join(cells) + " |")
+    if len(scenarios) < 3:
+        return [*out, "", "Findings need the +old and stalled scenarios (--extra-stories > 0).", "", HISTORY]
     feed_relations = sorted({rel for r in results if r.name.startswith("feed") for rel in r.relations})
     generic, custom = cache["FEED_SQL"]
-
-    def ms(scenario: str, name: str) -> str:
-        r = by_key.get((scenario, name))
-        return "n/a" if r is None else f"{r.median_ms:.0f} ms"
-
-    out += [
-        "",
-        FINDINGS.format(
-            feed_relations=", ".join(feed_relations),
-            generic=generic,
-            custom=custom,
-            old_typical=ms("+old", "feed page 1, typical"),
-            old_typical_p1=ms("+old+P1", "feed page 1, typical"),
-            old_heavy=ms("+old", "feed page 1, heavy"),
-            old_heavy_p1=ms("+old+P1", "feed page 1, heavy"),
-            batch=ms("base", "expiry batch (P2)"),
-        ),
-    ]
-    return out
+    # FINDINGS quotes figures as {rows[scenario: query]}, {buffers[...]}, {ms[...]}: always this run's.
+    text = FINDINGS.format(
+        feed_relations=", ".join(feed_relations),
+        generic=generic,
+        custom=custom,
+        live={s: f"{estimate} estimated / {actual} actual" for s, (estimate, actual) in live.items()},
+        bitmap_and=", ".join(f"{r.scenario}: {r.name}" for r in results if "BitmapAnd" in r.text_plan) or "none",
+        rows={f"{r.scenario}: {r.name}": r.stories_read for r in results},
+        buffers={f"{r.scenario}: {r.name}": r.shared_hit + r.shared_read for r in results},
+        ms={f"{r.scenario}: {r.name}": f"{r.median_ms:.0f} ms" for r in results},
+    )
+    return [*out, "", text, HISTORY]
 
 
-# The interpretation of the tables above. The numbers it quotes are from the run recorded in
-# bench/feed_plans.md (the seed is deterministic, so rows read and buffers repeat exactly; times vary).
+def _cell(r: Result) -> str:
+    return f"{r.median_ms:.1f} / {r.stories_read} / {r.shared_hit + r.shared_read}"
+
+
+# The interpretation of the tables above. Figures in {...} come from the run; the few written out (audience
+# probes, rows removed per followee, buffer bounds) are read off the plans of the run recorded in
+# bench/feed_plans.md, and the small data set's from a separate run with the options quoted (the seed is
+# deterministic, so rows read and buffers repeat exactly as long as the planner keeps its plans; times vary).
 FINDINGS = """## Findings
 
 **One query per page.** `aio_feed` runs exactly one statement (`FEED_SQL`, or `FEED_AFTER_SQL` with a cursor)
@@ -557,84 +525,122 @@ page exists). The plans touch only {feed_relations}: never `story_views` or `rea
 `reaction_count` are read from the story row.
 
 **Expired stories (worker running): no growth once they are soft-deleted.** Going from 100k to 300k stories
-(`base` -> `+old`, the extra 200k all expired and soft-deleted) leaves the rows each feed plan reads unchanged
-(typical user 3475 -> 3336, heavy follower 26036 -> 26036, lonely user 25 -> 25): the partial indexes
-(`WHERE deleted_at IS NULL`) never contain them. Expired-but-not-yet-deleted stories (the worker's backlog,
-about 30 minutes of expiries here) are filtered by `expires_at` inside the walks.
+(`base` -> `+old`, the extra 200k all expired and soft-deleted) leaves the rows each feed plan reads unchanged:
+page 1, typical user {rows[base: feed page 1, typical]} -> {rows[+old: feed page 1, typical]} rows
+({buffers[base: feed page 1, typical]} -> {buffers[+old: feed page 1, typical]} buffers); heavy follower
+{rows[base: feed page 1, heavy]} -> {rows[+old: feed page 1, heavy]} ({buffers[base: feed page 1, heavy]} ->
+{buffers[+old: feed page 1, heavy]} buffers); lonely user {rows[base: feed page 1, lonely]} ->
+{rows[+old: feed page 1, lonely]}. The partial indexes (`WHERE deleted_at IS NULL`) never contain them.
+Expired-but-not-yet-deleted stories (the worker's backlog, about 30 minutes of expiries here) are filtered by
+`expires_at` inside the walks. At this size the custom plan no longer flips on `+old` (see History): the
+friends branch uses `stories_friends_feed_idx` in every scenario, custom and generic (plans with a BitmapAnd:
+{bitmap_and}). But see "Remaining risk" below.
 
-**But the custom plan is fragile.** On the `+old` database the planner's custom plan switched the friends
-branch, per followee, to a BitmapAnd of `stories_author_created_idx` and `stories_expiry_idx` (the
-`expires_at > $2` range of the expiry index covers every live story: ~50k index entries read per followee).
-Same rows, 3x (typical: 4331 -> 12276) and 5x (heavy: 35917 -> 191903) the buffers; {old_typical} (typical)
-and {old_heavy} (heavy) for page 1. Nothing the user sees changed; the statistics did (the estimate for
-`expires_at > now` drifts as expired rows accumulate). The generic plan (below) is not affected.
-
-**Stories the caller cannot see.** Other users' stories are never read except through the public index,
-which stops after the page. But the friends branch walks `stories_author_feed_idx`, which holds every live
-story of the followee, and filters `visibility = 'friends'` after fetching the row: followees' public and private
-stories are fetched and dropped (base, typical: 3475 rows read for 1524 candidates; heavy: 26036 for 13581).
-Each followee also contributes up to a full page of candidates that are then sorted (`rows sorted`): the
-cost is O(followees x page size), which is inherent to fan-out on read and bounded by the LIMIT per followee.
+**Stories the caller cannot see.** Other users' public stories are read through the public index, which stops
+after the page. The friends branch reads only followees' live friends stories (index 0006): their public and
+private stories are no longer fetched. What it still fetches and drops are friends stories with an audience list
+that leaves the caller out (one `story_audience` probe per audience-listed story: 285 probes, 856 buffers for
+the typical user; 2230 probes, 6691 buffers for the heavy follower; about 40% of the page's buffers) and the
+backlog of expired-not-yet-deleted ones: about 6 of 24 rows per followee (`Rows Removed by Filter`). The custom
+plan fetches all of a followee's live friends stories (bitmap scan, then a sort), the generic plan walks the
+index newest first and stops after the page (typical, page 1: {rows[base: feed page 1, typical]} vs
+{rows[base: feed page 1, typical (generic)]} rows). Each followee contributes up to a page of candidates that
+are then sorted (`rows sorted`): the cost is O(followees x page size), inherent to fan-out on read and bounded
+by the LIMIT per followee. It is what remains expensive for users following hundreds (heavy follower, page 1:
+{ms[base: feed page 1, heavy]}, {buffers[base: feed page 1, heavy]} buffers).
 
 **Worker stalled.** With every expired story left in the partial indexes (`stalled`), the friends branch reads
-the followees' expired stories too (typical: 3475 -> 20221 rows read, heavy: 26036 -> 155102): the walk per
-followee filters `expires_at > $2` but cannot stop at it, because it is ordered by `created_at`. So the feed's
-independence from expired stories rests on the expiry worker keeping up (it does: a 500-row batch takes
-{batch} here). Worth a gauge/alert on the backlog (`count(*) WHERE deleted_at IS NULL AND expires_at <= now()`, which
-`stories_expiry_idx` answers cheaply).
+the followees' expired friends stories too (page 1, typical: {rows[base: feed page 1, typical]} ->
+{rows[stalled: feed page 1, typical]} rows read, {buffers[base: feed page 1, typical]} ->
+{buffers[stalled: feed page 1, typical]} buffers; heavy: {rows[base: feed page 1, heavy]} ->
+{rows[stalled: feed page 1, heavy]} rows, {buffers[base: feed page 1, heavy]} ->
+{buffers[stalled: feed page 1, heavy]} buffers): the walk per followee filters `expires_at > $2` but cannot
+stop at it, because it is ordered by `created_at`. So the feed's independence from expired stories rests on the
+expiry worker keeping up (it does: a 500-row batch reads {rows[base: expiry batch]} story rows and takes
+{ms[base: expiry batch]} here). Worth a gauge/alert on the backlog
+(`count(*) WHERE deleted_at IS NULL AND expires_at <= now()`, which `stories_expiry_idx` answers cheaply).
+
+**Expiry batch.** A primary-key lookup in every scenario: the subquery locks up to 500 due ids through
+`stories_expiry_idx`, the UPDATE probes `stories_pkey` with them ({rows[base: expiry batch]} /
+{rows[+old: expiry batch]} / {rows[stalled: expiry batch]} story rows read on base / +old / stalled, no
+sequential scan). Its buffers (~9-10k for 500 rows) are the index maintenance of 500 non-HOT updates.
 
 **Plan cache: production mostly runs the generic plan.** asyncpg prepares and caches statements per
 connection; run 10 times on one connection, the feed statement used {generic} generic and {custom} custom plans:
 PostgreSQL (plan_cache_mode = auto) plans the first 5 executions with the actual values, then settles on the
-generic plan. So a pooled connection serves its first 5 feeds with a custom plan and the rest with the generic
-one. The `(generic)` rows measure it (PREPARE + `plan_cache_mode = force_generic_plan`): not knowing `$2`, it
-walks `stories_author_feed_idx` per followee in index order and stops after the page (page 1, typical: 2112
-rows read vs 3475 custom), and it does not flip to the BitmapAnd on `+old` (2833 vs 12276 buffers). Its
-numbers move with the scenarios the same way (no growth on `+old`, growth when `stalled`).
+generic plan when it is not costlier. So a pooled connection serves its first 5 feeds with a custom plan and
+the rest with the generic one. The `(generic)` rows measure it (PREPARE + `plan_cache_mode =
+force_generic_plan`): page 1, typical: {buffers[base: feed page 1, typical (generic)]} buffers on base,
+{buffers[+old: feed page 1, typical (generic)]} on `+old`, {buffers[stalled: feed page 1, typical (generic)]}
+when stalled; it moves with the scenarios the same way as the custom plan.
 
 **Other hot reads.** `GET /stories/{{id}}`, `record_view` and `add_reaction` are primary-key lookups (1 story
-row, <= 25 buffers each) whatever the table size. `/me/stats` reads the author's stories of 7 days through
-`stories_author_created_idx` (cost proportional to what the author posted: 1115 stories here, an extreme
-author); its per-emoji query hash-joins a sequential scan of `reactions`, which the planner prefers while the
-table is small (1373 buffers at 46k reactions, 4158 at 138k) over one index probe per story; it should switch
-to `reactions_story_emoji_idx` probes as the table grows (not measured here).
+row, <= 27 buffers each) whatever the table size. `/me/stats` reads the author's stories of 7 days through
+`stories_author_created_idx` (cost proportional to what the author posted: {rows[base: /me/stats 1/2]} stories
+on base, {rows[+old: /me/stats 1/2]} with `+old`'s week, an extreme author); its per-emoji query hash-joins a
+sequential scan of `reactions`, which the planner prefers while the table is small
+({buffers[base: /me/stats 2/2]} buffers at 46k reactions, {buffers[+old: /me/stats 2/2]} at 138k) over one
+index probe per story; it should switch to `reactions_story_emoji_idx` probes as the table grows (not
+measured here).
 
-## Proposals (not applied to schema/ or _pg.py)
+**Remaining risk: the custom plan still rests on a wrong estimate.** The flip recorded in History came from the
+planner's estimate of live stories: it multiplies the selectivities of `deleted_at IS NULL` and
+`expires_at > $2` as if they were independent, while nearly every story not deleted is live. Live stories,
+planner vs truth: base {live[base]}; +old {live[+old]}; stalled {live[stalled]}. Index 0006 makes the friends
+walk cheap enough that the planner keeps it at this size, but the choice is still a cost comparison: on a
+smaller, more prolific data set (`--users 300 --stories 10000 --extra-stories 20000`, measured separately on
+the same schema) the custom plans of `+old` and `stalled` combine `stories_author_created_idx` and
+`stories_expiry_idx` again. Page 1, `base` -> `+old`: typical user 656 -> 2181 buffers, heavy follower
+(299 follows) 3216 -> 12172 buffers (7 -> 176 ms), for the same page. The generic plans, which a connection
+runs after its first 5 feeds, did not flip (628 -> 630 and 3184 -> 3199 buffers), in any run.
 
-**P1 - a friends-only feed index** (numbers: the `+P1` columns above):
-
-```sql
-CREATE INDEX stories_friends_feed_idx ON stories (author_id, created_at DESC, id DESC)
-    INCLUDE (expires_at, has_audience) WHERE visibility = 'friends' AND deleted_at IS NULL;
-```
-
-The friends branch (`s.author_id = f.followee_id AND s.visibility = 'friends' AND s.deleted_at IS NULL`)
-matches its predicate exactly, so the planner walks it newest first per followee, reads only friends stories,
-and no longer picks the BitmapAnd. Custom plans: typical user 4331 -> 2215 buffers on base and 12276 -> 2236
-on `+old` ({old_typical} -> {old_typical_p1}); heavy follower 35917 -> 19061 and 191903 -> 19171
-({old_heavy} -> {old_heavy_p1}). Generic plans: about half the buffers in every scenario (typical page 1:
-2815 -> 1426 on base; heavy: 33283 -> 17609). In the stalled case it reads a third of what the current index
-reads. `stories_author_feed_idx` stays for the caller's own branch.
-Cost: one more partial index (~35% of live stories) on every story insert and soft delete.
-
-**P2 - the expiry batch as a primary-key lookup:**
-
-```sql
-UPDATE stories SET deleted_at = $1
- WHERE id = ANY (ARRAY(SELECT id FROM stories WHERE deleted_at IS NULL AND expires_at <= $1
-                       ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))
-```
-
-On `base` the current `UPDATE ... FROM (subquery)` is planned as a hash join with a sequential scan of all
-stories as the update target (100500 rows read, seq scan); the array form always probes the primary key
-(1000 rows: 500 locked + 500 updated). Where the planner already chose the nested loop (`+old`, `stalled`) both
-forms cost the same. Same semantics: the rows are locked by the subquery, then updated.
-
-**Not proposed, for the record:** bounding the per-followee walk by `created_at > $2 - <max TTL>` would make
+**Not done, for the record:** bounding the per-followee walk by `created_at > $2 - <max TTL>` would make
 the stalled case independent of the backlog, but the TTL is configurable (stories keep the TTL they were
 created with), so the bound needs a store-wide maximum; the worker plus an alert is simpler. Reducing the
 O(followees x page) candidate set (e.g. an index-only first pass that returns only `(created_at, id)` and a
 join for the 21 winners) would mostly help users following hundreds; not measured.
+"""
+
+# Why index 0006 and the expiry statement are what they are: figures of the run that proposed them
+# (commit cbaf7be, bench/feed_plans.md of that commit), kept when the proposals were applied.
+HISTORY = """## History
+
+Changes this bench led to. Figures from the run that proposed them (2026-11-24, same seed and sizes; the
+"after" column measured the index created on the fly and the statement as a bench constant). Each cell:
+median ms / stories rows read / shared buffers; rows and buffers are exact, times from a loaded box.
+
+**`schema/0006_friends_feed_index.sql` (`stories_friends_feed_idx`, proposal P1).** The friends branch used
+to walk `stories_author_feed_idx`, which holds every live story of a followee, and drop the public and private
+ones after fetching them. Worse, on the `+old` database the custom plan switched the branch, per followee, to a
+BitmapAnd of `stories_author_created_idx` and `stories_expiry_idx` (the `expires_at > $2` range of the expiry
+index covers every live story: ~50k entries read per followee) once the statistics for `expires_at > now`
+drifted: same rows, 3x to 5x the buffers, 5 s for a user following 1,000. The friends-only partial index
+matches the branch's predicate exactly and reads only friends stories; at this size the planner no longer
+combines indexes (but see "Remaining risk" above).
+
+| feed page 1 | before | after |
+|---|---:|---:|
+| typical, base | 5.0 / 3475 / 4331 | 3.2 / 1245 / 2215 |
+| typical, +old | 294.5 / 3336 / 12276 | 6.4 / 1245 / 2236 |
+| typical, stalled | 33.2 / 20221 / 19977 | 24.7 / 7008 / 7913 |
+| typical (generic), base | 4.2 / 2112 / 2815 | 1.7 / 735 / 1426 |
+| heavy, base | 106.7 / 26036 / 35917 | 26.0 / 9036 / 19061 |
+| heavy, +old | 5045.8 / 26036 / 191903 | 68.4 / 9036 / 19171 |
+| heavy, stalled | 520.0 / 155102 / 161268 | 154.4 / 54102 / 64066 |
+| heavy (generic), base | 34.0 / 25013 / 33283 | 20.9 / 9013 / 17609 |
+
+**`aio_expire_batch` as a primary-key lookup (proposal P2).** It was
+`UPDATE stories s SET deleted_at = $1 FROM (SELECT id ... ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+due WHERE s.id = due.id`; on `base` the planner made it a hash join with a sequential scan of all stories as the
+update target. Now `WHERE id = ANY (ARRAY(SELECT id ... FOR UPDATE SKIP LOCKED))`: same semantics (the
+subquery locks, then the rows are updated), always a primary-key probe. Where the planner had already chosen
+a nested loop (`+old`, `stalled`) both forms read the same rows.
+
+| expiry batch (500) | before | after |
+|---|---:|---:|
+| base | 75.0 ms / 100500 rows / seq scan | 25.6 ms / 1000 rows / no seq scan |
+| +old | 44.2 ms / 1000 rows / no seq scan | 28.5 ms / 1000 rows / no seq scan |
+| stalled | 10.1 ms / 1000 rows / no seq scan | 19.1 ms / 1000 rows / no seq scan |
 """
 
 

@@ -243,6 +243,15 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(_ref("Stats"), "the figures"), **_errors(401)},
             )
         },
+        "/ws": {
+            "get": _operation(
+                "WebSocket upgrade: realtime events for your stories (story.viewed, story.reacted). Authenticate "
+                "with the Authorization header or ?token=. Close codes: 1001 server shutting down, 1008 too slow "
+                "(events were dropped), 1012 events may have been missed: reconnect and refresh.",
+                {"101": {"description": "switching protocols"}, **_errors(401)},
+                parameters=[{"name": "token", "in": "query", "schema": {"type": "string"}}],
+            )
+        },
         "/healthz": {
             "get": _operation(
                 "Health of the process and its dependencies",

@@ -38,6 +38,7 @@ REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
 # Clients often send the heart without its variation selector; it means the same reaction.
 _EMOJI_ALIASES = {"❤": "❤️"}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_LIMIT = re.compile(r"^[0-9]{1,3}$")
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -163,7 +164,8 @@ def _feed_limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_FEED_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_FEED_LIMIT:
+    # ASCII digits only: str.isdigit() also accepts '²' (int() then fails) and '１' (taken as 1).
+    if not _LIMIT.match(raw) or not 1 <= int(raw) <= MAX_FEED_LIMIT:
         raise invalid("limit", f"must be a whole number from 1 to {MAX_FEED_LIMIT}")
     return int(raw)
 

@@ -215,7 +215,7 @@ def _feed_sql(with_cursor: bool) -> str:
 
     public: newest live public stories (stories_public_feed_idx);
     own: the viewer's non-public stories (stories_author_feed_idx);
-    friends: per followee, their newest friends stories (stories_author_feed_idx), audience-checked.
+    friends: per followee, their newest friends stories (stories_friends_feed_idx), audience-checked.
     The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
     """
     after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""

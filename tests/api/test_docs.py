@@ -11,7 +11,8 @@ async def test_openapi_describes_every_route(app, client):
         if rule.endpoint in ("static", "docs.openapi", "docs.docs"):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
+        methods = {"GET"} if rule.websocket else rule.methods - {"HEAD", "OPTIONS"}
+        for method in methods:
             served.add((path, method.lower()))
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
     assert served == documented
