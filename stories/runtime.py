@@ -25,13 +25,15 @@ from stories.clock import Clock, SystemClock
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
+from stories.seed import DEFAULT_SEED_PASSWORD, SeedSummary
+from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Store, migrate, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["run_migrations", "serve", "worker"]
+__all__ = ["run_migrations", "seed", "serve", "worker"]
 
 log = structlog.get_logger()
 
@@ -144,3 +146,24 @@ async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
             await shutdown.wait()
             actors.cancel_scope.cancel("shutdown")
     log.info("shutdown.complete")
+
+
+async def seed(settings: Settings, *, users: int, stories: int, follows_per_user: int, tag: str) -> SeedSummary:
+    """Migrate, then fill the database with generated data (see stories.seed); every password is
+    DEFAULT_SEED_PASSWORD."""
+    async with (
+        trio_asyncio.open_loop(),
+        open_store(settings.database_url, data_dir=settings.data_dir, pool_size=1) as store,
+    ):
+        await migrate(store)
+        password_hash = await PasswordHasher(settings.bcrypt_cost).hash(DEFAULT_SEED_PASSWORD)
+        return await seed_database(
+            store,
+            users=users,
+            stories=stories,
+            follows_per_user=follows_per_user,
+            now=SystemClock().now(),
+            password_hash=password_hash,
+            story_ttl_seconds=settings.story_ttl_seconds,
+            tag=tag,
+        )
