@@ -1,0 +1,128 @@
+"""Idempotency-Key on POST /stories (API.md "Stories"): replays, reuse, scope, concurrency, 24 h lifetime."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import trio
+
+from stories.settings import Settings
+from tests.helpers import Account, signup
+
+DAY = 86_400.0
+# Tokens must outlive the day the clock is moved; rate limits are not what is tested here.
+TEN_YEARS = 10 * 365 * 86_400
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_stories_per_minute=1_000_000)
+
+
+async def post(client: Any, author: Account, body: Any, key: str | None) -> Any:
+    headers = author.auth if key is None else {**author.auth, "Idempotency-Key": key}
+    return await client.post("/stories", json=body, headers=headers)
+
+
+async def own_story_ids(client: Any, account: Account) -> list[str]:
+    response = await client.get("/feed?limit=100", headers=account.auth)
+    assert response.status_code == 200
+    return [story["id"] for story in (await response.get_json())["stories"]]
+
+
+async def test_same_key_same_body_replays_the_original(client, clock):
+    alice = await signup(client)
+    body = {"text": "once", "visibility": "public"}
+    first = await post(client, alice, body, "key-1")
+    assert first.status_code == 201
+    clock.advance(60)  # a replay answers the original, not a story created now
+    again = await post(client, alice, body, "key-1")
+    assert again.status_code == 201
+    assert await again.get_data() == await first.get_data()
+    assert await own_story_ids(client, alice) == [(await first.get_json())["id"]]
+
+
+async def test_same_key_different_body_is_422(client):
+    alice = await signup(client)
+    first = await post(client, alice, {"text": "once", "visibility": "public"}, "key-1")
+    assert first.status_code == 201
+    for changed in [{"text": "twice", "visibility": "public"}, {"text": "once", "visibility": "private"}]:
+        response = await post(client, alice, changed, "key-1")
+        assert response.status_code == 422
+        assert (await response.get_json())["error"] == "idempotency_key_reused"
+    assert await own_story_ids(client, alice) == [(await first.get_json())["id"]]
+
+
+async def test_keys_are_per_user(client):
+    alice, bob = await signup(client), await signup(client)
+    body = {"text": "same", "visibility": "private"}
+    a = await post(client, alice, body, "shared-key")
+    b = await post(client, bob, body, "shared-key")
+    assert (a.status_code, b.status_code) == (201, 201)
+    a_story, b_story = await a.get_json(), await b.get_json()
+    assert a_story["id"] != b_story["id"]
+    assert (a_story["author_id"], b_story["author_id"]) == (alice.user_id, bob.user_id)
+    assert await own_story_ids(client, alice) == [a_story["id"]]
+    assert await own_story_ids(client, bob) == [b_story["id"]]
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "clé", "two words", "tab\there", " leading"])
+async def test_bad_keys_are_400(client, key):
+    alice = await signup(client)
+    response = await post(client, alice, {"text": "hi", "visibility": "public"}, key)
+    assert response.status_code == 400, await response.get_data()
+    assert (await response.get_json())["error"] == "invalid_request"
+    assert await own_story_ids(client, alice) == []
+
+
+@pytest.mark.parametrize("key", ["k", "k" * 255, "!~#$%&'*+-.^_`|0aZ", "550e8400-e29b-41d4-a716-446655440000"])
+async def test_good_keys(client, key):
+    alice = await signup(client)
+    body = {"text": "hi", "visibility": "public"}
+    first, again = await post(client, alice, body, key), await post(client, alice, body, key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert (await first.get_json())["id"] == (await again.get_json())["id"]
+
+
+async def test_a_refused_request_does_not_use_up_its_key(client):
+    alice = await signup(client)
+    assert (await post(client, alice, {"visibility": "public"}, "key-1")).status_code == 400
+    response = await post(client, alice, {"text": "fixed", "visibility": "public"}, "key-1")
+    assert response.status_code == 201
+
+
+async def test_concurrent_requests_with_one_key_create_one_story(client):
+    alice = await signup(client)
+    # Several rounds, each with a key of its own, so the two requests overlap in at least some of them.
+    for n in range(5):
+        body, key = {"text": f"racing {n}", "visibility": "public"}, f"race-{n}"
+        responses: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_into, responses, client, alice, body, key)
+            nursery.start_soon(send_into, responses, client, alice, body, key)
+        assert [r.status_code for r in responses] == [201, 201]
+        assert len({(await r.get_json())["id"] for r in responses}) == 1
+    assert len(await own_story_ids(client, alice)) == 5
+
+
+async def send_into(into: list[Any], client: Any, author: Account, body: Any, key: str) -> None:
+    into.append(await post(client, author, body, key))
+
+
+async def test_a_key_older_than_24_hours_can_be_reused(client, clock):
+    alice = await signup(client)
+    first = await post(client, alice, {"text": "day one", "visibility": "public"}, "daily")
+    assert first.status_code == 201
+    clock.advance(DAY - 1)
+    assert (await post(client, alice, {"text": "day two", "visibility": "public"}, "daily")).status_code == 422
+    clock.advance(2)
+    second = await post(client, alice, {"text": "day two", "visibility": "public"}, "daily")
+    assert second.status_code == 201
+    second_id = (await second.get_json())["id"]
+    assert second_id != (await first.get_json())["id"]
+    # From now on the key names the new story.
+    replay = await post(client, alice, {"text": "day two", "visibility": "public"}, "daily")
+    assert (replay.status_code, (await replay.get_json())["id"]) == (201, second_id)
+    assert await own_story_ids(client, alice) == [second_id]  # the first one has expired meanwhile
