@@ -39,6 +39,9 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_DRAIN_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
+DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
+# Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
+DEFAULT_WS_DEAD_AFTER_SECONDS = 60.0
 DEFAULT_MINIO_BUCKET = "stories"
 DEFAULT_MINIO_REGION = "us-east-1"
 MINIO_OFF = "off"
@@ -83,6 +86,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    ws_ping_interval_seconds: float = DEFAULT_WS_PING_INTERVAL_SECONDS
+    ws_dead_after_seconds: float = DEFAULT_WS_DEAD_AFTER_SECONDS
 
     @property
     def production(self) -> bool:
@@ -103,6 +108,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         raise ConfigError("JWT_SECRET", f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
     if environment == "production" and jwt_secret is None:
         raise ConfigError("JWT_SECRET", "is required when STORIES_ENV=production")
+    ws_ping = env.number("WS_PING_INTERVAL_SECONDS", DEFAULT_WS_PING_INTERVAL_SECONDS, 1.0, 3_600.0)
+    ws_dead_after = env.number("WS_DEAD_AFTER_SECONDS", DEFAULT_WS_DEAD_AFTER_SECONDS, 2.0, 86_400.0)
+    if ws_dead_after <= ws_ping:
+        raise ConfigError("WS_DEAD_AFTER_SECONDS", f"must be longer than WS_PING_INTERVAL_SECONDS ({ws_ping})")
     return Settings(
         host=env.get("HOST") or DEFAULT_HOST,
         port=env.integer("PORT", DEFAULT_PORT, 0, 65_535),
@@ -133,6 +142,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         environment=environment,
         drain_seconds=env.number("DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0.0, 60.0),
         db_pool_size=env.integer("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 1_000),
+        ws_ping_interval_seconds=ws_ping,
+        ws_dead_after_seconds=ws_dead_after,
     )
 
 

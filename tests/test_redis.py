@@ -8,9 +8,7 @@ import pytest
 import trio
 
 from stories.redis import RedisLink, RedisUnavailable, open_redis
-from tests.fixtures.redis import IGNORE_UNCLOSED_STREAMS, RedisProcess, capture_all_logs
-
-pytestmark = IGNORE_UNCLOSED_STREAMS
+from tests.fixtures.redis import RedisProcess, capture_all_logs
 
 
 async def silent(stream: trio.SocketStream) -> None:

@@ -132,6 +132,8 @@ def test_blank_values_mean_unset() -> None:
         ("STORIES_ENV", "staging"),
         ("MINIO_USE_SSL", "maybe"),
         ("MINIO_ENDPOINT", "http://"),
+        ("WS_PING_INTERVAL_SECONDS", "0"),
+        ("WS_DEAD_AFTER_SECONDS", "10"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:

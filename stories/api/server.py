@@ -11,6 +11,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from stories.actors.supervisor import Backoff
+from stories.api.ws import configure_keepalive
 
 if TYPE_CHECKING:
     from stories.api.deps import StoriesApp
@@ -28,9 +29,11 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.drain_seconds
     config.accesslog = None  # the app logs one structured line per request itself
     config.errorlog = None
-    config.keep_alive_timeout = 75
     # Bodies are capped by the app (MAX_CONTENT_LENGTH, with API.md's 413 body); this bounds the rest.
     config.h11_max_incomplete_size = 64 * 1024
+    configure_keepalive(
+        config, ping_interval=settings.ws_ping_interval_seconds, dead_after=settings.ws_dead_after_seconds
+    )
     return config
 
 

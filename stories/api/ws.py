@@ -28,6 +28,7 @@ from stories.actors.hub import CloseReason
 from stories.api.bodies import error_response
 from stories.api.deps import deps
 from stories.errors import Unauthorized
+from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from stories.metrics import Metrics
 
 __all__ = [
-    "DEFAULT_WS_DEAD_AFTER",
-    "DEFAULT_WS_PING_INTERVAL",
     "RealtimeDeps",
     "blueprint",
     "configure_keepalive",
@@ -48,10 +47,6 @@ __all__ = [
 log = structlog.get_logger()
 
 blueprint = Blueprint("ws", __name__)
-
-DEFAULT_WS_PING_INTERVAL = 20.0
-# Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
-DEFAULT_WS_DEAD_AFTER = 60.0
 
 
 class _Verifier(Protocol):
@@ -74,8 +69,8 @@ class RealtimeDeps(Protocol):
 def configure_keepalive(
     config: Config,
     *,
-    ping_interval: float = DEFAULT_WS_PING_INTERVAL,
-    dead_after: float = DEFAULT_WS_DEAD_AFTER,
+    ping_interval: float = DEFAULT_WS_PING_INTERVAL_SECONDS,
+    dead_after: float = DEFAULT_WS_DEAD_AFTER_SECONDS,
 ) -> None:
     """Make hypercorn ping every socket every `ping_interval` and drop a connection silent for `dead_after`.
 

@@ -11,7 +11,7 @@ import trio.testing
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES, BucketKeeper, Decision
 from stories.redis import RedisLink, open_redis
 from stories.settings import Settings
-from tests.fixtures.redis import IGNORE_UNCLOSED_STREAMS, RedisProcess, capture_all_logs
+from tests.fixtures.redis import RedisProcess, capture_all_logs
 
 LIMITS = {ACTION_STORIES: 20, ACTION_REACTIONS: 60}
 
@@ -166,7 +166,6 @@ async def test_redis_script_is_reloaded_after_a_script_flush(redis_link: RedisLi
     assert decision.allowed
 
 
-@IGNORE_UNCLOSED_STREAMS
 async def test_redis_down_from_the_start_falls_back_to_local_buckets(closed_redis_url: str):
     async with open_redis(closed_redis_url) as link:
         keeper = BucketKeeper(limits={ACTION_STORIES: 3, ACTION_REACTIONS: 60}, redis=link)
@@ -178,7 +177,6 @@ async def test_redis_down_from_the_start_falls_back_to_local_buckets(closed_redi
     assert keeper.fallbacks == 4
 
 
-@IGNORE_UNCLOSED_STREAMS
 async def test_redis_outage_mid_flight_falls_back_then_returns(redis_process: RedisProcess):
     limits = {ACTION_STORIES: 3, ACTION_REACTIONS: 60}
     user = uuid.uuid4()

@@ -34,7 +34,7 @@ from stories.actors.relay import (
 from stories.actors.supervisor import ActorSpec, supervise
 from stories.metrics import Metrics
 from stories.redis import open_redis
-from tests.fixtures.redis import IGNORE_UNCLOSED_STREAMS, capture_all_logs
+from tests.fixtures.redis import capture_all_logs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -232,7 +232,6 @@ async def test_redis_relay_carries_events_between_processes(redis_url: str, redi
 
 
 @pytest.mark.redis
-@IGNORE_UNCLOSED_STREAMS
 async def test_redis_relay_raises_when_its_subscription_is_killed(redis_process: RedisProcess) -> None:
     async with open_redis(redis_process.url, key_prefix="t:") as link:
         assert link is not None

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from stories.api import create_app
+from stories.redis import open_redis
 from stories.store import open_store
 from tests.helpers import PASSWORD
 
@@ -152,3 +153,16 @@ async def test_healthz_answers_in_bounded_time_when_the_database_hangs(aio_loop,
         assert elapsed < HUNG_DATABASE_SECONDS - 1, elapsed
         assert answer == (503, DOWN)
         assert await healthz(client) == (200, UP)
+
+
+async def test_healthz_reports_redis_ok(app_deps, redis_link):
+    client = create_app(dataclasses.replace(app_deps, redis=redis_link)).test_client()
+    assert await healthz(client) == (200, {**UP, "checks": {**UP["checks"], "redis": "ok"}})
+
+
+async def test_healthz_is_degraded_but_serving_when_redis_is_down(app_deps, closed_redis_url):
+    async with open_redis(closed_redis_url) as redis:
+        client = create_app(dataclasses.replace(app_deps, redis=redis)).test_client()
+        status, body = await healthz(client)
+    assert status == 200
+    assert body == {"status": "degraded", "checks": {"db": "ok", "redis": "down", "storage": "disabled"}}
