@@ -193,8 +193,6 @@ async def test_unknown_or_malformed_story_ids_are_404(client, alice, story_id):
     await error_of(response, 404, "not_found")
 
 
-
-
 @pytest.mark.parametrize(
     "limit",
     [
