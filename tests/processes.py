@@ -1,0 +1,313 @@
+"""Real `stories serve` subprocesses for tests, and WebSocket/HTTP clients for them.
+
+Why not bench/server.py: it blocks while waiting (time.sleep in the event loop), passes the whole environment
+on (a REDIS_URL or a `.env` of the developer's would leak into a "without Redis" test), and hides the process,
+so a test can neither signal it nor read its exit code.
+
+Each process writes its JSON log to a file in its own directory (also its working directory, so no `.env` is
+read): a pipe would cost the test process a reader task, and a file keeps everything for the failure message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import trio
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from tests.conftest import TEST_JWT_SECRET
+from tests.helpers import PASSWORD
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+__all__ = [
+    "START_SECONDS",
+    "Account",
+    "ServerProcess",
+    "connections_gauge",
+    "metric_sample",
+    "open_socket",
+    "refused_upgrade",
+    "signup",
+    "stories_serve",
+    "stories_serve_many",
+    "wait_for_connections",
+]
+
+START_SECONDS = 60.0
+STOP_SECONDS = 15.0
+# The child's log is a file: waiting for a line means re-reading it now and then.
+POLL_SECONDS = 0.05
+CLOSE_SECONDS = 1.0
+
+# Every variable the service reads: the child gets only the ones a test sets.
+SERVICE_VARIABLES = frozenset(
+    {
+        "PORT",
+        "HOST",
+        "DATABASE_URL",
+        "DATA_DIR",
+        "REDIS_ADDR",
+        "REDIS_PASSWORD",
+        "REDIS_URL",
+        "JWT_SECRET",
+        "JWT_TTL_SECONDS",
+        "MINIO_ENDPOINT",
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+        "MINIO_BUCKET",
+        "MINIO_USE_SSL",
+        "MINIO_REGION",
+        "STORY_TTL_SECONDS",
+        "FEED_CACHE_SECONDS",
+        "EXPIRY_INTERVAL_SECONDS",
+        "RATE_LIMIT_STORIES_PER_MINUTE",
+        "RATE_LIMIT_REACTIONS_PER_MINUTE",
+        "MAX_UPLOAD_BYTES",
+        "BCRYPT_COST",
+        "CORS_ORIGINS",
+        "LOG_LEVEL",
+        "STORIES_ENV",
+        "DRAIN_SECONDS",
+        "DB_POOL_SIZE",
+        "WS_PING_INTERVAL_SECONDS",
+        "WS_DEAD_AFTER_SECONDS",
+    }
+)
+
+
+@dataclass
+class ServerProcess:
+    """A running `python -m stories serve`: its address once listening, and its log."""
+
+    name: str
+    process: trio.Process
+    directory: Path
+    base_url: str = ""
+    _parsed: list[dict[str, Any]] = field(default_factory=list)
+    _offset: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "stdout.jsonl"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.directory / "stderr.txt"
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.base_url).port
+        assert port is not None, self.base_url
+        return port
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every complete JSON line logged so far (read incrementally)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._offset)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for raw in complete.splitlines():
+            try:
+                self._parsed.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                self._parsed.append({"event": "<not json>", "raw": raw.decode(errors="replace")})
+        return self._parsed
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
+    async def wait_for(self, event: str, count: int = 1) -> list[dict[str, Any]]:
+        """The first `count` lines of `event`, waiting for them; fails if the process exits first."""
+        while True:
+            found = self.logged(event)
+            if len(found) >= count:
+                return found[:count]
+            if self.process.poll() is not None:
+                found = self.logged(event)
+                assert len(found) >= count, f"{self.name} exited before {count} x {event!r}: {self.describe()}"
+                return found[:count]
+            await trio.sleep(POLL_SECONDS)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        events = [str(line.get("event")) for line in self.lines()]
+        return f"[{self.name}] exit={self.process.poll()} events={events[-40:]} stderr={self.stderr()[-2000:]}"
+
+    async def stop(self, signum: signal.Signals = signal.SIGTERM) -> float:
+        """Send `signum` and wait for the exit; returns the seconds it took.
+
+        A process that served WebSockets in its last WS_PING_INTERVAL_SECONDS takes its whole DRAIN_SECONDS:
+        hypercorn 0.18 keeps a closed socket's connection until its ping task next wakes up.
+        """
+        began = trio.current_time()
+        self.process.send_signal(signum)
+        with trio.fail_after(STOP_SECONDS):
+            await self.process.wait()
+        return trio.current_time() - began
+
+
+@asynccontextmanager
+async def stories_serve(
+    database_url: str, directory: Path, name: str = "server", **env: str
+) -> AsyncIterator[ServerProcess]:
+    """Start `stories serve` on 127.0.0.1 and a free port, wait until it listens; stop it at the end.
+
+    `env` adds or overrides service variables (e.g. `REDIS_URL=...`). At the end a process still running
+    gets SIGTERM, then SIGKILL if it does not exit in time.
+    """
+    async with stories_serve_many(database_url, {name: directory}, **env) as (server,):
+        yield server
+
+
+@asynccontextmanager
+async def stories_serve_many(
+    database_url: str, directories: dict[str, Path], **env: str
+) -> AsyncIterator[tuple[ServerProcess, ...]]:
+    """Like `stories_serve`, for several processes on one database (named by `directories`'s keys),
+    started together: a process takes seconds to import and boot."""
+    servers: list[ServerProcess] = []
+    try:
+        for name, directory in directories.items():
+            servers.append(await _spawn(database_url, name, directory, env))
+        with trio.fail_after(START_SECONDS):
+            for server in servers:
+                (listening,) = await server.wait_for("http.listening")
+                server.base_url = str(listening["binds"][0])
+        yield tuple(servers)
+    finally:
+        # Together: each may take its whole drain deadline (see `ServerProcess.stop`).
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as stopping:
+                for server in servers:
+                    stopping.start_soon(_stop, server.process)
+
+
+async def _spawn(database_url: str, name: str, directory: Path, env: dict[str, str]) -> ServerProcess:
+    await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+    child_env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    child_env.update(
+        DATABASE_URL=database_url,
+        HOST="127.0.0.1",
+        PORT="0",
+        JWT_SECRET=TEST_JWT_SECRET,
+        BCRYPT_COST="4",
+        DATA_DIR=str(directory / "data"),
+        LOG_LEVEL="info",
+        **env,
+    )
+    with (directory / "stdout.jsonl").open("wb") as stdout, (directory / "stderr.txt").open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "stories", "serve"], env=child_env, cwd=directory, stdout=stdout, stderr=stderr
+        )
+    return ServerProcess(name, process, directory)
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_SECONDS):
+            await process.wait()
+    if process.poll() is None:
+        process.kill()
+        await process.wait()
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def signup(http: httpx.AsyncClient, base_url: str, label: str = "user") -> Account:
+    email = f"{label}-{os.urandom(6).hex()}@example.com"
+    response = await http.post(f"{base_url}/signup", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Account(user_id=body["user_id"], token=body["token"])
+
+
+async def metric_sample(http: httpx.AsyncClient, base_url: str, name: str) -> float:
+    """One unlabelled sample (e.g. `ws_connections`) from the process's /metrics."""
+    response = await http.get(f"{base_url}/metrics")
+    assert response.status_code == 200, response.text
+    for line in response.text.splitlines():
+        sample, _, value = line.partition(" ")
+        if sample == name:
+            return float(value)
+    raise AssertionError(f"no {name} sample on /metrics")
+
+
+async def connections_gauge(http: httpx.AsyncClient, base_url: str) -> float:
+    return await metric_sample(http, base_url, "ws_connections")
+
+
+async def wait_for_connections(http: httpx.AsyncClient, base_url: str, count: int) -> None:
+    """Wait until the process counts `count` open sockets (it subscribes a socket right after the upgrade,
+    so a client whose handshake is done may still be a moment ahead of the server)."""
+    # The gauge lives in another process: ask again now and then.
+    while await connections_gauge(http, base_url) != count:  # noqa: ASYNC110
+        await trio.sleep(POLL_SECONDS)
+
+
+@asynccontextmanager
+async def open_socket(
+    server: ServerProcess, token: str | None = None, headers: list[tuple[str, str]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client of `server`'s /ws (`?token=` when given) on a TCP stream we close ourselves:
+    trio-websocket 0.12 leaves the stream open when the server refuses or closes first (a ResourceWarning,
+    which this suite turns into an error)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            socket = await wrap_client_stream(
+                nursery,
+                stream,
+                "127.0.0.1",
+                "/ws" if token is None else f"/ws?token={token}",
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers or []],
+            )
+            yield socket
+            with trio.move_on_after(CLOSE_SECONDS, shield=True):
+                await socket.aclose()
+            nursery.cancel_scope.cancel("client done")
+    finally:
+        stream.socket.close()
+
+
+async def refused_upgrade(
+    server: ServerProcess, token: str | None = None, headers: list[tuple[str, str]] | None = None
+) -> ConnectionRejected:
+    """The rejection of an upgrade that must be refused; fails the test if the upgrade is accepted."""
+    try:
+        async with open_socket(server, token, headers):
+            pass
+    except ConnectionRejected as rejected:
+        return rejected
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(ConnectionRejected)
+        if matched is None or rest is not None:
+            raise
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        assert isinstance(leaf, ConnectionRejected)
+        return leaf
+    raise AssertionError("the upgrade was accepted")
