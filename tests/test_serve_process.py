@@ -24,21 +24,13 @@ import trio_asyncio
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD
+from tests.processes import SERVICE_VARIABLES
 
 SHUTDOWN_LIMIT_SECONDS = 10.0
 START_LIMIT_SECONDS = 60.0
 EMBEDDED_START_LIMIT_SECONDS = 180.0
 # Polling an outside process's state (pg_stat_activity) is the one wait that cannot be event-driven here.
 POLL_SECONDS = 0.02
-
-# Every variable the service reads: the child gets exactly the ones each test sets.
-SERVICE_VARIABLES = [
-    *("PORT", "HOST", "DATABASE_URL", "DATA_DIR", "REDIS_ADDR", "REDIS_PASSWORD", "REDIS_URL"),
-    *("JWT_SECRET", "JWT_TTL_SECONDS", "STORY_TTL_SECONDS", "FEED_CACHE_SECONDS", "EXPIRY_INTERVAL_SECONDS"),
-    *("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_BUCKET", "MINIO_USE_SSL", "MINIO_REGION"),
-    *("RATE_LIMIT_STORIES_PER_MINUTE", "RATE_LIMIT_REACTIONS_PER_MINUTE", "MAX_UPLOAD_BYTES", "BCRYPT_COST"),
-    *("CORS_ORIGINS", "LOG_LEVEL", "STORIES_ENV", "DRAIN_SECONDS", "DB_POOL_SIZE"),
-]
 
 
 class ServeProcess:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import stories.settings as settings_module
 from stories.errors import ConfigError
 from stories.settings import (
     DEFAULT_CORS_ORIGINS,
@@ -16,6 +18,7 @@ from stories.settings import (
     load_settings,
     resolve_jwt_secret,
 )
+from tests.processes import SERVICE_VARIABLES
 
 SECRET = "s" * 32
 
@@ -210,3 +213,12 @@ def test_cli_bad_value_is_one_line_and_exit_2(variable: str, value: str, command
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_process_tests_scrub_every_variable_the_service_reads() -> None:
+    """Subprocess tests pass the child only what they set; a variable missing from the list would leak in."""
+    source = Path(settings_module.__file__).read_text()
+    # Every name the readers are called with: env.integer("PORT", ...), self.get("REDIS_PASSWORD"), ...
+    read = set(re.findall(r'(?:env|self)\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert read
+    assert read <= SERVICE_VARIABLES
