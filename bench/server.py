@@ -1,0 +1,100 @@
+"""Start a real `stories serve` subprocess on a fresh database, for benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+DEFAULT_ADMIN_URL = "postgres://root@127.0.0.1:5432/test"
+BENCH_JWT_SECRET = "bench-secret-0123456789abcdef-0123456789"
+STARTUP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    pid: int
+    log_path: Path
+
+
+def _admin(admin_url: str, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    name = f"stories_bench_{uuid.uuid4().hex[:8]}"
+    _admin(admin_url, f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def stories_server(database_url: str, extra_env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """`stories serve` on 127.0.0.1 and a free port; waits for it to listen; SIGTERM at the end.
+
+    Its JSON log goes to a file (a pipe nobody drains would stall the server); the bound address is read
+    from the `http.listening` line.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="stories-bench-"))
+    # Redis only when the caller asks for it (extra_env): a developer's REDIS_URL must not switch it on.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_ADDR", "REDIS_PASSWORD")}
+    env = {
+        **inherited,
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "JWT_SECRET": BENCH_JWT_SECRET,
+        "BCRYPT_COST": "4",
+        "DATA_DIR": str(data_dir),
+        **(extra_env or {}),
+    }
+    log_path = data_dir / "server.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "stories", "serve"], env=env, stdout=log_file)
+    try:
+        yield RunningServer(base_url=_wait_listening(process, log_path), pid=process.pid, log_path=log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"stories serve exited with {process.returncode}; see {log_path}")
+        for line in log_path.read_bytes().splitlines():
+            event = orjson.loads(line)
+            if event.get("event") == "http.listening":
+                return str(event["binds"][0])
+        time.sleep(0.1)
+    raise RuntimeError(f"stories serve did not listen within {STARTUP_SECONDS} s; see {log_path}")
