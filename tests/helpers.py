@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 PASSWORD = "correct horse battery"
 
@@ -26,3 +31,24 @@ async def signup(client: Any, email: str | None = None, password: str = PASSWORD
     assert response.status_code == 201, await response.get_data()
     body = await response.get_json()
     return Account(user_id=body["user_id"], email=body["email"], token=body["token"])
+
+
+@asynccontextmanager
+async def open_ws(
+    port: int, path: str, headers: list[tuple[str, str]] | None = None, close_seconds: float = 1.0
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client on 127.0.0.1:`port` over a TCP stream we close ourselves: trio-websocket 0.12
+    leaves the stream open when the upgrade is refused or the server closes first (a ResourceWarning, which
+    this suite turns into an error)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        async with trio.open_nursery() as nursery:
+            socket = await wrap_client_stream(
+                nursery, stream, "127.0.0.1", path, extra_headers=[(k.encode(), v.encode()) for k, v in headers or []]
+            )
+            yield socket
+            with trio.move_on_after(close_seconds, shield=True):
+                await socket.aclose()
+            nursery.cancel_scope.cancel("client done")
+    finally:
+        stream.socket.close()

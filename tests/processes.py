@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, open_ws
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -267,29 +267,12 @@ async def wait_for_connections(http: httpx.AsyncClient, base_url: str, count: in
         await trio.sleep(POLL_SECONDS)
 
 
-@asynccontextmanager
-async def open_socket(
+def open_socket(
     server: ServerProcess, token: str | None = None, headers: list[tuple[str, str]] | None = None
-) -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client of `server`'s /ws (`?token=` when given) on a TCP stream we close ourselves:
-    trio-websocket 0.12 leaves the stream open when the server refuses or closes first (a ResourceWarning,
-    which this suite turns into an error)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    try:
-        async with trio.open_nursery() as nursery:
-            socket = await wrap_client_stream(
-                nursery,
-                stream,
-                "127.0.0.1",
-                "/ws" if token is None else f"/ws?token={token}",
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers or []],
-            )
-            yield socket
-            with trio.move_on_after(CLOSE_SECONDS, shield=True):
-                await socket.aclose()
-            nursery.cancel_scope.cancel("client done")
-    finally:
-        stream.socket.close()
+) -> AbstractAsyncContextManager[WebSocketConnection]:
+    """A client of `server`'s /ws (`?token=` when given)."""
+    path = "/ws" if token is None else f"/ws?token={token}"
+    return open_ws(server.port, path, headers, close_seconds=CLOSE_SECONDS)
 
 
 async def refused_upgrade(

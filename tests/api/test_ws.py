@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -20,7 +20,7 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from stories.actors.hub import Hub
 from stories.actors.messages import StoryReacted, StoryViewed
@@ -29,6 +29,7 @@ from stories.api.ws import blueprint, configure_keepalive
 from stories.clock import FixedClock
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
+from tests.helpers import open_ws
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -80,28 +81,10 @@ async def running(*, ping_interval: float | None = None, dead_after: float = 1.0
         shutdown.set()
 
 
-@asynccontextmanager
-async def open_socket(
+def open_socket(
     server: Server, query: str = "", headers: list[tuple[str, str]] | None = None
-) -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client on a TCP stream we close ourselves: trio-websocket 0.12 leaves the socket
-    open when the upgrade is refused or the server closes first (a ResourceWarning, an error here)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    try:
-        async with trio.open_nursery() as nursery:
-            socket = await wrap_client_stream(
-                nursery,
-                stream,
-                "127.0.0.1",
-                "/ws" + query,
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers or []],
-            )
-            yield socket
-            with trio.move_on_after(1, shield=True):
-                await socket.aclose()
-            nursery.cancel_scope.cancel("client done")
-    finally:
-        stream.socket.close()
+) -> AbstractAsyncContextManager[WebSocketConnection]:
+    return open_ws(server.port, "/ws" + query, headers)
 
 
 async def refused(server: Server, query: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
