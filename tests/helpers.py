@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 PASSWORD = "correct horse battery"
 
@@ -52,3 +52,22 @@ async def open_ws(
             nursery.cancel_scope.cancel("client done")
     finally:
         stream.socket.close()
+
+
+async def refused_ws(port: int, path: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
+    """The rejection of an upgrade that must be refused; fails the test if the upgrade is accepted."""
+    try:
+        async with open_ws(port, path, headers):
+            pass
+    except ConnectionRejected as rejected:
+        return rejected
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(ConnectionRejected)
+        if matched is None or rest is not None:
+            raise
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        assert isinstance(leaf, ConnectionRejected)
+        return leaf
+    raise AssertionError("the upgrade was accepted")

@@ -113,11 +113,16 @@ async def _api_error(error: ApiError) -> Response:
 async def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
     code = _HTTP_CODES.get(status, "http_error")
-    message = {
-        404: "no such route",
-        405: f"{request.method} is not allowed here",
-        413: f"the request body is larger than {deps().settings.max_body_bytes} bytes",
-    }.get(status, error.description or error.name)
+    # Build only the message for this status: the 405 one reads `request`, which a WebSocket upgrade
+    # (a 404 on an unknown path, say) does not have.
+    if status == 404:
+        message = "no such route"
+    elif status == 405:
+        message = f"{request.method} is not allowed here"
+    elif status == 413:
+        message = f"the request body is larger than {deps().settings.max_body_bytes} bytes"
+    else:
+        message = error.description or error.name
     response = error_response(status, code, message)
     if status == 405 and error.get_headers():
         for name, value in error.get_headers():
