@@ -11,7 +11,8 @@
           ├── IdempotencyKeyReused 422 idempotency_key_reused
           ├── RateLimited          429 rate_limited (+ Retry-After)
           └── Unavailable          503 (code names the dependency)
-               └── StoreUnavailable  503 database_unavailable
+               ├── StoreUnavailable  503 database_unavailable
+               └── Overloaded        503 overloaded (+ Retry-After): a bounded queue or deadline was hit
 
 The store raises these directly (it opens no nurseries, so they reach the handlers unwrapped).
 """
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidCredentials",
     "InvalidRequest",
     "NotFound",
+    "Overloaded",
     "RateLimited",
     "StoreUnavailable",
     "StoriesError",
@@ -106,3 +108,13 @@ class Unavailable(ApiError):
 
 class StoreUnavailable(Unavailable):
     code = "database_unavailable"
+
+
+class Overloaded(Unavailable):
+    """Load shedding: a queue is full or a deadline passed. The client should retry after `retry_after`."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

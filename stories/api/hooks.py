@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from stories.api.bodies import error_response
 from stories.api.deps import deps
-from stories.errors import ApiError, RateLimited, Unauthorized
+from stories.errors import ApiError, Overloaded, RateLimited, Unauthorized
 
 __all__ = ["PUBLIC_ENDPOINTS", "install_hooks"]
 
@@ -105,7 +105,7 @@ async def _api_error(error: ApiError) -> Response:
     response = error_response(error.status, error.code, error.message, fields=getattr(error, "fields", None))
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="stories"'
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Overloaded):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 
