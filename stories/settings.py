@@ -8,8 +8,9 @@ The real environment wins over `.env`, as twelve-factor tools expect.
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlsplit
@@ -21,7 +22,7 @@ from stories.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "mask_url", "resolve_jwt_secret"]
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 5000
@@ -55,6 +56,30 @@ T = TypeVar("T")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+MASK = "***"
+# Settings shown as MASK (when set) in the repr; URLs keep everything but their password.
+_SECRET_FIELDS = frozenset({"jwt_secret", "minio_secret_key"})
+_URL_FIELDS = frozenset({"database_url", "redis_url", "minio_endpoint"})
+# libpq and asyncpg also take `password=` (and `sslpassword=`) as query parameters.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&;][a-z_]*password=)[^&;#]*")
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs and error messages.
+
+    Masks the password of the user part (`user:pass@host`, with or without a scheme) and `password=` query
+    parameters. Never raises, whatever the input: it is meant for values that failed validation too. When the
+    URL is ambiguous (an unquoted `@` in the password), everything up to the last `@` counts as the user part,
+    so it may hide more than the password but never shows any of it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    user, colon, after = rest.partition(":")
+    if colon and "@" in after and not any(c in user for c in "/?#@"):
+        rest = f"{user}:{MASK}@{after.rpartition('@')[2]}"
+    return _QUERY_PASSWORD.sub(rf"\1{MASK}", f"{scheme}{sep}{rest}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +117,18 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.environment == "production"
+
+    def __repr__(self) -> str:
+        """Every field, with secrets masked: the repr ends up in logs and tracebacks."""
+        shown = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is not None and spec.name in _SECRET_FIELDS:
+                value = MASK
+            elif value is not None and spec.name in _URL_FIELDS:
+                value = mask_url(value)
+            shown.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None) -> Settings:
@@ -227,13 +264,13 @@ class _Env:
         origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
         for origin in origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ConfigError(name, f"origins must start with http:// or https:// (got {origin!r})")
+                raise ConfigError(name, f"origins must start with http:// or https:// (got {mask_url(origin)!r})")
         return origins
 
     def database_url(self) -> str | None:
         url = self.get("DATABASE_URL")
         if url is not None and not url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {url!r})")
+            raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {mask_url(url)!r})")
         return url
 
     def minio_endpoint(self) -> str | None:
@@ -248,21 +285,23 @@ class _Env:
         except ValueError:
             valid = False
         if not valid:
-            raise ConfigError("MINIO_ENDPOINT", f"must be host:port, an http(s) URL, or 'off' (got {endpoint!r})")
+            raise ConfigError(
+                "MINIO_ENDPOINT", f"must be host:port, an http(s) URL, or 'off' (got {mask_url(endpoint)!r})"
+            )
         return endpoint
 
     def redis_url(self) -> str | None:
         url = self.get("REDIS_URL")
         if url is not None:
             if not url.startswith(("redis://", "rediss://")):
-                raise ConfigError("REDIS_URL", f"must start with redis:// or rediss:// (got {url!r})")
+                raise ConfigError("REDIS_URL", f"must start with redis:// or rediss:// (got {mask_url(url)!r})")
             return url
         addr = self.get("REDIS_ADDR")
         if addr is None:
             return None
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError("REDIS_ADDR", f"must be host:port (got {addr!r})")
+            raise ConfigError("REDIS_ADDR", f"must be host:port (got {mask_url(addr)!r})")
         password = self.get("REDIS_PASSWORD")
         auth = f":{quote(password, safe='')}@" if password else ""
         return f"redis://{auth}{host}:{port}/0"
