@@ -7,6 +7,7 @@ The real environment wins over `.env`, as twelve-factor tools expect.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -63,6 +64,9 @@ _SECRET_FIELDS = frozenset({"jwt_secret", "minio_secret_key"})
 _URL_FIELDS = frozenset({"database_url", "redis_url", "minio_endpoint"})
 # libpq and asyncpg also take `password=` (and `sslpassword=`) as query parameters.
 _QUERY_PASSWORD = re.compile(r"(?i)([?&;][a-z_]*password=)[^&;#]*")
+# One label of a host name (RFC 1123), plus '_' as container platforms' service names use it.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+MAX_HOST_NAME_LENGTH = 253
 
 
 def mask_url(url: str) -> str:
@@ -150,7 +154,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     if ws_dead_after <= ws_ping:
         raise ConfigError("WS_DEAD_AFTER_SECONDS", f"must be longer than WS_PING_INTERVAL_SECONDS ({ws_ping})")
     return Settings(
-        host=env.get("HOST") or DEFAULT_HOST,
+        host=env.host("HOST"),
         port=env.integer("PORT", DEFAULT_PORT, 0, 65_535),
         database_url=env.database_url(),
         data_dir=Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR),
@@ -192,18 +196,51 @@ def resolve_jwt_secret(settings: Settings) -> tuple[str, bool]:
     if settings.jwt_secret is not None:
         return settings.jwt_secret, False
     path = settings.data_dir / JWT_SECRET_FILE
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL: when several processes start at once, exactly one writes the secret and all read it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_text().strip()
-        if len(secret) >= MIN_JWT_SECRET_BYTES:
-            return secret, True
-        raise ConfigError("JWT_SECRET", f"unset, and the stored secret in {path} is unreadable") from None
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(48))
-    return path.read_text().strip(), True
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: when several processes start at once, exactly one writes the secret and all read it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            secret = path.read_text().strip()
+            if len(secret) >= MIN_JWT_SECRET_BYTES:
+                return secret, True
+            raise ConfigError("JWT_SECRET", f"unset, and the stored secret in {path} is unreadable") from None
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        return path.read_text().strip(), True
+    except OSError as error:
+        raise _data_dir_error(settings.data_dir, error) from None
+
+
+def _data_dir_error(data_dir: Path, error: OSError) -> ConfigError:
+    reason = error.strerror or type(error).__name__
+    return ConfigError(
+        "DATA_DIR",
+        f"{str(data_dir)!r} is not a writable directory ({reason}), and the generated JWT secret is kept "
+        "there; point DATA_DIR at a writable directory, or set JWT_SECRET",
+    )
+
+
+def _port_problem(url: str, *, several_hosts: bool) -> str | None:
+    """What is wrong with the host:port part of `url`, or None. Several comma-separated hosts are allowed
+    when `several_hosts` (libpq and asyncpg accept them); no DNS lookups, only the form is checked."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError as error:  # an unbalanced '[' of an IPv6 address
+        return str(error).lower()
+    hosts = netloc.rpartition("@")[2]
+    for host in hosts.split(",") if several_hosts else [hosts]:
+        if host.startswith("["):
+            _, bracket, rest = host[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                return f"has a malformed IPv6 host {host!r}"
+            port = rest[1:]
+        else:
+            port = host.rpartition(":")[2] if ":" in host else ""
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65_535):
+            return f"has an invalid port {port!r} (must be a number from 1 to 65535)"
+    return None
 
 
 class _Env:
@@ -267,10 +304,35 @@ class _Env:
                 raise ConfigError(name, f"origins must start with http:// or https:// (got {mask_url(origin)!r})")
         return origins
 
+    def host(self, name: str) -> str:
+        """An IP address (an IPv6 one may be bracketed) or a host name that looks resolvable; no DNS lookup."""
+        raw = self.get(name)
+        if raw is None:
+            return DEFAULT_HOST
+        unbracketed = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+        try:
+            return str(ipaddress.ip_address(unbracketed))
+        except ValueError:
+            pass
+        labels = raw.removesuffix(".").split(".")
+        if (
+            len(raw) <= MAX_HOST_NAME_LENGTH
+            and all(_HOST_LABEL.fullmatch(label) for label in labels)
+            # An all-digit last label is a malformed IPv4 address (1.2.3.999), not a name.
+            and not labels[-1].isdigit()
+        ):
+            return raw
+        raise ConfigError(name, f"must be an IP address or a host name, without a port (got {raw!r})")
+
     def database_url(self) -> str | None:
         url = self.get("DATABASE_URL")
-        if url is not None and not url.startswith(("postgres://", "postgresql://")):
+        if url is None:
+            return None
+        if not url.startswith(("postgres://", "postgresql://")):
             raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {mask_url(url)!r})")
+        problem = _port_problem(url, several_hosts=True)
+        if problem is not None:
+            raise ConfigError("DATABASE_URL", f"{problem} (got {mask_url(url)!r})")
         return url
 
     def minio_endpoint(self) -> str | None:
@@ -295,6 +357,9 @@ class _Env:
         if url is not None:
             if not url.startswith(("redis://", "rediss://")):
                 raise ConfigError("REDIS_URL", f"must start with redis:// or rediss:// (got {mask_url(url)!r})")
+            problem = _port_problem(url, several_hosts=False)
+            if problem is not None:
+                raise ConfigError("REDIS_URL", f"{problem} (got {mask_url(url)!r})")
             return url
         addr = self.get("REDIS_ADDR")
         if addr is None:

@@ -60,8 +60,11 @@ def test_settings_repr_holds_no_secret() -> None:
 
 BAD_ENVS = [
     {"DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"},
+    {"DATABASE_URL": f"postgres://u:{PASSWORD}@h:abc/db"},
+    {"DATABASE_URL": f"postgres://u:{PASSWORD}@h:99999/db"},
     {"DATABASE_URL": f"u:{PASSWORD}@h/db"},
     {"REDIS_URL": f"http://:{PASSWORD}@r.example"},
+    {"REDIS_URL": f"redis://:{PASSWORD}@r.example:port/0"},
     {"MINIO_ENDPOINT": f"ftp://admin:{PASSWORD}@minio:9000"},
     {"MINIO_ENDPOINT": f"http://admin:{PASSWORD}@minio:x"},
     {"REDIS_ADDR": "nohost", "REDIS_PASSWORD": PASSWORD},

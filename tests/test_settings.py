@@ -120,6 +120,20 @@ def test_blank_values_mean_unset() -> None:
         ("BCRYPT_COST", "32"),
         ("LOG_LEVEL", "loud"),
         ("DATABASE_URL", "mysql://x"),
+        ("DATABASE_URL", "postgres://h:abc/db"),
+        ("DATABASE_URL", "postgres://u:p@h:99999/db"),
+        ("DATABASE_URL", "postgresql://h1:5432,h2:x/db"),
+        ("DATABASE_URL", "postgres://[::1:5432/db"),
+        ("REDIS_URL", "redis://r.example:port/0"),
+        ("REDIS_URL", "redis://r.example:70000/0"),
+        ("REDIS_URL", "redis://[::1/0"),
+        ("HOST", "local host"),
+        ("HOST", "127.0.0.1:5000"),
+        ("HOST", "http://example.com"),
+        ("HOST", "-leading-dash"),
+        ("HOST", "a..b"),
+        ("HOST", "1.2.3.999"),
+        ("HOST", "x" * 64 + ".example"),
         ("REDIS_ADDR", "nohost"),
         ("REDIS_ADDR", "host:port"),
         ("REDIS_URL", "http://r.example"),
@@ -144,6 +158,46 @@ def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
         load_settings({variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable} ")
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("0.0.0.0", "0.0.0.0"),
+        ("::", "::"),
+        ("::1", "::1"),
+        ("[::1]", "::1"),  # the bracketed form of URLs is accepted too
+        ("localhost", "localhost"),
+        ("api.internal.example", "api.internal.example"),
+        ("my_service", "my_service"),  # docker compose service names may hold underscores
+        ("  127.0.0.1 ", "127.0.0.1"),
+    ],
+)
+def test_host_accepts_addresses_and_host_names(value: str, host: str) -> None:
+    assert load_settings({"HOST": value}).host == host
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:p@db.example:5433/stories",
+        "postgresql://db.example/stories",
+        "postgres:///stories?host=/var/run/postgresql",
+        "postgres://u@[::1]:5432/db",
+        "postgresql://h1:5432,h2:5433,h3/db",  # several hosts, as libpq and asyncpg accept
+    ],
+)
+def test_valid_database_urls_are_accepted(url: str) -> None:
+    assert load_settings({"DATABASE_URL": url}).database_url == url
+
+
+def test_unwritable_data_dir_is_a_config_error_naming_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError) as caught:
+        resolve_jwt_secret(Settings(data_dir=blocker / "state"))
+    assert caught.value.variable == "DATA_DIR"
+    assert str(blocker / "state") in str(caught.value)
 
 
 def test_production_requires_a_jwt_secret() -> None:

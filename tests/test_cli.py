@@ -1,0 +1,65 @@
+"""The command line: help text, and start-up failures as one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.processes import SERVICE_VARIABLES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-m", "stories", *args],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.returncode == code, result.stderr
+    return lines[0]
+
+
+def test_unwritable_data_dir_is_one_line_naming_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = _run_cli(
+        tmp_path,
+        # A database that is never reached: the secret is resolved first.
+        {"DATA_DIR": str(blocker / "state"), "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"},
+        "serve",
+    )
+    line = _one_line(result, 2)
+    assert "DATA_DIR" in line
+    assert str(blocker / "state") in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "postgres://u:hunter2-secret@db:abc/stories"),
+        ("DATABASE_URL", "mysql://u:hunter2-secret@db/stories"),
+        ("REDIS_URL", "redis://:hunter2-secret@cache:port/0"),
+        ("HOST", "local host"),
+    ],
+)
+def test_bad_value_is_one_line_naming_it_without_secrets(variable: str, value: str, tmp_path: Path) -> None:
+    line = _one_line(_run_cli(tmp_path, {variable: value}, "serve"), 2)
+    assert line.startswith(f"stories: invalid configuration: {variable} ")
+    assert "hunter2-secret" not in line
