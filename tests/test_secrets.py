@@ -1,11 +1,18 @@
-"""Secrets stay secret: masked in the settings' repr and in every configuration error."""
+"""Secrets stay secret (masked in the settings' repr and in every configuration error), and the generated
+JWT secret file is written atomically: concurrent starts and old crashes never leave an empty or half secret."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
 from stories.errors import ConfigError
-from stories.settings import Settings, load_settings, mask_url
+from stories.settings import JWT_SECRET_FILE, Settings, load_settings, mask_url, resolve_jwt_secret
 
 PASSWORD = "hunter2-very-secret"
 JWT = "jwt-" + "k" * 40
@@ -81,3 +88,98 @@ def test_config_errors_never_show_a_secret(environ: dict[str, str]) -> None:
     assert PASSWORD not in message
     assert S3_SECRET not in message
     assert PASSWORD not in caught.value.problem
+
+
+# --- the generated JWT secret file ------------------------------------------------------------------------
+
+
+def _resolve_in_threads(data_dir: Path, threads: int) -> list[str]:
+    barrier = threading.Barrier(threads)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            results.append(resolve_jwt_secret(Settings(data_dir=data_dir))[0])
+        except Exception as error:  # collected for the assertion below
+            errors.append(error)
+
+    workers = [threading.Thread(target=start) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert not errors, errors
+    return results
+
+
+def _stored(data_dir: Path) -> str:
+    return (data_dir / JWT_SECRET_FILE).read_text().strip()
+
+
+@pytest.mark.parametrize("leftover", [None, "", "half-a-secret"])
+def test_concurrent_starts_agree_on_one_complete_secret(tmp_path: Path, leftover: str | None) -> None:
+    for round_ in range(25):
+        data_dir = tmp_path / f"round-{round_}"
+        if leftover is not None:
+            data_dir.mkdir()
+            (data_dir / JWT_SECRET_FILE).write_text(leftover)
+        results = _resolve_in_threads(data_dir, threads=8)
+        assert len(set(results)) == 1, results
+        assert len(results[0]) >= 32
+        assert results[0] == _stored(data_dir)
+        assert sorted(p.name for p in data_dir.iterdir() if not p.name.endswith(".lock")) == [JWT_SECRET_FILE]
+
+
+@pytest.mark.parametrize("leftover", ["", "\n", "short"])
+def test_an_empty_or_short_leftover_file_is_replaced(tmp_path: Path, leftover: str) -> None:
+    (tmp_path / JWT_SECRET_FILE).write_text(leftover)
+    secret, generated = resolve_jwt_secret(Settings(data_dir=tmp_path))
+    assert generated
+    assert len(secret) >= 32
+    assert _stored(tmp_path) == secret
+    assert oct((tmp_path / JWT_SECRET_FILE).stat().st_mode & 0o777) == "0o600"
+    assert resolve_jwt_secret(Settings(data_dir=tmp_path)) == (secret, True)
+
+
+def test_a_complete_secret_is_never_replaced(tmp_path: Path) -> None:
+    mine = "an-operator-chosen-secret-of-40-characters"
+    (tmp_path / JWT_SECRET_FILE).write_text(mine + "\n")
+    assert resolve_jwt_secret(Settings(data_dir=tmp_path)) == (mine, True)
+    assert _stored(tmp_path) == mine
+
+
+def test_temporary_files_of_a_crashed_writer_are_cleaned_up(tmp_path: Path) -> None:
+    (tmp_path / f".{JWT_SECRET_FILE}.crashed.tmp").write_text("half")
+    secret, _ = resolve_jwt_secret(Settings(data_dir=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [JWT_SECRET_FILE]
+    assert _stored(tmp_path) == secret
+
+
+_RESOLVE = (
+    "import sys; from pathlib import Path; from stories.settings import Settings, resolve_jwt_secret; "
+    "print(resolve_jwt_secret(Settings(data_dir=Path(sys.argv[1])))[0])"
+)
+
+
+@pytest.mark.parametrize("leftover", [None, ""])
+def test_concurrent_processes_agree_on_one_secret(tmp_path: Path, leftover: str | None) -> None:
+    data_dir = tmp_path / "state"
+    if leftover is not None:
+        data_dir.mkdir()
+        (data_dir / JWT_SECRET_FILE).write_text(leftover)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESOLVE, str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        for _ in range(8)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    secrets = {out.strip() for out, _ in outputs}
+    assert secrets == {_stored(data_dir)}
