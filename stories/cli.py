@@ -37,14 +37,64 @@ def _innermost(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return error
 
 
+_SETTINGS_POINTER = (
+    "Settings come from the environment and ./.env (the real environment wins); README.md's\n"
+    "Configuration table lists every variable with its default."
+)
+_DATABASE = (
+    "  DATABASE_URL   postgres://user:pass@host:5432/db (unset: an embedded PostgreSQL in DATA_DIR)\n"
+    "  DATA_DIR       embedded state (default ./.stories)\n"
+)
+_DESCRIPTIONS = {
+    "serve": (
+        "Run the API, the WebSocket and every actor (the expiry worker included) in this process.\n\n"
+        "Reads, among others:\n"
+        "  PORT, HOST     listen address (default 0.0.0.0:5000)\n"
+        f"{_DATABASE}"
+        "  REDIS_URL      or REDIS_ADDR + REDIS_PASSWORD: shared rate limits, events (unset: off)\n"
+        "  JWT_SECRET     HS256 key (unset: generated in DATA_DIR; required in production)\n"
+        "  MINIO_ENDPOINT and MINIO_*: object storage for uploads\n"
+        "  BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
+    ),
+    "worker": (
+        "Run the expiry worker alone, for deployments that keep it apart (safe next to serve).\n\n"
+        f"Reads:\n{_DATABASE}"
+        "  EXPIRY_INTERVAL_SECONDS  how often it runs (default 60)\n"
+        "  LOG_LEVEL\n"
+    ),
+    "migrate": f"Apply the database migrations and exit.\n\nReads:\n{_DATABASE}",
+    "seed": (
+        "Fill the database with generated users, follows, stories, views and reactions\n"
+        f"(every password is {DEFAULT_SEED_PASSWORD!r}).\n\n"
+        f"Reads:\n{_DATABASE}"
+        "  BCRYPT_COST, STORY_TTL_SECONDS\n"
+    ),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stories", description="Backend for ephemeral Stories.")
+    parser = argparse.ArgumentParser(
+        prog="stories",
+        description="Backend for ephemeral Stories.",
+        epilog=_SETTINGS_POINTER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"stories {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run the API, WebSocket and every actor in this process")
-    commands.add_parser("worker", help="run the expiry worker alone (for deployments that keep it apart)")
-    commands.add_parser("migrate", help="apply the database migrations and exit")
-    seed = commands.add_parser("seed", help="fill the database with generated users, follows and stories")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=_DESCRIPTIONS[name],
+            epilog=_SETTINGS_POINTER,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command("serve", "run the API, WebSocket and every actor in this process")
+    command("worker", "run the expiry worker alone (for deployments that keep it apart)")
+    command("migrate", "apply the database migrations and exit")
+    seed = command("seed", "fill the database with generated users, follows and stories")
     seed.add_argument("--users", type=int, default=2_000, help="how many users (default 2000)")
     seed.add_argument("--stories", type=int, default=100_000, help="how many stories (default 100000)")
     seed.add_argument("--follows-per-user", type=int, default=50, help="average follows per user (default 50)")

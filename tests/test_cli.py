@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from stories.cli import main
 from tests.processes import SERVICE_VARIABLES
 
 if TYPE_CHECKING:
@@ -63,3 +64,26 @@ def test_bad_value_is_one_line_naming_it_without_secrets(variable: str, value: s
     line = _one_line(_run_cli(tmp_path, {variable: value}, "serve"), 2)
     assert line.startswith(f"stories: invalid configuration: {variable} ")
     assert "hunter2-secret" not in line
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"),
+    [
+        ("serve", ["PORT", "HOST", "DATABASE_URL", "DATA_DIR", "REDIS_URL", "JWT_SECRET", "MINIO_ENDPOINT"]),
+        ("worker", ["DATABASE_URL", "DATA_DIR", "EXPIRY_INTERVAL_SECONDS"]),
+        ("migrate", ["DATABASE_URL", "DATA_DIR"]),
+        ("seed", ["DATABASE_URL", "DATA_DIR", "BCRYPT_COST", "--users"]),
+    ],
+)
+def test_each_command_help_says_what_it_reads(
+    command: str, mentions: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for word in mentions:
+        assert word in text, (word, text)
+    assert "README" in text
+    assert "configuration" in text.lower()
+    assert len(text.splitlines()) < 40, text  # short
