@@ -1,7 +1,14 @@
-"""BucketKeeper: token buckets per (user, action), shared through Redis, per process when Redis is away.
+"""BucketKeeper: token buckets per (subject, action), shared through Redis, per process when Redis is away.
 
-A bucket holds up to `capacity` tokens and refills `capacity` tokens per `period` seconds, continuously;
-each accepted request takes one. An empty bucket answers with the whole seconds until the next token.
+A bucket holds up to `capacity` tokens and refills `capacity` tokens per `period` seconds (the action's own
+period, else the keeper's), continuously; each accepted request takes one, and `refund` gives one back. An
+empty bucket answers with the whole seconds until the next token. The subject is a user id, or a string
+(the login limit uses a digest of the normalized email).
+
+Failed logins (API.md: 10 per email per 15 minutes) are a token bucket too, not a sliding window: capacity 10,
+refilling 10 per 900 s, i.e. one attempt back every 90 s. After 10 quick failures the 11th attempt waits 90 s,
+and a full window of quiet restores all 10. The caller takes a token before checking a password and refunds
+it unless the password was wrong, so only failures are counted and concurrent attempts cannot overshoot.
 
 With Redis, one Lua script reads, refills, takes and writes the bucket atomically, using the Redis server's
 clock (TIME), so every process sees the same bucket and the same time. The hash expires once it would be
@@ -31,12 +38,25 @@ if TYPE_CHECKING:
     from stories.redis import RedisLink
     from stories.settings import Settings
 
-__all__ = ["ACTION_REACTIONS", "ACTION_STORIES", "BucketKeeper", "Decision"]
+__all__ = [
+    "ACTION_LOGIN",
+    "ACTION_REACTIONS",
+    "ACTION_STORIES",
+    "LOGIN_FAILURES",
+    "LOGIN_WINDOW_SECONDS",
+    "BucketKeeper",
+    "Decision",
+]
 
 log = structlog.get_logger()
 
 ACTION_STORIES = "stories"
 ACTION_REACTIONS = "reactions"
+ACTION_LOGIN = "login"
+
+# API.md: after 10 failed attempts for one email within 15 minutes, logins for it answer 429.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW_SECONDS = 900.0
 
 DEFAULT_PERIOD = 60.0
 DEFAULT_PRUNE_INTERVAL = 60.0
@@ -45,12 +65,14 @@ DEFAULT_MAX_BUCKETS = 100_000
 # A float sum like 2.9999999 must not round a 3 s wait up to 4 s.
 _EPSILON = 1e-9
 
-# KEYS[1] bucket hash; ARGV[1] capacity; ARGV[2] period in ms. Returns {allowed (0|1), retry_after seconds}.
-# Time in whole ms from the server keeps the arithmetic exact in Lua's doubles. A server clock that steps
-# back refills nothing until it catches up.
+# KEYS[1] bucket hash; ARGV[1] capacity; ARGV[2] period in ms; ARGV[3] 1 to take a token, -1 to give one back
+# (never above the capacity). Returns {allowed (0|1), retry_after seconds}. Time in whole ms from the server
+# keeps the arithmetic exact in Lua's doubles. A server clock that steps back refills nothing until it
+# catches up.
 _TAKE_SCRIPT = """
 local capacity = tonumber(ARGV[1])
 local period_ms = tonumber(ARGV[2])
+local take = tonumber(ARGV[3]) or 1
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -62,7 +84,10 @@ if now > stamp then
 end
 local allowed = 0
 local retry_after = 0
-if tokens >= 1 then
+if take < 0 then
+  tokens = math.min(capacity, tokens + 1)
+  allowed = 1
+elseif tokens >= 1 then
   tokens = tokens - 1
   allowed = 1
 else
@@ -100,16 +125,18 @@ class BucketKeeper:
     `max_buckets` the least recently used bucket is dropped, which at worst forgives one user's usage.
     Restart: safe; the buckets live on this object, so a restarted `run` keeps them.
 
-    `limits` maps an action to its capacity per `period` seconds.
+    `limits` maps an action to its capacity per period; `periods` gives an action its own period in seconds,
+    else `period` applies.
     """
 
     limits: Mapping[str, int]
     redis: RedisLink | None = None
     period: float = DEFAULT_PERIOD
+    periods: Mapping[str, float] = field(default_factory=dict)
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     max_buckets: int = DEFAULT_MAX_BUCKETS
     fallbacks: int = field(default=0, init=False)
-    _buckets: dict[tuple[UUID, str], _Bucket] = field(default_factory=dict, init=False, repr=False)
+    _buckets: dict[tuple[UUID | str, str], _Bucket] = field(default_factory=dict, init=False, repr=False)
     _script: Script[bytes] = field(default_factory=lambda: Script(script=_TAKE_SCRIPT), init=False, repr=False)
 
     @classmethod
@@ -118,7 +145,9 @@ class BucketKeeper:
             limits={
                 ACTION_STORIES: settings.rate_limit_stories_per_minute,
                 ACTION_REACTIONS: settings.rate_limit_reactions_per_minute,
+                ACTION_LOGIN: LOGIN_FAILURES,
             },
+            periods={ACTION_LOGIN: LOGIN_WINDOW_SECONDS},
             redis=redis,
         )
 
@@ -126,24 +155,40 @@ class BucketKeeper:
         for action, capacity in self.limits.items():
             if capacity < 1:
                 raise ValueError(f"rate limit for {action!r} must be at least 1 (got {capacity})")
+        for action, period in self.periods.items():
+            if period <= 0:
+                raise ValueError(f"period for {action!r} must be positive (got {period})")
+
+    def period_of(self, action: str) -> float:
+        """Seconds in which `action`'s bucket refills completely."""
+        return self.periods.get(action, self.period)
 
     def __len__(self) -> int:
         """How many in-process buckets are held."""
         return len(self._buckets)
 
-    async def acquire(self, user_id: UUID, action: str) -> Decision:
-        """Take one token from `user_id`'s `action` bucket. Never raises for Redis trouble.
+    async def acquire(self, subject: UUID | str, action: str) -> Decision:
+        """Take one token from `subject`'s `action` bucket. Never raises for Redis trouble.
 
         Raises KeyError for an action without a configured limit (a programming error).
         """
+        return await self._update(subject, action, take=True)
+
+    async def refund(self, subject: UUID | str, action: str) -> None:
+        """Give back a token taken by `acquire` whose request turned out not to count (never above the
+        capacity). Never raises for Redis trouble; a refund decided locally while Redis is down is lost to
+        the shared bucket, which errs on the side of the limit."""
+        await self._update(subject, action, take=False)
+
+    async def _update(self, subject: UUID | str, action: str, *, take: bool) -> Decision:
         capacity = self.limits[action]
         if self.redis is not None:
             try:
-                return await self._acquire_shared(self.redis, user_id, action, capacity)
+                return await self._update_shared(self.redis, subject, action, capacity, take=take)
             except RedisUnavailable:
                 # RedisLink logs the outage once; counting here lets metrics show how much is decided locally.
                 self.fallbacks += 1
-        return self._acquire_local(user_id, action, capacity)
+        return self._update_local(subject, action, capacity, take=take)
 
     def prune(self) -> int:
         """Drop in-process buckets that are full again (their users went idle). Returns how many."""
@@ -151,7 +196,8 @@ class BucketKeeper:
         full = [
             key
             for key, bucket in self._buckets.items()
-            if bucket.tokens + (now - bucket.stamp) * self.limits[key[1]] / self.period >= self.limits[key[1]]
+            if bucket.tokens + (now - bucket.stamp) * self.limits[key[1]] / self.period_of(key[1])
+            >= self.limits[key[1]]
         ]
         for key in full:
             del self._buckets[key]
@@ -164,34 +210,42 @@ class BucketKeeper:
             dropped = self.prune()
             log.debug("ratelimit.pruned", dropped=dropped, kept=len(self._buckets))
 
-    async def _acquire_shared(self, redis: RedisLink, user_id: UUID, action: str, capacity: int) -> Decision:
-        key = redis.key("rl", action, str(user_id))
-        period_ms = round(self.period * 1000)
+    async def _update_shared(
+        self, redis: RedisLink, subject: UUID | str, action: str, capacity: int, *, take: bool
+    ) -> Decision:
+        key = redis.key("rl", action, str(subject))
+        period_ms = round(self.period_of(action) * 1000)
 
-        def take(client: coredis.Redis[bytes]) -> Awaitable[ResponseType]:
-            return self._script(keys=[key], args=[capacity, period_ms], client=client)
+        def run(client: coredis.Redis[bytes]) -> Awaitable[ResponseType]:
+            return self._script(keys=[key], args=[capacity, period_ms, 1 if take else -1], client=client)
 
-        reply = await redis.execute(take)
+        reply = await redis.execute(run)
         if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(v, int) for v in reply)):
             raise RedisUnavailable(f"unexpected reply from the bucket script: {reply!r}")
         allowed, retry_after = reply
         return Decision(allowed=allowed == 1, retry_after=retry_after, shared=True)
 
-    def _acquire_local(self, user_id: UUID, action: str, capacity: int) -> Decision:
+    def _update_local(self, subject: UUID | str, action: str, capacity: int, *, take: bool) -> Decision:
         now = trio.current_time()
-        key = (user_id, action)
+        period = self.period_of(action)
+        key = (subject, action)
         # pop + reinsert keeps the dict in least-recently-used order, so eviction is O(1) from the front.
         bucket = self._buckets.pop(key, None)
         if bucket is None:
+            if not take:
+                return Decision(allowed=True)  # no bucket is a full bucket: nothing to give back
             bucket = _Bucket(tokens=float(capacity), stamp=now)
             if len(self._buckets) >= self.max_buckets:
                 del self._buckets[next(iter(self._buckets))]
         elif now > bucket.stamp:
-            bucket.tokens = min(float(capacity), bucket.tokens + (now - bucket.stamp) * capacity / self.period)
+            bucket.tokens = min(float(capacity), bucket.tokens + (now - bucket.stamp) * capacity / period)
             bucket.stamp = now
         self._buckets[key] = bucket
+        if not take:
+            bucket.tokens = min(float(capacity), bucket.tokens + 1)
+            return Decision(allowed=True)
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return Decision(allowed=True)
-        wait = (1 - bucket.tokens) * self.period / capacity
+        wait = (1 - bucket.tokens) * period / capacity
         return Decision(allowed=False, retry_after=max(1, math.ceil(wait - _EPSILON)))

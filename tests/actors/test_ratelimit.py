@@ -8,7 +8,15 @@ import pytest
 import trio
 import trio.testing
 
-from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES, BucketKeeper, Decision
+from stories.actors.ratelimit import (
+    ACTION_LOGIN,
+    ACTION_REACTIONS,
+    ACTION_STORIES,
+    LOGIN_FAILURES,
+    LOGIN_WINDOW_SECONDS,
+    BucketKeeper,
+    Decision,
+)
 from stories.redis import RedisLink, open_redis
 from stories.settings import Settings
 from tests.fixtures.redis import RedisProcess, capture_all_logs
@@ -20,7 +28,7 @@ def local_keeper(**overrides: object) -> BucketKeeper:
     return BucketKeeper(limits=LIMITS, **overrides)
 
 
-async def take(keeper: BucketKeeper, user: uuid.UUID, action: str, times: int) -> list[Decision]:
+async def take(keeper: BucketKeeper, user: uuid.UUID | str, action: str, times: int) -> list[Decision]:
     return [await keeper.acquire(user, action) for _ in range(times)]
 
 
@@ -85,8 +93,67 @@ def test_capacity_must_be_positive():
 def test_from_settings_uses_the_configured_limits(tmp_path):
     settings = Settings(data_dir=tmp_path, rate_limit_stories_per_minute=7, rate_limit_reactions_per_minute=9)
     keeper = BucketKeeper.from_settings(settings, None)
-    assert keeper.limits == {ACTION_STORIES: 7, ACTION_REACTIONS: 9}
+    assert keeper.limits == {ACTION_STORIES: 7, ACTION_REACTIONS: 9, ACTION_LOGIN: 10}
+    assert keeper.period_of(ACTION_STORIES) == keeper.period_of(ACTION_REACTIONS) == 60.0
+    assert keeper.period_of(ACTION_LOGIN) == 900.0  # API.md: 10 failed logins per 15 minutes
     assert keeper.redis is None
+
+
+# Failed logins: a bucket of 10 per normalized email, refilling 10 per 15 minutes.
+
+LOGIN_LIMITS = {ACTION_STORIES: 20, ACTION_REACTIONS: 60, ACTION_LOGIN: LOGIN_FAILURES}
+LOGIN_PERIODS = {ACTION_LOGIN: LOGIN_WINDOW_SECONDS}
+
+
+def login_keeper(**overrides: object) -> BucketKeeper:
+    return BucketKeeper(limits=LOGIN_LIMITS, periods=LOGIN_PERIODS, **overrides)
+
+
+async def test_login_bucket_is_ten_per_fifteen_minutes(autojump_clock: trio.testing.MockClock):
+    keeper = login_keeper()
+    with trio.fail_after(10_000):
+        decisions = await take(keeper, "a@example.com", ACTION_LOGIN, 11)
+        assert [d.allowed for d in decisions] == [True] * 10 + [False]
+        assert decisions[10].retry_after == 90  # one attempt back every 900 / 10 s
+        await trio.sleep(89)
+        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)) == Decision(allowed=False, retry_after=1)
+        await trio.sleep(1)
+        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
+        assert not (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
+        await trio.sleep(900)  # a whole window: all ten are back, no more
+        assert [d.allowed for d in await take(keeper, "a@example.com", ACTION_LOGIN, 11)] == [True] * 10 + [False]
+
+
+async def test_string_subjects_have_their_own_buckets(autojump_clock: trio.testing.MockClock):
+    keeper = login_keeper()
+    with trio.fail_after(10):
+        await take(keeper, "a@example.com", ACTION_LOGIN, 10)
+        assert not (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
+        assert (await keeper.acquire("b@example.com", ACTION_LOGIN)).allowed
+
+
+async def test_refund_gives_a_token_back_up_to_the_capacity(autojump_clock: trio.testing.MockClock):
+    keeper = login_keeper()
+    user = "a@example.com"
+    with trio.fail_after(10):
+        await take(keeper, user, ACTION_LOGIN, 10)
+        await keeper.refund(user, ACTION_LOGIN)
+        assert (await keeper.acquire(user, ACTION_LOGIN)).allowed
+        assert not (await keeper.acquire(user, ACTION_LOGIN)).allowed
+        # Refunds on a full (or unknown) bucket never raise it above its capacity.
+        for _ in range(5):
+            await keeper.refund("fresh@example.com", ACTION_LOGIN)
+        assert [d.allowed for d in await take(keeper, "fresh@example.com", ACTION_LOGIN, 11)] == [True] * 10 + [False]
+
+
+async def test_prune_uses_each_actions_own_period(autojump_clock: trio.testing.MockClock):
+    keeper = login_keeper()
+    with trio.fail_after(1000):
+        await keeper.acquire("a@example.com", ACTION_LOGIN)
+        await keeper.acquire(uuid.uuid4(), ACTION_STORIES)
+        await trio.sleep(60)  # the story token is back (3 s); the login one needs 90 s
+    assert keeper.prune() == 1
+    assert len(keeper) == 1
 
 
 async def test_prune_drops_only_buckets_that_refilled(autojump_clock: trio.testing.MockClock):
@@ -131,6 +198,34 @@ async def test_memory_is_capped_by_evicting_the_least_recently_used(autojump_clo
 
 
 # Redis buckets: real Redis, real clock (never autojump with real I/O).
+
+
+async def test_redis_login_buckets_are_shared_refundable_and_expire(
+    redis_url: str, redis_prefix: str, redis_link: RedisLink
+):
+    subject = f"{uuid.uuid4().hex}@example.com"
+    async with open_redis(redis_url, key_prefix=redis_prefix) as other_link:
+        one = login_keeper(redis=redis_link)
+        two = login_keeper(redis=other_link)
+        decisions = [await (one if i % 2 else two).acquire(subject, ACTION_LOGIN) for i in range(10)]
+        assert all(d.allowed and d.shared for d in decisions)
+        refused = await one.acquire(subject, ACTION_LOGIN)
+        assert (refused.allowed, refused.retry_after, refused.shared) == (False, 90, True)
+        await two.refund(subject, ACTION_LOGIN)  # a refund in one process frees a token for all
+        assert (await one.acquire(subject, ACTION_LOGIN)).allowed
+        assert not (await two.acquire(subject, ACTION_LOGIN)).allowed
+    key = f"{redis_prefix}rl:{ACTION_LOGIN}:{subject}"
+    assert 60_000 < await redis_link.client.pttl(key) <= 900_000
+    assert (one.fallbacks, two.fallbacks, len(one), len(two)) == (0, 0, 0, 0)
+
+
+async def test_refund_falls_back_to_local_buckets_when_redis_is_down(closed_redis_url: str):
+    async with open_redis(closed_redis_url) as link:
+        keeper = login_keeper(redis=link)
+        await take(keeper, "a@example.com", ACTION_LOGIN, 10)
+        await keeper.refund("a@example.com", ACTION_LOGIN)
+        decisions = await take(keeper, "a@example.com", ACTION_LOGIN, 2)
+    assert [(d.allowed, d.shared) for d in decisions] == [(True, False), (False, False)]
 
 
 async def test_redis_buckets_are_shared_between_processes(redis_url: str, redis_prefix: str, redis_link: RedisLink):
