@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import trio_asyncio
 
+from stories.actors.counters import CounterFlusher
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import build_relay, postgres_connector
 from stories.api import AppDeps, StoriesApp, create_app
+from stories.api.callers import Callers
 from stories.clock import FixedClock
 from stories.logging import configure_logging
 from stories.metrics import Metrics
 from stories.security import PasswordHasher, TokenIssuer
 from stories.settings import Settings
-from stories.store import Store, open_store
+from stories.store import Store, open_database
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis"]
 
@@ -63,8 +65,8 @@ async def aio_loop() -> AsyncIterator[None]:
 
 @pytest.fixture
 async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
-    async with open_store(settings.database_url, data_dir=settings.data_dir, pool_size=4) as store:
-        yield store
+    async with open_database(settings.database_url, data_dir=settings.data_dir, pool_size=4) as database:
+        yield Store(database)
 
 
 @pytest.fixture
@@ -73,19 +75,30 @@ def hub(metrics: Metrics) -> Hub:
 
 
 @pytest.fixture
-def app_deps(settings: Settings, store: Store, metrics: Metrics, clock: FixedClock, hub: Hub) -> AppDeps:
+def counters(store: Store) -> CounterFlusher:
+    return CounterFlusher(store)
+
+
+@pytest.fixture
+def app_deps(
+    settings: Settings, store: Store, metrics: Metrics, clock: FixedClock, hub: Hub, counters: CounterFlusher
+) -> AppDeps:
+    tokens = TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock)
     return AppDeps(
         settings=settings,
         store=store,
         metrics=metrics,
         clock=clock,
-        tokens=TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock),
+        tokens=tokens,
         passwords=PasswordHasher(settings.bcrypt_cost),
         limiter=BucketKeeper.from_settings(settings, None),
         redis=None,
         hub=hub,
         # Not running: publish() still delivers to this process's hub at once, which is all API tests need.
-        relay=build_relay(hub, connect=postgres_connector(store.dsn), redis=None),
+        relay=build_relay(hub, connect=postgres_connector(store.database.dsn), redis=None),
+        callers=Callers(tokens, store),
+        # Not running: tests flush it when they read counters.
+        counters=counters,
     )
 
 

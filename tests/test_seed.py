@@ -42,7 +42,9 @@ async def db(store: Store, database_url: str) -> AsyncIterator[Db]:
 
 
 async def _seed(store: Store, tag: str = "seed") -> Any:
-    return await seed(store, users=USERS, stories=STORIES, follows_per_user=8, now=START, password_hash="x", tag=tag)
+    return await seed(
+        store.database, users=USERS, stories=STORIES, follows_per_user=8, now=START, password_hash="x", tag=tag
+    )
 
 
 async def test_seed_counts_match_the_summary(store: Store, db: Db) -> None:

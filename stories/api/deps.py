@@ -11,9 +11,11 @@ from quart_trio import QuartTrio
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from stories.actors.counters import CounterFlusher
     from stories.actors.hub import Hub
     from stories.actors.ratelimit import BucketKeeper
     from stories.actors.relay import EventRelay
+    from stories.api.callers import Callers
     from stories.clock import Clock
     from stories.metrics import Metrics
     from stories.redis import RedisLink
@@ -36,6 +38,8 @@ class AppDeps:
     redis: RedisLink | None
     hub: Hub
     relay: EventRelay
+    callers: Callers
+    counters: CounterFlusher
 
 
 class StoriesApp(QuartTrio):

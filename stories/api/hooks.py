@@ -68,7 +68,7 @@ async def _before_request() -> None:
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
     if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
         return
-    g.user_id = deps().tokens.verify(_bearer_token())
+    g.user_id = await deps().callers.authenticate(_bearer_token())
     structlog.contextvars.bind_contextvars(user_id=str(g.user_id))
 
 

@@ -21,7 +21,7 @@ from stories.api.present import decode_cursor, encode_cursor, reaction_json, sto
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound, RateLimited
-from stories.store.models import IdempotencyClaim, Story
+from stories.store.models import IdempotencyClaim, Replay, Story
 
 __all__ = ["blueprint", "parse_story_id"]
 
@@ -124,7 +124,6 @@ async def create_story() -> Response:
     audience = _audience(body, visibility)
 
     app = deps()
-    await _check_rate(ACTION_STORIES, "story creation")
     now = to_millis(app.clock.now())
     story = Story(
         id=uuid.uuid4(),
@@ -141,13 +140,22 @@ async def create_story() -> Response:
         # Same key + same JSON (key order and spacing aside) = the same request.
         request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
         claim = IdempotencyClaim(key=key, request_hash=request_hash, response=response)
+        # A retry is answered before the rate limit: it creates nothing, so it never costs a token.
+        replay = await app.store.idempotent_replay(user_id, claim, now)
+        if replay is not None:
+            return _replayed(replay, key)
+    await _check_rate(ACTION_STORIES, "story creation")
     replay = await app.store.create_story(story, audience, claim)
     if replay is not None:
-        log.info("story.replayed", idempotency_key=key)
-        return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
+        return _replayed(replay, key)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(response, 201, content_type=JSON_CONTENT_TYPE)
+
+
+def _replayed(replay: Replay, key: str | None) -> Response:
+    log.info("story.replayed", idempotency_key=key)
+    return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
 
 
 # Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
@@ -191,6 +199,7 @@ async def view_story(id: str) -> Response:
         raise _not_found()
     if view.first_view:
         app.metrics.story_views.inc()
+        app.counters.touch(view.story_id)
         # first_view is never true for the author's own views: those are not recorded.
         app.relay.publish(
             StoryViewed(
@@ -221,6 +230,7 @@ async def react(id: str) -> Response:
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()
+    app.counters.touch(reaction.story_id)
     if reaction.user_id != reaction.author_id:
         app.relay.publish(
             StoryReacted(

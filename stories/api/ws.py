@@ -49,15 +49,15 @@ log = structlog.get_logger()
 blueprint = Blueprint("ws", __name__)
 
 
-class _Verifier(Protocol):
-    def verify(self, token: str) -> UUID: ...
+class _Authenticator(Protocol):
+    async def authenticate(self, token: str) -> UUID: ...
 
 
 class RealtimeDeps(Protocol):
     """What this blueprint needs from the app's collaborators (`AppDeps` provides it)."""
 
     @property
-    def tokens(self) -> _Verifier: ...
+    def callers(self) -> _Authenticator: ...
 
     @property
     def hub(self) -> Hub: ...
@@ -104,7 +104,7 @@ def _token() -> str:
 async def events() -> Response | None:
     app = cast("RealtimeDeps", deps())
     try:
-        user_id = app.tokens.verify(_token())
+        user_id = await app.callers.authenticate(_token())
     except Unauthorized as exc:
         log.info("ws.refused", reason=exc.message)
         # Returned before accept(): the server answers this HTTP response instead of upgrading.

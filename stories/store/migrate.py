@@ -1,4 +1,5 @@
-"""Finds the numbered SQL migrations (schema/NNNN_name.sql) and applies the missing ones."""
+"""The migration engine: finds the numbered SQL migrations (schema/NNNN_name.sql) and applies the missing ones,
+under an advisory lock, recording each in schema_migrations."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ import structlog
 from stories.store.models import Migration
 
 if TYPE_CHECKING:
-    from stories.store.store import Store
+    from collections.abc import Sequence
+
+    import asyncpg
+
+    from stories.store.database import Database
 
 __all__ = ["load_migrations", "migrate", "schema_dir"]
 
 log = structlog.get_logger()
+
+# Advisory lock id: any constant works as long as every process uses the same one.
+MIGRATION_LOCK_ID = 0x5701_1E5
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -43,8 +51,41 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     return migrations
 
 
-async def migrate(store: Store) -> list[int]:
+async def migrate(database: Database) -> list[int]:
     """Apply what is missing; safe when several processes start at once (advisory lock)."""
-    applied = await store.migrate(load_migrations())
+    applied = await database.call(aio_migrate, load_migrations())
     log.info("db.migrated", applied=applied)
+    return applied
+
+
+async def aio_migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the migrations not yet recorded, in order, each in its own transaction.
+
+    A session-level advisory lock serializes processes that start at once: the second waits, then finds
+    every migration recorded. Returns the versions this call applied.
+    """
+    applied: list[int] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version    integer     PRIMARY KEY,
+                       name       text        NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                applied.append(migration.version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied

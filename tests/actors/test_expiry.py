@@ -6,7 +6,7 @@ import trio_asyncio
 
 from stories.actors.expiry import ExpiryTicker
 from stories.errors import StoreUnavailable
-from stories.store import _pg
+from stories.store import queries
 from tests.conftest import START
 from tests.helpers import signup
 
@@ -71,9 +71,9 @@ async def test_expires_only_due_stories_on_real_database(client, store, clock, m
 async def test_only_one_leader_at_a_time(store, database_url, clock):
     holder = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
     try:
-        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_lock($1)", _pg.EXPIRY_LOCK_ID)
+        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) is None
-        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_unlock($1)", _pg.EXPIRY_LOCK_ID)
+        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_unlock($1)", queries.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) == 0
     finally:
         await trio_asyncio.aio_as_trio(holder.close)()

@@ -146,9 +146,9 @@ async def test_unknown_route_and_wrong_method_are_json(client):
         assert allowed >= ({"GET"} if path == "/healthz" else {"POST"}), allowed
 
 
-async def test_an_unexpected_exception_is_a_generic_500_that_reveals_nothing(client, app_deps, log_lines):
-    token = app_deps.tokens.issue(uuid.uuid4())
-    response = await client.get("/_test/boom", headers={"Authorization": f"Bearer {token}"})
+async def test_an_unexpected_exception_is_a_generic_500_that_reveals_nothing(client, log_lines):
+    account = await signup(client)
+    response = await client.get("/_test/boom", headers=account.auth)
     body = await assert_error(response, 500, "internal_error")
     assert "RuntimeError" not in body["message"]
     assert "bug" not in body["message"]

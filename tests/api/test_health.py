@@ -13,7 +13,7 @@ import trio
 
 from stories.api import create_app
 from stories.redis import open_redis
-from stories.store import open_store
+from stories.store import Store, open_database
 from tests.helpers import PASSWORD
 
 RELAY_CHUNK = 65_536
@@ -114,8 +114,8 @@ async def test_healthz_ok(client):
 
 
 async def test_healthz_follows_the_database_down_and_back(aio_loop, relay, settings, app_deps):
-    async with open_store(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as store:
-        client = create_app(dataclasses.replace(app_deps, store=store)).test_client()
+    async with open_database(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as database:
+        client = create_app(dataclasses.replace(app_deps, store=Store(database))).test_client()
         with trio.fail_after(20):
             assert await healthz(client) == (200, UP)
 
@@ -135,8 +135,8 @@ async def test_healthz_follows_the_database_down_and_back(aio_loop, relay, setti
 
 
 async def test_healthz_answers_in_bounded_time_when_the_database_hangs(aio_loop, relay, settings, app_deps):
-    async with open_store(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as store:
-        client = create_app(dataclasses.replace(app_deps, store=store)).test_client()
+    async with open_database(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as database:
+        client = create_app(dataclasses.replace(app_deps, store=Store(database))).test_client()
         assert await healthz(client) == (200, UP)
         relay.stall()
 

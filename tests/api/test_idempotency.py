@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import trio
 
+from stories.actors.ratelimit import BucketKeeper
+from stories.api import create_app
 from stories.settings import Settings
 from tests.helpers import Account, signup
 
@@ -126,3 +128,22 @@ async def test_a_key_older_than_24_hours_can_be_reused(client, clock):
     replay = await post(client, alice, {"text": "day two", "visibility": "public"}, "daily")
     assert (replay.status_code, (await replay.get_json())["id"]) == (201, second_id)
     assert await own_story_ids(client, alice) == [second_id]  # the first one has expired meanwhile
+
+
+async def test_a_retry_is_never_rate_limited_and_costs_no_token(app_deps, clock):
+    # Default limits (20 stories a minute): the budget is spent with keyed requests, then every retry of one of
+    # them still replays, and a retry does not take a token from the next minute's budget either.
+    defaults = dataclasses.replace(app_deps.settings, rate_limit_stories_per_minute=20)
+    client = create_app(
+        dataclasses.replace(app_deps, settings=defaults, limiter=BucketKeeper.from_settings(defaults, None))
+    ).test_client()
+    alice = await signup(client)
+    body = {"text": "budget", "visibility": "public"}
+    for n in range(20):
+        assert (await post(client, alice, body, f"key-{n}")).status_code == 201
+    assert (await post(client, alice, body, "one-too-many")).status_code == 429
+    for n in range(20):
+        retry = await post(client, alice, body, f"key-{n}")
+        assert (retry.status_code, retry.headers.get("Idempotent-Replay")) == (201, "true")
+    # The same key with another body is still a 422, not a 429.
+    assert (await post(client, alice, {"text": "other", "visibility": "public"}, "key-0")).status_code == 422

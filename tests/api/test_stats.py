@@ -44,7 +44,7 @@ async def stats(client: Any, user: Account) -> Any:
     return await response.get_json()
 
 
-async def test_stats_scenario(client, clock):
+async def test_stats_scenario(client, clock, counters):
     alice, bob, carol, dave = [await signup(client) for _ in range(4)]
 
     # Older than 7 days by the time stats are read: none of its views or reactions count.
@@ -97,7 +97,8 @@ async def test_stats_scenario(client, clock):
     assert await stats(client, bob) == {"posted": 1, "views": 2, "unique_viewers": 2, "reactions": {"😮": 1}}
     assert await stats(client, carol) == {"posted": 0, "views": 0, "unique_viewers": 0, "reactions": {}}
 
-    # The story counters agree with the rows the stats count.
+    # The story counters agree with the rows the stats count, once the counter flusher has run.
+    await counters.flush()
     response = await client.get(f"/stories/{friends}", headers=alice.auth)
     story = await response.get_json()
     assert (story["view_count"], story["reaction_count"]) == (1, 4)

@@ -24,6 +24,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from stories.actors.hub import Hub
 from stories.actors.messages import StoryReacted, StoryViewed
+from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
 from stories.api.ws import blueprint, configure_keepalive
 from stories.clock import FixedClock
@@ -39,11 +40,20 @@ NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 WAIT = 10.0
 
 
+class EveryoneExists:
+    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+        return set(user_ids)
+
+
 @dataclass
 class RealtimeStandIn:
     tokens: TokenIssuer
     hub: Hub
     metrics: Metrics
+
+    @property
+    def callers(self) -> Callers:
+        return Callers(self.tokens, EveryoneExists())
 
 
 @dataclass

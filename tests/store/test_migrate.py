@@ -9,7 +9,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from stories.store import migrate, open_store
+from stories.store import migrate, open_database
 from stories.store.migrate import load_migrations
 
 MIGRATORS = 3
@@ -34,7 +34,7 @@ async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_databas
 
     async def migrator() -> None:
         # Each migrator has its own pool, as two processes starting at once would.
-        async with open_store(fresh_database, data_dir=tmp_path, pool_size=1) as store:
+        async with open_database(fresh_database, data_dir=tmp_path, pool_size=1) as store:
             applied.append(await migrate(store))
 
     with trio.fail_after(60):
@@ -62,7 +62,7 @@ async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_databas
         "idempotency_keys",
     }
 
-    async with open_store(fresh_database, data_dir=tmp_path, pool_size=1) as store:
+    async with open_database(fresh_database, data_dir=tmp_path, pool_size=1) as store:
         assert await migrate(store) == []
     rows = await fetch(fresh_database, "SELECT count(*) AS n FROM schema_migrations")
     assert rows[0]["n"] == len(versions)
@@ -72,5 +72,5 @@ async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_databas
 
 
 async def test_migrating_a_migrated_database_applies_nothing(aio_loop, database_url, tmp_path: Path):
-    async with open_store(database_url, data_dir=tmp_path, pool_size=1) as store:
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1) as store:
         assert await migrate(store) == []

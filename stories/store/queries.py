@@ -1,19 +1,22 @@
-"""Every SQL statement of the service, as asyncio coroutines run by asyncpg.
+"""The use cases' SQL, as asyncio coroutines run by asyncpg on the bridge's loop.
 
-This module is the asyncio side of the bridge (STYLE R14): no trio imports, every function is named
-`aio_*`, takes the pool first, runs all its statements on one connection (in a transaction where it
-writes) and returns frozen records. `Store` calls each through `aio_as_trio` exactly once.
+No trio imports here: every function is named `aio_*`, takes the pool first, runs all its statements on one
+connection (in a transaction where it writes) and returns frozen records. `Store` runs each through the bridge
+exactly once (stories/store/bridge.py). Migrations live in migrate.py, the seed's bulk loader in stories/seed.py.
 """
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import asyncpg
+
+from stories.errors import IdempotencyKeyReused, InvalidRequest, Unauthorized
 from stories.store.models import (
     FeedCursor,
     Follow,
     IdempotencyClaim,
-    Migration,
     Reaction,
     Replay,
     Stats,
@@ -23,58 +26,43 @@ from stories.store.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import AsyncIterator, Collection, Sequence
     from datetime import datetime
     from uuid import UUID
 
-    import asyncpg
-
-    from stories.seed import SeedBatch
-
-from stories.errors import Conflict, IdempotencyKeyReused, InvalidRequest
-
 # Advisory lock ids: any constants work as long as every process uses the same ones.
-MIGRATION_LOCK_ID = 0x5701_1E5
 EXPIRY_LOCK_ID = 0x5701_1E6
 IDEMPOTENCY_TTL_SECONDS = 86_400
 
 
-async def aio_ping(pool: asyncpg.Pool) -> None:
+# The foreign keys that name the caller of a write. A violation means the token's user does not exist (any
+# more): that is a 401, never a 500. (The auth hook's user cache refuses such tokens first; this is the net.)
+_CALLER_FOREIGN_KEYS = frozenset(
+    {
+        "stories_author_id_fkey",
+        "story_views_viewer_id_fkey",
+        "reactions_user_id_fkey",
+        "follows_follower_id_fkey",
+        "idempotency_keys_user_id_fkey",
+    }
+)
+
+
+@asynccontextmanager
+async def _caller_exists() -> AsyncIterator[None]:
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError as exc:
+        if exc.constraint_name in _CALLER_FOREIGN_KEYS:
+            raise Unauthorized("the token's user does not exist; sign up or log in again") from exc
+        raise
+
+
+async def aio_existing_users(pool: asyncpg.Pool, user_ids: Collection[UUID]) -> set[UUID]:
+    """Which of these users exist."""
     async with pool.acquire() as conn:
-        await conn.fetchval("SELECT 1")
-
-
-async def aio_migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations not yet recorded, in order, each in its own transaction.
-
-    A session-level advisory lock serializes processes that start at once: the second waits, then finds
-    every migration recorded. Returns the versions this call applied.
-    """
-    applied: list[int] = []
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-        try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version    integer     PRIMARY KEY,
-                       name       text        NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in migrations:
-                if migration.version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        migration.version,
-                        migration.name,
-                    )
-                applied.append(migration.version)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
-    return applied
+        rows = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", list(user_ids))
+    return {row["id"] for row in rows}
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -136,6 +124,29 @@ def _story(row: asyncpg.Record) -> Story:
     )
 
 
+async def aio_idempotent_replay(
+    pool: asyncpg.Pool, user_id: UUID, claim: IdempotencyClaim, now: datetime
+) -> Replay | None:
+    """The stored response for this key and body when the key is held (< 24 h); IdempotencyKeyReused when it is
+    held for another body; None when it is free. Read before the rate limit, so a retry never costs a token."""
+    async with pool.acquire() as conn:
+        held = await conn.fetchrow(
+            """SELECT request_hash, response FROM idempotency_keys
+               WHERE user_id = $1 AND key = $2 AND created_at > $3::timestamptz - make_interval(secs => $4)""",
+            user_id,
+            claim.key,
+            now,
+            IDEMPOTENCY_TTL_SECONDS,
+        )
+    return None if held is None else _replay(held, claim)
+
+
+def _replay(held: asyncpg.Record, claim: IdempotencyClaim) -> Replay:
+    if held["request_hash"] != claim.request_hash:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return Replay(response=held["response"])
+
+
 async def aio_create_story(
     pool: asyncpg.Pool, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None
 ) -> Replay | None:
@@ -147,7 +158,7 @@ async def aio_create_story(
     A concurrent request with the same key blocks on the key's primary key until the first commits or rolls
     back, so exactly one story is created. Unknown audience ids: InvalidRequest, nothing written.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
         if claim is not None:
             claimed = await conn.fetchval(
                 """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
@@ -170,9 +181,9 @@ async def aio_create_story(
                     story.author_id,
                     claim.key,
                 )
-                if held is None or held["request_hash"] != claim.request_hash:
+                if held is None:
                     raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
-                return Replay(response=held["response"])
+                return _replay(held, claim)
         if audience:
             known = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", list(audience))
             unknown = set(audience) - {row["id"] for row in known}
@@ -260,52 +271,72 @@ async def aio_feed(
 async def aio_record_view(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
     """Record the first view of a visible story; later views return the original. None when not visible.
 
-    The author's own views are not recorded (first_view false, viewed_at now).
+    One statement. The author's own views are not recorded (first_view false, viewed_at now). The story's
+    view_count is not touched here: the counter flusher recounts touched stories once per tick, so a viral
+    story's row is never a lock every viewer queues on.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        author_id = await conn.fetchval(
-            f"SELECT s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}", viewer_id, now, story_id
-        )
-        if author_id is None:
-            return None
-        if author_id == viewer_id:
-            return View(story_id, author_id, viewer_id, now, first_view=False)
-        inserted = await conn.fetchval(
-            """INSERT INTO story_views (story_id, viewer_id, viewed_at) VALUES ($1, $2, $3)
-               ON CONFLICT (story_id, viewer_id) DO NOTHING RETURNING viewed_at""",
-            story_id,
+    async with pool.acquire() as conn, _caller_exists():
+        row = await conn.fetchrow(
+            f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
+                     added AS (INSERT INTO story_views (story_id, viewer_id, viewed_at)
+                               SELECT id, $1, $2 FROM target WHERE author_id <> $1
+                               ON CONFLICT (story_id, viewer_id) DO NOTHING
+                               RETURNING viewed_at)
+                SELECT t.author_id,
+                       (SELECT viewed_at FROM added) AS added,
+                       (SELECT v.viewed_at FROM story_views v WHERE v.story_id = t.id AND v.viewer_id = $1)
+                           AS existing
+                FROM target t""",
             viewer_id,
             now,
+            story_id,
         )
-        if inserted is not None:
-            await conn.execute("UPDATE stories SET view_count = view_count + 1 WHERE id = $1", story_id)
-            return View(story_id, author_id, viewer_id, inserted, first_view=True)
-        viewed_at = await conn.fetchval(
-            "SELECT viewed_at FROM story_views WHERE story_id = $1 AND viewer_id = $2", story_id, viewer_id
-        )
+        if row is None:
+            return None
+        author_id = row["author_id"]
+        if author_id == viewer_id:
+            return View(story_id, author_id, viewer_id, now, first_view=False)
+        if row["added"] is not None:
+            return View(story_id, author_id, viewer_id, row["added"], first_view=True)
+        viewed_at = row["existing"]
+        if viewed_at is None:
+            # A concurrent first view committed after this statement's snapshot: read it now.
+            viewed_at = await conn.fetchval(
+                "SELECT viewed_at FROM story_views WHERE story_id = $1 AND viewer_id = $2", story_id, viewer_id
+            )
     return View(story_id, author_id, viewer_id, viewed_at, first_view=False)
 
 
 async def aio_add_reaction(
     pool: asyncpg.Pool, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
 ) -> Reaction | None:
-    """Add a reaction to a visible story (None when not visible) and bump its counter, atomically."""
-    async with pool.acquire() as conn, conn.transaction():
+    """Add a reaction to a visible story (None when not visible). One statement; the counter is the flusher's."""
+    async with pool.acquire() as conn, _caller_exists():
         author_id = await conn.fetchval(
-            f"SELECT s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}", user_id, now, story_id
-        )
-        if author_id is None:
-            return None
-        await conn.execute(
-            "INSERT INTO reactions (id, story_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4, $5)",
-            reaction_id,
-            story_id,
+            f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
+                     added AS (INSERT INTO reactions (id, story_id, user_id, emoji, created_at)
+                               SELECT $4, id, $1, $5, $2 FROM target RETURNING id)
+                SELECT t.author_id FROM target t, added""",
             user_id,
-            emoji,
             now,
+            story_id,
+            reaction_id,
+            emoji,
         )
-        await conn.execute("UPDATE stories SET reaction_count = reaction_count + 1 WHERE id = $1", story_id)
-    return Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+    return None if author_id is None else Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+
+
+async def aio_recount(pool: asyncpg.Pool, story_ids: Sequence[UUID]) -> None:
+    """Set view_count and reaction_count of these stories from their rows: idempotent, so a recount can never
+    count twice, and a process that died before flushing loses nothing (the expiry worker recounts too)."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE stories s
+               SET view_count = (SELECT count(*) FROM story_views v WHERE v.story_id = s.id),
+                   reaction_count = (SELECT count(*) FROM reactions r WHERE r.story_id = s.id)
+               WHERE s.id = ANY($1::uuid[])""",
+            list(story_ids),
+        )
 
 
 # --- social graph --------------------------------------------------------------------------------------
@@ -313,7 +344,7 @@ async def aio_add_reaction(
 
 async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
     """Follow (idempotent: the original follow is returned). None when the followee does not exist."""
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, _caller_exists():
         row = await conn.fetchrow(
             """WITH target AS (SELECT id FROM users WHERE id = $2),
                     added AS (INSERT INTO follows (follower_id, followee_id, created_at)
@@ -347,15 +378,15 @@ async def aio_unfollow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID)
 
 
 async def aio_stats(pool: asyncpg.Pool, author_id: UUID, since: datetime) -> Stats:
-    """The author's stories created after `since` (expired and deleted included): counts from the counters,
-    distinct viewers and per-emoji reactions from their rows (bounded by the author's own stories)."""
+    """The author's stories created after `since` (expired and deleted included). Views, viewers and reactions
+    are counted from their rows (bounded by the author's own stories), so stats never lag like the counters."""
     async with pool.acquire() as conn:
         totals = await conn.fetchrow(
-            """WITH mine AS (SELECT id, view_count FROM stories WHERE author_id = $1 AND created_at > $2)
+            """WITH mine AS (SELECT id FROM stories WHERE author_id = $1 AND created_at > $2),
+                    seen AS (SELECT v.viewer_id FROM story_views v JOIN mine ON v.story_id = mine.id)
                SELECT (SELECT count(*) FROM mine) AS posted,
-                      (SELECT coalesce(sum(view_count), 0) FROM mine) AS views,
-                      (SELECT count(DISTINCT v.viewer_id) FROM story_views v JOIN mine ON v.story_id = mine.id)
-                          AS unique_viewers""",
+                      (SELECT count(*) FROM seen) AS views,
+                      (SELECT count(DISTINCT viewer_id) FROM seen) AS unique_viewers""",
             author_id,
             since,
         )
@@ -370,7 +401,7 @@ async def aio_stats(pool: asyncpg.Pool, author_id: UUID, since: datetime) -> Sta
     assert totals is not None  # an aggregate SELECT always returns one row
     return Stats(
         posted=totals["posted"],
-        views=int(totals["views"]),
+        views=totals["views"],
         unique_viewers=totals["unique_viewers"],
         reactions={row["emoji"]: row["n"] for row in reactions},
     )
@@ -395,41 +426,3 @@ async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int
             limit,
         )
     return int(status.rsplit(" ", 1)[1])
-
-
-# --- seeding (benchmarks and demos) --------------------------------------------------------------------
-
-
-async def aio_seed_copy(
-    pool: asyncpg.Pool, batches: Iterable[SeedBatch], first_email: str | None, tables: Sequence[str]
-) -> None:
-    """COPY every batch in one transaction (all or nothing), then ANALYZE so the planner sees the new rows.
-
-    Foreign keys of the seeded tables are dropped for the copy and re-added (from their catalog definitions)
-    before commit: re-adding checks every row with one join per key, about three times faster than the
-    per-row checks COPY would run. The tables are locked (ACCESS EXCLUSIVE) until commit: seed a database
-    that is not serving. With `first_email` (the first seeded user's), refuse with Conflict when that user
-    exists: the tag was seeded before, and COPY would otherwise fail on the unique email half-way.
-    """
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            if first_email is not None and await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", first_email
-            ):
-                raise Conflict(f"users with email {first_email} already exist: seed with another tag", code="seeded")
-            foreign_keys = await conn.fetch(
-                """SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) AS drop_sql,
-                          format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
-                                 pg_get_constraintdef(oid)) AS add_sql
-                   FROM pg_constraint
-                   WHERE contype = 'f' AND conrelid::regclass::text = ANY($1::text[])""",
-                list(tables),
-            )
-            for key in foreign_keys:
-                await conn.execute(key["drop_sql"])
-            for batch in batches:
-                for table, columns, records in batch.tables():
-                    await conn.copy_records_to_table(table, columns=list(columns), records=records)
-            for key in foreign_keys:
-                await conn.execute(key["add_sql"])
-        await conn.execute(f"ANALYZE {', '.join(tables)}")

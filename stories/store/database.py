@@ -1,0 +1,224 @@
+"""open_database(): the PostgreSQL the settings name (or an embedded one), as a `Database` of asyncpg connections.
+
+Every operation goes through `Database.call`: a trio-side slot per pool connection, taken with a deadline
+(DB_ACQUIRE_TIMEOUT_SECONDS -> 503 overloaded), then one bridge crossing (bridge.py), with asyncpg's errors
+translated at the crossing (STYLE R15). Health checks use a connection of their own, so a busy pool is never
+reported as a dead database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+import structlog
+import trio
+
+from stories.errors import Overloaded, StoreUnavailable
+from stories.store.bridge import Bridge, open_bridge
+from stories.store.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine
+    from pathlib import Path
+
+__all__ = ["DEFAULT_ACQUIRE_TIMEOUT_SECONDS", "Database", "open_database"]
+
+log = structlog.get_logger()
+
+R = TypeVar("R")
+
+DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
+POOL_CLOSE_SECONDS = 3.0
+EMBEDDED_STOP_SECONDS = 10.0
+CONNECT_RETRY_CAP_SECONDS = 5.0
+# API.md: an unreachable database is retried for at most 30 s at start, then the process exits 3.
+CONNECT_DEADLINE_SECONDS = 30.0
+HEALTH_CHECK_SECONDS = 2.0
+
+# What "the database is not there" looks like from asyncpg: refused/reset sockets, a server shutting down
+# or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the server.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
+
+# No asyncio timer is armed per operation: trio-asyncio keeps every cancelled timer (and the request context it
+# holds) until its deadline, which grew memory by ~10 KB per request (DESIGN.md, "The asyncpg bridge").
+# Deadlines live on the trio side instead. No session state is ever set, so a released connection needs no
+# reset round trip.
+async def _no_reset(_: asyncpg.Connection[Any]) -> None:
+    """Released connections skip `RESET ALL` and friends (asyncpg still rolls back an open transaction)."""
+
+
+_POOL_OPTIONS: dict[str, Any] = {
+    "command_timeout": None,
+    "max_inactive_connection_lifetime": 0,
+    "reset": _no_reset,
+}
+
+
+class Database:
+    """The pool and its trio-side gate. Safe to share between tasks; every call is cancellable.
+
+    `call(fn, *args)` runs `fn(pool, *args)` on the asyncio side. It first takes one of `pool_size` slots,
+    waiting at most `acquire_timeout` (else `Overloaded`): the queue for connections is on the trio side, bounded
+    in time, and the asyncio pool never has a waiter. A slot is given back when the asyncio work has really
+    ended, so an abandoned call (its caller cancelled) never lets more work reach the pool than it has
+    connections.
+    """
+
+    def __init__(self, bridge: Bridge, pool: asyncpg.Pool, dsn: str, *, pool_size: int, acquire_timeout: float) -> None:
+        self._bridge = bridge
+        self._pool = pool
+        self._slots = trio.Semaphore(pool_size)
+        self._acquire_timeout = acquire_timeout
+        self._health = _HealthLink(dsn)
+        # Where the pool connects (the embedded server too): for connections outside the pool (LISTEN).
+        self.dsn = dsn
+
+    @property
+    def bridge(self) -> Bridge:
+        return self._bridge
+
+    @property
+    def pool_size(self) -> int:
+        return self._pool.get_size()
+
+    @property
+    def pool_idle(self) -> int:
+        return self._pool.get_idle_size()
+
+    @property
+    def slots_free(self) -> int:
+        return self._slots.value
+
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
+        with trio.move_on_after(self._acquire_timeout) as waiting:
+            await self._slots.acquire()
+        if waiting.cancelled_caught:
+            log.warning("db.overloaded", operation=fn.__name__, waited_s=self._acquire_timeout)
+            raise Overloaded("the service is overloaded; retry shortly", retry_after=1)
+        return await self._cross(fn, self._pool, *args, finished=self._slots.release)
+
+    async def ping(self) -> None:
+        """One round trip on the health connection, at most HEALTH_CHECK_SECONDS; StoreUnavailable otherwise."""
+        with trio.move_on_after(HEALTH_CHECK_SECONDS):
+            return await self._cross(self._health.aio_ping)
+        raise StoreUnavailable(f"the database did not answer within {HEALTH_CHECK_SECONDS:g} s")
+
+    async def _cross(
+        self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object, finished: Callable[[], None] | None = None
+    ) -> R:
+        try:
+            return await self._bridge.run(fn, *args, finished=finished)
+        except _UNAVAILABLE as exc:
+            log.warning("db.unavailable", operation=fn.__name__, error=repr(exc))
+            raise StoreUnavailable("the database is unavailable; retry shortly") from exc
+        except asyncio.CancelledError as exc:
+            # Cancelled on the asyncio side with no trio cancel behind it: the pool was torn down under us.
+            # As a BaseException it would kill the process: answer 503.
+            raise StoreUnavailable("the database operation was interrupted") from exc
+
+    async def close(self) -> None:
+        await self._bridge.run(self._health.aio_close)
+        await self._bridge.run(self._pool.close)
+
+    def terminate(self) -> None:
+        self._pool.terminate()
+
+
+class _HealthLink:
+    """A connection of its own for health checks (asyncio side), reopened after any failure."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection[Any] | None = None
+
+    async def aio_ping(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
+        try:
+            await self._conn.fetchval("SELECT 1")
+        except BaseException:
+            self._conn.terminate()
+            self._conn = None
+            raise
+
+    async def aio_close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+
+@asynccontextmanager
+async def open_database(
+    database_url: str | None,
+    *,
+    data_dir: Path,
+    pool_size: int,
+    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
+) -> AsyncIterator[Database]:
+    """Yield a Database on a connected pool; close the pool (and stop an embedded server) on exit.
+
+    While the database refuses connections it retries with a capped backoff and a log line per attempt (in a
+    container the database often starts after the service), for at most CONNECT_DEADLINE_SECONDS; then
+    StoreUnavailable names the cause.
+    """
+    embedded = None
+    if database_url is None:
+        embedded = EmbeddedPostgres(data_dir)
+        log.info("db.embedded.starting", pgdata=str(embedded.pgdata))
+        database_url = await trio.to_thread.run_sync(embedded.start)
+        log.info("db.embedded.started", pgdata=str(embedded.pgdata))
+    try:
+        async with open_bridge() as bridge:
+            pool = await _connect(bridge, database_url, pool_size)
+            database = Database(bridge, pool, database_url, pool_size=pool_size, acquire_timeout=acquire_timeout)
+            try:
+                yield database
+            finally:
+                with trio.move_on_after(POOL_CLOSE_SECONDS, shield=True) as scope:
+                    await database.close()
+                if scope.cancelled_caught:
+                    database.terminate()
+                    log.warning("db.pool.close_timeout", seconds=POOL_CLOSE_SECONDS)
+    finally:
+        if embedded is not None:
+            with trio.move_on_after(EMBEDDED_STOP_SECONDS, shield=True):
+                await trio.to_thread.run_sync(embedded.stop)
+            log.info("db.embedded.stopped")
+
+
+async def _aio_create_pool(database_url: str, pool_size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size, **_POOL_OPTIONS)
+
+
+async def _connect(bridge: Bridge, database_url: str, pool_size: int) -> asyncpg.Pool:
+    delay = 0.25
+    last_error: BaseException | None = None
+    with trio.move_on_after(CONNECT_DEADLINE_SECONDS):
+        while True:
+            try:
+                return await bridge.run(_aio_create_pool, database_url, pool_size)
+            except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError) as exc:
+                last_error = exc
+                log.warning("db.connect_failed", error=repr(exc), retry_in=delay)
+            except asyncpg.InvalidCatalogNameError as exc:
+                raise StoreUnavailable(f"DATABASE_URL names a database that does not exist: {exc}") from exc
+            except asyncpg.InvalidAuthorizationSpecificationError as exc:
+                raise StoreUnavailable(f"DATABASE_URL credentials were refused: {exc}") from exc
+            await trio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_CAP_SECONDS)
+    raise StoreUnavailable(
+        f"could not connect within {CONNECT_DEADLINE_SECONDS:g} s ({last_error!r}); check DATABASE_URL "
+        "and that PostgreSQL is running"
+    )

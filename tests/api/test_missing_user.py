@@ -1,0 +1,60 @@
+"""A valid token whose user does not exist is a 401 on every route (issue 7, defect 1): never a 500, never served."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+import trio_asyncio
+
+from tests.helpers import signup
+
+ROUTES = [
+    ("GET", "/feed", None),
+    ("GET", "/me/stats", None),
+    ("POST", "/stories", {"text": "hi", "visibility": "public"}),
+    ("GET", "/stories/{story}", None),
+    ("POST", "/stories/{story}/view", None),
+    ("POST", "/stories/{story}/reactions", {"emoji": "🔥"}),
+    ("POST", "/follow/{author}", None),
+    ("DELETE", "/follow/{author}", None),
+]
+
+
+async def _call(client, method: str, path: str, body, headers):
+    return await client.open(path, method=method, json=body, headers=headers)
+
+
+@pytest.fixture
+async def story(client):
+    author = await signup(client)
+    created = await client.post("/stories", json={"text": "public", "visibility": "public"}, headers=author.auth)
+    return author, (await created.get_json())["id"]
+
+
+@pytest.mark.parametrize(("method", "template", "body"), ROUTES)
+async def test_a_token_for_a_user_who_never_existed_is_401(client, app_deps, story, method, template, body):
+    author, story_id = story
+    ghost = {"Authorization": f"Bearer {app_deps.tokens.issue(uuid.uuid4())}"}
+    response = await _call(client, method, template.format(story=story_id, author=author.user_id), body, ghost)
+    assert response.status_code == 401, await response.get_data()
+    assert (await response.get_json())["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "template", "body"), [r for r in ROUTES if r[0] == "POST"])
+async def test_a_user_deleted_while_known_gets_401_on_writes(
+    aio_loop, client, story, database_url, method, template, body
+):
+    # The user passed the auth hook's existence check (cached for a minute), then vanished: the write's foreign
+    # key tells, and the answer is still a 401, not a 500.
+    author, story_id = story
+    doomed = await signup(client)
+    assert (await client.get("/feed", headers=doomed.auth)).status_code == 200
+    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    try:
+        await trio_asyncio.aio_as_trio(connection.execute)("DELETE FROM users WHERE id = $1", uuid.UUID(doomed.user_id))
+    finally:
+        await trio_asyncio.aio_as_trio(connection.close)()
+    response = await _call(client, method, template.format(story=story_id, author=author.user_id), body, doomed.auth)
+    assert response.status_code == 401, await response.get_data()
