@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 import warnings
 from datetime import timedelta
 from typing import Any
 
+import bcrypt
 import jwt
 import pytest
 import trio
+import trio.testing
 from quart import Response
 
+import stories.security as security_module
+from stories.api import create_app
 from stories.api.bodies import json_response
 from stories.api.deps import current_user_id
-from stories.security import TokenIssuer
+from stories.errors import Overloaded
+from stories.security import PasswordHasher, TokenIssuer
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD, signup
 
@@ -183,6 +189,117 @@ async def test_passwords_longer_than_72_bytes_are_fully_significant(client):
     assert status == 200
     status, body = await post(client, "/login", {"email": account.email, "password": "é" * 99 + "e"})
     assert (status, body["error"]) == (401, "invalid_credentials")
+
+
+# --- password hashing: bounded, and as slow for unknown emails as for known ones ------------------------
+
+
+def _cost_of(password_hash: bytes | str) -> int:
+    text = password_hash.decode("ascii") if isinstance(password_hash, bytes) else password_hash
+    return int(text.split("$")[2])
+
+
+async def test_prepare_measures_and_builds_the_dummy_at_the_configured_cost():
+    hasher = PasswordHasher(5)
+    assert not hasher.prepared
+    await hasher.prepare()
+    assert hasher.prepared
+    assert hasher.hash_seconds is not None
+    assert hasher.hash_seconds > 0
+    assert _cost_of(hasher.dummy_hash) == 5 == _cost_of(await hasher.hash("a password"))
+    dummy = hasher.dummy_hash
+    await hasher.prepare()  # idempotent: the dummy stays the same
+    assert hasher.dummy_hash is dummy
+
+
+async def test_unknown_emails_cost_one_check_at_full_cost_from_the_first_login(monkeypatch):
+    hasher = PasswordHasher(4)
+    await hasher.prepare()
+    calls: list[tuple[str, int]] = []
+    real_hashpw, real_checkpw = bcrypt.hashpw, bcrypt.checkpw
+
+    def hashpw(password: bytes, salt: bytes) -> bytes:
+        calls.append(("hashpw", _cost_of(salt)))
+        return real_hashpw(password, salt)
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(("checkpw", _cost_of(hashed)))
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(security_module.bcrypt, "hashpw", hashpw)
+    monkeypatch.setattr(security_module.bcrypt, "checkpw", checkpw)
+    real = await hasher.hash("a password")
+    calls.clear()
+    assert not await hasher.verify("a password", None)  # the first unknown email: no hash made on the spot
+    assert await hasher.verify("a password", real)
+    assert calls == [("checkpw", 4), ("checkpw", 4)]
+
+
+def test_hashing_threads_leave_a_core_for_the_event_loop(monkeypatch):
+    for cores, threads in ((8, 7), (2, 1), (1, 1), (None, 1)):
+        monkeypatch.setattr(security_module.os, "cpu_count", lambda cores=cores: cores)
+        hasher = PasswordHasher(4)
+        assert hasher.threads == threads
+        assert hasher.limiter.total_tokens == threads
+
+
+def test_the_queue_holds_about_five_seconds_of_work():
+    assert PasswordHasher(12, threads=1, hash_seconds=0.25).max_waiting == 20
+    assert PasswordHasher(12, threads=3, hash_seconds=0.25).max_waiting == 60
+    assert PasswordHasher(12, threads=4, hash_seconds=10.0).max_waiting == 4  # never fewer than the threads
+
+
+async def test_a_full_hashing_queue_answers_overloaded_at_once():
+    hasher = PasswordHasher(4, threads=1, hash_seconds=1.0)
+    await hasher.prepare()
+    assert hasher.max_waiting == 5
+    done: list[str] = []
+
+    async def sign_up(n: int) -> None:
+        done.append(await hasher.hash(f"password {n}"))
+
+    with trio.fail_after(30):
+        # The limiter is entered after the nursery, so it is released (the thread freed) before the nursery waits.
+        async with trio.open_nursery() as nursery, hasher.limiter:  # the one hashing thread is busy
+            for n in range(5):
+                nursery.start_soon(sign_up, n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert hasher.waiting == 5
+            with pytest.raises(Overloaded) as refused:
+                await hasher.hash("one too many")
+            assert refused.value.retry_after == 5  # five queued hashes, one thread, 1 s each
+            with pytest.raises(Overloaded):
+                await hasher.verify("one too many", None)
+    assert len(done) == 5
+    assert hasher.waiting == 0
+    assert await hasher.verify("password 0", None) is False  # room again
+
+
+async def test_signup_and_login_answer_503_overloaded_when_hashing_is_saturated(app_deps, client):
+    account = await signup(client)
+    hasher = PasswordHasher(4, threads=1, hash_seconds=1.0, queue_seconds=2.0)
+    await hasher.prepare()
+    busy = create_app(dataclasses.replace(app_deps, passwords=hasher)).test_client()
+    statuses: list[int] = []
+
+    async def waiting_signup() -> None:
+        statuses.append((await busy.post("/signup", json={"email": unique_email(), "password": PASSWORD})).status_code)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, hasher.limiter:
+            for _ in range(2):
+                nursery.start_soon(waiting_signup)
+            while hasher.waiting < 2:  # the sign-ups reach the hasher before any database call
+                await trio.testing.wait_all_tasks_blocked()
+            for path, body in (
+                ("/signup", {"email": unique_email(), "password": PASSWORD}),
+                ("/login", {"email": account.email, "password": PASSWORD}),
+            ):
+                response = await busy.post(path, json=body)
+                assert response.status_code == 503, path
+                assert (await response.get_json())["error"] == "overloaded", path
+                assert response.headers["Retry-After"] == "2", path
+    assert statuses == [201, 201]
 
 
 # --- the token check on every other route --------------------------------------------------------------
