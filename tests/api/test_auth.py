@@ -330,10 +330,14 @@ async def assert_unauthorized(client: Any, headers: dict[str, str], case: str = 
 
 async def test_a_valid_forged_token_is_accepted(client, clock):
     # The control case for the failures below: the same forging with nothing wrong passes.
-    user_id = uuid.uuid4()
+    user_id = uuid.UUID((await signup(client)).user_id)
     response = await client.get(PROTECTED, headers={"Authorization": f"Bearer {forge(claims_at(clock, user_id))}"})
     assert response.status_code == 200
     assert (await response.get_json())["user_id"] == str(user_id)
+
+
+async def test_a_valid_token_for_a_user_who_does_not_exist_is_401(client, clock):
+    await assert_unauthorized(client, {"Authorization": f"Bearer {forge(claims_at(clock, uuid.uuid4()))}"})
 
 
 async def test_every_token_failure_is_401_with_the_error_body(client, clock):
@@ -393,7 +397,7 @@ async def test_token_issued_in_the_future_is_401(client, clock):
     claims = claims_at(clock, iat=int(later.timestamp()), exp=int((later + timedelta(hours=1)).timestamp()))
     await assert_unauthorized(client, {"Authorization": f"Bearer {forge(claims)}"})
     # A peer's clock a few seconds fast is tolerated.
-    slightly = claims_at(clock, iat=int(now.timestamp()) + 5)
+    slightly = claims_at(clock, uuid.UUID((await signup(client)).user_id), iat=int(now.timestamp()) + 5)
     assert (await client.get(PROTECTED, headers={"Authorization": f"Bearer {forge(slightly)}"})).status_code == 200
 
 
