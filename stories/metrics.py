@@ -5,6 +5,9 @@ One `Metrics` object is built at start and handed to whoever counts something; t
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -42,6 +45,29 @@ class Metrics:
         self.ws_events_dropped = Counter("ws_events_dropped", "Events dropped because a mailbox was full", registry=r)
         self.db_pool_size = Gauge("db_pool_connections", "Connections open in the database pool", registry=r)
         self.db_pool_idle = Gauge("db_pool_idle_connections", "Idle connections in the database pool", registry=r)
+        self.feed_cache_requests = Counter(
+            "feed_cache_requests", "Feed pages asked of the feed cache, by result", ["result"], registry=r
+        )
+        self.gc_pauses = Histogram(
+            "python_gc_pause_seconds",
+            "Time the process stood still in the cycle collector, by generation",
+            ["generation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def watch_gc(self) -> None:
+        """Time every collection of the cycle collector into `python_gc_pause_seconds` (the bench reads it)."""
+        started: list[float] = []
+        pauses = {generation: self.gc_pauses.labels(generation=str(generation)) for generation in range(3)}
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                pauses[info["generation"]].observe(time.perf_counter() - started.pop())
+
+        gc.callbacks.append(on_gc)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

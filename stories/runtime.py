@@ -26,6 +26,7 @@ from stories.api import AppDeps, create_app
 from stories.api.callers import Callers
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
+from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
@@ -37,6 +38,8 @@ from stories.store import Database, Store, migrate, open_database
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from contextlib import AbstractAsyncContextManager
+
+    from stories.redis import RedisLink
 
 __all__ = ["run_migrations", "seed", "serve", "worker"]
 
@@ -95,7 +98,10 @@ def tune_gc() -> None:
 def open_store_for(settings: Settings, pool_size: int | None = None) -> AbstractAsyncContextManager[Database]:
     """The database the settings name (or the embedded one), with this process's pool."""
     return open_database(
-        settings.database_url, data_dir=settings.data_dir, pool_size=pool_size or settings.db_pool_size
+        settings.database_url,
+        data_dir=settings.data_dir,
+        pool_size=pool_size or settings.db_pool_size,
+        acquire_timeout=settings.db_acquire_timeout_seconds,
     )
 
 
@@ -129,6 +135,20 @@ def actor_specs(
     ]
 
 
+def feed_cache(settings: Settings, store: Store, redis: RedisLink | None, metrics: Metrics) -> FeedCache:
+    """Versions through Redis when configured; else in this process, exact only when it is the only one."""
+    ttl = settings.feed_cache_seconds
+    versions: GraphVersions
+    if redis is not None:
+        versions = RedisVersions(redis)
+    else:
+        versions = LocalVersions(ttl)
+        if settings.workers > 1:
+            ttl = 0
+            log.info("feed_cache.off", reason="several processes without Redis share no graph versions")
+    return FeedCache(store, versions, metrics, ttl)
+
+
 def _jwt_secret(settings: Settings) -> str:
     secret, generated = resolve_jwt_secret(settings)
     if generated:
@@ -150,6 +170,7 @@ async def serve(
     clock = clock or SystemClock()
     secret = _jwt_secret(settings)
     metrics = Metrics()
+    metrics.watch_gc()
     async with (
         signals_handled() as life,
         open_store_for(settings) as database,
@@ -180,6 +201,7 @@ async def serve(
                     relay=relay,
                     callers=Callers(tokens, store),
                     counters=counters,
+                    feeds=feed_cache(settings, store, redis, metrics),
                 )
             )
             tune_gc()

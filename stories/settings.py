@@ -44,6 +44,9 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_DRAIN_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
+DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS = 2.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+DEFAULT_WORKERS = 1
 DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
 # Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
 DEFAULT_WS_DEAD_AFTER_SECONDS = 60.0
@@ -118,6 +121,9 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_acquire_timeout_seconds: float = DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    workers: int = DEFAULT_WORKERS
     ws_ping_interval_seconds: float = DEFAULT_WS_PING_INTERVAL_SECONDS
     ws_dead_after_seconds: float = DEFAULT_WS_DEAD_AFTER_SECONDS
 
@@ -186,6 +192,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         environment=environment,
         drain_seconds=env.number("DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0.0, 60.0),
         db_pool_size=env.integer("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 1_000),
+        db_acquire_timeout_seconds=env.number(
+            "DB_ACQUIRE_TIMEOUT_SECONDS", DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS, 0.01, 60.0
+        ),
+        request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
+        workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, 64),
         ws_ping_interval_seconds=ws_ping,
         ws_dead_after_seconds=ws_dead_after,
     )

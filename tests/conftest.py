@@ -16,6 +16,7 @@ from stories.actors.relay import build_relay, postgres_connector
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.api.callers import Callers
 from stories.clock import FixedClock
+from stories.feed_cache import FeedCache, LocalVersions
 from stories.logging import configure_logging
 from stories.metrics import Metrics
 from stories.security import PasswordHasher, TokenIssuer
@@ -99,6 +100,7 @@ def app_deps(
         callers=Callers(tokens, store),
         # Not running: tests flush it when they read counters.
         counters=counters,
+        feeds=FeedCache(store, LocalVersions(settings.feed_cache_seconds), metrics, settings.feed_cache_seconds),
     )
 
 

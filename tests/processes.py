@@ -82,6 +82,9 @@ SERVICE_VARIABLES = frozenset(
         "DB_POOL_SIZE",
         "WS_PING_INTERVAL_SECONDS",
         "WS_DEAD_AFTER_SECONDS",
+        "DB_ACQUIRE_TIMEOUT_SECONDS",
+        "REQUEST_TIMEOUT_SECONDS",
+        "WORKERS",
     }
 )
 

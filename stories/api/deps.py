@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+import structlog
+import trio
 from quart import current_app, g
 from quart_trio import QuartTrio
 
+from stories.errors import Overloaded
+
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from quart import Response
+    from quart.ctx import RequestContext
+    from werkzeug.wrappers import Response as WerkzeugResponse
 
     from stories.actors.counters import CounterFlusher
     from stories.actors.hub import Hub
@@ -17,6 +25,7 @@ if TYPE_CHECKING:
     from stories.actors.relay import EventRelay
     from stories.api.callers import Callers
     from stories.clock import Clock
+    from stories.feed_cache import FeedCache
     from stories.metrics import Metrics
     from stories.redis import RedisLink
     from stories.security import PasswordHasher, TokenIssuer
@@ -24,6 +33,8 @@ if TYPE_CHECKING:
     from stories.store import Store
 
 __all__ = ["AppDeps", "StoriesApp", "current_user_id", "deps"]
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +51,24 @@ class AppDeps:
     relay: EventRelay
     callers: Callers
     counters: CounterFlusher
+    feeds: FeedCache
 
 
 class StoriesApp(QuartTrio):
     deps: AppDeps
+
+    async def full_dispatch_request(self, request_context: RequestContext | None = None) -> Response | WerkzeugResponse:
+        """Every request, hooks included, within REQUEST_TIMEOUT_SECONDS; past it a `503 overloaded`.
+
+        A write cut off here may still commit (its transaction can finish after the cancel): clients retry with
+        the same Idempotency-Key, which makes the retry safe.
+        """
+        timeout = self.deps.settings.request_timeout_seconds
+        with trio.move_on_after(timeout):
+            return await super().full_dispatch_request(request_context)
+        log.warning("http.request_timeout", seconds=timeout)
+        overloaded = Overloaded(f"the request took longer than {timeout:g} s; retry shortly", retry_after=1)
+        return await self.finalize_request(await self.handle_user_exception(overloaded), request_context)
 
 
 def deps() -> AppDeps:

@@ -39,6 +39,7 @@ async def follow(user_id: str) -> Response:
     result = await app.store.follow(follower_id, followee_id, to_millis(app.clock.now()))
     if result is None:
         raise NotFound("no such user")
+    await app.feeds.changed(follower_id)
     log.info("followed", followee_id=str(followee_id))
     return json_response(follow_json(result))
 
@@ -46,7 +47,9 @@ async def follow(user_id: str) -> Response:
 @blueprint.delete("/follow/<user_id>")
 async def unfollow(user_id: str) -> Response:
     followee_id = _user_id(user_id)
-    await deps().store.unfollow(current_user_id(), followee_id)
+    app = deps()
+    await app.store.unfollow(current_user_id(), followee_id)
+    await app.feeds.changed(current_user_id())
     log.info("unfollowed", followee_id=str(followee_id))
     return Response(b"", 204)
 

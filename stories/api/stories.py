@@ -148,6 +148,7 @@ async def create_story() -> Response:
     replay = await app.store.create_story(story, audience, claim)
     if replay is not None:
         return _replayed(replay, key)
+    await app.feeds.changed(user_id)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(response, 201, content_type=JSON_CONTENT_TYPE)
@@ -184,11 +185,14 @@ async def feed() -> Response:
     raw_cursor = request.args.get("cursor")
     cursor = None if raw_cursor is None else decode_cursor(raw_cursor)
     app = deps()
+    now = app.clock.now()
     # One row more than asked tells whether another page exists, without a count.
-    stories = await app.store.feed(current_user_id(), app.clock.now(), limit + 1, cursor)
-    page = stories[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(stories) > limit else None
-    return json_response({"stories": [story_json(s) for s in page], "next_cursor": next_cursor})
+    rows = await app.feeds.rows(current_user_id(), now, limit + 1, cursor)
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    # A cached page may hold stories that expired since it was read; the cursor still moves past them.
+    live = [story_json(s) for s in page if s.expires_at > now]
+    return json_response({"stories": live, "next_cursor": next_cursor})
 
 
 @blueprint.post("/stories/<id>/view")

@@ -1,0 +1,125 @@
+"""The feed cache keeps API.md's freshness rules with the cache on (FEED_CACHE_SECONDS=30, the default).
+
+The caller's own new stories, follows, unfollows and expiry apply at once; other users' new stories may lag.
+A hit costs no PostgreSQL round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+from stories.api import create_app
+from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
+from stories.redis import open_redis
+from tests.helpers import signup
+
+
+class CountingStore:
+    """The real store, counting feed queries."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.queries = 0
+
+    async def feed(self, *args):
+        self.queries += 1
+        return await self.store.feed(*args)
+
+
+@pytest.fixture
+def settings(settings):
+    return dataclasses.replace(settings, story_ttl_seconds=600)
+
+
+@pytest.fixture
+def counting(store):
+    return CountingStore(store)
+
+
+@pytest.fixture
+def client(app_deps, counting, metrics):
+    assert app_deps.settings.feed_cache_seconds == 30
+    feeds = FeedCache(counting, LocalVersions(30), metrics, 30)
+    return create_app(dataclasses.replace(app_deps, feeds=feeds)).test_client()
+
+
+async def post(client, account, visibility="public", text="hi"):
+    response = await client.post("/stories", json={"text": text, "visibility": visibility}, headers=account.auth)
+    assert response.status_code == 201
+    return (await response.get_json())["id"]
+
+
+async def feed_ids(client, account, query=""):
+    response = await client.get(f"/feed{query}", headers=account.auth)
+    assert response.status_code == 200
+    return [story["id"] for story in (await response.get_json())["stories"]]
+
+
+async def test_a_hit_costs_no_database_query_and_others_stories_may_lag(client, counting, metrics):
+    alice, bob = await signup(client), await signup(client)
+    first = await post(client, alice)
+    assert await feed_ids(client, bob) == [first]
+    queries = counting.queries
+    assert await feed_ids(client, bob) == [first]
+    assert counting.queries == queries
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "hit"}) == 1
+    # Alice's new public story may reach Bob's cached page late (API.md allows FEED_CACHE_SECONDS).
+    await post(client, alice)
+    assert await feed_ids(client, bob) == [first]
+
+
+async def test_own_stories_follows_and_unfollows_apply_at_once(client, clock):
+    alice, bob = await signup(client), await signup(client)
+    assert await feed_ids(client, bob) == []
+    friends = await post(client, alice, "friends")
+    assert await feed_ids(client, bob) == []
+
+    clock.advance(1)
+    own = await post(client, bob, "private")
+    assert await feed_ids(client, bob) == [own]
+
+    assert (await client.post(f"/follow/{alice.user_id}", headers=bob.auth)).status_code == 200
+    assert await feed_ids(client, bob) == [own, friends]
+
+    assert (await client.delete(f"/follow/{alice.user_id}", headers=bob.auth)).status_code == 204
+    assert await feed_ids(client, bob) == [own]
+
+
+async def test_expiry_applies_at_once_and_the_cursor_still_walks_every_story(client, clock, app_deps):
+    alice, bob = await signup(client), await signup(client)
+    ttl = app_deps.settings.story_ttl_seconds
+    old = await post(client, alice, text="old")
+    clock.advance(ttl / 2)
+    new = await post(client, alice, text="new")
+    assert await feed_ids(client, bob, "?limit=1") == [new]
+    assert await feed_ids(client, bob) == [new, old]
+    clock.advance(ttl / 2)  # `old` expires; the pages above are still cached
+    assert await feed_ids(client, bob) == [new]
+    page = await (await client.get("/feed?limit=1", headers=bob.auth)).get_json()
+    assert [s["id"] for s in page["stories"]] == [new]
+    rest = await (await client.get(f"/feed?limit=1&cursor={page['next_cursor']}", headers=bob.auth)).get_json()
+    assert rest["stories"] == []
+
+
+async def test_versions_in_redis_reach_every_process_and_a_down_redis_bypasses(
+    store, metrics, clock, redis_link, closed_redis_url
+):
+    # Two processes' caches, one Redis: a follow made through A is seen by B's very next read.
+    a = FeedCache(store, RedisVersions(redis_link), metrics, 30)
+    b = FeedCache(store, RedisVersions(redis_link), metrics, 30)
+    viewer = uuid.uuid4()
+    assert await b.versions.current(viewer) == 0
+    await b.rows(viewer, clock.now(), 10, None)
+    await a.changed(viewer)
+    assert await b.versions.current(viewer) == 1
+    await b.rows(viewer, clock.now(), 10, None)
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "miss"}) == 2
+
+    async with open_redis(closed_redis_url) as down:
+        c = FeedCache(store, RedisVersions(down), metrics, 30)
+        await c.rows(viewer, clock.now(), 10, None)
+        await c.rows(viewer, clock.now(), 10, None)
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) == 2

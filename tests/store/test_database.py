@@ -1,0 +1,46 @@
+"""Database.call: the trio-side gate of pool connections (load shedding) and the health connection."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+import trio
+
+from stories.errors import Overloaded
+from stories.store import open_database
+
+
+async def aio_sleep(pool: asyncpg.Pool, seconds: float) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_sleep($1)", seconds)
+
+
+async def aio_one(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT 1"))
+
+
+async def test_a_busy_pool_answers_overloaded_after_the_acquire_deadline(settings, tmp_path):
+    async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1, acquire_timeout=0.2) as database:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(database.call, aio_sleep, 1.0)
+            await trio.sleep(0.1)
+            started = trio.current_time()
+            with pytest.raises(Overloaded):
+                await database.call(aio_one)
+            # Bounded by the deadline, not by the query holding the connection.
+            assert trio.current_time() - started < 0.9
+            # The health check has a connection of its own: a busy pool is not a dead database.
+            await database.ping()
+        assert await database.call(aio_one) == 1
+
+
+async def test_an_abandoned_call_keeps_its_slot_until_its_query_ends(settings, tmp_path):
+    async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1, acquire_timeout=5) as database:
+        with trio.move_on_after(0.1):
+            await database.call(aio_sleep, 0.5)
+        # The caller gave up, but the query still runs on the only connection: the slot is not free yet, so the
+        # next call waits for it (instead of queueing inside asyncpg's pool, where no deadline reaches).
+        assert database.slots_free == 0
+        assert await database.call(aio_one) == 1
+        assert database.slots_free == 1
