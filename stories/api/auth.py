@@ -1,22 +1,31 @@
-"""POST /signup and POST /login."""
+"""POST /signup and POST /login.
+
+Logins are throttled per email before any bcrypt work (API.md: 10 failures per 15 minutes, then 429): a token
+is taken from the email's login bucket first and given back unless the password turns out wrong, so only
+failures count, concurrent attempts cannot exceed the limit, and a throttled email costs no hash. Hashing
+itself is bounded by PasswordHasher (503 overloaded).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from quart import Blueprint, Response
 
+from stories.actors.ratelimit import ACTION_LOGIN
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import deps
 from stories.api.validate import invalid, required_string
-from stories.errors import Conflict, InvalidCredentials
+from stories.errors import Conflict, InvalidCredentials, RateLimited
 
 if TYPE_CHECKING:
+    from stories.api.deps import AppDeps
     from stories.store.models import User
 
-__all__ = ["blueprint", "normalize_email"]
+__all__ = ["blueprint", "login_subject", "normalize_email"]
 
 log = structlog.get_logger()
 blueprint = Blueprint("auth", __name__)
@@ -43,6 +52,13 @@ def normalize_email(raw: str) -> str | None:
     ):
         return None
     return email
+
+
+def login_subject(raw_email: str) -> str:
+    """The key of an email's failed-login bucket: the email trimmed and lower-cased (what `normalize_email`
+    gives for a valid one, and the same for a malformed one), as a SHA-256 digest, so neither memory nor
+    Redis holds addresses or keys of unbounded size."""
+    return hashlib.sha256(raw_email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _credentials(body: dict[str, Any]) -> tuple[str, str]:
@@ -81,12 +97,37 @@ async def signup() -> Response:
 async def login() -> Response:
     raw_email, password = _credentials(await read_json_object())
     app = deps()
-    # A malformed email can match no account: answer as for an unknown one, in the same time.
-    email = normalize_email(raw_email)
-    user = None if email is None else await app.store.user_by_email(email)
-    ok = await app.passwords.verify(password, None if user is None else user.password_hash)
-    if user is None or not ok:
+    subject = login_subject(raw_email)
+    decision = await app.limiter.acquire(subject, ACTION_LOGIN)
+    if not decision.allowed:
+        # The same answer whether the account exists or not: the limit reveals nothing.
+        app.metrics.rate_limited.labels(action=ACTION_LOGIN).inc()
+        _auth_event("login", "rate_limited")
+        raise RateLimited("too many failed logins for this email; try again later", retry_after=decision.retry_after)
+    # Only a wrong password keeps the token taken above; a success or an answer without a verdict (503
+    # overloaded, database down) gives it back. The refund is awaited outside the handler of the error, so a
+    # cancel cannot interrupt the unwinding (STYLE R9); a cancelled login keeps its token.
+    failure: Exception | None = None
+    user: User | None = None
+    try:
+        user = await _check_password(app, raw_email, password)
+    except Exception as error:  # re-raised below, after the refund
+        failure = error
+    if user is not None or failure is not None:
+        await app.limiter.refund(subject, ACTION_LOGIN)
+    if failure is not None:
+        raise failure
+    if user is None:
         _auth_event("login", "invalid_credentials")
         raise InvalidCredentials("email or password is incorrect")
     _auth_event("login", "ok", user_id=str(user.id))
     return _session(user, 200)
+
+
+async def _check_password(app: AppDeps, raw_email: str, password: str) -> User | None:
+    """The user whose password this is, or None (unknown email or wrong password, in comparable time)."""
+    # A malformed email can match no account: answer as for an unknown one, in the same time.
+    email = normalize_email(raw_email)
+    user = None if email is None else await app.store.user_by_email(email)
+    ok = await app.passwords.verify(password, None if user is None else user.password_hash)
+    return user if user is not None and ok else None
