@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import orjson
 
 if TYPE_CHECKING:
@@ -54,17 +56,18 @@ def fresh_database(admin_url: str) -> Iterator[str]:
         _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@contextmanager
-def stories_server(database_url: str, extra_env: dict[str, str] | None = None) -> Iterator[RunningServer]:
-    """`stories serve` on 127.0.0.1 and a free port; waits for it to listen; SIGTERM at the end.
+def stories_env(
+    database_url: str, data_dir: Path, extra_env: dict[str, str] | None = None, *, checkout: Path | None = None
+) -> dict[str, str]:
+    """The environment of a bench `stories` command: this process's, minus Redis, plus the bench settings.
 
-    Its JSON log goes to a file (a pipe nobody drains would stall the server); the bound address is read
-    from the `http.listening` line.
+    With `checkout`, that directory goes first on PYTHONPATH, so its code runs with this virtualenv's packages.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix="stories-bench-"))
     # Redis only when the caller asks for it (extra_env): a developer's REDIS_URL must not switch it on.
     inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_ADDR", "REDIS_PASSWORD")}
-    env = {
+    if checkout is not None:
+        inherited["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), inherited.get("PYTHONPATH")]))
+    return {
         **inherited,
         "DATABASE_URL": database_url,
         "HOST": "127.0.0.1",
@@ -74,17 +77,59 @@ def stories_server(database_url: str, extra_env: dict[str, str] | None = None) -
         "DATA_DIR": str(data_dir),
         **(extra_env or {}),
     }
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it; a tiny race with other programs remains)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def stories_server(
+    database_url: str, extra_env: dict[str, str] | None = None, *, checkout: Path | None = None, port: int = 0
+) -> Iterator[RunningServer]:
+    """`stories serve` on 127.0.0.1 and a free port; waits for it to listen; SIGTERM at the end.
+
+    Its JSON log goes to a file (a pipe nobody drains would stall the server). With `port` 0 the bound address
+    is read from the `http.listening` line (logged at info); with a fixed `port` the server is ready once
+    `GET /healthz` answers, whatever LOG_LEVEL says. With `checkout`, that checkout's code is served (it is the
+    working directory and first on PYTHONPATH) with this virtualenv's packages.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="stories-bench-"))
+    env = stories_env(database_url, data_dir, extra_env, checkout=checkout)
+    env["PORT"] = str(port)
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "stories", "serve"], env=env, stdout=log_file)
+        process = subprocess.Popen([sys.executable, "-m", "stories", "serve"], env=env, stdout=log_file, cwd=checkout)
     try:
-        yield RunningServer(base_url=_wait_listening(process, log_path), pid=process.pid, log_path=log_path)
+        if port:
+            base_url = f"http://127.0.0.1:{port}"
+            _wait_healthy(process, base_url, log_path)
+        else:
+            base_url = _wait_listening(process, log_path)
+        yield RunningServer(base_url=base_url, pid=process.pid, log_path=log_path)
     finally:
         process.terminate()
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"stories serve exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"stories serve did not answer /healthz within {STARTUP_SECONDS} s; see {log_path}")
 
 
 def _wait_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
