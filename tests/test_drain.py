@@ -1,0 +1,293 @@
+"""The SIGTERM drain of a real `stories serve`: it ends as soon as nothing is in flight, every response sent
+while draining closes its connection, an in-flight request still completes, and no keep-alive client is left
+waiting; and a port or address that cannot be bound stops the start with one line naming PORT or HOST."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import h11
+import httpx
+import pytest
+import trio
+import trio_asyncio
+from trio_websocket import ConnectionClosed
+
+from tests.conftest import TEST_JWT_SECRET
+from tests.helpers import PASSWORD
+from tests.processes import SERVICE_VARIABLES, ServerProcess, open_socket, signup, stories_serve, wait_for_connections
+
+# Long, so that waiting for it (the old behaviour) cannot pass for draining early.
+DRAIN_SECONDS = 10.0
+# From SIGTERM to exit with nothing in flight. Most of it is the interpreter's own teardown after
+# `shutdown.complete` (about 1 s on a loaded machine); the drain itself is logged and checked apart.
+EXIT_LIMIT_SECONDS = 5.0
+DRAIN_LIMIT_SECONDS = 1.0
+WAIT = 15.0
+SLOW_REQUESTS = 3
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+
+    @property
+    def closes(self) -> bool:
+        return "close" in self.headers.get("connection", "").lower()
+
+
+class KeepAlive:
+    """One raw HTTP/1.1 client connection, reused request after request (no pool hides what the server does)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.http = h11.Connection(h11.CLIENT)
+
+    async def get(self, path: str) -> Answer | None:
+        """The answer to `GET path`, or None when the server closed the connection without one."""
+        request = h11.Request(method="GET", target=path, headers=[("Host", "127.0.0.1")])
+        try:
+            await self.stream.send_all(self.http.send(request) + self.http.send(h11.EndOfMessage()))
+            answer: Answer | None = None
+            while True:
+                event = self.http.next_event()
+                if event is h11.NEED_DATA:
+                    self.http.receive_data(await self.stream.receive_some(65536))
+                elif isinstance(event, h11.Response):
+                    headers = {name.decode(): value.decode() for name, value in event.headers}
+                    answer = Answer(event.status_code, headers)
+                elif isinstance(event, h11.EndOfMessage):
+                    assert answer is not None
+                    if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
+                        self.http.start_next_cycle()
+                    return answer
+        except (h11.RemoteProtocolError, trio.BrokenResourceError):
+            return None
+
+    async def closed_by_server(self) -> bool:
+        """Whether the server ends the connection (EOF or reset) rather than leave it open."""
+        try:
+            return await self.stream.receive_some(65536) == b""
+        except trio.BrokenResourceError:
+            return True
+
+
+async def open_keep_alive(server: ServerProcess, count: int, stack: ExitStack) -> list[KeepAlive]:
+    """`count` connections, each with one answered request and kept open (closed by `stack`, synchronously)."""
+    connections = []
+    for _ in range(count):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        stack.callback(stream.socket.close)
+        connection = KeepAlive(stream)
+        answer = await connection.get("/healthz")
+        assert answer is not None
+        assert answer.status == 200
+        assert not answer.closes, answer.headers
+        connections.append(connection)
+    return connections
+
+
+async def refuses_connections(port: int) -> bool:
+    with trio.socket.socket() as probe:
+        try:
+            await probe.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def drain_seconds(server: ServerProcess) -> float:
+    """From the signal to the end of the HTTP drain, by the process's own clock."""
+    (requested,) = server.logged("shutdown.requested")
+    (drained,) = server.logged("http.drained")
+    return (
+        datetime.fromisoformat(drained["timestamp"]) - datetime.fromisoformat(requested["timestamp"])
+    ).total_seconds()
+
+
+async def test_idle_keep_alive_connections_end_the_drain_at_once_and_are_closed(database_url, tmp_path):
+    with ExitStack() as stack:
+        async with stories_serve(database_url, tmp_path, DRAIN_SECONDS=str(DRAIN_SECONDS)) as server:
+            with trio.fail_after(WAIT):
+                connections = await open_keep_alive(server, 32, stack)
+            elapsed = await server.stop(signal.SIGTERM)
+        with trio.fail_after(WAIT):
+            for connection in connections:
+                # Closed, not stranded: a request on it now fails at once instead of waiting for nothing.
+                assert await connection.closed_by_server()
+    assert server.process.returncode == 0, server.describe()
+    assert drain_seconds(server) < DRAIN_LIMIT_SECONDS, server.describe()
+    assert elapsed < EXIT_LIMIT_SECONDS, server.describe()
+    assert not server.logged("http.drain_deadline")
+    assert "Traceback" not in server.stderr(), server.describe()
+
+
+async def admin_connection(database_url: str) -> asyncpg.Connection:
+    connection: asyncpg.Connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    return connection
+
+
+async def wait_until_blocked_on_a_lock(admin: asyncpg.Connection, count: int) -> None:
+    query = """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%'"""
+    while True:
+        # Inside a transaction the activity view is a snapshot taken at first use: refresh it each time.
+        await trio_asyncio.aio_as_trio(admin.execute)("SELECT pg_stat_clear_snapshot()")
+        if await trio_asyncio.aio_as_trio(admin.fetchval)(query) >= count:
+            return
+        await trio.sleep(POLL_SECONDS)
+
+
+async def test_responses_while_draining_close_their_connection_and_the_in_flight_request_completes(
+    aio_loop, database_url, tmp_path
+):
+    answers: list[httpx.Response] = []
+    with ExitStack() as stack:
+        async with (
+            stories_serve(database_url, tmp_path, DRAIN_SECONDS=str(DRAIN_SECONDS)) as server,
+            httpx.AsyncClient(timeout=WAIT) as http,
+        ):
+            with trio.fail_after(WAIT):
+                connections = await open_keep_alive(server, 8, stack)
+            # A signup waiting on a table lock is provably in flight, inside the app, when the signal comes.
+            admin = await admin_connection(database_url)
+            try:
+                transaction = admin.transaction()
+                await trio_asyncio.aio_as_trio(transaction.start)()
+                await trio_asyncio.aio_as_trio(admin.execute)("LOCK TABLE users IN EXCLUSIVE MODE")
+
+                async def slow_signup() -> None:
+                    email = f"drain-{uuid.uuid4().hex[:8]}@example.com"
+                    answers.append(
+                        await http.post(f"{server.base_url}/signup", json={"email": email, "password": PASSWORD})
+                    )
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(SLOW_REQUESTS):
+                        nursery.start_soon(slow_signup)
+                    with trio.fail_after(WAIT):
+                        await wait_until_blocked_on_a_lock(admin, SLOW_REQUESTS)
+                    server.process.send_signal(signal.SIGTERM)
+                    signalled = trio.current_time()
+                    with trio.fail_after(WAIT):
+                        await server.wait_for("shutdown.requested")
+                        # A kept-alive connection is never left open without a word: a request on it is
+                        # answered, told to go and closed, or finds it closed (hypercorn closes the idle ones
+                        # it still tracks), at once either way.
+                        for connection in connections:
+                            answer = await connection.get("/healthz")
+                            assert answer is None or (answer.status == 200 and answer.closes), answer
+                            assert await connection.closed_by_server()
+                        # No new connection is accepted.
+                        assert await refuses_connections(server.port)
+                    await trio_asyncio.aio_as_trio(transaction.rollback)()
+                released = trio.current_time()
+            finally:
+                await trio_asyncio.aio_as_trio(admin.close)()
+            with trio.fail_after(WAIT):
+                await server.process.wait()
+            exited = trio.current_time()
+    assert server.process.returncode == 0, server.describe()
+    # Started before the signal, answered while draining: completed, and told not to come back.
+    assert len(answers) == SLOW_REQUESTS
+    for answer in answers:
+        assert answer.status_code == 201, answer.text
+        assert answer.headers["Connection"] == "close"
+    assert exited - released < EXIT_LIMIT_SECONDS, server.describe()
+    assert exited - signalled < DRAIN_SECONDS, server.describe()
+    assert not server.logged("http.drain_deadline")
+    events = [line.get("event") for line in server.lines()]
+    assert events.index("shutdown.requested") < events.index("auth") < events.index("http.drained")
+    assert "Traceback" not in server.stderr(), server.describe()
+
+
+async def test_websockets_close_with_1001_and_do_not_hold_the_drain(database_url, tmp_path):
+    codes: list[int] = []
+
+    async def hold(server: ServerProcess, token: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with open_socket(server, token) as ws:
+            task_status.started()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            codes.append(closed.value.reason.code)
+
+    async with stories_serve(database_url, tmp_path, DRAIN_SECONDS=str(DRAIN_SECONDS)) as server:
+        with trio.fail_after(WAIT + DRAIN_SECONDS):
+            async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=WAIT) as http:
+                account = await signup(http, server.base_url)
+                for _ in range(3):
+                    await nursery.start(hold, server, account.token)
+                await wait_for_connections(http, server.base_url, 3)
+                # The HTTP client stays open: its idle keep-alive connection must not hold the drain either.
+                elapsed = await server.stop(signal.SIGTERM)
+    assert server.process.returncode == 0, server.describe()
+    assert codes == [1001] * 3
+    assert drain_seconds(server) < DRAIN_LIMIT_SECONDS, server.describe()
+    assert elapsed < EXIT_LIMIT_SECONDS, server.describe()
+    assert "Traceback" not in server.stderr(), server.describe()
+
+
+@pytest.fixture
+def taken_port():
+    """A port some other program listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+async def start_failure(database_url: str, tmp_path, host: str, port: int) -> subprocess.CompletedProcess[bytes]:
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    env.update(
+        DATABASE_URL=database_url,
+        HOST=host,
+        PORT=str(port),
+        JWT_SECRET=TEST_JWT_SECRET,
+        DATA_DIR=str(tmp_path / "data"),
+        LOG_LEVEL="info",
+    )
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [sys.executable, "-m", "stories", "serve"],
+            env=env,
+            cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_a_taken_port_stops_the_start_with_one_line_naming_port(database_url, tmp_path, taken_port):
+    result = await start_failure(database_url, tmp_path, "127.0.0.1", taken_port)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.splitlines() == [
+        f"stories: invalid configuration: PORT {taken_port} is already in use on 127.0.0.1; set PORT to a free port"
+    ]
+    assert b"Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [("192.0.2.1", "is not an address of this machine"), ("no-such-host.invalid", "is not a known address")],
+    ids=["not-local", "unknown-name"],
+)
+async def test_an_unbindable_host_stops_the_start_with_one_line_naming_host(database_url, tmp_path, host, problem):
+    result = await start_failure(database_url, tmp_path, host, 0)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith("stories: invalid configuration: HOST ")
+    assert problem in line
+    assert b"Traceback" not in result.stdout
