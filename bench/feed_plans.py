@@ -34,8 +34,7 @@ import asyncpg
 
 from stories.actors.expiry import DEFAULT_BATCH_SIZE
 from stories.clock import to_millis
-from stories.seed import TABLE_ORDER, SeedDataset, SeedPlan, SeedSummary
-from stories.seed import aio_copy_seed
+from stories.seed import TABLE_ORDER, SeedDataset, SeedPlan, SeedSummary, aio_copy_seed
 from stories.store import queries
 from stories.store.migrate import aio_migrate, load_migrations
 

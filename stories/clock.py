@@ -39,6 +39,10 @@ def to_millis(instant: datetime) -> datetime:
 
 
 def rfc3339(instant: datetime) -> str:
-    """API.md's time format: UTC, milliseconds, `Z` suffix (2026-11-24T10:00:00.123Z)."""
-    utc = instant.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    """API.md's time format: UTC, milliseconds, `Z` suffix (2026-11-24T10:00:00.123Z).
+
+    On the hot path (two per story of a feed page): isoformat is about twice as fast as strftime.
+    """
+    if instant.tzinfo is not UTC:
+        instant = instant.astimezone(UTC)
+    return instant.isoformat(timespec="milliseconds")[:-6] + "Z"

@@ -12,6 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 __all__ = ["Metrics"]
 
+# The methods the API uses; any other is counted as "other", so a client cannot mint label values.
+HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "DELETE", "OPTIONS", "HEAD"})
+
 # Request latency buckets tuned for a service whose typical request takes 0.5-20 ms.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -19,6 +22,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         r = self.registry
         self.http_requests = Counter("http_requests", "HTTP requests answered", ["route", "method", "code"], registry=r)
         self.http_duration = Histogram(
@@ -39,6 +43,9 @@ class Metrics:
         self.worker_latency = Histogram(
             "worker_latency_seconds", "Duration of one expiry worker run", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.retention_deleted = Counter(
+            "retention_deleted", "Rows deleted for good by the expiry worker's retention", ["kind"], registry=r
+        )
         self.rate_limited = Counter("rate_limited", "Requests refused by a rate limit", ["action"], registry=r)
         self.ws_connections = Gauge("ws_connections", "Open WebSocket connections", registry=r)
         self.ws_events_sent = Counter("ws_events_sent", "Events written to WebSockets", registry=r)
@@ -55,6 +62,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request. Label children are looked up once per (route, method, status): the
+        registry's own lookup takes a lock and builds a key on every call, on every request."""
+        method = method if method in HTTP_METHODS else "other"
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.http_requests.labels(route=route, method=method, code=str(status)),
+                self.http_duration.labels(route=route, method=method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_gc(self) -> None:
         """Time every collection of the cycle collector into `python_gc_pause_seconds` (the bench reads it)."""

@@ -11,6 +11,7 @@ import gc
 import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -106,7 +107,13 @@ def open_store_for(settings: Settings, pool_size: int | None = None) -> Abstract
 
 
 def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics) -> ActorSpec:
-    ticker = ExpiryTicker(store, clock, metrics, interval=settings.expiry_interval_seconds)
+    ticker = ExpiryTicker(
+        store,
+        clock,
+        metrics,
+        interval=settings.expiry_interval_seconds,
+        retention=timedelta(days=settings.retention_days),
+    )
     return ActorSpec("expiry", ticker.run)
 
 

@@ -85,6 +85,7 @@ SERVICE_VARIABLES = frozenset(
         "DB_ACQUIRE_TIMEOUT_SECONDS",
         "REQUEST_TIMEOUT_SECONDS",
         "WORKERS",
+        "RETENTION_DAYS",
     }
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
@@ -11,6 +12,7 @@ import trio
 from stories.errors import StoreUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from stories.clock import Clock
@@ -23,40 +25,82 @@ log = structlog.get_logger()
 DEFAULT_BATCH_SIZE = 500
 
 
+# The counters' recount looks back this far on a process's first run, and overlaps runs by this margin (clocks
+# of the processes that stamped the views may differ a little).
+RECOUNT_FIRST_LOOKBACK = timedelta(minutes=10)
+RECOUNT_OVERLAP = timedelta(minutes=1)
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+DEFAULT_RETENTION = timedelta(days=7)
+
+
 class ExpiryStore(Protocol):
     async def expire_batch(self, now: datetime, limit: int) -> int | None: ...
+    async def recount_since(self, since: datetime) -> int | None: ...
+    async def purge_stories(self, before: datetime, limit: int) -> int | None: ...
+    async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None: ...
 
 
 @dataclass(slots=True)
 class ExpiryTicker:
-    """Soft-deletes expired stories in bounded batches, leader-only (a transaction-scoped advisory lock per
-    batch, so many processes may run it and one does the work at a time). Inbox: none. Backpressure:
-    self-paced, one run per interval. Restart: safe, batches are idempotent. A database outage skips runs
-    (logged) instead of crashing."""
+    """Soft-deletes expired stories in bounded batches, then keeps the house: recounts counters a crashed process
+    never flushed, and deletes for good what retention no longer keeps (stories soft-deleted more than
+    `retention` ago, with their audience, views and reactions; idempotency keys after 24 h). Leader-only: every
+    batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
+    time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
+    A database outage skips runs (logged) instead of crashing."""
 
     store: ExpiryStore
     clock: Clock
     metrics: Metrics
     interval: float
     batch_size: int = DEFAULT_BATCH_SIZE
+    retention: timedelta = DEFAULT_RETENTION
+    _recounted_until: datetime | None = None
 
     async def run_once(self) -> int | None:
-        """Expire everything due now, batch by batch. None when another process is the leader."""
+        """Expire everything due now, batch by batch, then keep the house. None when another process is the
+        leader. A run that loses the leadership half-way still counts and logs what it did."""
         began = trio.current_time()
-        total = 0
-        while True:
-            expired = await self.store.expire_batch(self.clock.now(), self.batch_size)
-            if expired is None:
-                log.debug("expiry.not_leader")
-                return None
-            total += expired
-            if expired < self.batch_size:
-                break
+        now = self.clock.now()
+        total = await self._drain(self.store.expire_batch, now)
+        if total is None:
+            log.debug("expiry.not_leader")
+            return None
         elapsed = trio.current_time() - began
         self.metrics.stories_expired.inc(total)
         self.metrics.worker_latency.observe(elapsed)
         log.info("stories_expired", count=total, duration_ms=round(elapsed * 1000, 3))
+        await self._keep_house(now)
         return total
+
+    async def _keep_house(self, now: datetime) -> None:
+        began = trio.current_time()
+        since = self._recounted_until or now - RECOUNT_FIRST_LOOKBACK
+        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP)
+        if recounted is not None:
+            self._recounted_until = now
+        stories = await self._drain(self.store.purge_stories, now - self.retention)
+        keys = await self._drain(self.store.purge_idempotency_keys, now - IDEMPOTENCY_KEY_LIFETIME)
+        self.metrics.retention_deleted.labels(kind="stories").inc(stories or 0)
+        self.metrics.retention_deleted.labels(kind="idempotency_keys").inc(keys or 0)
+        log.info(
+            "housekeeping",
+            recounted=recounted,
+            stories_deleted=stories,
+            idempotency_keys_deleted=keys,
+            duration_ms=round((trio.current_time() - began) * 1000, 3),
+        )
+
+    async def _drain(self, batch: Callable[[datetime, int], Awaitable[int | None]], before: datetime) -> int | None:
+        """Run `batch` until one comes back short. None when not the leader from the start."""
+        total: int | None = None
+        while True:
+            done = await batch(before, self.batch_size)
+            if done is None:
+                return total
+            total = (total or 0) + done
+            if done < self.batch_size:
+                return total
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()

@@ -7,6 +7,7 @@ generic 500 body that reveals nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 
@@ -42,12 +43,17 @@ _HTTP_CODES = {
 }
 
 
+@functools.cache
+def _template(rule: str) -> str:
+    return _RULE_PARAM.sub(r"{\1}", rule)
+
+
 def route_template() -> str:
     """`/stories/{id}` for a matched route, never a raw id; one label for everything unmatched."""
     rule = request.url_rule
     if rule is None:
         return UNMATCHED_ROUTE
-    return _RULE_PARAM.sub(r"{\1}", rule.rule)
+    return _template(rule.rule)
 
 
 def _bearer_token() -> str:
@@ -87,9 +93,7 @@ async def _after_request(response: Response) -> Response:
         response.headers["Connection"] = "close"
     route, method, status = route_template(), request.method, response.status_code
     elapsed = trio.current_time() - g.get("started", trio.current_time())
-    metrics = deps().metrics
-    metrics.http_requests.labels(route=route, method=method, code=str(status)).inc()
-    metrics.http_duration.labels(route=route, method=method).observe(elapsed)
+    deps().metrics.observe_request(route, method, status, elapsed)
     log.info(
         "http.request",
         method=method,

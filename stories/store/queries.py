@@ -426,3 +426,52 @@ async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int
             limit,
         )
     return int(status.rsplit(" ", 1)[1])
+
+
+async def aio_recount_since(pool: asyncpg.Pool, since: datetime) -> int | None:
+    """Recount the stories that got views or reactions after `since` (leader-only; None when not the leader):
+    the net under the counter flusher, for increments a crashed process never flushed."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
+            return None
+        status = await conn.execute(
+            """UPDATE stories s
+               SET view_count = (SELECT count(*) FROM story_views v WHERE v.story_id = s.id),
+                   reaction_count = (SELECT count(*) FROM reactions r WHERE r.story_id = s.id)
+               WHERE s.id IN (SELECT story_id FROM story_views WHERE viewed_at > $1
+                              UNION SELECT story_id FROM reactions WHERE created_at > $1)""",
+            since,
+        )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def aio_purge_stories(pool: asyncpg.Pool, before: datetime, limit: int) -> int | None:
+    """Delete for good up to `limit` stories soft-deleted before `before`, with their audience, views and
+    reactions (foreign keys cascade). Leader-only; None when another process holds the expiry lock."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
+            return None
+        status = await conn.execute(
+            """DELETE FROM stories
+               WHERE id = ANY (ARRAY(SELECT id FROM stories WHERE deleted_at < $1
+                                     ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED))""",
+            before,
+            limit,
+        )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def aio_purge_idempotency_keys(pool: asyncpg.Pool, before: datetime, limit: int) -> int | None:
+    """Delete up to `limit` idempotency keys claimed before `before`. Leader-only, like the rest."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
+            return None
+        status = await conn.execute(
+            """DELETE FROM idempotency_keys k
+               USING (SELECT user_id, key FROM idempotency_keys WHERE created_at < $1
+                      ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) old
+               WHERE k.user_id = old.user_id AND k.key = old.key""",
+            before,
+            limit,
+        )
+    return int(status.rsplit(" ", 1)[1])

@@ -92,3 +92,15 @@ class Store:
     async def expire_batch(self, now: datetime, limit: int) -> int | None:
         """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
         return await self.database.call(queries.aio_expire_batch, now, limit)
+
+    async def recount_since(self, since: datetime) -> int | None:
+        """Recount stories viewed or reacted to after `since`; None when another process is the leader."""
+        return await self.database.call(queries.aio_recount_since, since)
+
+    async def purge_stories(self, before: datetime, limit: int) -> int | None:
+        """Delete for good up to `limit` stories soft-deleted before `before`; None when not the leader."""
+        return await self.database.call(queries.aio_purge_stories, before, limit)
+
+    async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None:
+        """Delete up to `limit` idempotency keys claimed before `before`; None when not the leader."""
+        return await self.database.call(queries.aio_purge_idempotency_keys, before, limit)

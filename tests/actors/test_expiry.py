@@ -1,3 +1,4 @@
+import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -25,6 +26,15 @@ class StubStore:
             raise result
         return result
 
+    async def recount_since(self, since):
+        return 0
+
+    async def purge_stories(self, before, limit):
+        return 0
+
+    async def purge_idempotency_keys(self, before, limit):
+        return 0
+
 
 async def test_run_once_drains_full_batches_then_stops(clock, metrics):
     store = StubStore([3, 3, 1])
@@ -32,6 +42,13 @@ async def test_run_once_drains_full_batches_then_stops(clock, metrics):
     assert await ticker.run_once() == 7
     assert store.calls == 3
     assert metrics.stories_expired._value.get() == 7
+
+
+async def test_a_run_that_loses_the_leadership_half_way_still_counts_what_it_did(clock, metrics):
+    store = StubStore([3, 3, None])
+    ticker = ExpiryTicker(store, clock, metrics, interval=60, batch_size=3)
+    assert await ticker.run_once() == 6
+    assert metrics.stories_expired._value.get() == 6
 
 
 async def test_not_leader_does_nothing(clock, metrics):
@@ -77,3 +94,42 @@ async def test_only_one_leader_at_a_time(store, database_url, clock):
         assert await store.expire_batch(START + timedelta(days=2), 10) == 0
     finally:
         await trio_asyncio.aio_as_trio(holder.close)()
+
+
+async def _execute(database_url, sql, *args):
+    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    try:
+        return await trio_asyncio.aio_as_trio(connection.fetchval)(sql, *args)
+    finally:
+        await trio_asyncio.aio_as_trio(connection.close)()
+
+
+async def test_housekeeping_recounts_and_deletes_what_retention_no_longer_keeps(
+    aio_loop, client, store, clock, metrics, database_url
+):
+    alice, bob = await signup(client), await signup(client)
+    created = await client.post("/stories", json={"text": "old", "visibility": "public"}, headers=alice.auth)
+    old = (await created.get_json())["id"]
+    assert (await client.post(f"/stories/{old}/view", headers=bob.auth)).status_code == 200
+    headers = {**alice.auth, "Idempotency-Key": "k1"}
+    assert (
+        await client.post("/stories", json={"text": "k", "visibility": "public"}, headers=headers)
+    ).status_code == 201
+    # The view's counter was never flushed (as if its process had crashed).
+    assert await _execute(database_url, "SELECT view_count FROM stories WHERE id = $1", uuid.UUID(old)) == 0
+
+    ticker = ExpiryTicker(store, clock, metrics, interval=60)
+    await ticker.run_once()
+    assert await _execute(database_url, "SELECT view_count FROM stories WHERE id = $1", uuid.UUID(old)) == 1
+
+    clock.advance(86_400 + 1)  # both stories expire (soft delete), the key is older than 24 h
+    await ticker.run_once()
+    assert await _execute(database_url, "SELECT count(*) FROM idempotency_keys") == 0
+    assert await _execute(database_url, "SELECT count(*) FROM stories WHERE deleted_at IS NOT NULL") == 2
+
+    clock.advance(7 * 86_400 + 1)  # soft-deleted for more than RETENTION_DAYS: gone for good, views included
+    await ticker.run_once()
+    assert await _execute(database_url, "SELECT count(*) FROM stories") == 0
+    assert await _execute(database_url, "SELECT count(*) FROM story_views") == 0
+    assert metrics.retention_deleted.labels(kind="stories")._value.get() == 2
+    assert metrics.retention_deleted.labels(kind="idempotency_keys")._value.get() == 1

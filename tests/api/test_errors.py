@@ -282,3 +282,13 @@ async def test_auth_events_never_contain_the_password_or_the_token(client, log_l
     for token in (signed_up["token"], logged_in["token"]):
         assert token not in everything
         assert token.split(".")[2] not in everything
+
+
+async def test_unknown_methods_share_one_metrics_label(client, metrics):
+    for method in ("BREW", "PROPFIND", "X-RANDOM-1"):
+        response = await client.open("/healthz", method=method)
+        assert response.status_code == 405
+    exported = metrics.render().decode()
+    assert 'method="other"' in exported
+    assert "BREW" not in exported
+    assert "PROPFIND" not in exported
