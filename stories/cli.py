@@ -7,6 +7,7 @@ database at start exits 3 with one line. No tracebacks for either.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from functools import partial
 from typing import TYPE_CHECKING
@@ -17,7 +18,8 @@ from stories import __version__, runtime
 from stories.errors import ConfigError, Conflict, StoreUnavailable
 from stories.logging import configure_logging
 from stories.seed import DEFAULT_SEED_PASSWORD
-from stories.settings import Settings, load_settings
+from stories.settings import MAX_WORKERS, Settings, load_settings
+from stories.workers import serve_workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,6 +56,7 @@ _DESCRIPTIONS = {
         "  REDIS_URL      or REDIS_ADDR + REDIS_PASSWORD: shared rate limits, events (unset: off)\n"
         "  JWT_SECRET     HS256 key (unset: generated in DATA_DIR; required in production)\n"
         "  MINIO_ENDPOINT and MINIO_*: object storage for uploads\n"
+        "  WORKERS        server processes on one port (default 1; --workers N)\n"
         "  BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
     ),
     "worker": (
@@ -91,7 +94,16 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    command("serve", "run the API, WebSocket and every actor in this process")
+    serve = command("serve", "run the API, WebSocket and every actor in this process")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N server processes on one port, each a full actor system (default: WORKERS, else 1)",
+    )
+    # Set by the --workers parent for its children: serve this process alone.
+    serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     command("worker", "run the expiry worker alone (for deployments that keep it apart)")
     command("migrate", "apply the database migrations and exit")
     seed = command("seed", "fill the database with generated users, follows and stories")
@@ -109,10 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"stories: invalid configuration: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "serve" and args.workers is not None:
+        if not 1 <= args.workers <= MAX_WORKERS:
+            print(f"stories: invalid configuration: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = dataclasses.replace(settings, workers=args.workers)
     configure_logging(settings.log_level)
     exit_code = 0
     try:
-        if args.command == "serve":
+        if args.command == "serve" and settings.workers > 1 and not args.child:
+            trio.run(serve_workers, settings)
+        elif args.command == "serve":
             trio.run(runtime.serve, settings)
         elif args.command == "worker":
             trio.run(runtime.worker, settings)

@@ -178,12 +178,14 @@ async def serve(
     secret = _jwt_secret(settings)
     metrics = Metrics()
     metrics.watch_gc()
+    passwords = PasswordHasher(settings.bcrypt_cost)
     async with (
         signals_handled() as life,
         open_store_for(settings) as database,
         open_redis(settings.redis_url) as redis,
     ):
         await migrate(database)
+        await passwords.prepare()  # one hash: measures the hash time and builds the dummy for unknown emails
         store = Store(database)
         limiter = BucketKeeper.from_settings(settings, redis)
         hub = Hub(metrics)
@@ -201,7 +203,7 @@ async def serve(
                     metrics=metrics,
                     clock=clock,
                     tokens=tokens,
-                    passwords=PasswordHasher(settings.bcrypt_cost),
+                    passwords=passwords,
                     limiter=limiter,
                     redis=redis,
                     hub=hub,

@@ -47,6 +47,7 @@ DEFAULT_DB_POOL_SIZE = 10
 DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS = 2.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
 # Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
@@ -198,7 +199,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
             "DB_ACQUIRE_TIMEOUT_SECONDS", DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS, 0.01, 60.0
         ),
         request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
-        workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, 64),
+        workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
         ws_ping_interval_seconds=ws_ping,
         ws_dead_after_seconds=ws_dead_after,

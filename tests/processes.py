@@ -152,11 +152,7 @@ class ServerProcess:
         return f"[{self.name}] exit={self.process.poll()} events={events[-40:]} stderr={self.stderr()[-2000:]}"
 
     async def stop(self, signum: signal.Signals = signal.SIGTERM) -> float:
-        """Send `signum` and wait for the exit; returns the seconds it took.
-
-        A process that served WebSockets in its last WS_PING_INTERVAL_SECONDS takes its whole DRAIN_SECONDS:
-        hypercorn 0.18 keeps a closed socket's connection until its ping task next wakes up.
-        """
+        """Send `signum` and wait for the exit; returns the seconds it took."""
         began = trio.current_time()
         self.process.send_signal(signum)
         with trio.fail_after(STOP_SECONDS):

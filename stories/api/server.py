@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -110,6 +111,12 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
+    if settings.workers > 1:
+        # With several server processes (stories serve --workers N) each binds the port with SO_REUSEPORT, which
+        # hypercorn sets when told of more than one worker, and the kernel spreads connections across them. Its
+        # trio `serve` then warns that it starts no workers itself: true, and meant (stories.workers does).
+        config.workers = settings.workers
+        warnings.filterwarnings("ignore", message="The config `workers` has no affect", category=Warning)
     # A backstop only: serve_http ends the drain itself, by the same deadline.
     config.graceful_timeout = settings.drain_seconds
     config.accesslog = None  # the app logs one structured line per request itself

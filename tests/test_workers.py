@@ -1,0 +1,49 @@
+"""`stories serve --workers N` (WORKERS=N): N full server processes on one port under a supervising parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import trio
+
+from tests.processes import stories_serve
+
+WAIT = 60.0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+async def test_workers_share_one_port_restart_a_crashed_child_and_drain_on_sigterm(database_url, tmp_path):
+    async with stories_serve(database_url, tmp_path, WORKERS="2") as server:
+        with trio.fail_after(WAIT):
+            await server.wait_for("actor.started", count=2 * 5)  # every actor of both children
+            first = children(server.process.pid)
+            assert len(first) == 2
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+                for _ in range(10):
+                    assert (await http.get("/healthz")).status_code == 200
+
+                os.kill(first[0], signal.SIGKILL)
+                (crashed,) = await server.wait_for("worker.crashed")
+                assert crashed["exit_code"] == -signal.SIGKILL
+                await server.wait_for("worker.started", count=3)
+                await server.wait_for("actor.started", count=3 * 5)  # the new child is up
+                assert len(children(server.process.pid)) == 2
+                for _ in range(10):
+                    # A fresh connection each time: the kernel may hand it to either child.
+                    response = await http.get("/healthz", headers={"Connection": "close"})
+                    assert response.status_code == 200
+
+            await server.stop()
+            assert server.process.returncode == 0
+        assert [line for line in server.lines() if line["event"] == "shutdown.forced"] == []
+        assert server.logged("shutdown.complete")[-1].get("workers") == 2
