@@ -76,8 +76,10 @@ class Drain:
 
     def _set_in_flight(self, count: int) -> None:
         self._in_flight = count
-        self._changed.set()
-        self._changed = trio.Event()
+        # Only a drain waits on changes (wait_drained), so only a drain pays for the events (the hot path).
+        if self._shutdown.is_set():
+            self._changed.set()
+            self._changed = trio.Event()
 
     async def _send_closing_when_draining(self, send: ASGISendCallable, message: ASGISendEvent) -> None:
         if not self._shutdown.is_set():
