@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
 import trio
 import trio_asyncio
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
 
 __all__ = ["Bridge", "open_bridge"]
+
+log = structlog.get_logger()
 
 R = TypeVar("R")
 
@@ -69,7 +72,15 @@ class Bridge:
 async def open_bridge() -> AsyncIterator[Bridge]:
     """The asyncio loop lives as long as this block; close every asyncpg object inside it."""
     async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(_log_asyncio_error)
         yield Bridge(loop)
+
+
+def _log_asyncio_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What asyncio would print to stderr as a bare traceback (asyncpg does, for a connection that breaks while
+    the pool releases it during a database outage) becomes one structured log line."""
+    error = context.get("exception")
+    log.warning("asyncio.error", message=context.get("message"), error=repr(error) if error else None)
 
 
 def _retrieve_outcome(task: asyncio.Task[Any]) -> None:

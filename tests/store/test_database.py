@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
+import structlog
 import trio
 
 from stories.errors import Overloaded
 from stories.store import open_database
+from stories.store.bridge import open_bridge
 
 
 async def aio_sleep(pool: asyncpg.Pool, seconds: float) -> None:
@@ -44,3 +48,17 @@ async def test_an_abandoned_call_keeps_its_slot_until_its_query_ends(settings, t
         assert database.slots_free == 0
         assert await database.call(aio_one) == 1
         assert database.slots_free == 1
+
+
+async def aio_report_error() -> None:
+    asyncio.get_running_loop().call_exception_handler({"message": "connection lost", "exception": OSError("reset")})
+
+
+async def test_asyncio_errors_are_log_lines_not_bare_tracebacks(capsys):
+    with structlog.testing.capture_logs() as logs:
+        async with open_bridge() as bridge:
+            await bridge.run(aio_report_error)
+    assert {"event": "asyncio.error", "message": "connection lost", "error": "OSError('reset')"}.items() <= logs[
+        0
+    ].items()
+    assert capsys.readouterr().err == ""
