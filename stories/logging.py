@@ -31,3 +31,22 @@ def configure_logging(level: str = "info", *, stream: BinaryIO | None = None) ->
         logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.setLevel(_LEVELS[level])
+    if not any(isinstance(handler, _ToStructlog) for handler in root.handlers):
+        root.addHandler(_ToStructlog())
+
+
+class _ToStructlog(logging.Handler):
+    """Libraries that log through the standard library (asyncpg: "failed to restore the pool connection floor"
+    during a database outage, with a whole traceback) become one JSON line like ours, the error as its repr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger().log(
+            record.levelno,
+            "library.log",
+            logger=record.name,
+            message=record.getMessage(),
+            error=None if error is None else repr(error),
+        )

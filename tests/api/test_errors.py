@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -292,3 +293,14 @@ async def test_unknown_methods_share_one_metrics_label(client, metrics):
     assert 'method="other"' in exported
     assert "BREW" not in exported
     assert "PROPFIND" not in exported
+
+
+def test_library_logs_are_json_lines_without_tracebacks(log_lines):
+    try:
+        raise ConnectionResetError("peer reset")
+    except ConnectionResetError:
+        logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor", exc_info=True)
+    (line,) = [line for line in log_lines() if line["event"] == "library.log"]
+    assert line["logger"] == "asyncpg.pool"
+    assert line["error"] == "ConnectionResetError('peer reset')"
+    assert "Traceback" not in json.dumps(line)
