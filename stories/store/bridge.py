@@ -29,7 +29,7 @@ class Bridge:
     """Runs asyncio coroutine functions from trio tasks. Safe to share between tasks."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
 
     async def run(
         self,
@@ -46,7 +46,7 @@ class Bridge:
         (a pool slot) is released then, not earlier.
         """
         try:
-            task = self._loop.create_task(fn(*args))
+            task = self.loop.create_task(fn(*args))
         except BaseException:
             if finished is not None:
                 finished()
