@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -280,3 +281,17 @@ async def refused_upgrade(
 ) -> ConnectionRejected:
     """The rejection of an upgrade of `server`'s /ws that must be refused."""
     return await refused_ws(server.port, "/ws" if token is None else f"/ws?token={token}", headers)
+
+
+def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m stories ARGS` in `cwd`, with none of the service's variables inherited but `env`'s."""
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-m", "stories", *args],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 from stories.cli import main
-from tests.processes import SERVICE_VARIABLES
+from tests.processes import run_cli
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    return subprocess.run(
-        [sys.executable, "-m", "stories", *args],
-        env={**base, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -40,7 +25,7 @@ def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
 def test_unwritable_data_dir_is_one_line_naming_data_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    result = _run_cli(
+    result = run_cli(
         tmp_path,
         # A database that is never reached: the secret is resolved first.
         {"DATA_DIR": str(blocker / "state"), "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"},
@@ -61,7 +46,7 @@ def test_unwritable_data_dir_is_one_line_naming_data_dir(tmp_path: Path) -> None
     ],
 )
 def test_bad_value_is_one_line_naming_it_without_secrets(variable: str, value: str, tmp_path: Path) -> None:
-    line = _one_line(_run_cli(tmp_path, {variable: value}, "serve"), 2)
+    line = _one_line(run_cli(tmp_path, {variable: value}, "serve"), 2)
     assert line.startswith(f"stories: invalid configuration: {variable} ")
     assert "hunter2-secret" not in line
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from stories.settings import (
     load_settings,
     resolve_jwt_secret,
 )
-from tests.processes import SERVICE_VARIABLES
+from tests.processes import SERVICE_VARIABLES, run_cli
 
 SECRET = "s" * 32
 
@@ -242,25 +239,12 @@ def test_generated_jwt_secret_is_kept_in_data_dir(tmp_path: Path) -> None:
     assert resolve_jwt_secret(Settings(jwt_secret=SECRET, data_dir=tmp_path)) == (SECRET, False)
 
 
-def _run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in FULL_ENV and k != "REDIS_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "stories", *args],
-        env={**base, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("variable", "value", "command"),
     [("PORT", "abc", "serve"), ("DATABASE_URL", "mysql://x", "migrate")],
 )
 def test_cli_bad_value_is_one_line_and_exit_2(variable: str, value: str, command: str, tmp_path: Path) -> None:
-    result = _run_cli(tmp_path, {variable: value}, command)
+    result = run_cli(tmp_path, {variable: value}, command)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
