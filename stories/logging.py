@@ -32,7 +32,8 @@ def configure_logging(level: str = "info", *, stream: BinaryIO | None = None) ->
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
-    root.setLevel(_LEVELS[level])
+    # Libraries speak from warning up (their info lines are chatter about connections), or everything at debug.
+    root.setLevel(logging.DEBUG if level == "debug" else max(logging.WARNING, _LEVELS[level]))
     if not any(isinstance(handler, _ToStructlog) for handler in root.handlers):
         root.addHandler(_ToStructlog())
 
