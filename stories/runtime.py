@@ -1,8 +1,9 @@
 """The composition root: the only place that builds and wires the process (STYLE R8).
 
-Shutdown order is the nesting below, outermost last to close: asyncio loop -> store -> actors -> HTTP.
-The first SIGTERM/SIGINT stops accepting and drains requests (bounded by DRAIN_SECONDS); then actors
-are cancelled, the pool closes and an embedded database stops. A second signal cancels at once.
+Shutdown order is the nesting below, outermost last to close: signal handling -> database (its asyncio loop
+inside) -> Redis -> actors -> HTTP. The first SIGTERM/SIGINT stops accepting and drains requests (bounded by
+DRAIN_SECONDS; during start-up it stops the start); then actors are cancelled, the pool closes and an embedded
+database stops. A second signal cancels at once.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ async def serve(
         store = Store(database)
         limiter = BucketKeeper.from_settings(settings, redis)
         hub = Hub(metrics)
-        relay = build_relay(hub, connect=postgres_connector(database.dsn), redis=redis)
+        relay = build_relay(hub, connect=postgres_connector(database.dsn), bridge=database.bridge, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
         async with trio.open_nursery() as actors:

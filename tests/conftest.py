@@ -22,6 +22,7 @@ from stories.metrics import Metrics
 from stories.security import PasswordHasher, TokenIssuer
 from stories.settings import Settings
 from stories.store import Store, open_database
+from stories.store.bridge import Bridge, open_bridge
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis"]
 
@@ -65,6 +66,12 @@ async def aio_loop() -> AsyncIterator[None]:
 
 
 @pytest.fixture
+async def bridge() -> AsyncIterator[Bridge]:
+    async with open_bridge() as bridge:
+        yield bridge
+
+
+@pytest.fixture
 async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
     async with open_database(settings.database_url, data_dir=settings.data_dir, pool_size=4) as database:
         yield Store(database)
@@ -96,7 +103,9 @@ def app_deps(
         redis=None,
         hub=hub,
         # Not running: publish() still delivers to this process's hub at once, which is all API tests need.
-        relay=build_relay(hub, connect=postgres_connector(store.database.dsn), redis=None),
+        relay=build_relay(
+            hub, connect=postgres_connector(store.database.dsn), bridge=store.database.bridge, redis=None
+        ),
         callers=Callers(tokens, store),
         # Not running: tests flush it when they read counters.
         counters=counters,

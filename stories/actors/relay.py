@@ -29,7 +29,6 @@ import asyncpg
 import orjson
 import structlog
 import trio
-import trio_asyncio
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
@@ -37,12 +36,13 @@ from stories.actors.messages import MalformedEvent, event_from_relay
 from stories.errors import StoriesError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from stories.actors.hub import Hub
     from stories.actors.messages import Event
     from stories.redis import RedisLink
+    from stories.store.bridge import Bridge
 
 __all__ = [
     "DEFAULT_CHANNEL",
@@ -287,13 +287,14 @@ def build_relay(
     hub: Hub,
     *,
     connect: Callable[[], Awaitable[asyncpg.Connection[Any]]],
+    bridge: Bridge,
     redis: RedisLink | None,
     channel: str = DEFAULT_CHANNEL,
 ) -> EventRelay:
     """The process's relay: Redis pub/sub when Redis is configured, else PostgreSQL LISTEN/NOTIFY."""
     if redis is not None:
         return EventRelay(hub, RedisTransport(redis, redis.key(channel)))
-    return EventRelay(hub, PostgresTransport(connect, channel))
+    return EventRelay(hub, PostgresTransport(connect, channel, bridge))
 
 
 # ---- Redis pub/sub (coredis is anyio-based: native on trio) ----------------------------------------------
@@ -356,7 +357,8 @@ async def _redis_ping(client: Any) -> None:
 
 # ---- PostgreSQL LISTEN/NOTIFY --------------------------------------------------------------------------
 # The LISTEN connection is the relay's own (outside the store's pool), so its asyncio side lives here, below,
-# in `aio_*` functions with no trio calls; PostgresTransport crosses into each of them once.
+# in `aio_*` functions with no trio calls; PostgresTransport crosses into each of them once, through the store's
+# bridge (the connection lives on the bridge's asyncio thread, like the pool's).
 
 
 def postgres_connector(dsn: str) -> Callable[[], Awaitable[asyncpg.Connection[Any]]]:
@@ -373,7 +375,8 @@ async def aio_listen(
     on_payload: Callable[[str], None],
     on_terminated: Callable[[], None],
 ) -> asyncpg.Connection[Any]:
-    """Open a connection and LISTEN on `channel`. The callbacks run on the event loop and must not block."""
+    """Open a connection and LISTEN on `channel`. The callbacks run on the bridge's thread: pass them through
+    `Bridge.to_trio`."""
     conn = await connect()
     try:
         conn.add_termination_listener(lambda _conn: on_terminated())
@@ -397,14 +400,14 @@ async def aio_close(conn: asyncpg.Connection[Any]) -> None:
     await conn.close()
 
 
-async def _cross(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     """One bridge crossing; connection failures become RelayDisconnected (a crash, hence a restart).
 
     An asyncio CancelledError with no trio cancel behind it means the loop tore the operation down; as a
     BaseException it would end the process instead of restarting the relay (STYLE R15).
     """
     try:
-        return await trio_asyncio.aio_as_trio(fn)(*args)
+        return await bridge.run(fn, *args)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise RelayDisconnected(f"postgres relay connection failed: {exc!r}") from exc
     except asyncio.CancelledError as exc:
@@ -419,33 +422,38 @@ class PostgresTransport:
 
     name = "postgres"
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection[Any]]], channel: str) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection[Any]]], channel: str, bridge: Bridge) -> None:
         self.connect = connect
         self.channel = channel
+        self.bridge = bridge
 
     @asynccontextmanager
     async def open(self, feed: Feed) -> AsyncIterator[RelaySession]:
-        conn: asyncpg.Connection[Any] = await _cross(aio_listen, self.connect, self.channel, feed.offer, feed.close)
+        bridge = self.bridge
+        conn: asyncpg.Connection[Any] = await _cross(
+            bridge, aio_listen, self.connect, self.channel, bridge.to_trio(feed.offer), bridge.to_trio(feed.close)
+        )
         try:
-            yield _PostgresSession(conn, self.channel)
+            yield _PostgresSession(conn, self.channel, bridge)
         finally:
             feed.close()
             with trio.move_on_after(CLOSE_SECONDS, shield=True):
                 try:
-                    await _cross(aio_close, conn)
+                    await _cross(bridge, aio_close, conn)
                 except RelayDisconnected:
-                    conn.terminate()
+                    bridge.call_soon(conn.terminate)
             if not conn.is_closed():
-                conn.terminate()
+                bridge.call_soon(conn.terminate)
 
 
 @dataclass(frozen=True, slots=True)
 class _PostgresSession:
     conn: asyncpg.Connection[Any]
     channel: str
+    bridge: Bridge
 
     async def publish(self, payloads: Sequence[str]) -> None:
-        await _cross(aio_notify, self.conn, self.channel, payloads)
+        await _cross(self.bridge, aio_notify, self.conn, self.channel, payloads)
 
     async def keepalive(self) -> None:
-        await _cross(aio_ping, self.conn)
+        await _cross(self.bridge, aio_ping, self.conn)

@@ -133,10 +133,11 @@ class Database:
 
     async def close(self) -> None:
         await self._bridge.run(self._health.aio_close)
-        await self._bridge.run(self._pool.close)
+        await self._bridge.run(_aio_close_pool, self._pool)
 
     def terminate(self) -> None:
-        self._pool.terminate()
+        """Drop every connection now (a close that did not finish in time)."""
+        self._bridge.call_soon(self._pool.terminate)
 
 
 class _HealthLink:
@@ -169,6 +170,7 @@ async def open_database(
     data_dir: Path,
     pool_size: int,
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
+    new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> AsyncIterator[Database]:
     """Yield a Database on a connected pool; close the pool (and stop an embedded server) on exit.
 
@@ -183,7 +185,7 @@ async def open_database(
         database_url = await trio.to_thread.run_sync(embedded.start)
         log.info("db.embedded.started", pgdata=str(embedded.pgdata))
     try:
-        async with open_bridge() as bridge:
+        async with open_bridge(*([new_loop] if new_loop else [])) as bridge:
             pool = await _connect(bridge, database_url, pool_size)
             database = Database(bridge, pool, database_url, pool_size=pool_size, acquire_timeout=acquire_timeout)
             try:
@@ -199,6 +201,10 @@ async def open_database(
             with trio.move_on_after(EMBEDDED_STOP_SECONDS, shield=True):
                 await trio.to_thread.run_sync(embedded.stop)
             log.info("db.embedded.stopped")
+
+
+async def _aio_close_pool(pool: asyncpg.Pool) -> None:
+    await pool.close()
 
 
 async def _aio_create_pool(database_url: str, pool_size: int) -> asyncpg.Pool:

@@ -34,6 +34,7 @@ from stories.actors.relay import (
 from stories.actors.supervisor import ActorSpec, supervise
 from stories.metrics import Metrics
 from stories.redis import open_redis
+from stories.store.bridge import Bridge
 from tests.fixtures.redis import capture_all_logs
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ def viewed(author_id: uuid.UUID) -> StoryViewed:
     return StoryViewed(author_id=author_id, story_id=uuid.uuid4(), viewer_id=uuid.uuid4(), viewed_at=datetime.now(UTC))
 
 
-def pg_relay(database_url: str, channel: str) -> EventRelay:
-    return EventRelay(Hub(Metrics()), PostgresTransport(postgres_connector(database_url), channel))
+def pg_relay(database_url: str, channel: str, bridge: Bridge) -> EventRelay:
+    return EventRelay(Hub(Metrics()), PostgresTransport(postgres_connector(database_url), channel, bridge))
 
 
 async def next_id(receive: trio.MemoryReceiveChannel[str]) -> str:
@@ -121,9 +122,11 @@ def test_feed_drops_and_marks_the_place_of_the_loss() -> None:
     assert feed.receive.receive_nowait() == "6"
 
 
-async def test_postgres_relay_carries_events_between_processes(aio_loop: None, database_url: str) -> None:
+async def test_postgres_relay_carries_events_between_processes(
+    aio_loop: None, bridge: Bridge, database_url: str
+) -> None:
     channel = f"events_{uuid.uuid4().hex[:8]}"
-    a, b = pg_relay(database_url, channel), pg_relay(database_url, channel)
+    a, b = pg_relay(database_url, channel, bridge), pg_relay(database_url, channel, bridge)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.run)
         nursery.start_soon(b.run)
@@ -132,9 +135,9 @@ async def test_postgres_relay_carries_events_between_processes(aio_loop: None, d
         nursery.cancel_scope.cancel("test done")
 
 
-async def test_postgres_relay_batches_a_burst_in_order(aio_loop: None, database_url: str) -> None:
+async def test_postgres_relay_batches_a_burst_in_order(aio_loop: None, bridge: Bridge, database_url: str) -> None:
     channel = f"events_{uuid.uuid4().hex[:8]}"
-    a, b = pg_relay(database_url, channel), pg_relay(database_url, channel)
+    a, b = pg_relay(database_url, channel, bridge), pg_relay(database_url, channel, bridge)
     author = uuid.uuid4()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.run)
@@ -151,8 +154,10 @@ async def test_postgres_relay_batches_a_burst_in_order(aio_loop: None, database_
         nursery.cancel_scope.cancel("test done")
 
 
-async def test_terminated_listen_connection_makes_the_relay_raise(aio_loop: None, database_url: str) -> None:
-    relay = pg_relay(database_url, f"events_{uuid.uuid4().hex[:8]}")
+async def test_terminated_listen_connection_makes_the_relay_raise(
+    aio_loop: None, bridge: Bridge, database_url: str
+) -> None:
+    relay = pg_relay(database_url, f"events_{uuid.uuid4().hex[:8]}", bridge)
     with pytest.RaisesGroup(RelayDisconnected, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay.run)
@@ -163,9 +168,11 @@ async def test_terminated_listen_connection_makes_the_relay_raise(aio_loop: None
     assert not relay.listening
 
 
-async def test_supervised_relay_comes_back_logs_the_gap_and_resyncs(aio_loop: None, database_url: str) -> None:
+async def test_supervised_relay_comes_back_logs_the_gap_and_resyncs(
+    aio_loop: None, bridge: Bridge, database_url: str
+) -> None:
     channel = f"events_{uuid.uuid4().hex[:8]}"
-    a, b = pg_relay(database_url, channel), pg_relay(database_url, channel)
+    a, b = pg_relay(database_url, channel, bridge), pg_relay(database_url, channel, bridge)
     metrics = Metrics()
     author = uuid.uuid4()
     with capture_all_logs() as logs:
@@ -192,10 +199,10 @@ async def test_supervised_relay_comes_back_logs_the_gap_and_resyncs(aio_loop: No
 
 
 async def test_events_published_while_the_broker_is_down_are_sent_after_reconnect(
-    aio_loop: None, database_url: str
+    aio_loop: None, bridge: Bridge, database_url: str
 ) -> None:
     channel = f"events_{uuid.uuid4().hex[:8]}"
-    a, b = pg_relay(database_url, channel), pg_relay(database_url, channel)
+    a, b = pg_relay(database_url, channel, bridge), pg_relay(database_url, channel, bridge)
     author = uuid.uuid4()
     event = viewed(author)
     async with trio.open_nursery() as nursery:
