@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import asyncpg
@@ -10,7 +11,7 @@ import pytest
 import structlog
 import trio
 
-from stories.errors import Overloaded
+from stories.errors import Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
 
@@ -80,3 +81,16 @@ async def test_operations_arm_no_asyncio_timers(settings, tmp_path):
             await store.existing_users([uuid.uuid4()])
         assert loop._timer_cancelled_count == 0
         assert len(loop._scheduled) <= 2
+
+
+async def test_an_unreachable_database_is_retried_for_30_seconds_then_named(tmp_path, autojump_clock):
+    # Nothing listens on the port: every attempt is refused at once; the clock jumps through the backoff.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgres://root@127.0.0.1:{port}/stories"
+    started = trio.current_time()
+    with trio.fail_after(120), pytest.raises(StoreUnavailable, match="DATABASE_URL"):
+        async with open_database(url, data_dir=tmp_path, pool_size=1):
+            pytest.fail("connected to nothing")
+    assert 30 <= trio.current_time() - started < 40
