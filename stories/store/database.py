@@ -51,10 +51,9 @@ _UNAVAILABLE = (
 )
 
 
-# No asyncio timer is armed per operation: trio-asyncio keeps every cancelled timer (and the request context it
-# holds) until its deadline, which grew memory by ~10 KB per request (DESIGN.md, "The asyncpg bridge").
-# Deadlines live on the trio side instead. No session state is ever set, so a released connection needs no
-# reset round trip.
+# No asyncio timer is armed per operation (trio-asyncio, the bridge before this one, kept every cancelled timer
+# with the request context it held until its deadline: ~10 KB per request, bench/bridge.md), and deadlines live
+# on the trio side anyway. No session state is ever set, so a released connection needs no reset round trip.
 async def _no_reset(_: asyncpg.Connection[Any]) -> None:
     """Released connections skip `RESET ALL` and friends (asyncpg still rolls back an open transaction)."""
 
