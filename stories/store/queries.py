@@ -7,7 +7,7 @@ exactly once (stories/store/bridge.py). Migrations live in migrate.py, the seed'
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -157,8 +157,10 @@ async def aio_create_story(
     - key held by a different body: IdempotencyKeyReused.
     A concurrent request with the same key blocks on the key's primary key until the first commits or rolls
     back, so exactly one story is created. Unknown audience ids: InvalidRequest, nothing written.
+    A story with neither claim nor audience is the single INSERT alone: one round trip, no BEGIN/COMMIT.
     """
-    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
+    atomic = claim is not None or bool(audience)
+    async with pool.acquire() as conn, _caller_exists(), conn.transaction() if atomic else nullcontext():
         if claim is not None:
             claimed = await conn.fetchval(
                 """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)

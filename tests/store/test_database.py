@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -14,6 +16,7 @@ import trio
 from stories.errors import Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
+from stories.store.models import IdempotencyClaim, Story
 
 
 async def aio_sleep(pool: asyncpg.Pool, seconds: float) -> None:
@@ -94,3 +97,23 @@ async def test_an_unreachable_database_is_retried_for_30_seconds_then_named(tmp_
         async with open_database(url, data_dir=tmp_path, pool_size=1):
             pytest.fail("connected to nothing")
     assert 30 <= trio.current_time() - started < 40
+
+
+async def aio_round_trips(pool: asyncpg.Pool) -> int:
+    """Statements sent so far on the pool's only connection (asyncpg counts them per protocol)."""
+    return sum(holder._con._protocol.queries_count for holder in pool._holders if holder._con is not None)
+
+
+async def test_a_story_without_key_or_audience_is_one_round_trip(settings, tmp_path, clock):
+    async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1) as database:
+        store = Store(database)
+        now = clock.now()
+        user = await store.create_user(uuid.uuid4(), f"{uuid.uuid4().hex}@example.com", "x", now)
+        before = await database.call(aio_round_trips)
+        story = Story(uuid.uuid4(), user.id, "hi", None, "public", now, now + timedelta(days=1))
+        await store.create_story(story, [], None)
+        assert await database.call(aio_round_trips) - before == 1
+        keyed = dataclasses.replace(story, id=uuid.uuid4())
+        before = await database.call(aio_round_trips)
+        await store.create_story(keyed, [], IdempotencyClaim("k", b"h", b"{}"))
+        assert await database.call(aio_round_trips) - before == 4  # BEGIN, claim, INSERT, COMMIT
