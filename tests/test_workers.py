@@ -25,7 +25,8 @@ def children(pid: int) -> list[int]:
 async def test_workers_share_one_port_restart_a_crashed_child_and_drain_on_sigterm(database_url, tmp_path):
     async with stories_serve(database_url, tmp_path, WORKERS="2") as server:
         with trio.fail_after(WAIT):
-            await server.wait_for("actor.started", count=2 * 5)  # every actor of both children
+            # The parent's line, then each child's once its socket listens (actors may start before it does).
+            await server.wait_for("http.listening", count=1 + 2)
             first = children(server.process.pid)
             assert len(first) == 2
             async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
@@ -36,7 +37,7 @@ async def test_workers_share_one_port_restart_a_crashed_child_and_drain_on_sigte
                 (crashed,) = await server.wait_for("worker.crashed")
                 assert crashed["exit_code"] == -signal.SIGKILL
                 await server.wait_for("worker.started", count=3)
-                await server.wait_for("actor.started", count=3 * 5)  # the new child is up
+                await server.wait_for("http.listening", count=1 + 3)  # the new child listens
                 assert len(children(server.process.pid)) == 2
                 for _ in range(10):
                     # A fresh connection each time: the kernel may hand it to either child.
