@@ -27,6 +27,8 @@ Rounds interleave the bridges (rotated each round); medians are reported.
 
     .venv/bin/python -m bench.bridge                                  # defaults: 20,000 ops x 5 runs
     .venv/bin/python -m bench.bridge --ops 5000 --runs 3 --bridges B,C --workloads ping --report ''
+    .venv/bin/python -m bench.bridge --raw /tmp/bridge.jsonl      # also keep every run's result
+    .venv/bin/python -m bench.bridge --from-raw /tmp/bridge.jsonl # only rewrite the report from kept results
 
 Creates a database next to --admin-url's and drops it at the end.
 """
@@ -493,6 +495,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     ordered = sorted(latencies)
     return {
         "ops": args.ops,
+        "warmup": args.warmup,
+        "concurrency": args.concurrency,
+        "pool_size": args.pool_size,
         "ops_per_s": args.ops / wall,
         "cpu_us_per_op": cpu / args.ops * 1e6,
         "pg_cpu_us_per_op": None if pg_before is None or pg_after is None else (pg_after - pg_before) / args.ops * 1e6,
@@ -536,18 +541,34 @@ def burn_slice_ms() -> float:
     return (time.perf_counter() - start) / 20 * 1e3
 
 
-def collect(args: argparse.Namespace, dsn: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+Results = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def collect(args: argparse.Namespace, dsn: str) -> Results:
+    """Run every (round, workload, variant), appending each result to `--raw` as it arrives."""
     variants = args.bridges.split(",")
-    results: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    results: Results = defaultdict(list)
     for run in range(args.runs):
         asyncio.run(admin(dsn, "TRUNCATE bench_events"))
         order = variants[run % len(variants) :] + variants[: run % len(variants)]
         for workload in args.workloads.split(","):
             for variant in order:
                 result = run_child(args, dsn, variant, workload)
-                if result is not None:
-                    results[(workload, variant)].append(result)
-                    print(f"run {run + 1} {workload:5} {variant:10} {fmt_row(result)}", flush=True)
+                if result is None:
+                    continue
+                results[(workload, variant)].append(result)
+                print(f"run {run + 1} {workload:5} {variant:10} {fmt_row(result)}", flush=True)
+                if args.raw:
+                    with Path(args.raw).open("a") as raw:
+                        raw.write(json.dumps({"workload": workload, "variant": variant, **result}) + "\n")
+    return results
+
+
+def load_raw(path: str) -> Results:
+    results: Results = defaultdict(list)
+    for line in Path(path).read_text().splitlines():
+        result = json.loads(line)
+        results[(result["workload"], result["variant"])].append(result)
     return results
 
 
@@ -568,7 +589,7 @@ def cell(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def summary(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, Any]]:
+def summary(results: Results) -> dict[tuple[str, str], dict[str, Any]]:
     keys = ["ops_per_s", "cpu_us_per_op", "pg_cpu_us_per_op", "p50_ms", "p99_ms", "rss_mb_per_10k"]
     keys += ["timers_left", "timers_per_op", "burn_slices_per_s"]
     table = {}
@@ -691,7 +712,7 @@ pending concurrent future makes asyncio call `task.cancel()` on the loop thread.
 """
 
 
-def environment(args: argparse.Namespace, dsn: str) -> list[str]:
+def environment(admin_url: str, pool_size: int) -> list[str]:
     def version(package: str) -> str:
         try:
             return metadata.version(package)
@@ -699,11 +720,11 @@ def environment(args: argparse.Namespace, dsn: str) -> list[str]:
             return "not installed"
 
     packages = ", ".join(f"{p} {version(p)}" for p in ("asyncpg", "trio", "trio-asyncio", "uvloop", "psycopg"))
-    server = asyncio.run(admin(dsn, "SHOW server_version", value=True))
+    server = asyncio.run(admin(admin_url, "SHOW server_version", value=True))
     return [
         f"- Python {platform.python_version()} ({platform.machine()}), {packages}",
         f"- PostgreSQL {server} on the same machine (127.0.0.1, trust), {os.cpu_count()} cores, other load present.",
-        f"- Pool size {args.pool_size}; burn slice = {BURN_ITERATIONS} iterations of a Python loop ≈ "
+        f"- Pool size {pool_size}; burn slice = {BURN_ITERATIONS} iterations of a Python loop ≈ "
         f"{burn_slice_ms():.2f} ms alone.",
     ]
 
@@ -719,7 +740,7 @@ COLUMNS = (
 )
 
 
-def per_run_table(workloads: list[str], variants: list[str], results: dict[tuple[str, str], list[dict[str, Any]]]):
+def per_run_table(workloads: list[str], variants: list[str], results: Results) -> list[str]:
     lines = ["## Every run: ops/s (p99 ms), in run order", "", "| workload | bridge | runs |", "|---|---|---|"]
     for workload in workloads:
         for variant in variants:
@@ -729,20 +750,25 @@ def per_run_table(workloads: list[str], variants: list[str], results: dict[tuple
     return [*lines, ""]
 
 
-def write_report(args: argparse.Namespace, dsn: str, results: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
-    variants = args.bridges.split(",")
-    workloads = args.workloads.split(",")
+def write_report(args: argparse.Namespace, results: Results) -> str:
+    variants = [v for v in args.bridges.split(",") if any(key[1] == v for key in results)]
+    workloads = [w for w in args.workloads.split(",") if any(key[0] == w for key in results)]
+    every = [r for runs in results.values() for r in runs]
+    ops = {r["ops"] for r in every if r["burn_slices_per_s"] == 0}
+    burn_ops = {r["ops"] for r in every if r["burn_slices_per_s"] > 0}
+    runs = sorted({len(r) for r in results.values()})
     table = summary(results)
     lines = [
         "# asyncpg bridge: trio-asyncio vs a dedicated asyncio thread",
         "",
         f"Generated by `python -m bench.bridge {' '.join(sys.argv[1:])}` on {datetime.now(UTC):%Y-%m-%d}. "
-        f"Each cell is the median of {args.runs} runs; each run is a fresh process doing {args.warmup} warm-up "
-        f"then {args.ops} operations ({args.burn_ops} for +burn variants) from {args.concurrency} concurrent trio "
-        "tasks; the bridges are interleaved (rotated) within each round. The variants are described in the "
+        f"Each cell is the median of {'/'.join(map(str, runs))} runs; each run is a fresh process doing "
+        f"{every[0]['warmup']} warm-up then {'/'.join(map(str, sorted(ops)))} operations "
+        f"({'/'.join(map(str, sorted(burn_ops)))} for +burn variants) from {every[0]['concurrency']} concurrent "
+        "trio tasks; the bridges are interleaved (rotated) within each round. The variants are described in the "
         "module docstring of `bench/bridge.py`.",
         "",
-        *environment(args, dsn),
+        *environment(args.admin_url, every[0]["pool_size"]),
         "",
         COLUMNS,
         "",
@@ -769,6 +795,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: ping,read,write")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="where to create the bench database")
     parser.add_argument("--report", default="bench/bridge.md", help="markdown report path ('' to skip)")
+    parser.add_argument("--raw", default="", help="append every run's result to this JSON-lines file")
+    parser.add_argument("--from-raw", help="only write the report, from a --raw file (or several runs' worth)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
@@ -780,10 +808,14 @@ def main() -> int:
     if args.child:
         print(json.dumps(trio.run(measure, args)))
         return 0
+    if args.from_raw:
+        print(write_report(args, load_raw(args.from_raw)))
+        return 0
     with fresh_database(args.admin_url) as dsn:
         asyncio.run(admin(dsn, SCHEMA_SQL))
         asyncio.run(admin(dsn, "VACUUM ANALYZE bench_items"))
-        print(write_report(args, dsn, collect(args, dsn)))
+        results = collect(args, dsn)
+    print(write_report(args, results))
     return 0
 
 
