@@ -1,24 +1,29 @@
-"""BucketKeeper: token buckets per (subject, action), shared through Redis, per process when Redis is away.
+"""BucketKeeper: rate limits per (subject, action), shared through Redis, per process when Redis is away.
 
-A bucket holds up to `capacity` tokens and refills `capacity` tokens per `period` seconds (the action's own
-period, else the keeper's), continuously; each accepted request takes one, and `refund` gives one back. An
-empty bucket answers with the whole seconds until the next token. The subject is a user id, or a string
-(the login limit uses a digest of the normalized email).
+Most actions are token buckets: a bucket holds up to `capacity` tokens and refills `capacity` tokens per
+`period` seconds (the action's own period, else the keeper's), continuously; each accepted request takes one,
+and `refund` gives one back. An empty bucket answers with the whole seconds until the next token. The subject
+is a user id, or a string (the login limit uses a digest of the normalized email).
 
-Failed logins (API.md: 10 per email per 15 minutes) are a token bucket too, not a sliding window: capacity 10,
-refilling 10 per 900 s, i.e. one attempt back every 90 s. After 10 quick failures the 11th attempt waits 90 s,
-and a full window of quiet restores all 10. The caller takes a token before checking a password and refunds
-it unless the password was wrong, so only failures are counted and concurrent attempts cannot overshoot.
+Failed logins are a sliding window instead (an action listed in `windows`), because API.md counts them exactly:
+after 10 failures within 15 minutes, refused until the window has room again. A window keeps the time of each
+counted attempt; an attempt is accepted while fewer than `capacity` lie within the last `period` seconds, and a
+refusal waits until the oldest leaves. The caller takes an entry before checking a password and refunds it
+(the newest entry is removed) unless the password was wrong, so only failures count and concurrent attempts
+cannot overshoot.
 
-With Redis, one Lua script reads, refills, takes and writes the bucket atomically, using the Redis server's
-clock (TIME), so every process sees the same bucket and the same time. The hash expires once it would be
-full again, so idle users cost Redis nothing. Without Redis, or when an operation fails, the call is decided
-by in-process buckets on `trio.current_time()`; a request is never refused or failed because Redis is down.
+With Redis, one Lua script reads, updates and writes a bucket (a hash) or a window (a sorted set of times)
+atomically, using the Redis server's clock (TIME), so every process sees the same state and the same time.
+The key expires once it would be empty or full again, so idle users cost Redis nothing. Without Redis, or when
+an operation fails, the call is decided in process on `trio.current_time()`; a request is never refused or
+failed because Redis is down.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
@@ -98,6 +103,29 @@ redis.call('PEXPIRE', KEYS[1], period_ms)
 return {allowed, retry_after}
 """
 
+# KEYS[1] window (a sorted set of attempt times in ms); ARGV[1] capacity; ARGV[2] window in ms; ARGV[3] 1 to
+# count an attempt, -1 to remove the newest; ARGV[4] a unique member suffix (two attempts in one ms are two).
+# Returns {allowed (0|1), retry_after seconds}.
+_WINDOW_SCRIPT = """
+local capacity = tonumber(ARGV[1])
+local window_ms = tonumber(ARGV[2])
+local take = tonumber(ARGV[3]) or 1
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window_ms)
+if take < 0 then
+  redis.call('ZPOPMAX', KEYS[1])
+  return {1, 0}
+end
+if redis.call('ZCARD', KEYS[1]) >= capacity then
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  return {0, math.max(1, math.ceil((oldest + window_ms - now) / 1000 - 1e-9))}
+end
+redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window_ms)
+return {1, 0}
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -126,7 +154,7 @@ class BucketKeeper:
     Restart: safe; the buckets live on this object, so a restarted `run` keeps them.
 
     `limits` maps an action to its capacity per period; `periods` gives an action its own period in seconds,
-    else `period` applies.
+    else `period` applies; the actions in `windows` are sliding windows, the others token buckets.
     """
 
     limits: Mapping[str, int]
@@ -135,9 +163,13 @@ class BucketKeeper:
     periods: Mapping[str, float] = field(default_factory=dict)
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     max_buckets: int = DEFAULT_MAX_BUCKETS
+    windows: frozenset[str] = frozenset()
     fallbacks: int = field(default=0, init=False)
     _buckets: dict[tuple[UUID | str, str], _Bucket] = field(default_factory=dict, init=False, repr=False)
+    # Attempt times, oldest first, of the in-process sliding windows; same LRU order and cap as the buckets.
+    _windows: dict[tuple[UUID | str, str], deque[float]] = field(default_factory=dict, init=False, repr=False)
     _script: Script[bytes] = field(default_factory=lambda: Script(script=_TAKE_SCRIPT), init=False, repr=False)
+    _window_script: Script[bytes] = field(default_factory=lambda: Script(script=_WINDOW_SCRIPT), init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: RedisLink | None) -> BucketKeeper:
@@ -148,6 +180,7 @@ class BucketKeeper:
                 ACTION_LOGIN: LOGIN_FAILURES,
             },
             periods={ACTION_LOGIN: LOGIN_WINDOW_SECONDS},
+            windows=frozenset({ACTION_LOGIN}),
             redis=redis,
         )
 
@@ -164,8 +197,8 @@ class BucketKeeper:
         return self.periods.get(action, self.period)
 
     def __len__(self) -> int:
-        """How many in-process buckets are held."""
-        return len(self._buckets)
+        """How many in-process buckets and windows are held."""
+        return len(self._buckets) + len(self._windows)
 
     async def acquire(self, subject: UUID | str, action: str) -> Decision:
         """Take one token from `subject`'s `action` bucket. Never raises for Redis trouble.
@@ -176,8 +209,8 @@ class BucketKeeper:
 
     async def refund(self, subject: UUID | str, action: str) -> None:
         """Give back a token taken by `acquire` whose request turned out not to count (never above the
-        capacity). Never raises for Redis trouble; a refund decided locally while Redis is down is lost to
-        the shared bucket, which errs on the side of the limit."""
+        capacity; for a window, its newest attempt is removed). Never raises for Redis trouble; a refund
+        decided locally while Redis is down is lost to the shared state, which errs on the side of the limit."""
         await self._update(subject, action, take=False)
 
     async def _update(self, subject: UUID | str, action: str, *, take: bool) -> Decision:
@@ -188,11 +221,17 @@ class BucketKeeper:
             except RedisUnavailable:
                 # RedisLink logs the outage once; counting here lets metrics show how much is decided locally.
                 self.fallbacks += 1
+        if action in self.windows:
+            return self._update_local_window(subject, action, capacity, take=take)
         return self._update_local(subject, action, capacity, take=take)
 
     def prune(self) -> int:
-        """Drop in-process buckets that are full again (their users went idle). Returns how many."""
+        """Drop in-process buckets that are full again and windows that are empty (their users went idle).
+        Returns how many."""
         now = trio.current_time()
+        empty = [key for key, times in self._windows.items() if not times or times[-1] <= now - self.period_of(key[1])]
+        for key in empty:
+            del self._windows[key]
         full = [
             key
             for key, bucket in self._buckets.items()
@@ -201,23 +240,27 @@ class BucketKeeper:
         ]
         for key in full:
             del self._buckets[key]
-        return len(full)
+        return len(full) + len(empty)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()
         while True:
             await trio.sleep(self.prune_interval)
             dropped = self.prune()
-            log.debug("ratelimit.pruned", dropped=dropped, kept=len(self._buckets))
+            log.debug("ratelimit.pruned", dropped=dropped, kept=len(self))
 
     async def _update_shared(
         self, redis: RedisLink, subject: UUID | str, action: str, capacity: int, *, take: bool
     ) -> Decision:
         key = redis.key("rl", action, str(subject))
         period_ms = round(self.period_of(action) * 1000)
+        if action in self.windows:
+            script, args = self._window_script, [capacity, period_ms, 1 if take else -1, uuid.uuid4().hex]
+        else:
+            script, args = self._script, [capacity, period_ms, 1 if take else -1]
 
         def run(client: coredis.Redis[bytes]) -> Awaitable[ResponseType]:
-            return self._script(keys=[key], args=[capacity, period_ms, 1 if take else -1], client=client)
+            return script(keys=[key], args=args, client=client)
 
         reply = await redis.execute(run)
         if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(v, int) for v in reply)):
@@ -249,3 +292,26 @@ class BucketKeeper:
             return Decision(allowed=True)
         wait = (1 - bucket.tokens) * period / capacity
         return Decision(allowed=False, retry_after=max(1, math.ceil(wait - _EPSILON)))
+
+    def _update_local_window(self, subject: UUID | str, action: str, capacity: int, *, take: bool) -> Decision:
+        now = trio.current_time()
+        period = self.period_of(action)
+        key = (subject, action)
+        times = self._windows.pop(key, None)
+        if times is None:
+            if not take:
+                return Decision(allowed=True)
+            times = deque()
+            if len(self._windows) >= self.max_buckets:
+                del self._windows[next(iter(self._windows))]
+        while times and times[0] <= now - period:
+            times.popleft()
+        self._windows[key] = times
+        if not take:
+            if times:
+                times.pop()
+            return Decision(allowed=True)
+        if len(times) < capacity:
+            times.append(now)
+            return Decision(allowed=True)
+        return Decision(allowed=False, retry_after=max(1, math.ceil(times[0] + period - now - _EPSILON)))

@@ -99,29 +99,40 @@ def test_from_settings_uses_the_configured_limits(tmp_path):
     assert keeper.redis is None
 
 
-# Failed logins: a bucket of 10 per normalized email, refilling 10 per 15 minutes.
+# Failed logins: a sliding window of 10 per normalized email per 15 minutes.
 
 LOGIN_LIMITS = {ACTION_STORIES: 20, ACTION_REACTIONS: 60, ACTION_LOGIN: LOGIN_FAILURES}
 LOGIN_PERIODS = {ACTION_LOGIN: LOGIN_WINDOW_SECONDS}
 
 
 def login_keeper(**overrides: object) -> BucketKeeper:
-    return BucketKeeper(limits=LOGIN_LIMITS, periods=LOGIN_PERIODS, **overrides)
+    return BucketKeeper(limits=LOGIN_LIMITS, periods=LOGIN_PERIODS, windows=frozenset({ACTION_LOGIN}), **overrides)
 
 
-async def test_login_bucket_is_ten_per_fifteen_minutes(autojump_clock: trio.testing.MockClock):
+async def test_login_window_is_ten_per_fifteen_minutes(autojump_clock: trio.testing.MockClock):
     keeper = login_keeper()
     with trio.fail_after(10_000):
         decisions = await take(keeper, "a@example.com", ACTION_LOGIN, 11)
         assert [d.allowed for d in decisions] == [True] * 10 + [False]
-        assert decisions[10].retry_after == 90  # one attempt back every 900 / 10 s
-        await trio.sleep(89)
+        assert decisions[10].retry_after == 900  # until the first failure leaves the window
+        await trio.sleep(899)
         assert (await keeper.acquire("a@example.com", ACTION_LOGIN)) == Decision(allowed=False, retry_after=1)
-        await trio.sleep(1)
-        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
-        assert not (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
-        await trio.sleep(900)  # a whole window: all ten are back, no more
+        await trio.sleep(1)  # all ten were at t=0: the whole window has room again, no more
         assert [d.allowed for d in await take(keeper, "a@example.com", ACTION_LOGIN, 11)] == [True] * 10 + [False]
+
+
+async def test_ten_spread_failures_within_fifteen_minutes_are_counted(autojump_clock: trio.testing.MockClock):
+    """Not a bucket that refills as it goes: ten failures 85 s apart still fill the window."""
+    keeper = login_keeper()
+    with trio.fail_after(10_000):
+        for _ in range(10):
+            assert (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
+            await trio.sleep(85)
+        # t = 850 s: the first failure (t = 0) leaves the window at t = 900.
+        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)) == Decision(allowed=False, retry_after=50)
+        await trio.sleep(50)
+        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)).allowed
+        assert (await keeper.acquire("a@example.com", ACTION_LOGIN)) == Decision(allowed=False, retry_after=85)
 
 
 async def test_string_subjects_have_their_own_buckets(autojump_clock: trio.testing.MockClock):
@@ -210,7 +221,8 @@ async def test_redis_login_buckets_are_shared_refundable_and_expire(
         decisions = [await (one if i % 2 else two).acquire(subject, ACTION_LOGIN) for i in range(10)]
         assert all(d.allowed and d.shared for d in decisions)
         refused = await one.acquire(subject, ACTION_LOGIN)
-        assert (refused.allowed, refused.retry_after, refused.shared) == (False, 90, True)
+        assert (refused.allowed, refused.shared) == (False, True)
+        assert 899 <= refused.retry_after <= 900  # until the first failure leaves the window
         await two.refund(subject, ACTION_LOGIN)  # a refund in one process frees a token for all
         assert (await one.acquire(subject, ACTION_LOGIN)).allowed
         assert not (await two.acquire(subject, ACTION_LOGIN)).allowed

@@ -1,6 +1,6 @@
 """Failed logins are throttled per email (API.md, Auth): after 10 failures within 15 minutes, 429 with Retry-After.
 
-The bucket's timing (refill, Retry-After counting down) is tested on trio's MockClock in
+The window's timing (spread failures, Retry-After counting down) is tested on trio's MockClock in
 tests/actors/test_ratelimit.py; these tests use the real database, so no autojump clock here.
 """
 
@@ -22,7 +22,7 @@ from tests.helpers import PASSWORD, signup
 
 WRONG = PASSWORD + "!"
 LIMIT = 10
-RETRY_AFTER = "90"  # one attempt back every 900 s / 10
+WINDOW_SECONDS = 900
 
 
 def unique_email(prefix: str = "user") -> str:
@@ -44,7 +44,8 @@ async def assert_throttled(response: Any) -> None:
     body = await response.get_json()
     assert set(body) == {"error", "message"}
     assert body["error"] == "rate_limited"
-    assert response.headers["Retry-After"] == RETRY_AFTER
+    # Until the oldest failure leaves the 15-minute window: the failures were a moment ago.
+    assert WINDOW_SECONDS - 60 <= int(response.headers["Retry-After"]) <= WINDOW_SECONDS
 
 
 async def test_ten_failures_then_429_even_with_the_right_password(client, metrics):
