@@ -220,6 +220,19 @@ async def test_real_server_answers_errors_as_json(database_url, tmp_path):
             assert response.status_code == 404
             assert response.headers["X-Request-ID"] == "probe-1"
             assert response.json()["error"] == "not_found"
+
+        # Refused by the HTTP server before the app sees them: still API.md's body and a request id.
+        # Just over 64 KiB and never finished: the server has read all of it when it refuses (unread bytes
+        # would make its close a reset that can destroy the answer).
+        too_large = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 67_000
+        for raw, status, error in [
+            (too_large, 431, "headers_too_large"),
+            (b"NONSENSE\r\n\r\n", 400, "invalid_request"),
+        ]:
+            head, body = await raw_exchange(url, raw)
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+            assert b"x-request-id: " in head.lower()
+            assert json.loads(body) == {"error": error, "message": json.loads(body)["message"]}
         serving.process.send_signal(signal.SIGTERM)
         with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
             await serving.process.wait()
@@ -227,6 +240,19 @@ async def test_real_server_answers_errors_as_json(database_url, tmp_path):
     requests = [line for line in serving.lines if line.get("event") == "http.request"]
     assert [(r["route"], r["status"]) for r in requests[-2:]] == [("/signup", 413), ("unmatched", 404)]
     assert requests[-1]["request_id"] == "probe-1"
+    assert [line["status"] for line in serving.lines if line.get("event") == "http.refused"] == [431, 400]
+
+
+async def raw_exchange(url: str, raw: bytes) -> tuple[bytes, bytes]:
+    """Send `raw` bytes to the server at `url` and read its answer until it closes: (head, body)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    answer = b""
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(raw)
+        while chunk := await stream.receive_some():
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from stories.actors.supervisor import Backoff
+from stories.api import protocol_errors
 from stories.api.ws import configure_keepalive
 from stories.errors import ConfigError
 
@@ -110,6 +111,7 @@ class Drain:
 
 
 def hypercorn_config(settings: Settings) -> Config:
+    protocol_errors.install()
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]

@@ -1,0 +1,58 @@
+"""API.md's error body on the answers hypercorn writes itself, before any request reaches the app.
+
+A request whose head cannot be parsed (400) or does not fit in `h11_max_incomplete_size` (431) is refused by
+hypercorn's HTTP/1.1 protocol with an empty body and no `X-Request-ID`, so a client sees no `{"error",
+"message"}` and the logs have no line to match. Hypercorn has no hook for these answers: its connection
+wrapper builds `H11Protocol` by name, so `install()` puts a subclass under that name whose refusals carry the
+documented body, a fresh request id, and one log line.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from itertools import chain
+
+import h11
+import hypercorn.protocol
+import structlog
+from hypercorn.protocol.h11 import H11Protocol
+
+__all__ = ["install"]
+
+log = structlog.get_logger()
+
+_ERRORS = {
+    400: ("invalid_request", "the request line or headers could not be parsed"),
+    431: ("headers_too_large", "the request line and headers must fit in 64 KiB"),
+}
+
+
+def error_body(status: int) -> tuple[str, bytes]:
+    """The (error code, JSON body) hypercorn's refusal with `status` carries."""
+    error, message = _ERRORS.get(status, ("invalid_request", "the request could not be read"))
+    return error, json.dumps({"error": error, "message": message}).encode()
+
+
+class _JsonErrorsH11Protocol(H11Protocol):
+    async def _send_error_response(self, status_code: int) -> None:
+        error, body = error_body(status_code)
+        request_id = uuid.uuid4().hex
+        log.info("http.refused", status=status_code, error=error, request_id=request_id, client=self.client)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"connection", b"close"),
+        ]
+        response = h11.Response(
+            status_code=status_code, headers=list(chain(headers, self.config.response_headers("h11")))
+        )
+        await self._send_h11_event(response)
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+
+def install() -> None:
+    """Make hypercorn's HTTP/1.1 refusals carry API.md's error body (idempotent)."""
+    hypercorn.protocol.H11Protocol = _JsonErrorsH11Protocol  # type: ignore[attr-defined]
