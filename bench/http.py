@@ -25,6 +25,9 @@ status counts, socket errors, server CPU and PostgreSQL CPU per request, and ser
 Medians over the runs are printed and written to --json (default bench/results/http-<time>.json),
 --report (markdown) and --plots (PNGs, needs matplotlib: pip install -e '.[bench]').
 
+--hot makes every user view and react to one public story created for the run (500 concurrent viewers
+of one story: `--hot --scenarios view,react --connections 500`), to show whether its counter row queues them.
+
 --soak SECONDS replaces the scenario runs: the mixed scenario at saturation on each target in turn, RSS
 sampled every 2 s against requests served; it reports RSS growth per 70,000 requests after warm-up.
 
@@ -436,6 +439,10 @@ def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, wo
         endpoint = Endpoint(spec.base_url, spec.pid, None, None, spec.base_url)
     data_path = workdir / f"{spec.name}.users"
     users = trio.run(prepare_users, endpoint.base_url, args.seed_tag, args.users, args.feed_pages)
+    if args.hot:
+        hot = trio.run(hot_story, endpoint.base_url, users[0][0])
+        print(f"  --hot: every user drives story {hot}")
+        users = [(token, [hot]) for token, _ in users]
     write_users(data_path, users)
     return Target(spec.name, endpoint, data_path)
 
@@ -489,6 +496,18 @@ async def prepare_users(base_url: str, tag: str, count: int, pages: int) -> list
         for index in range(count):
             nursery.start_soon(one, index)
     return users
+
+
+async def hot_story(base_url: str, token: str) -> str:
+    """A public story created for this run: with --hot, every user's views and reactions go to it."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        response = await http.post(
+            "/stories",
+            json={"text": "the hot story", "visibility": "public"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    response.raise_for_status()
+    return str(response.json()["id"])
 
 
 def write_users(path: Path, users: list[tuple[str, list[str]]]) -> None:
@@ -868,6 +887,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--warmup", type=parse_seconds, default=3.0, help="mixed warm-up per target and run (default 3s)")
     add("--connections", type=int, default=32, help="wrk connections (default 32)")
     add("--threads", type=int, default=2, help="wrk threads (default 2)")
+    add("--hot", action="store_true", help="every user drives one public story (a hot row: view, react)")
     add("--env", type=parse_env, action="append", default=[], metavar="K=V", help="extra server env (builds)")
     add("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL to create the bench databases on")
     add("--soak", type=float, metavar="SECONDS", help="memory soak instead of the scenario runs")
