@@ -176,8 +176,8 @@ async def get_story(id: str) -> Response:
 
 
 def _media_url(story: Story) -> str | None:
-    media = deps().media
-    return None if media is None else media.media_url(story)
+    app = deps()
+    return None if app.media is None else app.media.media_url(story, app.clock.now())
 
 
 def _feed_limit() -> int:

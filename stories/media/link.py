@@ -22,6 +22,7 @@ from stories.settings import MINIO_OFF
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from datetime import datetime
 
     from stories.media.storage import ObjectStorage
     from stories.settings import Settings
@@ -91,11 +92,13 @@ class StorageLink:
         log.warning("storage.object_check_failed", error="timed out")
         return None
 
-    def media_url(self, story: Story) -> str | None:
-        """A presigned GET for the story's media (computed here, no network call); None without media."""
+    def media_url(self, story: Story, now: datetime) -> str | None:
+        """A presigned GET for the story's media (computed here, no network call), valid MEDIA_URL_SECONDS but not
+        past the story's expiry (`now` is the service's clock, which `expires_at` is measured against); None
+        without media."""
         if story.media_key is None:
             return None
-        return self.storage.media_url(story.media_key, story.expires_at, self.media_url_seconds)
+        return self.storage.media_url(story.media_key, self.media_url_seconds, story.expires_at - now)
 
 
 def storage_config(settings: Settings) -> StorageConfig | None:

@@ -113,15 +113,17 @@ class ObjectStorage:
         headers = {"content-type": content_type, "content-length": str(size)}
         return self._presign("PUT", key, headers, UPLOAD_URL_SECONDS, self.clock.now())
 
-    def media_url(self, key: str, expires_at: datetime, seconds: int) -> str:
-        """A GET URL for a story's media, valid at least `seconds` from now but never past `expires_at` (an
-        expired story's object is deleted soon after). The URL is signed at `now` rounded down to
+    def media_url(self, key: str, seconds: int, active_for: timedelta) -> str:
+        """A GET URL for a story's media, valid at least `seconds` from now but not past the end of the story
+        (`active_for` from now; its object is deleted soon after). The URL is signed at now rounded down to
         MEDIA_URL_WINDOW_SECONDS and valid that much longer, so every read within one window gets the same URL:
         clients and caches keep the image instead of fetching it again on every feed refresh."""
-        since_epoch = (self.clock.now() - _EPOCH) // timedelta(seconds=1)
+        now = self.clock.now()
+        since_epoch = (now - _EPOCH) // timedelta(seconds=1)
         signed_at = _EPOCH + timedelta(seconds=since_epoch - since_epoch % MEDIA_URL_WINDOW_SECONDS)
-        remaining = (expires_at - signed_at) // timedelta(seconds=1)
-        return self._presign("GET", key, {}, max(1, min(seconds + MEDIA_URL_WINDOW_SECONDS, remaining)), signed_at)
+        until_story_ends = (now + active_for - signed_at) // timedelta(seconds=1)
+        lifetime = max(1, min(seconds + MEDIA_URL_WINDOW_SECONDS, until_story_ends))
+        return self._presign("GET", key, {}, lifetime, signed_at)
 
     async def _call(self, method: str, key: str | None) -> httpx.Response:
         path = self._path(key)
