@@ -162,6 +162,8 @@ class ObjectStorage:
     async def create_bucket(self) -> None:
         """Create the bucket; one that already exists (ours) is fine."""
         response = await self._call("PUT", None)
+        if response.status_code == 400:
+            raise ConfigError("MINIO_BUCKET", f"{self.config.bucket!r} is not a bucket name the store accepts")
         if response.status_code not in (200, 409):
             raise StorageUnavailable(f"PUT of bucket {self.config.bucket!r} answered {response.status_code}")
 
