@@ -4,6 +4,7 @@
      ├── ConfigError               a setting is invalid: the CLI prints it and exits 2
      └── ApiError                  answered with API.md's error body
           ├── InvalidRequest       400 invalid_request (optional per-field details)
+          │    └── MediaNotUploaded 400 media_not_uploaded: the store answers, and the object is not there
           ├── Unauthorized         401 unauthorized
           ├── InvalidCredentials   401 invalid_credentials
           ├── NotFound             404 not_found
@@ -12,6 +13,7 @@
           ├── RateLimited          429 rate_limited (+ Retry-After)
           └── Unavailable          503 (code names the dependency)
                ├── StoreUnavailable  503 database_unavailable
+               ├── StorageUnavailable 503 storage_unavailable: object storage off, down or refusing us
                └── Overloaded        503 overloaded (+ Retry-After): a bounded queue or deadline was hit
 
 The store raises these directly (it opens no nurseries, so they reach the handlers unwrapped).
@@ -26,9 +28,11 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidCredentials",
     "InvalidRequest",
+    "MediaNotUploaded",
     "NotFound",
     "Overloaded",
     "RateLimited",
+    "StorageUnavailable",
     "StoreUnavailable",
     "StoriesError",
     "Unauthorized",
@@ -65,6 +69,10 @@ class InvalidRequest(ApiError):
     def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.fields = fields
+
+
+class MediaNotUploaded(InvalidRequest):
+    code = "media_not_uploaded"
 
 
 class Unauthorized(ApiError):
@@ -108,6 +116,10 @@ class Unavailable(ApiError):
 
 class StoreUnavailable(Unavailable):
     code = "database_unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    code = "storage_unavailable"
 
 
 class Overloaded(Unavailable):

@@ -46,6 +46,9 @@ class Metrics:
         self.retention_deleted = Counter(
             "retention_deleted", "Rows deleted for good by the expiry worker's retention", ["kind"], registry=r
         )
+        self.media_objects_deleted = Counter(
+            "media_objects_deleted", "Objects deleted from storage by the media lifecycle", ["reason"], registry=r
+        )
         self.rate_limited = Counter("rate_limited", "Requests refused by a rate limit", ["action"], registry=r)
         self.ws_connections = Gauge("ws_connections", "Open WebSocket connections", registry=r)
         self.ws_events_sent = Counter("ws_events_sent", "Events written to WebSockets", registry=r)

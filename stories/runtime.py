@@ -29,6 +29,8 @@ from stories.api.callers import Callers
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
+from stories.media.lifecycle import MediaSweeper
+from stories.media.link import StorageLink, open_storage
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
@@ -36,6 +38,7 @@ from stories.seed import DEFAULT_SEED_PASSWORD, SeedSummary
 from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
+from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -107,13 +110,21 @@ def open_store_for(settings: Settings, pool_size: int | None = None) -> Abstract
     )
 
 
-def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics) -> ActorSpec:
+def expiry_spec(
+    settings: Settings, store: Store, clock: Clock, metrics: Metrics, media: StorageLink | None
+) -> ActorSpec:
+    sweeper = None
+    if media is not None:
+        sweeper = MediaSweeper(
+            Uploads(store.database), media.storage, metrics, retry_seconds=settings.expiry_interval_seconds
+        )
     ticker = ExpiryTicker(
         store,
         clock,
         metrics,
         interval=settings.expiry_interval_seconds,
         retention=timedelta(days=settings.retention_days),
+        media=sweeper,
     )
     return ActorSpec("expiry", ticker.run)
 
@@ -126,6 +137,7 @@ def actor_specs(
     limiter: BucketKeeper,
     relay: EventRelay,
     counters: CounterFlusher,
+    media: StorageLink | None = None,
 ) -> Sequence[ActorSpec]:
     database = store.database
 
@@ -139,7 +151,8 @@ def actor_specs(
         ActorSpec("ratelimit", limiter.run),
         ActorSpec("relay", relay.run),
         ActorSpec("counters", counters.run),
-        expiry_spec(settings, store, clock, metrics),
+        *([ActorSpec("storage", media.run)] if media is not None else []),
+        expiry_spec(settings, store, clock, metrics, media),
     ]
 
 
@@ -184,6 +197,7 @@ async def serve(
         signals_handled() as life,
         open_store_for(settings) as database,
         open_redis(settings.redis_url) as redis,
+        open_storage(settings) as media,
     ):
         await migrate(database)
         await passwords.prepare()  # one hash: measures the hash time and builds the dummy for unknown emails
@@ -195,7 +209,7 @@ async def serve(
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
         async with trio.open_nursery() as actors:
             actors.start_soon(hub.close_all_on, life.shutdown)
-            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters):
+            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, media):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
@@ -212,6 +226,7 @@ async def serve(
                     callers=Callers(tokens, store),
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
+                    media=media,
                 )
             )
             tune_gc()
@@ -230,11 +245,16 @@ async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
     """The expiry ticker alone (for deployments that run it apart); same code as in `serve`."""
     clock = clock or SystemClock()
     metrics = Metrics()
-    async with signals_handled() as life, open_store_for(settings, pool_size=2) as database:
+    async with (
+        signals_handled() as life,
+        open_store_for(settings, pool_size=2) as database,
+        # Only a store MINIO_* names: an embedded one here would be a store no server uploads to.
+        open_storage(settings, embedded=False) as media,
+    ):
         await migrate(database)
         life.started = True
         async with trio.open_nursery() as actors:
-            await actors.start(supervise, expiry_spec(settings, Store(database), clock, metrics), metrics)
+            await actors.start(supervise, expiry_spec(settings, Store(database), clock, metrics, media), metrics)
             await life.shutdown.wait()
             actors.cancel_scope.cancel("shutdown")
     log.info("shutdown.complete")

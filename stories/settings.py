@@ -54,6 +54,7 @@ DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
 DEFAULT_WS_DEAD_AFTER_SECONDS = 60.0
 DEFAULT_MINIO_BUCKET = "stories"
 DEFAULT_MINIO_REGION = "us-east-1"
+DEFAULT_MEDIA_URL_SECONDS = 900
 MINIO_OFF = "off"
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -110,6 +111,7 @@ class Settings:
     minio_bucket: str = DEFAULT_MINIO_BUCKET
     minio_use_ssl: bool = False
     minio_region: str = DEFAULT_MINIO_REGION
+    media_url_seconds: int = DEFAULT_MEDIA_URL_SECONDS
     story_ttl_seconds: int = DEFAULT_STORY_TTL_SECONDS
     feed_cache_seconds: int = DEFAULT_FEED_CACHE_SECONDS
     expiry_interval_seconds: int = DEFAULT_EXPIRY_INTERVAL_SECONDS
@@ -165,6 +167,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     ws_dead_after = env.number("WS_DEAD_AFTER_SECONDS", DEFAULT_WS_DEAD_AFTER_SECONDS, 2.0, 86_400.0)
     if ws_dead_after <= ws_ping:
         raise ConfigError("WS_DEAD_AFTER_SECONDS", f"must be longer than WS_PING_INTERVAL_SECONDS ({ws_ping})")
+    minio_endpoint = env.minio_endpoint()
+    minio_access_key, minio_secret_key = env.get("MINIO_ACCESS_KEY"), env.get("MINIO_SECRET_KEY")
+    if minio_endpoint not in (None, MINIO_OFF) and (minio_access_key is None or minio_secret_key is None):
+        missing = "MINIO_ACCESS_KEY" if minio_access_key is None else "MINIO_SECRET_KEY"
+        raise ConfigError(missing, "is required when MINIO_ENDPOINT names a store (or set MINIO_ENDPOINT=off)")
     return Settings(
         host=env.host("HOST"),
         port=env.integer("PORT", DEFAULT_PORT, 0, 65_535),
@@ -173,12 +180,14 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         redis_url=env.redis_url(),
         jwt_secret=jwt_secret,
         jwt_ttl_seconds=env.integer("JWT_TTL_SECONDS", DEFAULT_JWT_TTL_SECONDS, 1, 366 * 86_400),
-        minio_endpoint=env.minio_endpoint(),
-        minio_access_key=env.get("MINIO_ACCESS_KEY"),
-        minio_secret_key=env.get("MINIO_SECRET_KEY"),
+        minio_endpoint=minio_endpoint,
+        minio_access_key=minio_access_key,
+        minio_secret_key=minio_secret_key,
         minio_bucket=env.get("MINIO_BUCKET") or DEFAULT_MINIO_BUCKET,
         minio_use_ssl=env.boolean("MINIO_USE_SSL", default=False),
         minio_region=env.get("MINIO_REGION") or DEFAULT_MINIO_REGION,
+        # S3 refuses presigned URLs valid longer than 7 days.
+        media_url_seconds=env.integer("MEDIA_URL_SECONDS", DEFAULT_MEDIA_URL_SECONDS, 1, 7 * 86_400),
         story_ttl_seconds=env.integer("STORY_TTL_SECONDS", DEFAULT_STORY_TTL_SECONDS, 1, 366 * 86_400),
         feed_cache_seconds=env.integer("FEED_CACHE_SECONDS", DEFAULT_FEED_CACHE_SECONDS, 0, 3_600),
         expiry_interval_seconds=env.integer("EXPIRY_INTERVAL_SECONDS", DEFAULT_EXPIRY_INTERVAL_SECONDS, 1, 86_400),

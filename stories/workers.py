@@ -1,7 +1,8 @@
 """`stories serve --workers N`: N server processes on one port, each a full actor system, under a small parent.
 
-The parent resolves what the children must share (the embedded database, started once here; the port, reserved
-here so that PORT=0 gives one port for all), then runs each child as `python -m stories serve --child` and:
+The parent resolves what the children must share (the embedded database and object store, started once here;
+the port, reserved here so that PORT=0 gives one port for all), then runs each child as
+`python -m stories serve --child` and:
 - restarts a child that exits unasked, with the actors' jittered backoff (a child that fails its configuration
   stops everything instead: restarting it would only fail again);
 - forwards SIGTERM/SIGINT to every child and exits 0 once all have drained; a second signal kills them.
@@ -23,10 +24,12 @@ import trio
 
 from stories.actors.supervisor import Backoff
 from stories.errors import ConfigError
+from stories.media.embedded import EmbeddedSeaweedFS, find_weed
 from stories.runtime import signals_handled
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
+    from stories.media.storage import StorageConfig
     from stories.runtime import Lifecycle
     from stories.settings import Settings
 
@@ -66,22 +69,44 @@ async def serve_workers(settings: Settings) -> None:
             with reserve_port(settings.host, settings.port) as reserved:
                 port = reserved.getsockname()[1]
                 host = f"[{settings.host}]" if ":" in settings.host else settings.host
-                log.info("http.listening", binds=[f"http://{host}:{port}"], workers=settings.workers)
-                env = {
-                    **os.environ,
-                    "DATABASE_URL": database_url,
-                    "PORT": str(port),
-                    "WORKERS": str(settings.workers),
-                }
-                life.started = True
-                async with trio.open_nursery() as children:
-                    for index in range(settings.workers):
-                        children.start_soon(_supervise_child, index, env, life, settings.drain_seconds)
+                async with trio.open_nursery() as storage:
+                    # One embedded object store for all children, like the database.
+                    storage_env = await _embedded_storage(settings, storage)
+                    log.info("http.listening", binds=[f"http://{host}:{port}"], workers=settings.workers)
+                    env = {
+                        **os.environ,
+                        **storage_env,
+                        "DATABASE_URL": database_url,
+                        "PORT": str(port),
+                        "WORKERS": str(settings.workers),
+                    }
+                    life.started = True
+                    async with trio.open_nursery() as children:
+                        for index in range(settings.workers):
+                            children.start_soon(_supervise_child, index, env, life, settings.drain_seconds)
+                    storage.cancel_scope.cancel("workers stopped")
         finally:
             if embedded is not None:
                 with trio.move_on_after(CHILD_STOP_GRACE_SECONDS, shield=True):
                     await trio.to_thread.run_sync(embedded.stop)
     log.info("shutdown.complete", workers=settings.workers)
+
+
+async def _embedded_storage(settings: Settings, nursery: trio.Nursery) -> dict[str, str]:
+    """Start the embedded object store when the children would each start one (no MINIO_*); the MINIO_*
+    variables that point them at it."""
+    executable = find_weed()
+    if settings.minio_endpoint is not None or executable is None:
+        return {}
+    config: StorageConfig = await nursery.start(EmbeddedSeaweedFS.for_settings(settings, executable).run)
+    return {
+        "MINIO_ENDPOINT": config.endpoint,
+        "MINIO_ACCESS_KEY": config.access_key,
+        "MINIO_SECRET_KEY": config.secret_key,
+        "MINIO_BUCKET": config.bucket,
+        "MINIO_REGION": config.region,
+        "MINIO_USE_SSL": "false",
+    }
 
 
 async def _supervise_child(index: int, env: dict[str, str], life: Lifecycle, drain_seconds: float) -> None:

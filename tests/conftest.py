@@ -24,7 +24,7 @@ from stories.settings import Settings
 from stories.store import Store, open_database
 from stories.store.bridge import Bridge, open_bridge
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.storage"]
 
 TEST_JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 START = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)

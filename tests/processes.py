@@ -87,6 +87,7 @@ SERVICE_VARIABLES = frozenset(
         "REQUEST_TIMEOUT_SECONDS",
         "WORKERS",
         "RETENTION_DAYS",
+        "MEDIA_URL_SECONDS",
     }
 )
 
@@ -208,7 +209,8 @@ async def _spawn(database_url: str, name: str, directory: Path, env: dict[str, s
         BCRYPT_COST="4",
         DATA_DIR=str(directory / "data"),
         LOG_LEVEL="info",
-        **env,
+        # No embedded object store unless a test asks for one (MINIO_ENDPOINT=""): it would only slow the start.
+        **{"MINIO_ENDPOINT": "off", **env},
     )
     with (directory / "stdout.jsonl").open("wb") as stdout, (directory / "stderr.txt").open("wb") as stderr:
         process = await trio.lowlevel.open_process(

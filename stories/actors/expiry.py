@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from stories.clock import Clock
+    from stories.media.lifecycle import MediaSweeper
     from stories.metrics import Metrics
 
 __all__ = ["ExpiryTicker"]
@@ -44,7 +45,8 @@ class ExpiryStore(Protocol):
 class ExpiryTicker:
     """Soft-deletes expired stories in bounded batches, then keeps the house: recounts counters a crashed process
     never flushed, and deletes for good what retention no longer keeps (stories soft-deleted more than
-    `retention` ago, with their audience, views and reactions; idempotency keys after 24 h). Leader-only: every
+    `retention` ago, with their audience, views and reactions; idempotency keys after 24 h), and has the media
+    sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
     A database outage skips runs (logged) instead of crashing."""
@@ -55,6 +57,8 @@ class ExpiryTicker:
     interval: float
     batch_size: int = DEFAULT_BATCH_SIZE
     retention: timedelta = DEFAULT_RETENTION
+    # Deletes the objects of expired, deleted and never-used uploads; None when object storage is off here.
+    media: MediaSweeper | None = None
     _recounted_until: datetime | None = None
 
     async def run_once(self) -> int | None:
@@ -70,6 +74,8 @@ class ExpiryTicker:
         self.metrics.stories_expired.inc(total)
         self.metrics.worker_latency.observe(elapsed)
         log.info("stories_expired", count=total, duration_ms=round(elapsed * 1000, 3))
+        if self.media is not None:
+            await self.media.sweep(now)
         await self._keep_house(now)
         return total
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart_cors import cors
 
-from stories.api import auth, docs, health, social, stories, ws
+from stories.api import auth, docs, health, media, social, stories, ws
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
 
@@ -25,6 +25,7 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(stories.blueprint)
     app.register_blueprint(social.blueprint)
+    app.register_blueprint(media.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(ws.blueprint)
     cors(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from stories.api.callers import Callers
     from stories.clock import Clock
     from stories.feed_cache import FeedCache
+    from stories.media.link import StorageLink
     from stories.metrics import Metrics
     from stories.redis import RedisLink
     from stories.security import PasswordHasher, TokenIssuer
@@ -52,6 +53,8 @@ class AppDeps:
     callers: Callers
     counters: CounterFlusher
     feeds: FeedCache
+    # None: object storage is off (MINIO_ENDPOINT=off, or nothing installed to embed).
+    media: StorageLink | None = None
 
 
 class StoriesApp(QuartTrio):

@@ -8,6 +8,7 @@ from quart import Blueprint, Response
 
 from stories import __version__
 from stories.api.bodies import json_response
+from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
 from stories.api.stories import MAX_AUDIENCE, MAX_FEED_LIMIT, MAX_TEXT_LENGTH, REACTION_EMOJIS
 
 __all__ = ["blueprint", "openapi_document"]
@@ -36,7 +37,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         415: "body is not JSON",
         422: "Idempotency-Key reused with a different body",
         429: "rate limited (see Retry-After)",
-        503: "a dependency (the database) is unavailable",
+        503: "a dependency (the database; object storage for uploads) is unavailable",
     }
     return {str(s): _json(_ref("Error"), meaning[s]) for s in statuses}
 
@@ -77,7 +78,11 @@ def openapi_document() -> dict[str, Any]:
         "required": ["visibility"],
         "properties": {
             "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH},
-            "media_key": {"type": "string", "description": "uploads/<your user id>/..."},
+            "media_key": {
+                "type": "string",
+                "description": "a key from POST /upload/presigned (yours, issued in the last 24 h, unused), its "
+                "file uploaded; 400 media_not_uploaded when the store has no object under it",
+            },
             "visibility": {"enum": ["public", "friends", "private"]},
             "audience_user_ids": {"type": "array", "items": _UUID, "maxItems": MAX_AUDIENCE},
         },
@@ -135,6 +140,20 @@ def openapi_document() -> dict[str, Any]:
                 "user_id": _UUID,
                 "emoji": {"enum": list(REACTION_EMOJIS)},
                 "created_at": _TIME,
+            },
+        },
+        "Upload": {
+            "type": "object",
+            "properties": {
+                "upload_url": {"type": "string", "description": "PUT the file here, exactly once"},
+                "method": {"const": "PUT"},
+                "headers": {
+                    "type": "object",
+                    "description": "send these; Content-Length must equal size",
+                    "properties": {"Content-Type": {"enum": list(CONTENT_TYPES)}},
+                },
+                "media_key": {"type": "string", "examples": ["uploads/<your user id>/<random>.jpg"]},
+                "expires_in": {"type": "integer", "description": "seconds the upload_url stays valid"},
             },
         },
         "Follow": {
@@ -223,6 +242,22 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {"emoji": {"enum": list(REACTION_EMOJIS)}},
                 },
                 parameters=_ID_PARAM,
+            )
+        },
+        "/upload/presigned": {
+            "post": _operation(
+                "A presigned PUT URL for one upload (the API never sees the file); 503 storage_unavailable when "
+                "object storage is off or unreachable",
+                {"200": _json(_ref("Upload"), "upload here"), **_errors(400, 401, 413, 415, 503)},
+                body={
+                    "type": "object",
+                    "required": ["content_type", "size"],
+                    "properties": {
+                        "content_type": {"enum": list(CONTENT_TYPES)},
+                        "size": {"type": "integer", "minimum": 1, "description": "bytes, at most MAX_UPLOAD_BYTES"},
+                        "file_name": {"type": "string", "minLength": 1, "maxLength": MAX_FILE_NAME_LENGTH},
+                    },
+                },
             )
         },
         "/follow/{user_id}": {

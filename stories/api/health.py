@@ -45,7 +45,9 @@ async def _run_checks() -> dict[str, str]:
     """Every check at once, each bounded so that the answer comes well within the request's own deadline
     (REQUEST_TIMEOUT_SECONDS): a hung dependency reads as "down", never as a timed-out probe."""
     budget = HEALTH_SHARE_OF_REQUEST * deps().settings.request_timeout_seconds
-    checks = {"db": "down", "redis": "down", "storage": "disabled"}
+    media = deps().media
+    # Storage is probed by its own actor every few seconds (stories/media/link.py): here, only read.
+    checks = {"db": "down", "redis": "down", "storage": "disabled" if media is None else media.status}
 
     async def check(name: str, probe: Callable[[], Awaitable[str]], seconds: float) -> None:
         with trio.move_on_after(min(seconds, budget)):
@@ -60,7 +62,8 @@ async def _run_checks() -> dict[str, str]:
 @blueprint.get("/healthz")
 async def healthz() -> Response:
     checks = await _run_checks()
-    # Redis down is degraded, not down: rate limits, caches and events fall back to this process.
+    # Redis or storage down is degraded, not down: rate limits, caches and events fall back to this process, and
+    # everything but uploads works without storage.
     degraded = any(value == "down" for value in checks.values())
     body = {"status": "degraded" if degraded else "ok", "checks": checks}
     return json_response(body, 503 if checks["db"] == "down" else 200)

@@ -20,14 +20,14 @@ __all__ = ["decode_cursor", "encode_cursor", "follow_json", "reaction_json", "st
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def story_json(story: Story) -> dict[str, Any]:
+def story_json(story: Story, media_url: str | None = None) -> dict[str, Any]:
+    """`media_url`: the presigned GET of the story's media (None without media or object storage)."""
     return {
         "id": str(story.id),
         "author_id": str(story.author_id),
         "text": story.text,
         "media_key": story.media_key,
-        # Presigned GET URLs need object storage, which this build does not configure yet.
-        "media_url": None,
+        "media_url": media_url,
         "visibility": story.visibility,
         "created_at": rfc3339(story.created_at),
         "expires_at": rfc3339(story.expires_at),

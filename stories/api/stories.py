@@ -22,6 +22,7 @@ from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound, RateLimited
 from stories.store.models import IdempotencyClaim, Replay, Story
+from stories.store.uploads import UploadClaim
 
 __all__ = ["blueprint", "parse_story_id"]
 
@@ -134,7 +135,7 @@ async def create_story() -> Response:
         created_at=now,
         expires_at=now + timedelta(seconds=app.settings.story_ttl_seconds),
     )
-    response = orjson.dumps(story_json(story))
+    response = orjson.dumps(story_json(story, _media_url(story)))
     claim = None
     if key is not None:
         # Same key + same JSON (key order and spacing aside) = the same request.
@@ -145,7 +146,12 @@ async def create_story() -> Response:
         if replay is not None:
             return _replayed(replay, key)
     await _check_rate(ACTION_STORIES, "story creation")
-    replay = await app.store.create_story(story, audience, claim)
+    upload = None
+    if media_key is not None:
+        # Asked before the transaction (no network call while it holds locks); None when the store is off or
+        # silent, and the story is created all the same (API.md "Graceful degradation").
+        upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
+    replay = await app.store.create_story(story, audience, claim, upload)
     if replay is not None:
         return _replayed(replay, key)
     await app.feeds.changed(user_id)
@@ -166,7 +172,12 @@ async def get_story(id: str) -> Response:
     story = await app.store.visible_story(current_user_id(), app.clock.now(), parse_story_id(id))
     if story is None:
         raise _not_found()
-    return json_response(story_json(story))
+    return json_response(story_json(story, _media_url(story)))
+
+
+def _media_url(story: Story) -> str | None:
+    app = deps()
+    return None if app.media is None else app.media.media_url(story, app.clock.now())
 
 
 def _feed_limit() -> int:
@@ -191,7 +202,7 @@ async def feed() -> Response:
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
     # A cached page may hold stories that expired since it was read; the cursor still moves past them.
-    live = [story_json(s) for s in page if s.expires_at > now]
+    live = [story_json(s, _media_url(s)) for s in page if s.expires_at > now]
     return json_response({"stories": live, "next_cursor": next_cursor})
 
 

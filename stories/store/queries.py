@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from stories.errors import IdempotencyKeyReused, InvalidRequest, Unauthorized
+from stories.errors import IdempotencyKeyReused, InvalidRequest, MediaNotUploaded, Unauthorized
 from stories.store.models import (
     FeedCursor,
     Follow,
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Sequence
     from datetime import datetime
     from uuid import UUID
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    from stories.store.uploads import UploadClaim
 
 # Advisory lock ids: any constants work as long as every process uses the same ones.
 EXPIRY_LOCK_ID = 0x5701_1E6
@@ -148,7 +152,11 @@ def _replay(held: asyncpg.Record, claim: IdempotencyClaim) -> Replay:
 
 
 async def aio_create_story(
-    pool: asyncpg.Pool, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None
+    pool: asyncpg.Pool,
+    story: Story,
+    audience: Sequence[UUID],
+    claim: IdempotencyClaim | None,
+    upload: UploadClaim | None = None,
 ) -> Replay | None:
     """Insert the story and its audience in one transaction. With a claim, first claim the key:
 
@@ -157,9 +165,11 @@ async def aio_create_story(
     - key held by a different body: IdempotencyKeyReused.
     A concurrent request with the same key blocks on the key's primary key until the first commits or rolls
     back, so exactly one story is created. Unknown audience ids: InvalidRequest, nothing written.
-    A story with neither claim nor audience is the single INSERT alone: one round trip, no BEGIN/COMMIT.
+    With an upload, the story takes its key (issued to the author within 24 h, unused: else InvalidRequest), and
+    an object the store reported missing is MediaNotUploaded; nothing written either way.
+    A story with neither claim, audience nor upload is the single INSERT alone: one round trip, no BEGIN/COMMIT.
     """
-    atomic = claim is not None or bool(audience)
+    atomic = claim is not None or bool(audience) or upload is not None
     async with pool.acquire() as conn, _caller_exists(), conn.transaction() if atomic else nullcontext():
         if claim is not None:
             claimed = await conn.fetchval(
@@ -195,6 +205,8 @@ async def aio_create_story(
                     f"audience_user_ids: unknown users {listed}",
                     fields={"audience_user_ids": f"unknown users: {listed}"},
                 )
+        if upload is not None:
+            await _take_upload(conn, story, upload)
         await conn.execute(
             """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
@@ -213,6 +225,19 @@ async def aio_create_story(
                 [(story.id, user_id) for user_id in audience],
             )
     return None
+
+
+async def _take_upload(conn: PoolConnectionProxy[asyncpg.Record], story: Story, upload: UploadClaim) -> None:
+    from stories.store.uploads import aio_attach_upload  # uploads.py imports this module's lock id
+
+    if not await aio_attach_upload(conn, upload.key, story.author_id, story.id, story.created_at):
+        problem = "must be a key issued to you by POST /upload/presigned in the last 24 hours, used by no other story"
+        raise InvalidRequest(f"media_key: {problem}", fields={"media_key": problem})
+    if upload.uploaded is False:
+        raise MediaNotUploaded(
+            "media_key: nothing was uploaded with this key; PUT the file to the upload_url first",
+            fields={"media_key": "not uploaded"},
+        )
 
 
 async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:

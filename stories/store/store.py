@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         User,
         View,
     )
+    from stories.store.uploads import UploadClaim
 
 __all__ = ["Store"]
 
@@ -56,11 +57,12 @@ class Store:
         return await self.database.call(queries.aio_idempotent_replay, user_id, claim, now)
 
     async def create_story(
-        self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None
+        self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None, upload: UploadClaim | None = None
     ) -> Replay | None:
-        """Create a story (+audience) atomically; a Replay when the Idempotency-Key was already used with
-        this body. Raises IdempotencyKeyReused, InvalidRequest (unknown audience users)."""
-        return await self.database.call(queries.aio_create_story, story, audience, claim)
+        """Create a story (+audience, +its upload key) atomically; a Replay when the Idempotency-Key was already
+        used with this body. Raises IdempotencyKeyReused, InvalidRequest (unknown audience users, a media key
+        not issued to the author or used), MediaNotUploaded."""
+        return await self.database.call(queries.aio_create_story, story, audience, claim, upload)
 
     async def visible_story(self, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
         return await self.database.call(queries.aio_visible_story, viewer_id, now, story_id)

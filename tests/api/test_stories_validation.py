@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stories.settings import Settings
+from stories.store.uploads import Uploads
 from tests.helpers import Account, signup
 
 # Many stories are created per test within one instant of the fixed clock; rate limits are not tested here.
@@ -143,8 +144,11 @@ async def test_media_key_outside_the_callers_namespace(client, alice, bob, key):
     assert await feed_ids(client, alice) == []
 
 
-async def test_media_key_in_the_callers_namespace(client, alice):
+async def test_media_key_issued_to_the_caller(client, store, clock, alice):
+    """With object storage off, nobody can be asked whether the object is there: a key issued to the caller is
+    taken as it is (tests/media/ cover storage on)."""
     media_key = f"uploads/{alice.user_id}/0f3c9a.jpg"
+    await Uploads(store.database).issue(media_key, uuid.UUID(alice.user_id), "image/jpeg", 10, clock.now())
     response = await create(client, alice, {"media_key": media_key, "visibility": "public"})
     assert response.status_code == 201, await response.get_data()
     story = await response.get_json()

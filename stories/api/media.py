@@ -1,0 +1,98 @@
+"""POST /upload/presigned: a presigned PUT for one upload (API.md "Media uploads"). No media byte passes here."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from quart import Blueprint, Response
+
+from stories.api.bodies import json_response, read_json_object
+from stories.api.deps import current_user_id, deps
+from stories.api.validate import invalid, optional_string, required_string
+from stories.clock import to_millis
+from stories.errors import StorageUnavailable
+from stories.media.storage import UPLOAD_URL_SECONDS
+from stories.store.uploads import Uploads
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+__all__ = ["CONTENT_TYPES", "MAX_FILE_NAME_LENGTH", "blueprint", "upload_key"]
+
+log = structlog.get_logger()
+blueprint = Blueprint("media", __name__)
+
+# The allow-list, and the extension each type's keys get (the client's file name is never trusted for it).
+CONTENT_TYPES = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "video/quicktime": "mov",
+    "video/webm": "webm",
+}
+MAX_FILE_NAME_LENGTH = 255
+_SIZE = re.compile(r"^[0-9]+$")
+
+
+def upload_key(user_id: UUID, content_type: str) -> str:
+    """`uploads/<user_id>/<random>.<ext>`: 128 random bits, so keys can be neither guessed nor chosen."""
+    return f"uploads/{user_id}/{uuid.uuid4().hex}.{CONTENT_TYPES[content_type]}"
+
+
+def _content_type(body: dict[str, Any]) -> str:
+    content_type = required_string(body, "content_type").strip().lower()
+    if content_type not in CONTENT_TYPES:
+        raise invalid("content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
+    return content_type
+
+
+def _size(body: dict[str, Any], limit: int) -> int:
+    size = body.get("size")
+    # bool is an int in Python; JSON true is no size.
+    if size is None or isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= limit:
+        raise invalid("size", f"is required: the file's size in bytes, 1 to {limit}")
+    return size
+
+
+def _check_file_name(body: dict[str, Any]) -> None:
+    """Optional, and only checked: a name a client shows its user, never a part of the key."""
+    name = optional_string(body, "file_name")
+    if name is None:
+        return
+    if not 1 <= len(name) <= MAX_FILE_NAME_LENGTH or name.strip() != name or name in (".", ".."):
+        raise invalid("file_name", f"must be 1 to {MAX_FILE_NAME_LENGTH} characters, without surrounding spaces")
+    if any(c in "/\\" or unicodedata.category(c) in ("Cc", "Cf") for c in name):
+        raise invalid("file_name", "must be a file name, without path separators or control characters")
+
+
+@blueprint.post("/upload/presigned")
+async def presign_upload() -> Response:
+    body = await read_json_object()
+    content_type = _content_type(body)
+    app = deps()
+    size = _size(body, app.settings.max_upload_bytes)
+    _check_file_name(body)
+    if app.media is None:
+        raise StorageUnavailable("object storage is not configured on this server: uploads are off")
+    app.media.require()
+    user_id = current_user_id()
+    key = upload_key(user_id, content_type)
+    now = to_millis(app.clock.now())
+    await Uploads(app.store.database).issue(key, user_id, content_type, size, now)
+    url = app.media.storage.presign_put(key, content_type, size)
+    log.info("upload.presigned", media_key=key, content_type=content_type, size=size)
+    return json_response(
+        {
+            "upload_url": url,
+            "method": "PUT",
+            "headers": {"Content-Type": content_type},
+            "media_key": key,
+            "expires_in": UPLOAD_URL_SECONDS,
+        }
+    )

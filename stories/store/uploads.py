@@ -1,0 +1,142 @@
+"""Issued upload keys (table media_uploads, schema/0008_media.sql): the SQL (asyncio side, `aio_*`) and the
+trio-facing `Uploads`, one bridge crossing per method as in store.py.
+
+A row is the record of an object that may exist in the bucket; it is deleted only after the store has confirmed
+the object's deletion, so an outage of the store delays the lifecycle but never loses track of an object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stories.store.queries import EXPIRY_LOCK_ID
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from uuid import UUID
+
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    from stories.store.database import Database
+
+__all__ = ["DueObject", "UploadClaim", "Uploads", "aio_attach_upload"]
+
+# An issued key may be used by a story for this long; unused, its object is deleted then.
+UPLOAD_KEY_LIFETIME_SECONDS = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class UploadClaim:
+    """A story's media key, to be taken in the story's transaction. `uploaded` is what the store said: True (the
+    object is there), False (it is not: media_not_uploaded) or None (the store did not answer)."""
+
+    key: str
+    uploaded: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DueObject:
+    key: str
+    reason: str
+
+
+async def aio_issue_upload(
+    pool: asyncpg.Pool, key: str, user_id: UUID, content_type: str, size: int, now: datetime
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
+               VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')""",
+            key,
+            user_id,
+            content_type,
+            size,
+            now,
+            UPLOAD_KEY_LIFETIME_SECONDS,
+        )
+
+
+async def aio_attach_upload(
+    conn: PoolConnectionProxy[asyncpg.Record], key: str, user_id: UUID, story_id: UUID, now: datetime
+) -> bool:
+    """Give the key to the story: only a key issued to `user_id` within 24 h, that no story uses and the lifecycle
+    has not begun deleting. The row lock makes it single use under concurrency. Run inside the story's
+    transaction."""
+    taken = await conn.fetchval(
+        """UPDATE media_uploads SET story_id = $3, delete_after = NULL, delete_reason = NULL
+           WHERE key = $1 AND user_id = $2 AND story_id IS NULL AND NOT deleting
+             AND issued_at > $4::timestamptz - make_interval(secs => $5)
+           RETURNING true""",
+        key,
+        user_id,
+        story_id,
+        now,
+        UPLOAD_KEY_LIFETIME_SECONDS,
+    )
+    return bool(taken)
+
+
+async def aio_claim_due(pool: asyncpg.Pool, now: datetime, limit: int, retry_at: datetime) -> list[DueObject] | None:
+    """Up to `limit` objects due for deletion, oldest first, marked `deleting` and put off until `retry_at` (so a
+    failed deletion is retried then, and no other process takes them meanwhile). None when another process holds
+    the expiry lock."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
+            return None
+        rows = await conn.fetch(
+            """UPDATE media_uploads SET deleting = true, delete_after = $3
+               WHERE key = ANY (ARRAY(SELECT key FROM media_uploads WHERE delete_after <= $1
+                                      ORDER BY delete_after LIMIT $2 FOR UPDATE SKIP LOCKED))
+               RETURNING key, delete_reason""",
+            now,
+            limit,
+            retry_at,
+        )
+    return [DueObject(row["key"], row["delete_reason"]) for row in rows]
+
+
+async def aio_forget_deleted(
+    pool: asyncpg.Pool, keys: Sequence[str], now: datetime, url_seconds: int
+) -> dict[str, int]:
+    """The store deleted these objects: drop the rows whose upload URL has expired; keep the others until it has
+    (due again then: the object is deleted once more, in case a client uploaded it meanwhile). Returns, per reason,
+    how many objects were deleted for the first time."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """WITH done AS (SELECT key, delete_reason, deleted_at IS NULL AS first FROM media_uploads
+                             WHERE key = ANY ($1::text[]) FOR UPDATE),
+                    dropped AS (DELETE FROM media_uploads u USING done
+                                WHERE u.key = done.key AND u.issued_at <= $2::timestamptz - make_interval(secs => $3)
+                                RETURNING u.key),
+                    kept AS (UPDATE media_uploads u
+                             SET deleted_at = COALESCE(u.deleted_at, $2), delete_after = u.issued_at
+                                 + make_interval(secs => $3)
+                             FROM done
+                             WHERE u.key = done.key AND u.issued_at > $2::timestamptz - make_interval(secs => $3)
+                             RETURNING u.key)
+               SELECT delete_reason, count(*) AS n FROM done WHERE first GROUP BY delete_reason""",
+            list(keys),
+            now,
+            url_seconds,
+        )
+    return {row["delete_reason"]: row["n"] for row in rows}
+
+
+class Uploads:
+    """The issued keys, by use case. Safe to share between tasks; raises the store's errors."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def issue(self, key: str, user_id: UUID, content_type: str, size: int, now: datetime) -> None:
+        await self.database.call(aio_issue_upload, key, user_id, content_type, size, now)
+
+    async def claim_due(self, now: datetime, limit: int, retry_at: datetime) -> list[DueObject] | None:
+        """Objects due for deletion, reserved for this caller until `retry_at`; None when not the leader."""
+        return await self.database.call(aio_claim_due, now, limit, retry_at)
+
+    async def forget_deleted(self, keys: Sequence[str], now: datetime, url_seconds: int) -> dict[str, int]:
+        return await self.database.call(aio_forget_deleted, keys, now, url_seconds)
