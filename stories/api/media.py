@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,6 @@ CONTENT_TYPES = {
     "video/webm": "webm",
 }
 MAX_FILE_NAME_LENGTH = 255
-_SIZE = re.compile(r"^[0-9]+$")
 
 
 def upload_key(user_id: UUID, content_type: str) -> str:
