@@ -20,7 +20,7 @@ fmt:
 typecheck:
     {{bin}}/mypy
 
-# the test suite; extra arguments go to pytest (DATABASE_URL / REDIS_URL select the servers)
+# the test suite; extra arguments go to pytest (TEST_DATABASE_URL / TEST_REDIS_URL select the servers)
 test *args:
     {{bin}}/pytest {{args}}
 
