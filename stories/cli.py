@@ -60,10 +60,13 @@ _DESCRIPTIONS = {
         "  BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
     ),
     "worker": (
-        "Run the expiry worker alone, for deployments that keep it apart (safe next to serve).\n\n"
-        f"Reads:\n{_DATABASE}"
+        "Run the expiry worker alone, for deployments that keep it apart (safe next to serve),\n"
+        "with /healthz, /readyz and /metrics on PORT (next to serve on one machine: another PORT).\n\n"
+        "Reads:\n"
+        "  PORT, HOST     listen address of the probes (default 0.0.0.0:5000)\n"
+        f"{_DATABASE}"
         "  EXPIRY_INTERVAL_SECONDS  how often it runs (default 60)\n"
-        "  LOG_LEVEL\n"
+        "  RETENTION_DAYS, DRAIN_SECONDS, LOG_LEVEL\n"
     ),
     "migrate": f"Apply the database migrations and exit.\n\nReads:\n{_DATABASE}",
     "seed": (
@@ -104,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by the --workers parent for its children: serve this process alone.
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    command("worker", "run the expiry worker alone (for deployments that keep it apart)")
+    command("worker", "run the expiry worker alone, with its probes and metrics on PORT")
     command("migrate", "apply the database migrations and exit")
     seed = command("seed", "fill the database with generated users, follows and stories")
     seed.add_argument("--users", type=int, default=2_000, help="how many users (default 2000)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import signal
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -24,11 +23,12 @@ from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay, postgres_connector
-from stories.api import AppDeps, create_app
+from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
+from stories.lifecycle import Lifecycle
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
@@ -51,15 +51,6 @@ log = structlog.get_logger()
 # Young-generation collections every 700 allocations (CPython's default) ran the collector thousands of times a
 # second under load; bench/http.md has the measured share of CPU before and after.
 GC_THRESHOLDS = (20_000, 20, 20)
-
-
-@dataclass(slots=True)
-class Lifecycle:
-    """What a signal does: before `started`, the first one cancels the start (a half-started process has nothing
-    to drain); after, it sets `shutdown`, the graceful drain. The second signal cancels everything."""
-
-    shutdown: trio.Event = field(default_factory=trio.Event)
-    started: bool = False
 
 
 async def watch_signals(
@@ -118,6 +109,14 @@ def expiry_spec(settings: Settings, store: Store, clock: Clock, metrics: Metrics
     return ActorSpec("expiry", ticker.run)
 
 
+def metrics_spec(metrics: Metrics, database: Database) -> ActorSpec:
+    def sample_pool(m: Metrics) -> None:
+        m.db_pool_size.set(database.pool_size)
+        m.db_pool_idle.set(database.pool_idle)
+
+    return ActorSpec("metrics", MetricsExporter(metrics, samplers=[sample_pool]).run)
+
+
 def actor_specs(
     settings: Settings,
     store: Store,
@@ -127,15 +126,8 @@ def actor_specs(
     relay: EventRelay,
     counters: CounterFlusher,
 ) -> Sequence[ActorSpec]:
-    database = store.database
-
-    def sample_pool(m: Metrics) -> None:
-        m.db_pool_size.set(database.pool_size)
-        m.db_pool_idle.set(database.pool_idle)
-
-    exporter = MetricsExporter(metrics, samplers=[sample_pool])
     return [
-        ActorSpec("metrics", exporter.run),
+        metrics_spec(metrics, store.database),
         ActorSpec("ratelimit", limiter.run),
         ActorSpec("relay", relay.run),
         ActorSpec("counters", counters.run),
@@ -212,6 +204,7 @@ async def serve(
                     callers=Callers(tokens, store),
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
+                    life=life,
                 )
             )
             tune_gc()
@@ -226,17 +219,27 @@ async def run_migrations(settings: Settings) -> None:
         await migrate(database)
 
 
-async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
-    """The expiry ticker alone (for deployments that run it apart); same code as in `serve`."""
+async def worker(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The expiry ticker alone (for deployments that run it apart; same code as in `serve`), with /healthz,
+    /readyz and /metrics on PORT so that it can be probed and scraped. Reports the bound addresses."""
     clock = clock or SystemClock()
     metrics = Metrics()
+    metrics.watch_gc()
     async with signals_handled() as life, open_store_for(settings, pool_size=2) as database:
         await migrate(database)
-        life.started = True
+        store = Store(database)
         async with trio.open_nursery() as actors:
-            await actors.start(supervise, expiry_spec(settings, Store(database), clock, metrics), metrics)
-            await life.shutdown.wait()
-            actors.cancel_scope.cancel("shutdown")
+            for spec in (metrics_spec(metrics, database), expiry_spec(settings, store, clock, metrics)):
+                await actors.start(supervise, spec, metrics)
+            app = create_probe_app(Probes(settings=settings, store=store, metrics=metrics, redis=None, life=life))
+            life.started = True
+            await serve_http(app, settings, life.shutdown, task_status=task_status)
+            actors.cancel_scope.cancel("http drained")
     log.info("shutdown.complete")
 
 

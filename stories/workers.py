@@ -27,7 +27,7 @@ from stories.runtime import signals_handled
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
-    from stories.runtime import Lifecycle
+    from stories.lifecycle import Lifecycle
     from stories.settings import Settings
 
 __all__ = ["serve_workers"]
