@@ -1,4 +1,4 @@
-"""Command line: `stories serve | worker | migrate | seed`.
+"""Command line: `stories serve | worker | migrate | seed | listen`.
 
 A bad configuration exits 2 with one line naming the variable, before trio.run; an unreachable or refused
 database at start exits 3 with one line. No tracebacks for either.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from functools import partial
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import trio
 
 from stories import __version__, runtime
 from stories.errors import ConfigError, Conflict, StoreUnavailable
+from stories.listen import ListenFailed, listen
 from stories.logging import configure_logging
 from stories.seed import DEFAULT_SEED_PASSWORD
 from stories.settings import MAX_WORKERS, Settings, load_settings
@@ -29,6 +31,9 @@ __all__ = ["main"]
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_CONFLICT = 4
+EXIT_LISTEN_FAILED = 5
+# `stories listen` takes its token from here when --token is not given (a token on the command line shows in `ps`).
+TOKEN_VARIABLE = "STORIES_TOKEN"
 
 
 def _innermost(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -69,6 +74,14 @@ _DESCRIPTIONS = {
         "  RETENTION_DAYS, DRAIN_SECONDS, LOG_LEVEL\n"
     ),
     "migrate": f"Apply the database migrations and exit.\n\nReads:\n{_DATABASE}",
+    "listen": (
+        "Print a user's realtime events (story.viewed, story.reacted) from a running service's /ws,\n"
+        "one JSON line each, until --count events arrived or Ctrl-C. Exits 5, with one line on stderr,\n"
+        "when the connection fails, the token is refused or the server closes the socket.\n\n"
+        "Reads:\n"
+        f"  {TOKEN_VARIABLE}  the user's token when --token is not given\n"
+        "  PORT           the port of --url's default, http://127.0.0.1:$PORT (default 5000)\n"
+    ),
     "seed": (
         "Fill the database with generated users, follows, stories, views and reactions\n"
         f"(every password is {DEFAULT_SEED_PASSWORD!r}).\n\n"
@@ -114,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--stories", type=int, default=100_000, help="how many stories (default 100000)")
     seed.add_argument("--follows-per-user", type=int, default=50, help="average follows per user (default 50)")
     seed.add_argument("--tag", default="seed", help="email prefix: <tag>-000000@example.com ... (default seed)")
+    listener = command("listen", "print a user's realtime events as JSON lines")
+    listener.add_argument("--url", help="the service's base URL (default http://127.0.0.1:$PORT), or ws(s)://.../ws")
+    listener.add_argument("--token", help=f"the user's token (a sign-up's or login's; default ${TOKEN_VARIABLE})")
+    listener.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (default: run until Ctrl-C)")
     return parser
 
 
@@ -129,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stories: invalid configuration: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
             return EXIT_CONFIG
         settings = dataclasses.replace(settings, workers=args.workers)
+    if args.command == "listen":
+        return _listen(args, settings)
     configure_logging(settings.log_level)
     exit_code = 0
     try:
@@ -165,5 +184,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_code = EXIT_CONFLICT
     except* KeyboardInterrupt:
         # A Ctrl-C before the signal watcher was installed (during start-up): stop quietly.
+        exit_code = 130
+    return exit_code
+
+
+def _listen(args: argparse.Namespace, settings: Settings) -> int:
+    token = args.token or os.environ.get(TOKEN_VARIABLE, "").strip()
+    if not token:
+        print(f"stories: listen needs a token: --token or {TOKEN_VARIABLE}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.count is not None and args.count < 1:
+        print("stories: --count must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    url = args.url or f"http://127.0.0.1:{settings.port}"
+    exit_code = 0
+    try:
+        trio.run(partial(listen, url, token, count=args.count, out=sys.stdout))
+    except* ListenFailed as group:
+        print(f"stories: listen: {_innermost(group)}", file=sys.stderr)
+        exit_code = EXIT_LISTEN_FAILED
+    except* KeyboardInterrupt:
         exit_code = 130
     return exit_code
