@@ -19,8 +19,9 @@ from stories import __version__, runtime
 from stories.errors import ConfigError, Conflict, StoreUnavailable
 from stories.listen import ListenFailed, listen
 from stories.logging import configure_logging
+from stories.progress import seed_progress
 from stories.seed import DEFAULT_SEED_PASSWORD
-from stories.settings import MAX_WORKERS, Settings, load_settings
+from stories.settings import MAX_WORKERS, Settings, load_settings, mask_url
 from stories.workers import serve_workers
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ _DESCRIPTIONS = {
         "  JWT_SECRET     HS256 key (unset: generated in DATA_DIR; required in production)\n"
         "  MINIO_ENDPOINT and MINIO_*: object storage for uploads\n"
         "  WORKERS        server processes on one port (default 1; --workers N)\n"
-        "  BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
+        "  DRAIN_SECONDS  how long in-flight requests may finish after SIGTERM (default 5)\n"
+        "  DB_POOL_SIZE, FEED_CACHE_SECONDS, BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
     ),
     "worker": (
         "Run the expiry worker alone, for deployments that keep it apart (safe next to serve),\n"
@@ -84,7 +86,8 @@ _DESCRIPTIONS = {
     ),
     "seed": (
         "Fill the database with generated users, follows, stories, views and reactions\n"
-        f"(every password is {DEFAULT_SEED_PASSWORD!r}).\n\n"
+        f"(every password is {DEFAULT_SEED_PASSWORD!r}). Says which database first; shows progress on a\n"
+        "terminal, else logs one line as each phase begins and ends.\n\n"
         f"Reads:\n{_DATABASE}"
         "  BCRYPT_COST, STORY_TTL_SECONDS\n"
     ),
@@ -148,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, workers=args.workers)
     if args.command == "listen":
         return _listen(args, settings)
-    configure_logging(settings.log_level)
+    if args.command == "seed" and sys.stderr.isatty() and settings.log_level in ("debug", "info"):
+        # On a terminal the progress display says what happens; info lines would only break it up.
+        configure_logging("warning")
+    else:
+        configure_logging(settings.log_level)
     exit_code = 0
     try:
         if args.command == "serve" and settings.workers > 1 and not args.child:
@@ -160,14 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             trio.run(runtime.run_migrations, settings)
         elif args.command == "seed":
-            seed = partial(
-                runtime.seed,
-                users=args.users,
-                stories=args.stories,
-                follows_per_user=args.follows_per_user,
-                tag=args.tag,
+            print(
+                f"stories: seeding {_database_name(settings)} with {args.users} users ({args.tag}-000000@example.com "
+                f"...), {args.stories} stories; every password is {DEFAULT_SEED_PASSWORD!r}",
+                file=sys.stderr,
+                flush=True,
             )
-            summary = trio.run(seed, settings)
+            with seed_progress(sys.stderr) as progress:
+                seed = partial(
+                    runtime.seed,
+                    users=args.users,
+                    stories=args.stories,
+                    follows_per_user=args.follows_per_user,
+                    tag=args.tag,
+                    progress=progress,
+                )
+                summary = trio.run(seed, settings)
             print(
                 f"stories: seeded {summary.users} users, {summary.follows} follows, {summary.stories} stories "
                 f"({summary.live} live), {summary.views} views, {summary.reactions} reactions; "
@@ -206,3 +221,10 @@ def _listen(args: argparse.Namespace, settings: Settings) -> int:
     except* KeyboardInterrupt:
         exit_code = 130
     return exit_code
+
+
+def _database_name(settings: Settings) -> str:
+    """The database a command works on, for a person to check: its URL (password masked) or the embedded one."""
+    if settings.database_url:
+        return f"{mask_url(settings.database_url)} (DATABASE_URL)"
+    return f"the embedded PostgreSQL in {settings.data_dir} (DATA_DIR; DATABASE_URL is unset)"

@@ -32,7 +32,7 @@ from stories.lifecycle import Lifecycle
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
-from stories.seed import DEFAULT_SEED_PASSWORD, SeedSummary
+from stories.seed import DEFAULT_SEED_PASSWORD, SeedProgress, SeedSummary
 from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
@@ -243,11 +243,25 @@ async def worker(
     log.info("shutdown.complete")
 
 
-async def seed(settings: Settings, *, users: int, stories: int, follows_per_user: int, tag: str) -> SeedSummary:
+async def seed(
+    settings: Settings,
+    *,
+    users: int,
+    stories: int,
+    follows_per_user: int,
+    tag: str,
+    progress: SeedProgress | None = None,
+) -> SeedSummary:
     """Migrate, then fill the database with generated data (see stories.seed); every password is
-    DEFAULT_SEED_PASSWORD."""
+    DEFAULT_SEED_PASSWORD. `progress` hears of each phase."""
+    if progress is not None:
+        progress.phase("connecting to the database" if settings.database_url else "starting the embedded database")
     async with open_store_for(settings, pool_size=1) as database:
+        if progress is not None:
+            progress.phase("migrating")
         await migrate(database)
+        if progress is not None:
+            progress.phase("hashing the password")
         password_hash = await PasswordHasher(settings.bcrypt_cost).hash(DEFAULT_SEED_PASSWORD)
         return await seed_database(
             database,
@@ -258,4 +272,5 @@ async def seed(settings: Settings, *, users: int, stories: int, follows_per_user
             password_hash=password_hash,
             story_ttl_seconds=settings.story_ttl_seconds,
             tag=tag,
+            progress=progress,
         )
