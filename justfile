@@ -28,6 +28,12 @@ test *args:
 serve:
     {{bin}}/stories serve
 
+# the deployment files: Kubernetes manifests and Prometheus rules, as CI checks them
+deploy-check:
+    {{bin}}/kubernetes-validate --strict --quiet $(ls deploy/kubernetes/*.yaml | grep -v kustomization)
+    promtool check rules deploy/prometheus/stories-alerts.yml
+    cd deploy/prometheus && promtool test rules stories-alerts.test.yml
+
 # two API processes + PostgreSQL + Redis + MinIO in containers (ports 5001 and 5002)
 up:
     docker compose up -d --build
