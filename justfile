@@ -34,7 +34,8 @@ deploy-check:
     promtool check rules deploy/prometheus/stories-alerts.yml
     cd deploy/prometheus && promtool test rules stories-alerts.test.yml
 
-# two API processes + PostgreSQL + Redis + MinIO in containers (ports 5001 and 5002)
+# two API processes, the expiry worker, PostgreSQL, Redis and MinIO in containers (Compose v2; ports 8001 and
+# 8002; JWT_SECRET from .env)
 up:
     docker compose up -d --build
 

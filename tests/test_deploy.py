@@ -156,3 +156,56 @@ def test_ingress_keeps_websockets_open_longer_than_the_server_pings():
     annotations = resources[("Ingress", "stories")]["metadata"]["annotations"]
     for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
         assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) > float(config["WS_DEAD_AFTER_SECONDS"])
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY.parent / "docker-compose.yml").read_text())
+
+
+def dockerfile_stages() -> list[str]:
+    text = (DEPLOY.parent / "Dockerfile").read_text()
+    return re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.MULTILINE)
+
+
+def test_compose_file_follows_the_compose_specification():
+    """The compose-spec parser (the Rust compose_spec crate) refuses unknown keys, bad durations and types, as
+    `docker compose config` would; YAML merge keys are resolved first, as Compose does."""
+    compose_spec = pytest.importorskip("compose_spec")
+    parsed = compose_spec.PyCompose.from_json(json.dumps(compose()))
+    assert {"api1", "api2", "worker", "postgres", "redis", "minio", "minio-init"} <= set(parsed.service_names())
+
+
+def test_compose_wiring():
+    services = compose()["services"]
+    stages = dockerfile_stages()
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+        build = service.get("build")
+        if build is not None:
+            assert build["target"] in stages, (name, build)
+    assert services["worker"]["build"]["target"] == "worker"
+    assert {services[name]["build"]["target"] for name in ("api1", "api2")} == {"api"}
+    for name in ("api1", "api2", "worker"):
+        environment = services[name]["environment"]
+        # From .env, required: no secret of the compose file's own, and every process gets the same one.
+        assert environment["JWT_SECRET"].startswith("${JWT_SECRET:?")
+        assert environment["DATABASE_URL"].startswith("postgres://")
+        assert set(environment) <= variables_the_service_reads()
+        assert environment["MINIO_ENDPOINT"] == "minio:9000"
+    published = [port.split(":")[-2] for service in services.values() for port in service.get("ports", [])]
+    # The README's ports for `stories serve` outside containers stay free.
+    assert not {"5000", "5001"} & set(published)
+    assert len(published) == len(set(published))
+
+
+def test_dockerfile_targets_run_as_a_user_with_a_healthcheck_it_can_run():
+    text = (DEPLOY.parent / "Dockerfile").read_text()
+    stages = dockerfile_stages()
+    assert {"api", "worker"} <= set(stages)
+    assert stages[-1] == "api"  # `docker build .` makes the API image
+    (user,) = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
+    assert user.split(":")[0] not in ("0", "root")
+    (healthcheck,) = re.findall(r"CMD \[\"python\", .*healthz.*\]$", text, flags=re.MULTILINE)
+    assert "urllib.request" in healthcheck  # the image's own Python: the slim image has no curl or wget
+    assert re.search(r"^ENTRYPOINT \[\"stories\"\]$", text, flags=re.MULTILINE)
