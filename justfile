@@ -20,7 +20,7 @@ fmt:
 typecheck:
     {{bin}}/mypy
 
-# the test suite; extra arguments go to pytest (DATABASE_URL / REDIS_URL select the servers)
+# the test suite; extra arguments go to pytest (TEST_DATABASE_URL / TEST_REDIS_URL select the servers)
 test *args:
     {{bin}}/pytest {{args}}
 
@@ -28,7 +28,14 @@ test *args:
 serve:
     {{bin}}/stories serve
 
-# two API processes + PostgreSQL + Redis + MinIO in containers (ports 5001 and 5002)
+# the deployment files: Kubernetes manifests and Prometheus rules, as CI checks them
+deploy-check:
+    {{bin}}/kubernetes-validate --strict --quiet $(ls deploy/kubernetes/*.yaml | grep -v kustomization)
+    promtool check rules deploy/prometheus/stories-alerts.yml
+    cd deploy/prometheus && promtool test rules stories-alerts.test.yml
+
+# two API processes, the expiry worker, PostgreSQL, Redis and MinIO in containers (Compose v2; ports 8001 and
+# 8002; JWT_SECRET from .env)
 up:
     docker compose up -d --build
 

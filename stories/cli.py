@@ -1,4 +1,4 @@
-"""Command line: `stories serve | worker | migrate | seed`.
+"""Command line: `stories serve | worker | migrate | seed | listen`.
 
 A bad configuration exits 2 with one line naming the variable, before trio.run; an unreachable or refused
 database at start exits 3 with one line. No tracebacks for either.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from functools import partial
 from typing import TYPE_CHECKING
@@ -16,9 +17,11 @@ import trio
 
 from stories import __version__, runtime
 from stories.errors import ConfigError, Conflict, StoreUnavailable
+from stories.listen import ListenFailed, listen
 from stories.logging import configure_logging
+from stories.progress import seed_progress
 from stories.seed import DEFAULT_SEED_PASSWORD
-from stories.settings import MAX_WORKERS, Settings, load_settings
+from stories.settings import MAX_WORKERS, Settings, load_settings, mask_url
 from stories.workers import serve_workers
 
 if TYPE_CHECKING:
@@ -29,6 +32,9 @@ __all__ = ["main"]
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_CONFLICT = 4
+EXIT_LISTEN_FAILED = 5
+# `stories listen` takes its token from here when --token is not given (a token on the command line shows in `ps`).
+TOKEN_VARIABLE = "STORIES_TOKEN"
 
 
 def _innermost(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -57,18 +63,31 @@ _DESCRIPTIONS = {
         "  JWT_SECRET     HS256 key (unset: generated in DATA_DIR; required in production)\n"
         "  MINIO_ENDPOINT and MINIO_*: object storage for uploads\n"
         "  WORKERS        server processes on one port (default 1; --workers N)\n"
-        "  BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
+        "  DRAIN_SECONDS  how long in-flight requests may finish after SIGTERM (default 5)\n"
+        "  DB_POOL_SIZE, FEED_CACHE_SECONDS, BCRYPT_COST, LOG_LEVEL, STORIES_ENV\n"
     ),
     "worker": (
-        "Run the expiry worker alone, for deployments that keep it apart (safe next to serve).\n\n"
-        f"Reads:\n{_DATABASE}"
+        "Run the expiry worker alone, for deployments that keep it apart (safe next to serve),\n"
+        "with /healthz, /readyz and /metrics on PORT (next to serve on one machine: another PORT).\n\n"
+        "Reads:\n"
+        "  PORT, HOST     listen address of the probes (default 0.0.0.0:5000)\n"
+        f"{_DATABASE}"
         "  EXPIRY_INTERVAL_SECONDS  how often it runs (default 60)\n"
-        "  LOG_LEVEL\n"
+        "  RETENTION_DAYS, DRAIN_SECONDS, LOG_LEVEL\n"
     ),
     "migrate": f"Apply the database migrations and exit.\n\nReads:\n{_DATABASE}",
+    "listen": (
+        "Print a user's realtime events (story.viewed, story.reacted) from a running service's /ws,\n"
+        "one JSON line each, until --count events arrived or Ctrl-C. Exits 5, with one line on stderr,\n"
+        "when the connection fails, the token is refused or the server closes the socket.\n\n"
+        "Reads:\n"
+        f"  {TOKEN_VARIABLE}  the user's token when --token is not given\n"
+        "  PORT           the port of --url's default, http://127.0.0.1:$PORT (default 5000)\n"
+    ),
     "seed": (
         "Fill the database with generated users, follows, stories, views and reactions\n"
-        f"(every password is {DEFAULT_SEED_PASSWORD!r}).\n\n"
+        f"(every password is {DEFAULT_SEED_PASSWORD!r}). Says which database first; shows progress on a\n"
+        "terminal, else logs one line as each phase begins and ends.\n\n"
         f"Reads:\n{_DATABASE}"
         "  BCRYPT_COST, STORY_TTL_SECONDS\n"
     ),
@@ -104,13 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by the --workers parent for its children: serve this process alone.
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    command("worker", "run the expiry worker alone (for deployments that keep it apart)")
+    command("worker", "run the expiry worker alone, with its probes and metrics on PORT")
     command("migrate", "apply the database migrations and exit")
     seed = command("seed", "fill the database with generated users, follows and stories")
     seed.add_argument("--users", type=int, default=2_000, help="how many users (default 2000)")
     seed.add_argument("--stories", type=int, default=100_000, help="how many stories (default 100000)")
     seed.add_argument("--follows-per-user", type=int, default=50, help="average follows per user (default 50)")
     seed.add_argument("--tag", default="seed", help="email prefix: <tag>-000000@example.com ... (default seed)")
+    listener = command("listen", "print a user's realtime events as JSON lines")
+    listener.add_argument("--url", help="the service's base URL (default http://127.0.0.1:$PORT), or ws(s)://.../ws")
+    listener.add_argument("--token", help=f"the user's token (a sign-up's or login's; default ${TOKEN_VARIABLE})")
+    listener.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (default: run until Ctrl-C)")
     return parser
 
 
@@ -126,7 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stories: invalid configuration: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
             return EXIT_CONFIG
         settings = dataclasses.replace(settings, workers=args.workers)
-    configure_logging(settings.log_level)
+    if args.command == "listen":
+        return _listen(args, settings)
+    if args.command == "seed" and sys.stderr.isatty() and settings.log_level in ("debug", "info"):
+        # On a terminal the progress display says what happens; info lines would only break it up.
+        configure_logging("warning")
+    else:
+        configure_logging(settings.log_level)
     exit_code = 0
     try:
         if args.command == "serve" and settings.workers > 1 and not args.child:
@@ -138,14 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             trio.run(runtime.run_migrations, settings)
         elif args.command == "seed":
-            seed = partial(
-                runtime.seed,
-                users=args.users,
-                stories=args.stories,
-                follows_per_user=args.follows_per_user,
-                tag=args.tag,
+            print(
+                f"stories: seeding {_database_name(settings)} with {args.users} users ({args.tag}-000000@example.com "
+                f"...), {args.stories} stories; every password is {DEFAULT_SEED_PASSWORD!r}",
+                file=sys.stderr,
+                flush=True,
             )
-            summary = trio.run(seed, settings)
+            with seed_progress(sys.stderr) as progress:
+                seed = partial(
+                    runtime.seed,
+                    users=args.users,
+                    stories=args.stories,
+                    follows_per_user=args.follows_per_user,
+                    tag=args.tag,
+                    progress=progress,
+                )
+                summary = trio.run(seed, settings)
             print(
                 f"stories: seeded {summary.users} users, {summary.follows} follows, {summary.stories} stories "
                 f"({summary.live} live), {summary.views} views, {summary.reactions} reactions; "
@@ -164,3 +201,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A Ctrl-C before the signal watcher was installed (during start-up): stop quietly.
         exit_code = 130
     return exit_code
+
+
+def _listen(args: argparse.Namespace, settings: Settings) -> int:
+    token = args.token or os.environ.get(TOKEN_VARIABLE, "").strip()
+    if not token:
+        print(f"stories: listen needs a token: --token or {TOKEN_VARIABLE}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.count is not None and args.count < 1:
+        print("stories: --count must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    url = args.url or f"http://127.0.0.1:{settings.port}"
+    exit_code = 0
+    try:
+        trio.run(partial(listen, url, token, count=args.count, out=sys.stdout))
+    except* ListenFailed as group:
+        print(f"stories: listen: {_innermost(group)}", file=sys.stderr)
+        exit_code = EXIT_LISTEN_FAILED
+    except* KeyboardInterrupt:
+        exit_code = 130
+    return exit_code
+
+
+def _database_name(settings: Settings) -> str:
+    """The database a command works on, for a person to check: its URL (password masked) or the embedded one."""
+    if settings.database_url:
+        return f"{mask_url(settings.database_url)} (DATABASE_URL)"
+    return f"the embedded PostgreSQL in {settings.data_dir} (DATA_DIR; DATABASE_URL is unset)"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import signal
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -24,17 +23,18 @@ from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay, postgres_connector
-from stories.api import AppDeps, create_app
+from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
+from stories.lifecycle import Lifecycle
 from stories.media.lifecycle import MediaSweeper
 from stories.media.link import StorageLink, open_storage
 from stories.metrics import Metrics
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
-from stories.seed import DEFAULT_SEED_PASSWORD, SeedSummary
+from stories.seed import DEFAULT_SEED_PASSWORD, SeedProgress, SeedSummary
 from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
@@ -54,15 +54,6 @@ log = structlog.get_logger()
 # Young-generation collections every 700 allocations (CPython's default) ran the collector thousands of times a
 # second under load; bench/http.md has the measured share of CPU before and after.
 GC_THRESHOLDS = (20_000, 20, 20)
-
-
-@dataclass(slots=True)
-class Lifecycle:
-    """What a signal does: before `started`, the first one cancels the start (a half-started process has nothing
-    to drain); after, it sets `shutdown`, the graceful drain. The second signal cancels everything."""
-
-    shutdown: trio.Event = field(default_factory=trio.Event)
-    started: bool = False
 
 
 async def watch_signals(
@@ -129,6 +120,14 @@ def expiry_spec(
     return ActorSpec("expiry", ticker.run)
 
 
+def metrics_spec(metrics: Metrics, database: Database) -> ActorSpec:
+    def sample_pool(m: Metrics) -> None:
+        m.db_pool_size.set(database.pool_size)
+        m.db_pool_idle.set(database.pool_idle)
+
+    return ActorSpec("metrics", MetricsExporter(metrics, samplers=[sample_pool]).run)
+
+
 def actor_specs(
     settings: Settings,
     store: Store,
@@ -139,15 +138,8 @@ def actor_specs(
     counters: CounterFlusher,
     media: StorageLink | None = None,
 ) -> Sequence[ActorSpec]:
-    database = store.database
-
-    def sample_pool(m: Metrics) -> None:
-        m.db_pool_size.set(database.pool_size)
-        m.db_pool_idle.set(database.pool_idle)
-
-    exporter = MetricsExporter(metrics, samplers=[sample_pool])
     return [
-        ActorSpec("metrics", exporter.run),
+        metrics_spec(metrics, store.database),
         ActorSpec("ratelimit", limiter.run),
         ActorSpec("relay", relay.run),
         ActorSpec("counters", counters.run),
@@ -227,6 +219,7 @@ async def serve(
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
                     media=media,
+                    life=life,
                 )
             )
             tune_gc()
@@ -241,10 +234,17 @@ async def run_migrations(settings: Settings) -> None:
         await migrate(database)
 
 
-async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
-    """The expiry ticker alone (for deployments that run it apart); same code as in `serve`."""
+async def worker(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The expiry ticker alone (for deployments that run it apart; same code as in `serve`), with /healthz,
+    /readyz and /metrics on PORT so that it can be probed and scraped. Reports the bound addresses."""
     clock = clock or SystemClock()
     metrics = Metrics()
+    metrics.watch_gc()
     async with (
         signals_handled() as life,
         open_store_for(settings, pool_size=2) as database,
@@ -252,19 +252,40 @@ async def worker(settings: Settings, *, clock: Clock | None = None) -> None:
         open_storage(settings, embedded=False) as media,
     ):
         await migrate(database)
-        life.started = True
+        store = Store(database)
         async with trio.open_nursery() as actors:
-            await actors.start(supervise, expiry_spec(settings, Store(database), clock, metrics, media), metrics)
-            await life.shutdown.wait()
-            actors.cancel_scope.cancel("shutdown")
+            specs = [metrics_spec(metrics, database), expiry_spec(settings, store, clock, metrics, media)]
+            if media is not None:
+                specs.append(ActorSpec("storage", media.run))  # keeps the /healthz storage check current
+            for spec in specs:
+                await actors.start(supervise, spec, metrics)
+            probed = Probes(settings=settings, store=store, metrics=metrics, redis=None, life=life, media=media)
+            app = create_probe_app(probed)
+            life.started = True
+            await serve_http(app, settings, life.shutdown, task_status=task_status)
+            actors.cancel_scope.cancel("http drained")
     log.info("shutdown.complete")
 
 
-async def seed(settings: Settings, *, users: int, stories: int, follows_per_user: int, tag: str) -> SeedSummary:
+async def seed(
+    settings: Settings,
+    *,
+    users: int,
+    stories: int,
+    follows_per_user: int,
+    tag: str,
+    progress: SeedProgress | None = None,
+) -> SeedSummary:
     """Migrate, then fill the database with generated data (see stories.seed); every password is
-    DEFAULT_SEED_PASSWORD."""
+    DEFAULT_SEED_PASSWORD. `progress` hears of each phase."""
+    if progress is not None:
+        progress.phase("connecting to the database" if settings.database_url else "starting the embedded database")
     async with open_store_for(settings, pool_size=1) as database:
+        if progress is not None:
+            progress.phase("migrating")
         await migrate(database)
+        if progress is not None:
+            progress.phase("hashing the password")
         password_hash = await PasswordHasher(settings.bcrypt_cost).hash(DEFAULT_SEED_PASSWORD)
         return await seed_database(
             database,
@@ -275,4 +296,5 @@ async def seed(settings: Settings, *, users: int, stories: int, follows_per_user
             password_hash=password_hash,
             story_ttl_seconds=settings.story_ttl_seconds,
             tag=tag,
+            progress=progress,
         )

@@ -23,7 +23,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from stories.clock import to_millis
 from stories.errors import Conflict
@@ -43,12 +43,36 @@ __all__ = [
     "SeedBatch",
     "SeedDataset",
     "SeedPlan",
+    "SeedProgress",
     "SeedSummary",
     "seed",
 ]
 
 # The password of every seeded user (the caller hashes it once and passes the hash in the plan).
 DEFAULT_SEED_PASSWORD = "seed-password"
+
+
+class SeedProgress(Protocol):
+    """Told what the seed is doing, for a progress display or log lines.
+
+    Called from the database bridge's thread while the rows are copied: implementations must be thread-safe
+    and quick (rich's Progress and structlog are both).
+    """
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A new phase begins (the previous one is done); `total`: how many `advance` units it has."""
+        ...
+
+    def advance(self, amount: int) -> None: ...
+
+
+class _Silent:
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
 
 # The values the schema's CHECK on reactions.emoji accepts; COPY fails loudly if they ever drift.
 _EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
@@ -404,6 +428,7 @@ async def seed(
     story_ttl_seconds: int = DEFAULT_STORY_TTL_SECONDS,
     tag: str = "seed",
     random_seed: int = 1,
+    progress: SeedProgress | None = None,
 ) -> SeedSummary:
     """Seed users, follows and stories (with audiences, views, reactions) over the 48 h before `now`.
 
@@ -423,13 +448,29 @@ async def seed(
         random_seed=random_seed,
     )
     dataset = SeedDataset(plan)
+    progress = progress or _Silent()
     # One crossing for the whole seed; Database.call also maps connection failures to StoreUnavailable.
-    await database.call(aio_copy_seed, dataset.batches(), dataset.people.emails[0], TABLE_ORDER)
+    await database.call(aio_copy_seed, _reported(dataset, progress), dataset.people.emails[0], TABLE_ORDER, progress)
     return dataset.summary()
 
 
+def _reported(dataset: SeedDataset, progress: SeedProgress) -> Iterator[SeedBatch]:
+    """`dataset.batches()`, telling `progress` as they are generated and copied (the people come first)."""
+    batches = dataset.batches()
+    progress.phase("users and follows")
+    yield next(batches)
+    progress.phase("stories, audiences, views and reactions", total=dataset.plan.stories)
+    for batch in batches:
+        yield batch
+        progress.advance(len(batch.rows.get("stories", ())))
+
+
 async def aio_copy_seed(
-    pool: asyncpg.Pool, batches: Iterable[SeedBatch], first_email: str | None, tables: Sequence[str]
+    pool: asyncpg.Pool,
+    batches: Iterable[SeedBatch],
+    first_email: str | None,
+    tables: Sequence[str],
+    progress: SeedProgress | None = None,
 ) -> None:
     """COPY every batch in one transaction (all or nothing), then ANALYZE so the planner sees the new rows.
 
@@ -439,6 +480,7 @@ async def aio_copy_seed(
     that is not serving. With `first_email` (the first seeded user's), refuse with Conflict when that user
     exists: the tag was seeded before, and COPY would otherwise fail on the unique email half-way.
     """
+    progress = progress or _Silent()
     async with pool.acquire() as conn:
         async with conn.transaction():
             if first_email is not None and await conn.fetchval(
@@ -458,6 +500,8 @@ async def aio_copy_seed(
             for batch in batches:
                 for table, columns, records in batch.tables():
                     await conn.copy_records_to_table(table, columns=list(columns), records=records)
+            progress.phase("checking foreign keys")
             for key in foreign_keys:
                 await conn.execute(key["add_sql"])
+        progress.phase("analyzing")
         await conn.execute(f"ANALYZE {', '.join(tables)}")

@@ -164,27 +164,28 @@ class ServerProcess:
 
 @asynccontextmanager
 async def stories_serve(
-    database_url: str, directory: Path, name: str = "server", **env: str
+    database_url: str, directory: Path, name: str = "server", *, command: str = "serve", **env: str
 ) -> AsyncIterator[ServerProcess]:
-    """Start `stories serve` on 127.0.0.1 and a free port, wait until it listens; stop it at the end.
+    """Start `stories serve` (or `command`, e.g. `worker`) on 127.0.0.1 and a free port, wait until it listens;
+    stop it at the end.
 
     `env` adds or overrides service variables (e.g. `REDIS_URL=...`). At the end a process still running
     gets SIGTERM, then SIGKILL if it does not exit in time.
     """
-    async with stories_serve_many(database_url, {name: directory}, **env) as (server,):
+    async with stories_serve_many(database_url, {name: directory}, command=command, **env) as (server,):
         yield server
 
 
 @asynccontextmanager
 async def stories_serve_many(
-    database_url: str, directories: dict[str, Path], **env: str
+    database_url: str, directories: dict[str, Path], *, command: str = "serve", **env: str
 ) -> AsyncIterator[tuple[ServerProcess, ...]]:
     """Like `stories_serve`, for several processes on one database (named by `directories`'s keys),
     started together: a process takes seconds to import and boot."""
     servers: list[ServerProcess] = []
     try:
         for name, directory in directories.items():
-            servers.append(await _spawn(database_url, name, directory, env))
+            servers.append(await _spawn(database_url, name, directory, env, command))
         with trio.fail_after(START_SECONDS):
             for server in servers:
                 (listening,) = await server.wait_for("http.listening")
@@ -198,7 +199,9 @@ async def stories_serve_many(
                     stopping.start_soon(_stop, server.process)
 
 
-async def _spawn(database_url: str, name: str, directory: Path, env: dict[str, str]) -> ServerProcess:
+async def _spawn(
+    database_url: str, name: str, directory: Path, env: dict[str, str], command: str = "serve"
+) -> ServerProcess:
     await trio.Path(directory).mkdir(parents=True, exist_ok=True)
     child_env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     child_env.update(
@@ -214,7 +217,7 @@ async def _spawn(database_url: str, name: str, directory: Path, env: dict[str, s
     )
     with (directory / "stdout.jsonl").open("wb") as stdout, (directory / "stderr.txt").open("wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "stories", "serve"], env=child_env, cwd=directory, stdout=stdout, stderr=stderr
+            [sys.executable, "-m", "stories", command], env=child_env, cwd=directory, stdout=stdout, stderr=stderr
         )
     return ServerProcess(name, process, directory)
 

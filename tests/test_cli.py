@@ -55,7 +55,7 @@ def test_bad_value_is_one_line_naming_it_without_secrets(variable: str, value: s
     ("command", "mentions"),
     [
         ("serve", ["PORT", "HOST", "DATABASE_URL", "DATA_DIR", "REDIS_URL", "JWT_SECRET", "MINIO_ENDPOINT"]),
-        ("worker", ["DATABASE_URL", "DATA_DIR", "EXPIRY_INTERVAL_SECONDS"]),
+        ("worker", ["PORT", "DATABASE_URL", "DATA_DIR", "EXPIRY_INTERVAL_SECONDS", "/readyz", "/metrics"]),
         ("migrate", ["DATABASE_URL", "DATA_DIR"]),
         ("seed", ["DATABASE_URL", "DATA_DIR", "BCRYPT_COST", "--users"]),
     ],

@@ -7,8 +7,9 @@ from quart_cors import cors
 from stories.api import auth, docs, health, media, social, stories, ws
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
+from stories.api.probes import ProbedApp, Probes
 
-__all__ = ["AppDeps", "StoriesApp", "create_app"]
+__all__ = ["AppDeps", "ProbedApp", "Probes", "StoriesApp", "create_app", "create_probe_app"]
 
 CORS_MAX_AGE_SECONDS = 600
 
@@ -16,6 +17,15 @@ CORS_MAX_AGE_SECONDS = 600
 def create_app(app_deps: AppDeps) -> StoriesApp:
     app = StoriesApp(__name__)
     app.deps = app_deps
+    app.probes = Probes(
+        settings=app_deps.settings,
+        store=app_deps.store,
+        metrics=app_deps.metrics,
+        redis=app_deps.redis,
+        life=app_deps.life,
+        relay=app_deps.relay,
+        media=app_deps.media,
+    )
     settings = app_deps.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Unexpected errors go to our handler (a JSON 500 that reveals nothing), in tests too.
@@ -36,4 +46,15 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
         expose_headers=["X-Request-ID", "Retry-After"],
         max_age=CORS_MAX_AGE_SECONDS,
     )
+    return app
+
+
+def create_probe_app(probes: Probes) -> ProbedApp:
+    """/healthz, /readyz and /metrics alone, with the same request hooks: what `stories worker` serves."""
+    app = ProbedApp(__name__)
+    app.probes = probes
+    app.config["MAX_CONTENT_LENGTH"] = probes.settings.max_body_bytes
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    install_hooks(app)
+    app.register_blueprint(health.blueprint)
     return app

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import structlog
 import trio
 from quart import current_app, g
-from quart_trio import QuartTrio
 
+from stories.api.probes import ProbedApp
 from stories.errors import Overloaded
+from stories.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -55,9 +56,11 @@ class AppDeps:
     feeds: FeedCache
     # None: object storage is off (MINIO_ENDPOINT=off, or nothing installed to embed).
     media: StorageLink | None = None
+    # The composition root passes its own; /readyz answers 503 until `started` (tests set it when they need it).
+    life: Lifecycle = field(default_factory=Lifecycle)
 
 
-class StoriesApp(QuartTrio):
+class StoriesApp(ProbedApp):
     deps: AppDeps
 
     async def full_dispatch_request(self, request_context: RequestContext | None = None) -> Response | WerkzeugResponse:

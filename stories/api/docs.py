@@ -294,6 +294,14 @@ def openapi_document() -> dict[str, Any]:
                 public=True,
             )
         },
+        "/readyz": {
+            "get": _operation(
+                "Readiness: 200 only while this process should get traffic (started, not draining, database up, "
+                "event relay subscribed); checks add `relay` and `process` (starting, serving, draining)",
+                {"200": _json(_ref("Health"), "ready"), "503": _json(_ref("Health"), "not ready")},
+                public=True,
+            )
+        },
         "/metrics": {
             "get": _operation(
                 "Prometheus metrics",

@@ -1,4 +1,7 @@
-"""GET /healthz (is it serving?) and GET /metrics (Prometheus text)."""
+"""GET /healthz (is it alive?), GET /readyz (should it get traffic?) and GET /metrics (Prometheus text).
+
+Served by the API and by `stories worker` alike: they read `probes()`, never the API's own collaborators.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
 from stories.api.bodies import json_response
-from stories.api.deps import deps
+from stories.api.probes import Probes, probes
 from stories.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -26,32 +29,31 @@ REDIS_CHECK_SECONDS = 1.0
 HEALTH_SHARE_OF_REQUEST = 0.8
 
 
-async def _database_check() -> str:
+async def _database_check(checked: Probes) -> str:
     try:
-        await deps().store.ping()
+        await checked.store.ping()
     except StoreUnavailable:
         return "down"
     return "ok"
 
 
-async def _redis_check() -> str:
-    redis = deps().redis
-    if redis is None:
+async def _redis_check(checked: Probes) -> str:
+    if checked.redis is None:
         return "disabled"
-    return await redis.check()
+    return await checked.redis.check()
 
 
-async def _run_checks() -> dict[str, str]:
+async def _run_checks(checked: Probes) -> dict[str, str]:
     """Every check at once, each bounded so that the answer comes well within the request's own deadline
     (REQUEST_TIMEOUT_SECONDS): a hung dependency reads as "down", never as a timed-out probe."""
-    budget = HEALTH_SHARE_OF_REQUEST * deps().settings.request_timeout_seconds
-    media = deps().media
+    budget = HEALTH_SHARE_OF_REQUEST * checked.settings.request_timeout_seconds
     # Storage is probed by its own actor every few seconds (stories/media/link.py): here, only read.
-    checks = {"db": "down", "redis": "down", "storage": "disabled" if media is None else media.status}
+    storage = "disabled" if checked.media is None else checked.media.status
+    checks: dict[str, str] = {"db": "down", "redis": "down", "storage": storage}
 
-    async def check(name: str, probe: Callable[[], Awaitable[str]], seconds: float) -> None:
+    async def check(name: str, probe: Callable[[Probes], Awaitable[str]], seconds: float) -> None:
         with trio.move_on_after(min(seconds, budget)):
-            checks[name] = await probe()
+            checks[name] = await probe(checked)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(check, "db", _database_check, DB_CHECK_SECONDS)
@@ -59,16 +61,42 @@ async def _run_checks() -> dict[str, str]:
     return checks
 
 
-@blueprint.get("/healthz")
-async def healthz() -> Response:
-    checks = await _run_checks()
+def _status(checks: dict[str, str]) -> str:
     # Redis or storage down is degraded, not down: rate limits, caches and events fall back to this process, and
     # everything but uploads works without storage.
-    degraded = any(value == "down" for value in checks.values())
-    body = {"status": "degraded" if degraded else "ok", "checks": checks}
-    return json_response(body, 503 if checks["db"] == "down" else 200)
+    return "degraded" if any(value == "down" for value in checks.values()) else "ok"
+
+
+def _relay_state(checked: Probes) -> str:
+    if checked.relay is None:
+        return "disabled"
+    return "ok" if checked.relay.listening else "down"
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Response:
+    checks = await _run_checks(probes())
+    return json_response({"status": _status(checks), "checks": checks}, 503 if checks["db"] == "down" else 200)
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Response:
+    """200 only while this process should get traffic: started (migrations applied, actors running), not
+    draining, the database answering, and the event relay subscribed.
+
+    One exception keeps graceful degradation: with Redis configured and down, every process's relay is down
+    at once, and taking them all out of the load balancer would turn a degraded service into no service. So
+    the relay counts only while its broker answers (it always does for the PostgreSQL relay: the database).
+    """
+    checked = probes()
+    checks = await _run_checks(checked)
+    checks["relay"] = _relay_state(checked)
+    checks["process"] = checked.life.phase
+    relay_ok = checks["relay"] != "down" or checks["redis"] == "down"
+    ready = checks["process"] == "serving" and checks["db"] == "ok" and relay_ok
+    return json_response({"status": _status(checks), "checks": checks}, 200 if ready else 503)
 
 
 @blueprint.get("/metrics")
 async def metrics() -> Response:
-    return Response(deps().metrics.render(), 200, content_type=CONTENT_TYPE_LATEST)
+    return Response(probes().metrics.render(), 200, content_type=CONTENT_TYPE_LATEST)

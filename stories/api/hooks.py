@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from stories.api.bodies import error_response
 from stories.api.deps import deps
+from stories.api.probes import probes
 from stories.errors import ApiError, Overloaded, RateLimited, Unauthorized
 
 __all__ = ["PUBLIC_ENDPOINTS", "install_hooks"]
@@ -26,7 +27,7 @@ log = structlog.get_logger()
 
 # Endpoints reachable without a token (API.md, Conventions).
 PUBLIC_ENDPOINTS = frozenset(
-    {"auth.signup", "auth.login", "health.healthz", "health.metrics", "docs.openapi", "docs.docs"}
+    {"auth.signup", "auth.login", "health.healthz", "health.readyz", "health.metrics", "docs.openapi", "docs.docs"}
 )
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -74,6 +75,7 @@ async def _before_request() -> None:
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
     if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
         return
+    # Only the API app has non-public routes (the worker's app serves the probes alone).
     g.user_id = await deps().callers.authenticate(_bearer_token())
     structlog.contextvars.bind_contextvars(user_id=str(g.user_id))
 
@@ -93,7 +95,7 @@ async def _after_request(response: Response) -> Response:
         response.headers["Connection"] = "close"
     route, method, status = route_template(), request.method, response.status_code
     elapsed = trio.current_time() - g.get("started", trio.current_time())
-    deps().metrics.observe_request(route, method, status, elapsed)
+    probes().metrics.observe_request(route, method, status, elapsed)
     log.info(
         "http.request",
         method=method,
@@ -124,7 +126,7 @@ async def _http_error(error: HTTPException) -> Response:
     elif status == 405:
         message = f"{request.method} is not allowed here"
     elif status == 413:
-        message = f"the request body is larger than {deps().settings.max_body_bytes} bytes"
+        message = f"the request body is larger than {probes().settings.max_body_bytes} bytes"
     else:
         message = error.description or error.name
     response = error_response(status, code, message)

