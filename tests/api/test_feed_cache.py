@@ -111,10 +111,10 @@ async def test_versions_in_redis_reach_every_process_and_a_down_redis_bypasses(
     a = FeedCache(store, RedisVersions(redis_link), metrics, 30)
     b = FeedCache(store, RedisVersions(redis_link), metrics, 30)
     viewer = uuid.uuid4()
-    assert await b.versions.current(viewer) == 0
+    assert await b.versions.current(viewer, []) == (0, False)
     await b.rows(viewer, clock.now(), 10, None)
     await a.changed(viewer)
-    assert await b.versions.current(viewer) == 1
+    assert await b.versions.current(viewer, []) == (1, False)
     await b.rows(viewer, clock.now(), 10, None)
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "miss"}) == 2
 
