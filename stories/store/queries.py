@@ -191,12 +191,12 @@ async def aio_create_story(
     atomic = claim is not None or bool(audience)
     async with pool.acquire() as conn, _caller_exists(), conn.transaction() if atomic else nullcontext():
         if claim is not None:
-            # The stored response shows the author's display name: read it first, under a key-share lock (what
-            # the story's foreign key takes anyway), so the name and the story are of one moment.
-            author_name = await conn.fetchval(
-                "SELECT display_name FROM users WHERE id = $1 FOR KEY SHARE", story.author_id
+            # The stored response shows the author's display name, so it is read first; the story returned
+            # keeps this name, so the first response and every replay of it agree.
+            story = replace(
+                story,
+                author_name=await conn.fetchval("SELECT display_name FROM users WHERE id = $1", story.author_id),
             )
-            story = replace(story, author_name=author_name)
             claimed = await conn.fetchval(
                 """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
                    VALUES ($1, $2, $3, $4, $5)
@@ -230,7 +230,7 @@ async def aio_create_story(
                     f"audience_user_ids: unknown users {listed}",
                     fields={"audience_user_ids": f"unknown users: {listed}"},
                 )
-        author_name = await conn.fetchval(
+        inserted_name = await conn.fetchval(
             """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                RETURNING (SELECT display_name FROM users WHERE id = $2)""",
@@ -248,7 +248,7 @@ async def aio_create_story(
                 "INSERT INTO story_audience (story_id, user_id) VALUES ($1, $2)",
                 [(story.id, user_id) for user_id in audience],
             )
-    return replace(story, author_name=author_name)
+    return story if claim is not None else replace(story, author_name=inserted_name)
 
 
 async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
