@@ -1,16 +1,20 @@
 """The feed cache (API.md "Freshness", DESIGN.md "Caching and Redis"): fresh by construction, not by invalidation.
 
 A page is cached per (viewer, cursor, limit) with the viewer's *graph version* at the time it was read, for
-FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by the viewer's own doing
-(their own story, a follow or an unfollow), so the next read after such a change never matches an old page.
-Expiry applies at read time: a cached page is filtered by `expires_at > now`. Other users' new stories and the
-counters may lag by up to FEED_CACHE_SECONDS, which API.md allows.
+FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by their own doing or by a
+block: their own story (created or deleted), display name, follow, unfollow, mute or unmute, and a block or
+unblock either way (both users' versions change). So the next read after such a change never matches an old
+page. Expiry applies at read time: a cached page is filtered by `expires_at > now`. A story deleted by its
+author leaves a *deletion mark* for a while; a cached page holding a marked story is not served, so the delete
+applies at once to every feed. Other users' new stories, display names and the counters may lag by up to
+FEED_CACHE_SECONDS, which API.md allows.
 
-Versions are shared through Redis when it is configured (one GET per read, one INCR per change), so the rules
-hold across processes; a hit costs that one Redis round trip and no PostgreSQL one. Without Redis the versions
-live in this process, which is exact for a single process (WORKERS=1); several processes without Redis do not
-cache (the runtime turns the cache off), since no shared channel would tell them of each other's changes. When
-Redis is configured but down, feeds bypass the cache: always fresh, never stale.
+Versions and marks are shared through Redis when it is configured: a read costs one MGET (the viewer's version
+and the marks of the cached page's stories), a change one INCR, a delete one SET; so the rules hold across
+processes, and a hit costs that one Redis round trip and no PostgreSQL one. Without Redis they live in this
+process, which is exact for a single process (WORKERS=1); several processes without Redis do not cache (the
+runtime turns the cache off), since no shared channel would tell them of each other's changes. When Redis is
+configured but down, feeds bypass the cache: always fresh, never stale.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import trio
 from stories.redis import RedisUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
     from uuid import UUID
 
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
     from stories.redis import RedisLink
     from stories.store.models import FeedCursor, Story
 
-__all__ = ["FeedCache", "LocalVersions", "RedisVersions"]
+__all__ = ["FeedCache", "LocalVersions", "RedisVersions", "Snapshot"]
 
 log = structlog.get_logger()
 
@@ -42,7 +47,8 @@ log = structlog.get_logger()
 DEFAULT_MAX_PAGES = 2_000
 # Local versions older than the pages' lifetime are forgotten every this many changes.
 PRUNE_EVERY = 1_000
-# A version key outlives every page read under it by far; an idle user's key then simply disappears.
+# A version key outlives every page read under it by far; an idle user's key then simply disappears. So does a
+# deletion mark: a page read before the delete (even one stored a request timeout after it) expires long before.
 VERSION_KEY_SECONDS = 86_400
 
 
@@ -50,49 +56,81 @@ class FeedStore(Protocol):
     async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]: ...
 
 
+class Snapshot(NamedTuple):
+    """What a read needs to know: the viewer's graph version, and whether any of the stories asked about has
+    been deleted by its author lately."""
+
+    version: int
+    deleted: bool
+
+
 class GraphVersions(Protocol):
-    async def current(self, user_id: UUID) -> int | None:
-        """The user's graph version, or None when it cannot be known now (the cache is bypassed then)."""
+    async def current(self, user_id: UUID, story_ids: Sequence[UUID]) -> Snapshot | None:
+        """The user's graph version and whether any of `story_ids` is marked deleted (one round trip), or None
+        when it cannot be known now (the cache is bypassed then)."""
         ...
 
     async def changed(self, user_id: UUID) -> None:
-        """What the user may see changed by their own doing: pages read before now must not be served."""
+        """What the user may see changed: pages of theirs read before now must not be served."""
+        ...
+
+    async def deleted(self, story_id: UUID) -> None:
+        """The story was deleted: no page holding it, whoever read it, may be served from now on."""
         ...
 
 
 @dataclass(slots=True)
 class LocalVersions:
-    """Versions in this process. An entry can be forgotten once every page read before it has expired."""
+    """Versions and deletion marks in this process. An entry can be forgotten once every page read before it
+    has expired."""
 
     ttl: float
     _versions: dict[UUID, tuple[int, float]] = field(default_factory=dict)
+    _deleted: dict[UUID, float] = field(default_factory=dict)
     _next: int = 1
 
-    async def current(self, user_id: UUID) -> int | None:
+    async def current(self, user_id: UUID, story_ids: Sequence[UUID]) -> Snapshot | None:
         entry = self._versions.get(user_id)
-        return 0 if entry is None else entry[0]
+        return Snapshot(0 if entry is None else entry[0], any(s in self._deleted for s in story_ids))
 
     async def changed(self, user_id: UUID) -> None:
-        now = trio.current_time()
-        self._versions[user_id] = (self._next, now)
+        self._versions[user_id] = (self._next, trio.current_time())
+        self._tick()
+
+    async def deleted(self, story_id: UUID) -> None:
+        self._deleted[story_id] = trio.current_time()
+        self._tick()
+
+    def _tick(self) -> None:
         self._next += 1
         if self._next % PRUNE_EVERY == 0:
-            self._versions = {u: v for u, v in self._versions.items() if v[1] > now - self.ttl}
+            since = trio.current_time() - self.ttl
+            self._versions = {u: v for u, v in self._versions.items() if v[1] > since}
+            self._deleted = {s: at for s, at in self._deleted.items() if at > since}
 
 
 @dataclass(slots=True)
 class RedisVersions:
-    """Versions in Redis, shared by every process: `<prefix>feedver:<user>`."""
+    """Versions and deletion marks in Redis, shared by every process: `<prefix>feedver:<user>`,
+    `<prefix>feeddel:<story>`."""
 
     redis: RedisLink
 
-    async def current(self, user_id: UUID) -> int | None:
-        key = self.redis.key("feedver", str(user_id))
+    async def current(self, user_id: UUID, story_ids: Sequence[UUID]) -> Snapshot | None:
+        keys = [self.redis.key("feedver", str(user_id)), *(self.redis.key("feeddel", str(s)) for s in story_ids)]
         try:
-            raw = await self.redis.execute(lambda client: client.get(key))
+            version, *marks = await self.redis.execute(lambda client: client.mget(keys))
         except RedisUnavailable:
             return None
-        return 0 if raw is None else int(raw)
+        return Snapshot(0 if version is None else int(version), any(mark is not None for mark in marks))
+
+    async def deleted(self, story_id: UUID) -> None:
+        key = self.redis.key("feeddel", str(story_id))
+        try:
+            await self.redis.execute(lambda client: client.set(key, b"1", ex=VERSION_KEY_SECONDS))
+        except RedisUnavailable:
+            # As for a lost version bump (below): other processes bypass their caches while Redis is down.
+            log.warning("feed_cache.deletion_lost", story_id=str(story_id))
 
     async def changed(self, user_id: UUID) -> None:
         key = self.redis.key("feedver", str(user_id))
@@ -132,25 +170,35 @@ class FeedCache:
         keep the unfiltered rows for the next cursor, so a walk never skips a story)."""
         if self.ttl <= 0:
             return await self.store.feed(viewer_id, now, limit, cursor)
-        version = await self.versions.current(viewer_id)
-        if version is None:
-            self.metrics.feed_cache_requests.labels(result="bypass").inc()
-            return await self.store.feed(viewer_id, now, limit, cursor)
         key = (viewer_id, cursor, limit)
         page = self._pages.get(key)
-        if page is not None and page.version == version and trio.current_time() - page.stored_at < self.ttl:
+        if page is not None and trio.current_time() - page.stored_at >= self.ttl:
+            page = None
+        snapshot = await self.versions.current(viewer_id, () if page is None else [s.id for s in page.rows])
+        if snapshot is None:
+            self.metrics.feed_cache_requests.labels(result="bypass").inc()
+            return await self.store.feed(viewer_id, now, limit, cursor)
+        if page is not None and page.version == snapshot.version and not snapshot.deleted:
             self._pages.move_to_end(key)
             self.metrics.feed_cache_requests.labels(result="hit").inc()
             return page.rows
         self.metrics.feed_cache_requests.labels(result="miss").inc()
         rows = await self.store.feed(viewer_id, now, limit, cursor)
-        self._pages[key] = _Page(version, trio.current_time(), rows)
+        self._pages[key] = _Page(snapshot.version, trio.current_time(), rows)
         self._pages.move_to_end(key)
         if len(self._pages) > self.max_pages:
             self._pages.popitem(last=False)
         return rows
 
-    async def changed(self, user_id: UUID) -> None:
-        """Call after a change of the user's own (a story, a follow, an unfollow) has committed."""
+    async def changed(self, *user_ids: UUID) -> None:
+        """Call after a change of what these users may see has committed: their own story or display name, a
+        follow, unfollow, mute or unmute of theirs, a block or unblock between them."""
         if self.ttl > 0:
-            await self.versions.changed(user_id)
+            for user_id in user_ids:
+                await self.versions.changed(user_id)
+
+    async def story_deleted(self, author_id: UUID, story_id: UUID) -> None:
+        """Call after the author's delete has committed: it applies at once to every feed, the author's too."""
+        if self.ttl > 0:
+            await self.versions.deleted(story_id)
+            await self.versions.changed(author_id)

@@ -25,9 +25,14 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def signup(client: Any, email: str | None = None, password: str = PASSWORD) -> Account:
+async def signup(
+    client: Any, email: str | None = None, password: str = PASSWORD, display_name: str | None = None
+) -> Account:
     email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-    response = await client.post("/signup", json={"email": email, "password": password})
+    body = {"email": email, "password": password}
+    if display_name is not None:
+        body["display_name"] = display_name
+    response = await client.post("/signup", json=body)
     assert response.status_code == 201, await response.get_data()
     body = await response.get_json()
     return Account(user_id=body["user_id"], email=body["email"], token=body["token"])

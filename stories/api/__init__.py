@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart_cors import cors
 
-from stories.api import auth, docs, health, media, social, stories, ws
+from stories.api import auth, blocks, docs, health, media, profiles, social, stories, ws
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
 from stories.api.probes import ProbedApp, Probes
@@ -36,13 +36,15 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(stories.blueprint)
     app.register_blueprint(social.blueprint)
     app.register_blueprint(media.blueprint)
+    app.register_blueprint(profiles.blueprint)
+    app.register_blueprint(blocks.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(ws.blueprint)
     cors(
         app,
         allow_origin=list(settings.cors_origins),
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         expose_headers=["X-Request-ID", "Retry-After"],
         max_age=CORS_MAX_AGE_SECONDS,
     )

@@ -18,7 +18,7 @@ from quart import Blueprint, Response
 from stories.actors.ratelimit import ACTION_LOGIN
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import deps
-from stories.api.validate import invalid, required_string
+from stories.api.validate import display_name, invalid, required_string
 from stories.errors import Conflict, InvalidCredentials, RateLimited
 
 if TYPE_CHECKING:
@@ -77,7 +77,9 @@ def _auth_event(action: str, outcome: str, **fields: Any) -> None:
 
 @blueprint.post("/signup")
 async def signup() -> Response:
-    raw_email, password = _credentials(await read_json_object())
+    body = await read_json_object()
+    raw_email, password = _credentials(body)
+    name = display_name(body)
     email = normalize_email(raw_email)
     if email is None:
         raise invalid("email", "must be an email address (one @, a dot in the domain, at most 254 characters)")
@@ -85,7 +87,7 @@ async def signup() -> Response:
         raise invalid("password", f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
     app = deps()
     password_hash = await app.passwords.hash(password)
-    user = await app.store.create_user(uuid.uuid4(), email, password_hash, app.clock.now())
+    user = await app.store.create_user(uuid.uuid4(), email, password_hash, app.clock.now(), name)
     if user is None:
         _auth_event("signup", "email_taken")
         raise Conflict("an account with this email already exists", code="email_taken")

@@ -9,7 +9,17 @@ from quart import Blueprint, Response
 from stories import __version__
 from stories.api.bodies import json_response
 from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
-from stories.api.stories import MAX_AUDIENCE, MAX_FEED_LIMIT, MAX_TEXT_LENGTH, REACTION_EMOJIS
+from stories.api.paging import MAX_LIMIT
+from stories.api.profiles import DEFAULT_LIST_LIMIT
+from stories.api.stories import (
+    DEFAULT_FEED_LIMIT,
+    DEFAULT_VIEWERS_LIMIT,
+    MAX_AUDIENCE,
+    MAX_FEED_LIMIT,
+    MAX_TEXT_LENGTH,
+    REACTION_EMOJIS,
+)
+from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
 
 __all__ = ["blueprint", "openapi_document"]
 
@@ -62,17 +72,47 @@ def _operation(
 
 _ID_PARAM = [{"name": "id", "in": "path", "required": True, "schema": _UUID}]
 _USER_PARAM = [{"name": "user_id", "in": "path", "required": True, "schema": _UUID}]
+_DISPLAY_NAME = {
+    "type": ["string", "null"],
+    "minLength": 1,
+    "maxLength": MAX_DISPLAY_NAME_LENGTH,
+    "description": "trimmed; no control characters; null: none",
+}
+
+
+def _paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "next_cursor of the page before",
+        },
+    ]
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _user_list(at_field: str) -> dict[str, Any]:
+    entry = _object({"user_id": _UUID, "display_name": _DISPLAY_NAME, at_field: _TIME})
+    return _object({"users": {"type": "array", "items": entry}, "next_cursor": {"type": ["string", "null"]}})
 
 
 def openapi_document() -> dict[str, Any]:
-    credentials = {
-        "type": "object",
-        "required": ["email", "password"],
-        "properties": {
-            "email": {"type": "string", "maxLength": 254},
-            "password": {"type": "string", "minLength": 8, "maxLength": 128},
-        },
+    credential_fields: dict[str, Any] = {
+        "email": {"type": "string", "maxLength": 254},
+        "password": {"type": "string", "minLength": 8, "maxLength": 128},
     }
+    credentials = {"type": "object", "required": ["email", "password"], "properties": credential_fields}
+    signup = {**credentials, "properties": {**credential_fields, "display_name": _DISPLAY_NAME}}
+    counts = {"followers": {"type": "integer"}, "following": {"type": "integer"}}
     new_story = {
         "type": "object",
         "required": ["visibility"],
@@ -106,6 +146,7 @@ def openapi_document() -> dict[str, Any]:
             "properties": {
                 "id": _UUID,
                 "author_id": _UUID,
+                "author": _object({"user_id": _UUID, "display_name": _DISPLAY_NAME}),
                 "text": {"type": ["string", "null"]},
                 "media_key": {"type": ["string", "null"]},
                 "media_url": {"type": ["string", "null"]},
@@ -169,6 +210,50 @@ def openapi_document() -> dict[str, Any]:
                 "reactions": {"type": "object", "additionalProperties": {"type": "integer"}},
             },
         },
+        "Me": _object(
+            {
+                "user_id": _UUID,
+                "email": {"type": "string"},
+                "display_name": _DISPLAY_NAME,
+                "created_at": _TIME,
+                **counts,
+            }
+        ),
+        "Profile": _object(
+            {
+                "user_id": _UUID,
+                "display_name": _DISPLAY_NAME,
+                "created_at": _TIME,
+                **counts,
+                "followed_by_me": {"type": "boolean"},
+                "follows_me": {"type": "boolean"},
+            }
+        ),
+        "FollowList": _user_list("followed_at"),
+        "BlockList": _user_list("blocked_at"),
+        "MuteList": _user_list("muted_at"),
+        "Block": _object({"blocker_id": _UUID, "blocked_id": _UUID, "created_at": _TIME}),
+        "Mute": _object({"muter_id": _UUID, "muted_id": _UUID, "created_at": _TIME}),
+        "Viewers": _object(
+            {
+                "viewers": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "user_id": _UUID,
+                            "display_name": _DISPLAY_NAME,
+                            "viewed_at": _TIME,
+                            "reactions": {
+                                "type": "array",
+                                "items": {"enum": list(REACTION_EMOJIS)},
+                                "description": "this viewer's reactions to the story, oldest first",
+                            },
+                        }
+                    ),
+                },
+                "next_cursor": {"type": ["string", "null"]},
+            }
+        ),
         "Health": {
             "type": "object",
             "properties": {
@@ -180,9 +265,9 @@ def openapi_document() -> dict[str, Any]:
     paths = {
         "/signup": {
             "post": _operation(
-                "Create an account",
+                "Create an account (optionally with a display name)",
                 {"201": _json(_ref("Session"), "created"), **_errors(400, 409, 413, 415)},
-                body=credentials,
+                body=signup,
                 public=True,
             )
         },
@@ -209,20 +294,26 @@ def openapi_document() -> dict[str, Any]:
                 "Read an active story you may see",
                 {"200": _json(_ref("Story"), "the story"), **_errors(401, 404)},
                 parameters=_ID_PARAM,
+            ),
+            "delete": _operation(
+                "Delete your story (idempotent; it disappears from every read at once)",
+                {"204": {"description": "deleted"}, **_errors(401, 404)},
+                parameters=_ID_PARAM,
+            ),
+        },
+        "/stories/{id}/viewers": {
+            "get": _operation(
+                "Seen by: who viewed your story (created in the last 7 days), most recent view first, with each "
+                "viewer's reactions; users you blocked are left out",
+                {"200": _json(_ref("Viewers"), "a page"), **_errors(400, 401, 404)},
+                parameters=_ID_PARAM + _paging(DEFAULT_VIEWERS_LIMIT),
             )
         },
         "/feed": {
             "get": _operation(
-                "Active stories you may see, newest first",
+                "Active stories you may see, newest first (blocked users' either way and muted users' left out)",
                 {"200": _json(_ref("Feed"), "a page"), **_errors(400, 401)},
-                parameters=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FEED_LIMIT},
-                    },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                ],
+                parameters=_paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
             )
         },
         "/stories/{id}/view": {
@@ -271,6 +362,76 @@ def openapi_document() -> dict[str, Any]:
                 {"204": {"description": "not following"}, **_errors(401, 404)},
                 parameters=_USER_PARAM,
             ),
+        },
+        "/me": {
+            "get": _operation(
+                "Your profile (the only place your email appears)", {"200": _json(_ref("Me"), "you"), **_errors(401)}
+            ),
+            "patch": _operation(
+                "Change your display name",
+                {"200": _json(_ref("Me"), "you, changed"), **_errors(400, 401, 413, 415)},
+                body={"type": "object", "properties": {"display_name": _DISPLAY_NAME}, "additionalProperties": False},
+            ),
+        },
+        "/users/{id}": {
+            "get": _operation(
+                "A user's public profile (404 when unknown or when they have blocked you)",
+                {"200": _json(_ref("Profile"), "the profile"), **_errors(401, 404)},
+                parameters=_ID_PARAM,
+            )
+        },
+        "/users/{id}/followers": {
+            "get": _operation(
+                "Who follows a user, most recent follow first (users in a block with you are left out)",
+                {"200": _json(_ref("FollowList"), "a page"), **_errors(400, 401, 404)},
+                parameters=_ID_PARAM + _paging(DEFAULT_LIST_LIMIT),
+            )
+        },
+        "/users/{id}/following": {
+            "get": _operation(
+                "Whom a user follows, most recent follow first (users in a block with you are left out)",
+                {"200": _json(_ref("FollowList"), "a page"), **_errors(400, 401, 404)},
+                parameters=_ID_PARAM + _paging(DEFAULT_LIST_LIMIT),
+            )
+        },
+        "/blocks/{user_id}": {
+            "post": _operation(
+                "Block a user (idempotent): removes the follows between you both ways; neither sees the other's "
+                "stories, nor can follow the other",
+                {"200": _json(_ref("Block"), "blocked"), **_errors(400, 401, 404)},
+                parameters=_USER_PARAM,
+            ),
+            "delete": _operation(
+                "Unblock (idempotent; removed follows are not restored)",
+                {"204": {"description": "not blocked"}, **_errors(401, 404)},
+                parameters=_USER_PARAM,
+            ),
+        },
+        "/me/blocks": {
+            "get": _operation(
+                "Users you blocked, most recent first",
+                {"200": _json(_ref("BlockList"), "a page"), **_errors(400, 401)},
+                parameters=_paging(DEFAULT_LIST_LIMIT),
+            )
+        },
+        "/mutes/{user_id}": {
+            "post": _operation(
+                "Mute a user (idempotent): their stories leave your feed only",
+                {"200": _json(_ref("Mute"), "muted"), **_errors(400, 401, 404)},
+                parameters=_USER_PARAM,
+            ),
+            "delete": _operation(
+                "Unmute (idempotent)",
+                {"204": {"description": "not muted"}, **_errors(401, 404)},
+                parameters=_USER_PARAM,
+            ),
+        },
+        "/me/mutes": {
+            "get": _operation(
+                "Users you muted, most recent first",
+                {"200": _json(_ref("MuteList"), "a page"), **_errors(400, 401)},
+                parameters=_paging(DEFAULT_LIST_LIMIT),
+            )
         },
         "/me/stats": {
             "get": _operation(
@@ -330,7 +491,7 @@ body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0
 h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .op{margin:.8rem 0;padding:.6rem .8rem;border:1px solid #e3e3e3;border-radius:6px}
 .m{display:inline-block;min-width:4.5rem;font-weight:bold;text-transform:uppercase}
-.get{color:#0a6}.post{color:#06c}.delete{color:#c30}
+.get{color:#0a6}.post{color:#06c}.patch{color:#960}.delete{color:#c30}
 code,pre{background:#f6f6f6;border-radius:4px;padding:.1rem .3rem}pre{padding:.5rem;overflow:auto}
 .lock{color:#888;font-size:.85em}
 </style></head>

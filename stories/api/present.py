@@ -10,12 +10,27 @@ from uuid import UUID
 
 from stories.clock import rfc3339
 from stories.errors import InvalidRequest
-from stories.store.models import FeedCursor
+from stories.store.models import FeedCursor, Position
 
 if TYPE_CHECKING:
-    from stories.store.models import Follow, Reaction, Stats, Story, View
+    from stories.store.models import Block, Follow, ListedUser, Mute, Profile, Reaction, Stats, Story, View, Viewer
 
-__all__ = ["decode_cursor", "encode_cursor", "follow_json", "reaction_json", "stats_json", "story_json", "view_json"]
+__all__ = [
+    "block_json",
+    "decode_cursor",
+    "decode_position",
+    "encode_cursor",
+    "encode_position",
+    "follow_json",
+    "listed_json",
+    "mute_json",
+    "profile_json",
+    "reaction_json",
+    "stats_json",
+    "story_json",
+    "view_json",
+    "viewer_json",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -25,6 +40,7 @@ def story_json(story: Story, media_url: str | None = None) -> dict[str, Any]:
     return {
         "id": str(story.id),
         "author_id": str(story.author_id),
+        "author": {"user_id": str(story.author_id), "display_name": story.author_name},
         "text": story.text,
         "media_key": story.media_key,
         "media_url": media_url,
@@ -72,16 +88,70 @@ def stats_json(stats: Stats) -> dict[str, Any]:
     }
 
 
+def profile_json(profile: Profile, *, own: bool) -> dict[str, Any]:
+    """GET /me (`own`: with the email, which nobody else ever sees) or GET /users/{id} (with the relation)."""
+    body: dict[str, Any] = {"user_id": str(profile.user_id)}
+    if own:
+        body["email"] = profile.email
+    body |= {
+        "display_name": profile.display_name,
+        "created_at": rfc3339(profile.created_at),
+        "followers": profile.followers,
+        "following": profile.following,
+    }
+    if not own:
+        body |= {"followed_by_me": profile.followed_by_me, "follows_me": profile.follows_me}
+    return body
+
+
+def listed_json(entry: ListedUser, at_field: str) -> dict[str, Any]:
+    """An entry of a user list; `at_field` names its instant (followed_at, blocked_at, muted_at)."""
+    return {"user_id": str(entry.user_id), "display_name": entry.display_name, at_field: rfc3339(entry.at)}
+
+
+def viewer_json(viewer: Viewer) -> dict[str, Any]:
+    return {
+        "user_id": str(viewer.user_id),
+        "display_name": viewer.display_name,
+        "viewed_at": rfc3339(viewer.viewed_at),
+        "reactions": list(viewer.reactions),
+    }
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    return {
+        "blocker_id": str(block.blocker_id),
+        "blocked_id": str(block.blocked_id),
+        "created_at": rfc3339(block.created_at),
+    }
+
+
+def mute_json(mute: Mute) -> dict[str, Any]:
+    return {"muter_id": str(mute.muter_id), "muted_id": str(mute.muted_id), "created_at": rfc3339(mute.created_at)}
+
+
+# Every cursor is the same opaque text: base64 of "<instant in microseconds>:<id>" of the last entry served.
+
+
+def encode_position(position: Position) -> str:
+    micros = (position.at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}:{position.id}".encode()).decode().rstrip("=")
+
+
+def decode_position(raw: str) -> Position:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        micros, _, entry_id = text.partition(":")
+        return Position(_EPOCH + timedelta(microseconds=int(micros)), UUID(entry_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise InvalidRequest("cursor: not a cursor this API issued", fields={"cursor": "invalid"}) from None
+
+
 def encode_cursor(story: Story) -> str:
-    """Opaque to clients: the (created_at in microseconds, id) of the last story served."""
-    micros = (story.created_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"{micros}:{story.id}".encode()).decode().rstrip("=")
+    """The feed's cursor: the (created_at, id) of the last story served."""
+    return encode_position(Position(story.created_at, story.id))
 
 
 def decode_cursor(raw: str) -> FeedCursor:
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-        micros, _, story_id = text.partition(":")
-        return FeedCursor(created_at=_EPOCH + timedelta(microseconds=int(micros)), id=UUID(story_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
-        raise InvalidRequest("cursor: not a cursor this API issued", fields={"cursor": "invalid"}) from None
+    position = decode_position(raw)
+    return FeedCursor(created_at=position.at, id=position.id)

@@ -1,4 +1,4 @@
-"""Stories: create, read, feed, views and reactions (API.md "Stories")."""
+"""Stories: create, read, delete, feed, views, reactions and "seen by" (API.md "Stories")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from stories.actors.messages import StoryReacted, StoryViewed
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
-from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json
+from stories.api.paging import cursor_arg, limit_arg, page_json
+from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound, RateLimited
@@ -35,11 +36,13 @@ MAX_AUDIENCE = 100
 MAX_MEDIA_KEY_LENGTH = 512
 DEFAULT_FEED_LIMIT = 20
 MAX_FEED_LIMIT = 100
+DEFAULT_VIEWERS_LIMIT = 50
+# "Seen by" looks back as far as stats do: retention keeps 7 days of stories, views and reactions.
+VIEWERS_WINDOW = timedelta(days=7)
 REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
 # Clients often send the heart without its variation selector; it means the same reaction.
 _EMOJI_ALIASES = {"❤": "❤️"}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_LIMIT = re.compile(r"^[0-9]{1,3}$")
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -135,12 +138,17 @@ async def create_story() -> Response:
         created_at=now,
         expires_at=now + timedelta(seconds=app.settings.story_ttl_seconds),
     )
-    response = orjson.dumps(story_json(story, _media_url(story)))
+    # Computed here, not in the store's thread (no request context there); it depends on nothing the insert adds.
+    media_url = _media_url(story)
+
+    def render(created: Story) -> bytes:
+        return orjson.dumps(story_json(created, media_url))
+
     claim = None
     if key is not None:
         # Same key + same JSON (key order and spacing aside) = the same request.
         request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
-        claim = IdempotencyClaim(key=key, request_hash=request_hash, response=response)
+        claim = IdempotencyClaim(key=key, request_hash=request_hash, render=render)
         # A retry is answered before the rate limit: it creates nothing, so it never costs a token.
         replay = await app.store.idempotent_replay(user_id, claim, now)
         if replay is not None:
@@ -151,13 +159,13 @@ async def create_story() -> Response:
         # Asked before the transaction (no network call while it holds locks); None when the store is off or
         # silent, and the story is created all the same (API.md "Graceful degradation").
         upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
-    replay = await app.store.create_story(story, audience, claim, upload)
-    if replay is not None:
-        return _replayed(replay, key)
+    created = await app.store.create_story(story, audience, claim, upload)
+    if isinstance(created, Replay):
+        return _replayed(created, key)
     await app.feeds.changed(user_id)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
-    return Response(response, 201, content_type=JSON_CONTENT_TYPE)
+    return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
 
 
 def _replayed(replay: Replay, key: str | None) -> Response:
@@ -180,19 +188,9 @@ def _media_url(story: Story) -> str | None:
     return None if app.media is None else app.media.media_url(story, app.clock.now())
 
 
-def _feed_limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_FEED_LIMIT
-    # ASCII digits only: str.isdigit() also accepts '²' (int() then fails) and '１' (taken as 1).
-    if not _LIMIT.match(raw) or not 1 <= int(raw) <= MAX_FEED_LIMIT:
-        raise invalid("limit", f"must be a whole number from 1 to {MAX_FEED_LIMIT}")
-    return int(raw)
-
-
 @blueprint.get("/feed")
 async def feed() -> Response:
-    limit = _feed_limit()
+    limit = limit_arg(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)
     raw_cursor = request.args.get("cursor")
     cursor = None if raw_cursor is None else decode_cursor(raw_cursor)
     app = deps()
@@ -259,3 +257,28 @@ async def react(id: str) -> Response:
         )
     log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
     return json_response(reaction_json(reaction), 201)
+
+
+@blueprint.delete("/stories/<id>")
+async def delete_story(id: str) -> Response:
+    story_id = parse_story_id(id)
+    app = deps()
+    author_id = current_user_id()
+    if not await app.store.delete_story(author_id, story_id, to_millis(app.clock.now())):
+        raise NotFound("no such story of yours")
+    # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
+    await app.feeds.story_deleted(author_id, story_id)
+    log.info("story_deleted", story_id=str(story_id))
+    return Response(b"", 204)
+
+
+@blueprint.get("/stories/<id>/viewers")
+async def viewers(id: str) -> Response:
+    story_id = parse_story_id(id)
+    limit, cursor = limit_arg(DEFAULT_VIEWERS_LIMIT), cursor_arg()
+    app = deps()
+    since = app.clock.now() - VIEWERS_WINDOW
+    rows = await app.store.viewers(current_user_id(), story_id, since, limit + 1, cursor)
+    if rows is None:
+        raise NotFound("no such story of yours (viewers are kept for 7 days)")
+    return json_response(page_json("viewers", rows, limit, viewer_json))

@@ -6,20 +6,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from uuid import UUID
 
 __all__ = [
+    "Block",
     "FeedCursor",
     "Follow",
     "IdempotencyClaim",
+    "ListedUser",
     "Migration",
+    "Mute",
+    "Position",
+    "Profile",
     "Reaction",
     "Replay",
     "Stats",
     "Story",
     "User",
     "View",
+    "Viewer",
 ]
 
 
@@ -49,15 +56,18 @@ class Story:
     expires_at: datetime
     view_count: int = 0
     reaction_count: int = 0
+    # The author's display name when the story was read (their only public identity; None: they set none).
+    author_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
-    """An Idempotency-Key to claim with a story: the request's hash and the response to replay later."""
+    """An Idempotency-Key to claim with a story: the request's hash, and how to render the response to replay
+    later from the story as created (which holds the author's display name, read in the same transaction)."""
 
     key: str
     request_hash: bytes
-    response: bytes
+    render: Callable[[Story], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +117,67 @@ class FeedCursor:
 
     created_at: datetime
     id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Keyset position in a list ordered newest first: (instant, id) of the last entry served."""
+
+    at: datetime
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A user as GET /me and GET /users/{id} show them. `email` is only ever filled for the user themself;
+    `followed_by_me` and `follows_me` are relative to the reader."""
+
+    user_id: UUID
+    display_name: str | None
+    created_at: datetime
+    followers: int
+    following: int
+    email: str | None = None
+    followed_by_me: bool = False
+    follows_me: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListedUser:
+    """An entry of a user list (followers, following, blocks, mutes): who, and since when."""
+
+    user_id: UUID
+    display_name: str | None
+    at: datetime
+
+    @property
+    def position(self) -> Position:
+        return Position(self.at, self.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """An entry of a story's "seen by" list, with the viewer's reactions to it, oldest first."""
+
+    user_id: UUID
+    display_name: str | None
+    viewed_at: datetime
+    reactions: tuple[str, ...]
+
+    @property
+    def position(self) -> Position:
+        return Position(self.viewed_at, self.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    blocker_id: UUID
+    blocked_id: UUID
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    muter_id: UUID
+    muted_id: UUID
+    created_at: datetime

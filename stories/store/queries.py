@@ -7,7 +7,9 @@ exactly once (stories/store/bridge.py). Migrations live in migrate.py, the seed'
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import asynccontextmanager, nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -48,6 +50,8 @@ _CALLER_FOREIGN_KEYS = frozenset(
         "reactions_user_id_fkey",
         "follows_follower_id_fkey",
         "idempotency_keys_user_id_fkey",
+        "blocks_blocker_id_fkey",
+        "mutes_muter_id_fkey",
     }
 )
 
@@ -74,18 +78,19 @@ def _user(row: asyncpg.Record) -> User:
 
 
 async def aio_create_user(
-    pool: asyncpg.Pool, user_id: UUID, email: str, password_hash: str, now: datetime
+    pool: asyncpg.Pool, user_id: UUID, email: str, password_hash: str, now: datetime, display_name: str | None
 ) -> User | None:
     """Insert a user; None when the email is taken (the unique index decides, so races are safe)."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            """INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
+            """INSERT INTO users (id, email, password_hash, created_at, display_name) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (email) DO NOTHING
                RETURNING id, email, password_hash, created_at""",
             user_id,
             email,
             password_hash,
             now,
+            display_name,
         )
     return None if row is None else _user(row)
 
@@ -102,7 +107,11 @@ _STORY_COLUMNS = (
     "s.id, s.author_id, s.text, s.media_key, s.visibility, s.created_at, s.expires_at, s.view_count, s.reaction_count"
 )
 
+# The author's display name, read by primary key for each story returned (never for the candidates a feed drops).
+_AUTHOR_NAME = "(SELECT u.display_name FROM users u WHERE u.id = s.author_id) AS author_name"
+
 # Who may see an active story (API.md "Visibility rules"), for viewer $1 at instant $2. Used by every read.
+# A block either way hides every story of the pair (two primary-key probes of `blocks`).
 _VISIBLE = """
     s.deleted_at IS NULL AND s.expires_at > $2 AND (
         s.author_id = $1
@@ -111,7 +120,25 @@ _VISIBLE = """
             AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = s.author_id)
             AND (NOT s.has_audience
                  OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))))
+    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = s.author_id AND b.blocked_id = $1)
+    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1 AND b.blocked_id = s.author_id)
 """
+
+# The users whose stories the feed of viewer $1 leaves out: blocked by them, blocking them, muted by them.
+# Uncorrelated, so PostgreSQL runs it once per query and probes a hash of it (`NOT IN (hashed SubPlan)`): three
+# index lookups per page, whatever the number of candidate stories. Ids are never NULL, so NOT IN is safe.
+HIDDEN_FROM_FEED = """(
+    SELECT b.blocked_id FROM blocks b WHERE b.blocker_id = $1
+    UNION ALL SELECT b.blocker_id FROM blocks b WHERE b.blocked_id = $1
+    UNION ALL SELECT m.muted_id FROM mutes m WHERE m.muter_id = $1)"""
+
+
+def pair_lock(a: UUID, b: UUID) -> int:
+    """The advisory lock of an unordered pair of users, taken by follows and blocks between them: a follow
+    then either commits before a block (and the block removes it) or sees the block. A collision only
+    serializes two unrelated pairs for a moment."""
+    low, high = sorted((a, b))
+    return int.from_bytes(hashlib.blake2b(low.bytes + high.bytes, digest_size=8).digest(), "big", signed=True)
 
 
 def _story(row: asyncpg.Record) -> Story:
@@ -125,6 +152,7 @@ def _story(row: asyncpg.Record) -> Story:
         expires_at=row["expires_at"],
         view_count=row["view_count"],
         reaction_count=row["reaction_count"],
+        author_name=row["author_name"],
     )
 
 
@@ -157,10 +185,11 @@ async def aio_create_story(
     audience: Sequence[UUID],
     claim: IdempotencyClaim | None,
     upload: UploadClaim | None = None,
-) -> Replay | None:
-    """Insert the story and its audience in one transaction. With a claim, first claim the key:
+) -> Story | Replay:
+    """Insert the story and its audience in one transaction; return it as created, with the author's display
+    name. With a claim, first claim the key:
 
-    - new key (or one older than 24 h): claimed, story created, None returned;
+    - new key (or one older than 24 h): claimed (with the rendered response), story created and returned;
     - key held by a request with the same body: nothing created, that request's response returned (Replay);
     - key held by a different body: IdempotencyKeyReused.
     A concurrent request with the same key blocks on the key's primary key until the first commits or rolls
@@ -172,6 +201,12 @@ async def aio_create_story(
     atomic = claim is not None or bool(audience) or upload is not None
     async with pool.acquire() as conn, _caller_exists(), conn.transaction() if atomic else nullcontext():
         if claim is not None:
+            # The stored response shows the author's display name, so it is read first; the story returned
+            # keeps this name, so the first response and every replay of it agree.
+            story = replace(
+                story,
+                author_name=await conn.fetchval("SELECT display_name FROM users WHERE id = $1", story.author_id),
+            )
             claimed = await conn.fetchval(
                 """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
                    VALUES ($1, $2, $3, $4, $5)
@@ -183,7 +218,7 @@ async def aio_create_story(
                 story.author_id,
                 claim.key,
                 claim.request_hash,
-                claim.response,
+                claim.render(story),
                 story.created_at,
                 IDEMPOTENCY_TTL_SECONDS,
             )
@@ -207,9 +242,10 @@ async def aio_create_story(
                 )
         if upload is not None:
             await _take_upload(conn, story, upload)
-        await conn.execute(
+        inserted_name = await conn.fetchval(
             """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               RETURNING (SELECT display_name FROM users WHERE id = $2)""",
             story.id,
             story.author_id,
             story.text,
@@ -224,7 +260,7 @@ async def aio_create_story(
                 "INSERT INTO story_audience (story_id, user_id) VALUES ($1, $2)",
                 [(story.id, user_id) for user_id in audience],
             )
-    return None
+    return story if claim is not None else replace(story, author_name=inserted_name)
 
 
 async def _take_upload(conn: PoolConnectionProxy[asyncpg.Record], story: Story, upload: UploadClaim) -> None:
@@ -243,7 +279,10 @@ async def _take_upload(conn: PoolConnectionProxy[asyncpg.Record], story: Story, 
 async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            f"SELECT {_STORY_COLUMNS} FROM stories s WHERE s.id = $3 AND {_VISIBLE}", viewer_id, now, story_id
+            f"SELECT {_STORY_COLUMNS}, {_AUTHOR_NAME} FROM stories s WHERE s.id = $3 AND {_VISIBLE}",
+            viewer_id,
+            now,
+            story_id,
         )
     return None if row is None else _story(row)
 
@@ -251,32 +290,38 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
 def _feed_sql(with_cursor: bool) -> str:
     """The feed as three index-ordered branches merged by one sort, each bounded by the page size ($3).
 
-    public: newest live public stories (stories_public_feed_idx);
+    public: newest live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
     own: the viewer's non-public stories (stories_author_feed_idx);
-    friends: per followee, their newest friends stories (stories_friends_feed_idx), audience-checked.
+    friends: per followee not hidden from the viewer, their newest friends stories (stories_friends_feed_idx),
+    audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
+    authors anyway; the check there is one probe per followee and keeps the rule in one place.)
     The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
+    The page's authors' display names are read last, by primary key, for the `$3` stories served only.
     """
     after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
     live = f"s.deleted_at IS NULL AND s.expires_at > $2 {after}"
     order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
     return f"""
-        SELECT * FROM (
-            (SELECT {_STORY_COLUMNS} FROM stories s
-              WHERE s.visibility = 'public' AND {live} {order})
-            UNION ALL
-            (SELECT {_STORY_COLUMNS} FROM stories s
-              WHERE s.author_id = $1 AND s.visibility <> 'public' AND {live} {order})
-            UNION ALL
-            (SELECT fs.* FROM follows f CROSS JOIN LATERAL (
-                SELECT {_STORY_COLUMNS} FROM stories s
-                 WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
-                   AND (NOT s.has_audience
-                        OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
-                 {order}) fs
-              WHERE f.follower_id = $1)
-        ) feed
-        ORDER BY created_at DESC, id DESC
-        LIMIT $3"""
+        SELECT s.*, {_AUTHOR_NAME} FROM (
+            SELECT * FROM (
+                (SELECT {_STORY_COLUMNS} FROM stories s
+                  WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
+                UNION ALL
+                (SELECT {_STORY_COLUMNS} FROM stories s
+                  WHERE s.author_id = $1 AND s.visibility <> 'public' AND {live} {order})
+                UNION ALL
+                (SELECT fs.* FROM follows f CROSS JOIN LATERAL (
+                    SELECT {_STORY_COLUMNS} FROM stories s
+                     WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
+                       AND (NOT s.has_audience
+                            OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
+                     {order}) fs
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+            ) feed
+            ORDER BY created_at DESC, id DESC
+            LIMIT $3
+        ) s
+        ORDER BY s.created_at DESC, s.id DESC"""
 
 
 FEED_SQL = _feed_sql(with_cursor=False)
@@ -370,10 +415,20 @@ async def aio_recount(pool: asyncpg.Pool, story_ids: Sequence[UUID]) -> None:
 
 
 async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
-    """Follow (idempotent: the original follow is returned). None when the followee does not exist."""
-    async with pool.acquire() as conn, _caller_exists():
+    """Follow (idempotent: the original follow is returned). None when the followee does not exist or a block
+    stands between the two, either way (API.md: as for an unknown user).
+
+    Under the pair's lock (see `pair_lock`), so a concurrent block either removes this follow or is seen by
+    it; the statement after the lock reads with a snapshot taken after any block that held it committed, and
+    after any concurrent follow of the same pair, so the original follow is always found.
+    """
+    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(follower_id, followee_id))
         row = await conn.fetchrow(
-            """WITH target AS (SELECT id FROM users WHERE id = $2),
+            """WITH target AS (SELECT u.id FROM users u WHERE u.id = $2
+                                 AND NOT EXISTS (SELECT 1 FROM blocks b
+                                                 WHERE (b.blocker_id = $1 AND b.blocked_id = $2)
+                                                    OR (b.blocker_id = $2 AND b.blocked_id = $1))),
                     added AS (INSERT INTO follows (follower_id, followee_id, created_at)
                               SELECT $1, id, $3 FROM target
                               ON CONFLICT (follower_id, followee_id) DO NOTHING
@@ -385,15 +440,9 @@ async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, n
             followee_id,
             now,
         )
-        if row is None or not row["target_exists"]:
-            return None
-        created_at = row["added"] or row["existing"]
-        if created_at is None:
-            # A concurrent follow committed after this statement's snapshot: read it now.
-            created_at = await conn.fetchval(
-                "SELECT created_at FROM follows WHERE follower_id = $1 AND followee_id = $2", follower_id, followee_id
-            )
-    return Follow(follower_id, followee_id, created_at)
+    if row is None or not row["target_exists"]:
+        return None
+    return Follow(follower_id, followee_id, row["added"] or row["existing"])
 
 
 async def aio_unfollow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID) -> None:

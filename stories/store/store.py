@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stories.store import queries
+from stories.store import queries, social
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -16,15 +16,21 @@ if TYPE_CHECKING:
 
     from stories.store.database import Database
     from stories.store.models import (
+        Block,
         FeedCursor,
         Follow,
         IdempotencyClaim,
+        ListedUser,
+        Mute,
+        Position,
+        Profile,
         Reaction,
         Replay,
         Stats,
         Story,
         User,
         View,
+        Viewer,
     )
     from stories.store.uploads import UploadClaim
 
@@ -42,8 +48,10 @@ class Store:
     async def ping(self) -> None:
         await self.database.ping()
 
-    async def create_user(self, user_id: UUID, email: str, password_hash: str, now: datetime) -> User | None:
-        return await self.database.call(queries.aio_create_user, user_id, email, password_hash, now)
+    async def create_user(
+        self, user_id: UUID, email: str, password_hash: str, now: datetime, display_name: str | None = None
+    ) -> User | None:
+        return await self.database.call(queries.aio_create_user, user_id, email, password_hash, now, display_name)
 
     async def user_by_email(self, email: str) -> User | None:
         return await self.database.call(queries.aio_user_by_email, email)
@@ -58,10 +66,11 @@ class Store:
 
     async def create_story(
         self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None, upload: UploadClaim | None = None
-    ) -> Replay | None:
-        """Create a story (+audience, +its upload key) atomically; a Replay when the Idempotency-Key was already
-        used with this body. Raises IdempotencyKeyReused, InvalidRequest (unknown audience users, a media key
-        not issued to the author or used), MediaNotUploaded."""
+    ) -> Story | Replay:
+        """Create a story (+audience, +its upload key) atomically and return it as created (with the author's
+        display name); a Replay when the Idempotency-Key was already used with this body. Raises
+        IdempotencyKeyReused, InvalidRequest (unknown audience users, a media key not issued to the author or
+        used), MediaNotUploaded."""
         return await self.database.call(queries.aio_create_story, story, audience, claim, upload)
 
     async def visible_story(self, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
@@ -106,3 +115,55 @@ class Store:
     async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None:
         """Delete up to `limit` idempotency keys claimed before `before`; None when not the leader."""
         return await self.database.call(queries.aio_purge_idempotency_keys, before, limit)
+
+    # --- profiles, follow lists, blocks, mutes, a story's author (stories/store/social.py) ----------------
+
+    async def me(self, user_id: UUID) -> Profile | None:
+        return await self.database.call(social.aio_me, user_id)
+
+    async def set_display_name(self, user_id: UUID, display_name: str | None) -> Profile:
+        """The caller's profile after the change; Unauthorized when the user no longer exists."""
+        return await self.database.call(social.aio_set_display_name, user_id, display_name)
+
+    async def profile(self, reader_id: UUID, user_id: UUID) -> Profile | None:
+        """None when unknown, or when the user has blocked the reader."""
+        return await self.database.call(social.aio_profile, reader_id, user_id)
+
+    async def followers(
+        self, reader_id: UUID, user_id: UUID, limit: int, cursor: Position | None
+    ) -> list[ListedUser] | None:
+        return await self.database.call(social.aio_followers, reader_id, user_id, limit, cursor)
+
+    async def following(
+        self, reader_id: UUID, user_id: UUID, limit: int, cursor: Position | None
+    ) -> list[ListedUser] | None:
+        return await self.database.call(social.aio_following, reader_id, user_id, limit, cursor)
+
+    async def block(self, blocker_id: UUID, blocked_id: UUID, now: datetime) -> Block | None:
+        """Block, removing the follows between the two in the same transaction; None when the user is unknown."""
+        return await self.database.call(social.aio_block, blocker_id, blocked_id, now)
+
+    async def unblock(self, blocker_id: UUID, blocked_id: UUID) -> None:
+        await self.database.call(social.aio_unblock, blocker_id, blocked_id)
+
+    async def blocks(self, user_id: UUID, limit: int, cursor: Position | None) -> list[ListedUser]:
+        return await self.database.call(social.aio_blocks, user_id, limit, cursor)
+
+    async def mute(self, muter_id: UUID, muted_id: UUID, now: datetime) -> Mute | None:
+        return await self.database.call(social.aio_mute, muter_id, muted_id, now)
+
+    async def unmute(self, muter_id: UUID, muted_id: UUID) -> None:
+        await self.database.call(social.aio_unmute, muter_id, muted_id)
+
+    async def mutes(self, user_id: UUID, limit: int, cursor: Position | None) -> list[ListedUser]:
+        return await self.database.call(social.aio_mutes, user_id, limit, cursor)
+
+    async def delete_story(self, author_id: UUID, story_id: UUID, now: datetime) -> bool:
+        """Soft-delete the author's story (idempotent); False when no story with this id is theirs."""
+        return await self.database.call(social.aio_delete_story, author_id, story_id, now)
+
+    async def viewers(
+        self, author_id: UUID, story_id: UUID, since: datetime, limit: int, cursor: Position | None
+    ) -> list[Viewer] | None:
+        """None when the story is not the author's or was created before `since`."""
+        return await self.database.call(social.aio_viewers, author_id, story_id, since, limit, cursor)

@@ -111,10 +111,10 @@ async def test_versions_in_redis_reach_every_process_and_a_down_redis_bypasses(
     a = FeedCache(store, RedisVersions(redis_link), metrics, 30)
     b = FeedCache(store, RedisVersions(redis_link), metrics, 30)
     viewer = uuid.uuid4()
-    assert await b.versions.current(viewer) == 0
+    assert await b.versions.current(viewer, []) == (0, False)
     await b.rows(viewer, clock.now(), 10, None)
     await a.changed(viewer)
-    assert await b.versions.current(viewer) == 1
+    assert await b.versions.current(viewer, []) == (1, False)
     await b.rows(viewer, clock.now(), 10, None)
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "miss"}) == 2
 
@@ -123,3 +123,104 @@ async def test_versions_in_redis_reach_every_process_and_a_down_redis_bypasses(
         await c.rows(viewer, clock.now(), 10, None)
         await c.rows(viewer, clock.now(), 10, None)
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) == 2
+
+
+async def warm(client, *accounts):
+    """Read each feed twice, so the second read is a cached page."""
+    for account in accounts:
+        first = await feed_ids(client, account)
+        assert await feed_ids(client, account) == first
+
+
+async def test_blocks_and_unblocks_apply_at_once_to_both_feeds(client, clock, metrics):
+    alice, bob = await signup(client), await signup(client)
+    await client.post(f"/follow/{alice.user_id}", headers=bob.auth)
+    await client.post(f"/follow/{bob.user_id}", headers=alice.auth)
+    alice_public, alice_friends = await post(client, alice), await post(client, alice, "friends")
+    clock.advance(1)
+    bob_public = await post(client, bob)
+    await warm(client, alice, bob)
+    assert set(await feed_ids(client, bob)) == {alice_public, alice_friends, bob_public}
+
+    assert (await client.post(f"/blocks/{bob.user_id}", headers=alice.auth)).status_code == 200
+    assert await feed_ids(client, bob) == [bob_public]
+    assert set(await feed_ids(client, alice)) == {alice_public, alice_friends}
+
+    await warm(client, alice, bob)
+    assert (await client.delete(f"/blocks/{bob.user_id}", headers=alice.auth)).status_code == 204
+    # The public story is back at once; the friends story stays hidden: the block removed Bob's follow.
+    assert await feed_ids(client, bob) == [bob_public, alice_public]
+    assert bob_public in await feed_ids(client, alice)
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "hit"}) >= 4
+
+
+async def test_mutes_and_unmutes_apply_at_once(client):
+    alice, bob = await signup(client), await signup(client)
+    story = await post(client, alice)
+    await warm(client, bob)
+    assert await feed_ids(client, bob) == [story]
+    assert (await client.post(f"/mutes/{alice.user_id}", headers=bob.auth)).status_code == 200
+    assert await feed_ids(client, bob) == []
+    await warm(client, bob)
+    assert (await client.delete(f"/mutes/{alice.user_id}", headers=bob.auth)).status_code == 204
+    assert await feed_ids(client, bob) == [story]
+
+
+async def test_a_delete_applies_at_once_to_every_cached_page_holding_the_story(client, clock, counting):
+    alice, bob, cy = await signup(client), await signup(client), await signup(client)
+    old = await post(client, alice, text="old")
+    clock.advance(1)
+    doomed = await post(client, alice, text="doomed")
+    await warm(client, alice, bob, cy)
+    page = await (await client.get("/feed?limit=1", headers=bob.auth)).get_json()
+    assert [s["id"] for s in page["stories"]] == [doomed]
+    queries = counting.queries
+    assert await feed_ids(client, cy) == [doomed, old]
+    assert counting.queries == queries  # cached
+
+    assert (await client.delete(f"/stories/{doomed}", headers=alice.auth)).status_code == 204
+    for account in (alice, bob, cy):
+        assert await feed_ids(client, account) == [old]
+    page = await (await client.get("/feed?limit=1", headers=bob.auth)).get_json()
+    assert [s["id"] for s in page["stories"]] == [old]
+    # Pages without the deleted story are still served from the cache.
+    await warm(client, bob)
+    queries = counting.queries
+    await client.delete(f"/stories/{doomed}", headers=alice.auth)
+    assert await feed_ids(client, bob) == [old]
+    assert counting.queries == queries
+
+
+@pytest.mark.redis
+async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_read_on_another(
+    app_deps, metrics, redis_link
+):
+    """Two processes (two apps with their own page caches), one database, one Redis: every change made through
+    A applies to the very next read through B, whatever B has cached."""
+    a, b = (
+        create_app(
+            dataclasses.replace(app_deps, feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30))
+        ).test_client()
+        for _ in range(2)
+    )
+    alice, bob, cy = await signup(a), await signup(a), await signup(a)
+    story = await post(a, alice)
+    cy_story = await post(a, cy)
+    assert set(await feed_ids(b, bob)) == {story, cy_story}
+    assert (await b.get("/feed", headers=bob.auth)).status_code == 200  # cached in B now
+
+    assert (await a.post(f"/blocks/{bob.user_id}", headers=alice.auth)).status_code == 200
+    assert await feed_ids(b, bob) == [cy_story]
+    assert (await a.delete(f"/blocks/{bob.user_id}", headers=alice.auth)).status_code == 204
+    assert set(await feed_ids(b, bob)) == {story, cy_story}
+
+    assert (await a.post(f"/mutes/{cy.user_id}", headers=bob.auth)).status_code == 200
+    assert await feed_ids(b, bob) == [story]
+    assert (await a.delete(f"/mutes/{cy.user_id}", headers=bob.auth)).status_code == 204
+    assert set(await feed_ids(b, bob)) == {story, cy_story}
+
+    assert set(await feed_ids(b, cy)) == {story, cy_story}  # Cy's page, cached in B
+    assert (await a.delete(f"/stories/{story}", headers=alice.auth)).status_code == 204
+    assert await feed_ids(b, bob) == [cy_story]
+    assert await feed_ids(b, cy) == [cy_story]
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) is None

@@ -1,4 +1,5 @@
-"""The feed and story reads against a small pure-Python model of API.md's visibility rules.
+"""The feed, story and profile reads against a small pure-Python model of API.md's visibility rules, with
+follows, blocks, mutes, deletes and display names.
 
 Hypothesis state machines are synchronous, while the app, its store and asyncpg live in the test's trio run.
 The machine therefore runs in a worker thread (`trio.to_thread.run_sync`) and every HTTP step re-enters the
@@ -40,7 +41,7 @@ from tests.helpers import Account, signup
 
 T = TypeVar("T")
 
-TABLES = "users, follows, stories, story_audience, story_views, reactions, idempotency_keys"
+TABLES = "users, follows, blocks, mutes, stories, story_audience, story_views, reactions, idempotency_keys"
 VISIBILITIES = ("public", "friends", "private")
 # Clock steps in milliseconds: small ones keep stories alive, the large ones around 24 h expire them (exactly
 # at expires_at included).
@@ -48,6 +49,8 @@ ADVANCE_MS = (1, 1_000, 60_000, 3_600_000, 86_399_999, 86_400_000, 90_000_000)
 # Tokens must outlive the days the clock is moved; rate limits and the feed cache are not what is tested here.
 TEN_YEARS = 10 * 365 * 86_400
 MAX_USERS = 5
+# Display names drawn by the machine: none, plain, padded (stored trimmed), non-ASCII.
+NAMES = (None, "Ada", "  Bob  ", "Zoë 🔥")
 
 
 @pytest.fixture
@@ -92,13 +95,22 @@ class ModelStory:
 
 @dataclass
 class Model:
-    """API.md "Visibility rules" and the feed order, nothing else."""
+    """API.md "Visibility rules", blocks, mutes, deletes and the feed order, nothing else."""
 
     follows: dict[tuple[str, str], str] = field(default_factory=dict)  # (follower, followee) -> created_at
     stories: list[ModelStory] = field(default_factory=list)
+    blocks: set[tuple[str, str]] = field(default_factory=set)  # (blocker, blocked)
+    mutes: set[tuple[str, str]] = field(default_factory=set)  # (muter, muted)
+    deleted: set[UUID] = field(default_factory=set)
+    names: dict[str, str | None] = field(default_factory=dict)
+
+    def blocked_between(self, a: str, b: str) -> bool:
+        return (a, b) in self.blocks or (b, a) in self.blocks
 
     def can_see(self, viewer: str, story: ModelStory, now: datetime) -> bool:
-        if not now < story.expires_at:
+        if not now < story.expires_at or story.id in self.deleted:
+            return False
+        if self.blocked_between(viewer, story.author):
             return False
         if story.author == viewer or story.visibility == "public":
             return True
@@ -108,7 +120,7 @@ class Model:
         return False
 
     def feed(self, viewer: str, now: datetime) -> list[str]:
-        visible = [s for s in self.stories if self.can_see(viewer, s, now)]
+        visible = [s for s in self.stories if self.can_see(viewer, s, now) and (viewer, s.author) not in self.mutes]
         visible.sort(key=lambda s: (s.created_at, s.id), reverse=True)
         return [str(s.id) for s in visible]
 
@@ -137,9 +149,9 @@ async def post_story(
     )
 
 
-async def walk_feed(client: Any, account: Account, limit: int, max_pages: int) -> list[str]:
+async def walk_feed(client: Any, account: Account, limit: int, max_pages: int) -> list[dict[str, Any]]:
     """Every page of the caller's feed, checking the paging contract on the way."""
-    ids: list[str] = []
+    ids: list[dict[str, Any]] = []
     cursor: str | None = None
     for _ in range(max_pages):
         query = f"/feed?limit={limit}" + ("" if cursor is None else f"&cursor={cursor}")
@@ -147,7 +159,7 @@ async def walk_feed(client: Any, account: Account, limit: int, max_pages: int) -
         assert response.status_code == 200, await response.get_data()
         page = await response.get_json()
         assert len(page["stories"]) <= limit
-        ids.extend(story["id"] for story in page["stories"])
+        ids.extend(page["stories"])
         cursor = page["next_cursor"]
         if cursor is None:
             return ids
@@ -193,6 +205,7 @@ class FeedMachine(RuleBasedStateMachine):
     def _signup(self) -> Account:
         account = self.env.run(signup, self.env.client)
         self.accounts.append(account)
+        self.model.names[account.user_id] = None
         return account
 
     @initialize(target=users, seed=st.integers(0, 2**32))
@@ -212,6 +225,9 @@ class FeedMachine(RuleBasedStateMachine):
         if follower == followee:
             assert (status, body["error"]) == (400, "invalid_request"), body
             return
+        if self.model.blocked_between(follower.user_id, followee.user_id):
+            assert (status, body["error"]) == (404, "not_found"), body
+            return
         assert status == 200, body
         pair = (follower.user_id, followee.user_id)
         # A refollow is idempotent: it answers the original follow.
@@ -223,6 +239,60 @@ class FeedMachine(RuleBasedStateMachine):
         status, _ = self.env.call("DELETE", f"/follow/{followee.user_id}", follower)
         assert status == 204
         self.model.follows.pop((follower.user_id, followee.user_id), None)
+
+    @rule(blocker=users, blocked=users)
+    def block(self, blocker: Account, blocked: Account) -> None:
+        status, body = self.env.call("POST", f"/blocks/{blocked.user_id}", blocker)
+        if blocker == blocked:
+            assert (status, body["error"]) == (400, "invalid_request"), body
+            return
+        assert status == 200, body
+        assert (body["blocker_id"], body["blocked_id"]) == (blocker.user_id, blocked.user_id)
+        self.model.blocks.add((blocker.user_id, blocked.user_id))
+        # The follows between the two go, both ways, in the block's transaction.
+        self.model.follows.pop((blocker.user_id, blocked.user_id), None)
+        self.model.follows.pop((blocked.user_id, blocker.user_id), None)
+
+    @rule(blocker=users, blocked=users)
+    def unblock(self, blocker: Account, blocked: Account) -> None:
+        status, _ = self.env.call("DELETE", f"/blocks/{blocked.user_id}", blocker)
+        assert status == 204
+        self.model.blocks.discard((blocker.user_id, blocked.user_id))
+
+    @rule(muter=users, muted=users)
+    def mute(self, muter: Account, muted: Account) -> None:
+        status, body = self.env.call("POST", f"/mutes/{muted.user_id}", muter)
+        if muter == muted:
+            assert (status, body["error"]) == (400, "invalid_request"), body
+            return
+        assert status == 200, body
+        self.model.mutes.add((muter.user_id, muted.user_id))
+
+    @rule(muter=users, muted=users)
+    def unmute(self, muter: Account, muted: Account) -> None:
+        status, _ = self.env.call("DELETE", f"/mutes/{muted.user_id}", muter)
+        assert status == 204
+        self.model.mutes.discard((muter.user_id, muted.user_id))
+
+    @precondition(lambda self: self.model.stories)
+    @rule(caller=users, index=st.integers(0, 1_000))
+    def delete_story(self, caller: Account, index: int) -> None:
+        story = self.model.stories[index % len(self.model.stories)]
+        status, body = self.env.call("DELETE", f"/stories/{story.id}", caller)
+        if caller.user_id != story.author:
+            assert (status, body["error"]) == (404, "not_found"), body
+            return
+        # Idempotent, and 204 for the author's expired stories too.
+        assert status == 204, body
+        self.model.deleted.add(story.id)
+
+    @rule(account=users, name=st.sampled_from(NAMES))
+    def set_display_name(self, account: Account, name: str | None) -> None:
+        status, body = self.env.call("PATCH", "/me", account, {"display_name": name})
+        assert status == 200, body
+        expected = None if name is None else name.strip()
+        assert (body["user_id"], body["email"], body["display_name"]) == (account.user_id, account.email, expected)
+        self.model.names[account.user_id] = expected
 
     @rule(author=users, visibility=st.sampled_from(VISIBILITIES))
     def create_story(self, author: Account, visibility: str) -> None:
@@ -254,23 +324,47 @@ class FeedMachine(RuleBasedStateMachine):
                 nursery.start_soon(self._check_reads_of, account, now, self.rng.randint(1, 5))
 
     async def _check_reads_of(self, account: Account, now: datetime, limit: int) -> None:
-        client = self.env.client
-        expected = self.model.feed(account.user_id, now)
+        client, model = self.env.client, self.model
+        expected = model.feed(account.user_id, now)
         got = await walk_feed(client, account, limit, max_pages=len(expected) // limit + 2)
-        assert got == expected, f"feed of {account.user_id} (limit {limit})"
-        for story in self.model.stories:
+        assert [story["id"] for story in got] == expected, f"feed of {account.user_id} (limit {limit})"
+        for story in got:
+            author = story["author_id"]
+            assert story["author"] == {"user_id": author, "display_name": model.names[author]}
+        for story in model.stories:
             response = await client.get(f"/stories/{story.id}", headers=account.auth)
-            visible = self.model.can_see(account.user_id, story, now)
+            visible = model.can_see(account.user_id, story, now)
             assert response.status_code == (200 if visible else 404), (account.user_id, story)
             body = await response.get_json()
             if visible:
                 assert (body["id"], body["author_id"]) == (str(story.id), story.author)
+                assert body["author"]["display_name"] == model.names[story.author]
             else:
                 assert body["error"] == "not_found"
+        for other in self.accounts:
+            await self._check_profile(account, other)
+
+    async def _check_profile(self, reader: Account, user: Account) -> None:
+        """GET /users/{id}: 404 when the user blocked the reader, else names, counts and relations."""
+        model = self.model
+        response = await self.env.client.get(f"/users/{user.user_id}", headers=reader.auth)
+        if (user.user_id, reader.user_id) in model.blocks:
+            assert response.status_code == 404
+            return
+        assert response.status_code == 200
+        assert await response.get_json() == {
+            "user_id": user.user_id,
+            "display_name": model.names[user.user_id],
+            "created_at": (await response.get_json())["created_at"],
+            "followers": sum(1 for _, followee in model.follows if followee == user.user_id),
+            "following": sum(1 for follower, _ in model.follows if follower == user.user_id),
+            "followed_by_me": (reader.user_id, user.user_id) in model.follows,
+            "follows_me": (user.user_id, reader.user_id) in model.follows,
+        }
 
 
 async def test_feed_and_reads_match_model(client, clock, settings, database_url):
-    env_settings = hypothesis_settings(max_examples=25, stateful_step_count=20, deadline=None)
+    env_settings = hypothesis_settings(max_examples=25, stateful_step_count=30, deadline=None)
     async with open_wiper(database_url) as wipe:
         env = Env(client=client, clock=clock, ttl=timedelta(seconds=settings.story_ttl_seconds), wipe=wipe)
         await trio.to_thread.run_sync(

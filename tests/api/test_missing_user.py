@@ -19,6 +19,17 @@ ROUTES = [
     ("POST", "/stories/{story}/reactions", {"emoji": "🔥"}),
     ("POST", "/follow/{author}", None),
     ("DELETE", "/follow/{author}", None),
+    ("GET", "/me", None),
+    ("PATCH", "/me", {"display_name": "Ghost"}),
+    ("GET", "/users/{author}", None),
+    ("GET", "/users/{author}/followers", None),
+    ("DELETE", "/stories/{story}", None),
+    ("GET", "/stories/{story}/viewers", None),
+    ("POST", "/blocks/{author}", None),
+    ("DELETE", "/blocks/{author}", None),
+    ("GET", "/me/blocks", None),
+    ("POST", "/mutes/{author}", None),
+    ("GET", "/me/mutes", None),
 ]
 
 
@@ -42,7 +53,11 @@ async def test_a_token_for_a_user_who_never_existed_is_401(client, app_deps, sto
     assert (await response.get_json())["error"] == "unauthorized"
 
 
-@pytest.mark.parametrize(("method", "template", "body"), [r for r in ROUTES if r[0] == "POST"])
+# Writes (a foreign key or a missing row tells the store), and GET /me, which reads the caller's own row.
+CHECKED_BY_THE_STORE = [r for r in ROUTES if r[0] in ("POST", "PATCH")] + [("GET", "/me", None)]
+
+
+@pytest.mark.parametrize(("method", "template", "body"), CHECKED_BY_THE_STORE)
 async def test_a_user_deleted_while_known_gets_401_on_writes(
     aio_loop, client, story, database_url, method, template, body
 ):

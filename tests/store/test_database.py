@@ -117,8 +117,9 @@ async def test_a_story_without_key_or_audience_is_one_round_trip(settings, tmp_p
         assert await database.call(aio_round_trips) - before == 1
         keyed = dataclasses.replace(story, id=uuid.uuid4())
         before = await database.call(aio_round_trips)
-        await store.create_story(keyed, [], IdempotencyClaim("k", b"h", b"{}"))
-        assert await database.call(aio_round_trips) - before == 4  # BEGIN, claim, INSERT, COMMIT
+        await store.create_story(keyed, [], IdempotencyClaim("k", b"h", lambda _: b"{}"))
+        # BEGIN, the author's display name (for the stored response), claim, INSERT, COMMIT
+        assert await database.call(aio_round_trips) - before == 5
 
 
 def test_without_the_embedded_package_database_url_is_required(tmp_path, monkeypatch):
