@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from uuid import UUID
 
 import structlog
 from quart import Blueprint, Response
@@ -11,6 +10,7 @@ from quart import Blueprint, Response
 from stories.api.bodies import json_response
 from stories.api.deps import current_user_id, deps
 from stories.api.present import follow_json, stats_json
+from stories.api.profiles import parse_user_id
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
 
@@ -22,16 +22,9 @@ blueprint = Blueprint("social", __name__)
 STATS_WINDOW = timedelta(days=7)
 
 
-def _user_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound("no such user") from None
-
-
 @blueprint.post("/follow/<user_id>")
 async def follow(user_id: str) -> Response:
-    followee_id = _user_id(user_id)
+    followee_id = parse_user_id(user_id)
     follower_id = current_user_id()
     if followee_id == follower_id:
         raise InvalidRequest("you cannot follow yourself")
@@ -46,7 +39,7 @@ async def follow(user_id: str) -> Response:
 
 @blueprint.delete("/follow/<user_id>")
 async def unfollow(user_id: str) -> Response:
-    followee_id = _user_id(user_id)
+    followee_id = parse_user_id(user_id)
     app = deps()
     await app.store.unfollow(current_user_id(), followee_id)
     await app.feeds.changed(current_user_id())
