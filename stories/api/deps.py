@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from stories.security import PasswordHasher, TokenIssuer
     from stories.settings import Settings
     from stories.store import Store
+    from stories.store.events import EventLog
 
 __all__ = ["AppDeps", "StoriesApp", "current_user_id", "deps"]
 
@@ -52,6 +53,7 @@ class AppDeps:
     callers: Callers
     counters: CounterFlusher
     feeds: FeedCache
+    events: EventLog
 
 
 class StoriesApp(QuartTrio):
