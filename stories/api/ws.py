@@ -232,6 +232,9 @@ class _Stream:
         if page.stale or page.more:
             log.info("ws.resync_sent", stale=page.stale, more=page.more)
             await websocket.send(RESYNC_TEXT)
+            # The client refetches after this: what was committed below the horizon is in what it fetches.
+            horizon = EventId(page.horizon, 0)
+            self.cursor = horizon if self.cursor is None else max(self.cursor, horizon)
             return True
         self.cursor = after if self.cursor is None or after > self.cursor else self.cursor
         for event in page.events:

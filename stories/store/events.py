@@ -4,11 +4,11 @@ Two readers:
 - `EventLog.replay` (the pool): one author's events after a cursor, for `GET /ws?after=` and `GET /me/events`;
 - `open_tail` (a dedicated connection): every author's events after the relay's cursor, for live delivery.
 
-Both serve only rows written by transactions older than the oldest one still running (the snapshot's xmin,
-"the horizon"). Ids are (xid, seq), so a row that commits late (its transaction was running) always has an id
-above every row already served, and no cursor ever skips it; it is served once its transaction has ended. The
-price: an event waits for every write transaction that began before it, however unrelated, to end (a few
-milliseconds normally; a transaction left open stalls delivery, and the tail logs `events.horizon_stalled`).
+Both serve only rows written by transactions older than the oldest one still running in this database ("the
+horizon"). Ids are (xid, seq), so a row that commits late (its transaction was running) always has an id above
+every row already served, and no cursor ever skips it; it is served once its transaction has ended. The price:
+an event waits for every write transaction of this database that began before it, however unrelated, to end (a
+few milliseconds normally; a transaction left open stalls delivery, and the relay logs `events.horizon_stalled`).
 
 The `aio_*` functions run on the bridge's asyncio loop (no trio); the classes are the trio side.
 """
@@ -76,12 +76,24 @@ def _events_sql(where: str) -> str:
         {_ORDER} LIMIT $1"""
 
 
+# The horizon, from the statement's snapshot: the oldest transaction still running in this database, else the
+# next transaction id. The snapshot's xmin would do, but it counts every database of the server: a long write in
+# another one (a bulk load, a migration) would stall this service's events. A running transaction that
+# pg_stat_activity places in another database cannot write these tables; any other (unknown, prepared) counts.
+_HORIZON_CTE = """
+    h AS MATERIALIZED (
+        SELECT coalesce(running, next_xid) AS horizon, next_xid FROM (
+            SELECT pg_snapshot_xmax(snap) AS next_xid,
+                   (SELECT min(x) FROM pg_snapshot_xip(snap) AS x
+                     WHERE x::xid NOT IN (SELECT backend_xid FROM pg_stat_activity
+                                          WHERE datname <> current_database() AND backend_xid IS NOT NULL))
+                       AS running
+            FROM pg_current_snapshot() AS snap) s)"""
 # One statement: the horizon and the rows below it come from the same snapshot. $1 limit, $2/$3 cursor.
 _TAIL_SQL = f"""
-    WITH h AS MATERIALIZED (
-        SELECT pg_snapshot_xmin(s) AS xmin, pg_snapshot_xmax(s) AS xmax FROM pg_current_snapshot() s)
-    SELECT h.xmin AS horizon, h.xmax AS next_xid, e.* FROM h LEFT JOIN ({
-    _events_sql("(event_xid, event_seq) > ($2::xid8, $3::bigint) AND event_xid < (SELECT xmin FROM h)")
+    WITH {_HORIZON_CTE}
+    SELECT h.horizon, h.next_xid, e.* FROM h LEFT JOIN ({
+    _events_sql("(event_xid, event_seq) > ($2::xid8, $3::bigint) AND event_xid < (SELECT horizon FROM h)")
 }) e ON true
     ORDER BY e.event_xid, e.event_seq"""
 # $1 limit, $2 horizon, $5 author; then $3/$4 cursor, or $3 the oldest time served.
@@ -89,7 +101,7 @@ _AUTHOR_AFTER_SQL = _events_sql(
     "author_id = $5 AND (event_xid, event_seq) > ($3::xid8, $4::bigint) AND event_xid < $2::xid8"
 )
 _AUTHOR_SINCE_SQL = _events_sql("author_id = $4 AND {at} > $3 AND event_xid < $2::xid8")
-_HORIZON_SQL = "SELECT pg_snapshot_xmin(s) AS xmin, pg_snapshot_xmax(s) AS xmax FROM pg_current_snapshot() s"
+_HORIZON_SQL = f"WITH {_HORIZON_CTE} SELECT horizon, next_xid FROM h"
 # When the event a cursor names was recorded (no row: it never was one of this author's, or it was purged).
 _CURSOR_AT_SQL = """
     SELECT viewed_at FROM story_views WHERE author_id = $1 AND event_xid = $2::xid8 AND event_seq = $3
@@ -141,7 +153,7 @@ async def aio_replay(
     async with pool.acquire() as conn:
         snapshot = await conn.fetchrow(_HORIZON_SQL)
         assert snapshot is not None  # a SELECT of functions always returns one row
-        horizon = snapshot["xmin"]
+        horizon = snapshot["horizon"]
         stale = False
         if after is not None and not vouched:
             at = await conn.fetchval(_CURSOR_AT_SQL, author_id, after.xid, after.seq)
@@ -151,7 +163,7 @@ async def aio_replay(
         else:
             rows = await conn.fetch(_AUTHOR_AFTER_SQL, limit + 1, horizon, after.xid, after.seq, author_id)
     events = [_event(row) for row in rows[:limit]]
-    return ReplayPage(events, more=len(rows) > limit, stale=stale, horizon=horizon, next_xid=snapshot["xmax"])
+    return ReplayPage(events, more=len(rows) > limit, stale=stale, horizon=horizon, next_xid=snapshot["next_xid"])
 
 
 async def aio_tail(conn: asyncpg.Connection[Any], after: EventId, limit: int) -> TailPage:
@@ -166,7 +178,7 @@ async def aio_tail(conn: asyncpg.Connection[Any], after: EventId, limit: int) ->
 
 async def aio_horizon(conn: asyncpg.Connection[Any]) -> EventId:
     """Where a new tail starts: every row below the horizon is history, every later one is above it."""
-    return EventId(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())"), 0)
+    return EventId(await conn.fetchval(_HORIZON_SQL), 0)
 
 
 async def aio_connect_tail(connect: Callable[[], Awaitable[asyncpg.Connection[Any]]]) -> asyncpg.Connection[Any]:

@@ -151,3 +151,36 @@ async def test_the_tail_waits_for_the_horizon_then_serves_both_in_order(store: S
         # The cursor moved past both: they are read once.
         assert page.cursor > page.events[-1].id
         assert (await tail.read(page.cursor)).events == []
+
+
+async def aio_open_write(dsn: str) -> Any:
+    """A write transaction (it has a transaction id) left open, in whatever database `dsn` names."""
+    conn = await asyncpg.connect(dsn)
+    transaction = conn.transaction()
+    await transaction.start()
+    await conn.execute("SELECT pg_current_xact_id()")
+    return conn, transaction
+
+
+async def test_a_long_write_in_another_database_does_not_hold_events_back(store: Store, fresh_database: str) -> None:
+    log = EventLog(store.database)
+    author, viewer = await user(store), await user(store)
+    story_id = await story(store, author)
+    bridge = store.database.bridge
+    elsewhere = await bridge.run(aio_open_write, fresh_database)
+    try:
+        await view(store, viewer, story_id)
+        # No waiting for the other database's transaction (settle off: one read).
+        with trio.fail_after(10):
+            while not (await log.replay(author, None, 10, WINDOW_START)).events:  # noqa: ASYNC110
+                # Only this database's own short transactions (other tests' cleanup) can be in the way.
+                await trio.sleep(0.01)
+        held_here = await bridge.run(aio_open_write, store.database.dsn)
+        try:
+            await view(store, await user(store), story_id)
+            # One in this database does hold them back.
+            assert len((await log.replay(author, None, 10, WINDOW_START)).events) == 1
+        finally:
+            await bridge.run(aio_commit, held_here)
+    finally:
+        await bridge.run(aio_commit, elsewhere)
