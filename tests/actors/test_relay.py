@@ -320,3 +320,38 @@ async def test_redis_relay_raises_when_its_subscription_is_killed(store: Store, 
                 with trio.fail_after(WAIT):
                     await trio.sleep_forever()
         assert not relay.listening
+
+
+class FloodTransport:
+    """A broker that delivers a storm of hints at once (more than the feed holds), and echoes each one."""
+
+    name = "flood"
+
+    def __init__(self) -> None:
+        self.feed: Feed | None = None
+
+    @asynccontextmanager
+    async def open(self, feed: Feed) -> AsyncIterator[Any]:
+        self.feed = feed
+        for _ in range(3 * feed.size):
+            feed.offer("someone else")
+        yield self
+
+    async def publish(self, hint: str) -> None:
+        assert self.feed is not None
+        self.feed.offer(hint)
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_feed_overflow_closes_no_socket_and_loses_no_event(store: Store) -> None:
+    database = store.database
+    relay = EventRelay(
+        Hub(Metrics()), FloodTransport(), partial(open_tail, database.bridge, tail_connector(database.dsn))
+    )
+    scene = await Scene(store).setup()
+    async with running(relay):
+        with relay.hub.subscribe(scene.author) as mailbox:
+            viewer = await scene.view()
+            relay.wake()
+            assert await next_viewer(mailbox) == viewer
+            assert mailbox.close_reason is None

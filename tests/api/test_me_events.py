@@ -1,6 +1,7 @@
 """GET /me/events, and GET /ws?after= on the real app: the caller's events from the log, the window, resync."""
 
 from functools import partial
+from uuid import UUID, uuid4
 
 import orjson
 import pytest
@@ -9,6 +10,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from stories.actors.messages import EventId
+from tests.conftest import START
 from tests.helpers import open_ws, signup
 
 
@@ -107,3 +109,34 @@ async def test_reconnecting_past_the_replay_limit_or_with_a_foreign_cursor_gets_
             assert [orjson.loads(await socket.get_message())["id"] for _ in range(2)] == [
                 e["id"] for e in everything[-2:]
             ]
+
+
+async def test_a_mailbox_that_overflows_is_refilled_from_the_log_for_that_socket_only(
+    app, app_deps, client, nursery, live_relay
+):
+    app_deps.hub.mailbox_size = 2
+    author, viewer, other = await signup(client), await signup(client), await signup(client)
+    story_id, other_story = await _story(client, author), await _story(client, other)
+    port = await _serve(app, nursery)
+    with trio.fail_after(10):
+        async with (
+            open_ws(port, f"/ws?token={author.token}") as socket,
+            open_ws(port, f"/ws?token={other.token}") as bystander,
+        ):
+            while app_deps.hub.stats().connections < 2:  # noqa: ASYNC110 (the server registers after the upgrade)
+                await trio.sleep(0.01)
+            # Committed without waking the relay, so its next read publishes all ten at once into a mailbox of 2.
+            for emoji in ("🔥", "😂", "👍", "😮", "😢") * 2:
+                await app_deps.store.add_reaction(UUID(viewer.user_id), START, UUID(story_id), uuid4(), emoji)
+            live_relay.wake()
+            received = [orjson.loads(await socket.get_message()) for _ in range(10)]
+            assert [e["payload"]["emoji"] for e in received] == ["🔥", "😂", "👍", "😮", "😢"] * 2
+            ids = [e["id"] for e in received]
+            assert ids == sorted(set(ids))
+            # Still open; the other author's socket saw nothing of it, and gets its own event next.
+            await client.post(f"/stories/{other_story}/view", headers=viewer.auth)
+            assert orjson.loads(await bystander.get_message())["payload"]["story_id"] == other_story
+            await client.post(f"/stories/{story_id}/view", headers=viewer.auth)
+            assert orjson.loads(await socket.get_message())["type"] == "story.viewed"
+    # The mailbox took three at most (one handed to the waiting handler, two buffered): the rest came from the log.
+    assert app_deps.metrics.registry.get_sample_value("ws_events_dropped_total") > 0
