@@ -172,8 +172,12 @@ async def events() -> Response | None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_ignore_incoming)
-                nursery.start_soon(_close_when_expired, mailbox, token_seconds)
-                await _Stream(mailbox, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
+                # A deadline, not a task per socket: when the token expires, the stream stops and the socket closes.
+                with trio.move_on_after(token_seconds) as token_valid:
+                    await _Stream(mailbox, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
+                if token_valid.cancelled_caught:
+                    log.info("ws.token_expired")
+                    mailbox.close(CloseReason.TOKEN_EXPIRED)
                 nursery.cancel_scope.cancel("mailbox closed")
             closed = mailbox.close_reason or CloseReason.SHUTDOWN
             await websocket.close(closed.code, closed.reason)
@@ -186,12 +190,6 @@ async def events() -> Response | None:
                 dropped=mailbox.dropped,
             )
     return None
-
-
-async def _close_when_expired(mailbox: Mailbox, seconds: float) -> None:
-    await trio.sleep(max(seconds, 0.0))
-    log.info("ws.token_expired")
-    mailbox.close(CloseReason.TOKEN_EXPIRED)
 
 
 class _Stream:
