@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL to create the bench database on")
     parser.add_argument("--redis-url", help="start the server with this REDIS_URL")
     parser.add_argument("--report", type=Path, help="write a markdown report here")
+    parser.add_argument("--checkout", type=Path, help="run the server from this source tree (e.g. a `git archive`)")
     args = parser.parse_args()
 
     results = []
@@ -248,7 +249,7 @@ def main() -> None:
                 env = {"RATE_LIMIT_REACTIONS_PER_MINUTE": "100000", "RATE_LIMIT_STORIES_PER_MINUTE": "100000"}
                 if args.redis_url:
                     env["REDIS_URL"] = args.redis_url
-                server = stack.enter_context(stories_server(database_url, env))
+                server = stack.enter_context(stories_server(database_url, env, checkout=args.checkout))
                 base_url, pid = server.base_url, server.pid
             result = trio.run(run_bench, base_url, pid, args.authors, args.viewers, args.rate, args.seconds)
         print("\n".join(result.lines()))

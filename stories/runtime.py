@@ -22,7 +22,7 @@ from stories.actors.counters import CounterFlusher
 from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
-from stories.actors.relay import EventRelay, build_relay, postgres_connector
+from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
 from stories.api.server import serve_http
@@ -38,6 +38,7 @@ from stories.seed import DEFAULT_SEED_PASSWORD, SeedProgress, SeedSummary
 from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
+from stories.store.events import EventLog
 from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ async def serve(
         store = Store(database)
         limiter = BucketKeeper.from_settings(settings, redis)
         hub = Hub(metrics)
-        relay = build_relay(hub, connect=postgres_connector(database.dsn), bridge=database.bridge, redis=redis)
+        relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
         async with trio.open_nursery() as actors:
@@ -218,6 +219,7 @@ async def serve(
                     callers=Callers(tokens, store),
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
+                    events=EventLog(database),
                     media=media,
                     life=life,
                 )

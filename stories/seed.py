@@ -97,8 +97,8 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "reaction_count",
     ),
     "story_audience": ("story_id", "user_id"),
-    "story_views": ("story_id", "viewer_id", "viewed_at"),
-    "reactions": ("id", "story_id", "user_id", "emoji", "created_at"),
+    "story_views": ("story_id", "author_id", "viewer_id", "viewed_at"),
+    "reactions": ("id", "story_id", "author_id", "user_id", "emoji", "created_at"),
 }
 # Foreign keys point left to right: each table is copied after the ones it references.
 TABLE_ORDER = ("users", "follows", "stories", "story_audience", "story_views", "reactions")
@@ -323,14 +323,14 @@ class SeedDataset:
         seen_until = min(expires_at, plan.now)
         window = max((seen_until - created_at).total_seconds(), 0.0)
         view_rows = [
-            (story_id, people.user_ids[v], to_millis(created_at + timedelta(seconds=rng.uniform(0, window))))
+            (story_id, author_id, people.user_ids[v], to_millis(created_at + timedelta(seconds=rng.uniform(0, window))))
             for v in viewers
         ]
         reaction_rows: list[tuple[object, ...]] = []
         if view_rows and rng.random() < plan.reacted_share:
-            for _, viewer_id, viewed_at in rng.sample(view_rows, rng.randint(1, min(len(view_rows), 3))):
+            for _, _, viewer_id, viewed_at in rng.sample(view_rows, rng.randint(1, min(len(view_rows), 3))):
                 for _ in range(rng.choice((1, 1, 1, 2))):
-                    reaction_rows.append((_uuid4(rng), story_id, viewer_id, rng.choice(_EMOJIS), viewed_at))
+                    reaction_rows.append((_uuid4(rng), story_id, author_id, viewer_id, rng.choice(_EMOJIS), viewed_at))
 
         out["stories"].append(
             (

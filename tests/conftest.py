@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trio
 import trio_asyncio
 
 from stories.actors.counters import CounterFlusher
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
-from stories.actors.relay import build_relay, postgres_connector
+from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.api.callers import Callers
 from stories.clock import FixedClock
@@ -23,6 +24,7 @@ from stories.security import PasswordHasher, TokenIssuer
 from stories.settings import Settings
 from stories.store import Store, open_database
 from stories.store.bridge import Bridge, open_bridge
+from stories.store.events import EventLog
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.storage"]
 
@@ -102,14 +104,13 @@ def app_deps(
         limiter=BucketKeeper.from_settings(settings, None),
         redis=None,
         hub=hub,
-        # Not running: publish() still delivers to this process's hub at once, which is all API tests need.
-        relay=build_relay(
-            hub, connect=postgres_connector(store.database.dsn), bridge=store.database.bridge, redis=None
-        ),
+        # Not running: a test that wants events delivered to sockets asks for `live_relay`.
+        relay=build_relay(hub, database=store.database, redis=None),
         callers=Callers(tokens, store),
         # Not running: tests flush it when they read counters.
         counters=counters,
         feeds=FeedCache(store, LocalVersions(settings.feed_cache_seconds), metrics, settings.feed_cache_seconds),
+        events=EventLog(store.database),
     )
 
 
@@ -121,3 +122,12 @@ def app(app_deps: AppDeps) -> StoriesApp:
 @pytest.fixture
 def client(app: StoriesApp):
     return app.test_client()
+
+
+@pytest.fixture
+async def live_relay(app_deps: AppDeps, nursery) -> EventRelay:
+    """The app's relay, running: events reach the hub's mailboxes."""
+    nursery.start_soon(app_deps.relay.run)
+    with trio.fail_after(10):
+        await app_deps.relay.wait_listening()
+    return app_deps.relay

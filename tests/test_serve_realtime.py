@@ -4,7 +4,6 @@ author and to nobody else, silence for self-views and self-reactions, and 1001 c
 from __future__ import annotations
 
 import signal
-import uuid
 
 import httpx
 import orjson
@@ -12,6 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from stories.actors.messages import EventId
 from tests.processes import (
     Account,
     connections_gauge,
@@ -35,7 +35,7 @@ async def create_story(http: httpx.AsyncClient, base_url: str, author: Account) 
 
 async def next_event(socket) -> dict:
     message = orjson.loads(await socket.get_message())
-    uuid.UUID(message["id"])
+    EventId.parse(message["id"])
     return message
 
 

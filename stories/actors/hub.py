@@ -1,12 +1,14 @@
 """The realtime hub: a registry of per-socket mailboxes, keyed by user (DESIGN.md, STYLE R1/R5).
 
-Not a task: `publish()` is synchronous and never blocks, so neither a request handler nor the relay can be
-slowed by a socket. Every open WebSocket gets its own bounded mailbox; a full mailbox drops the event and
-counts it, and a mailbox that has stayed full for `stall_seconds` is closed, which makes its socket handler
-close the client (slow-client policy).
+Not a task: `publish()` is synchronous and never blocks, so the relay is never slowed by a socket. The relay
+publishes the event log in id order, and `position` is how far it has got. Every open WebSocket gets its own
+bounded mailbox, which remembers the position when it opened (`start`): the socket's handler can always ask the
+log for what its mailbox missed. A full mailbox drops the event, counts it and marks the mailbox (`gap`), and
+the handler refills the gap from the log; a mailbox that stays full for `stall_seconds` is closed (slow client).
 
-A closed mailbox carries a `CloseReason`; the socket handler delivers what is still buffered, then closes
-the WebSocket with the reason's code.
+A closed mailbox carries a `CloseReason`; the socket handler delivers what is still buffered, then closes the
+WebSocket with the reason's code. A user holds at most `max_sockets_per_user` mailboxes: opening one more
+closes their oldest.
 """
 
 from __future__ import annotations
@@ -23,27 +25,46 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from uuid import UUID
 
-    from stories.actors.messages import Event
+    from stories.actors.messages import Event, EventId
     from stories.metrics import Metrics
 
-__all__ = ["DEFAULT_MAILBOX_SIZE", "DEFAULT_STALL_SECONDS", "CloseReason", "Hub", "HubStats", "Mailbox"]
+__all__ = [
+    "DEFAULT_MAILBOX_SIZE",
+    "DEFAULT_MAX_SOCKETS_PER_USER",
+    "DEFAULT_STALL_SECONDS",
+    "CloseReason",
+    "Delivery",
+    "Hub",
+    "HubStats",
+    "Mailbox",
+]
 
 log = structlog.get_logger()
 
 DEFAULT_MAILBOX_SIZE = 64
-# A client whose mailbox has been full this long is not catching up: disconnect it so it resyncs.
+# A client whose mailbox has been full this long is not catching up: disconnect it (it reconnects with after=).
 DEFAULT_STALL_SECONDS = 10.0
+# API.md: each user may hold at most 10 sockets per process.
+DEFAULT_MAX_SOCKETS_PER_USER = 10
+
+# What a mailbox carries: the event's id (to skip what a replay already sent) and its client text, serialized
+# once per event whatever the fan-out.
+Delivery = tuple["EventId", str]
 
 
 class CloseReason(enum.Enum):
     """Why the server ends a socket: the WebSocket close code and reason sent to the client."""
 
-    # 1008 policy violation: the client did not read its events fast enough; some were dropped.
-    SLOW_CLIENT = (1008, "too slow: events were dropped; reconnect and refresh")
+    # 1008 policy violation: the client did not read its events fast enough.
+    SLOW_CLIENT = (1008, "too slow to keep up; reconnect with after=<last event id>")
+    # 1008 too: the 11th socket of one user in one process closes the oldest.
+    TOO_MANY_SOCKETS = (1008, "too many sockets for this user; the oldest was closed")
+    # 1008: the token the socket was opened with has expired.
+    TOKEN_EXPIRED = (1008, "the token has expired; reconnect with a new one")
     # 1001 going away: the server is shutting down.
     SHUTDOWN = (1001, "server shutting down")
-    # 1012 service restart: events from other servers may have been missed; reconnect and refresh.
-    RESYNC = (1012, "events may have been missed; reconnect and refresh")
+    # 1012 service restart: this server could not deliver events it owes the socket.
+    RESYNC = (1012, "events were missed; reconnect with after=<last event id>")
 
     @property
     def code(self) -> int:
@@ -58,14 +79,17 @@ class CloseReason(enum.Enum):
 class Mailbox:
     """One socket's bounded inbox. The socket handler reads `receive` (`async for`); the hub writes.
 
-    The channel carries client-ready JSON text, serialized once per event whatever the fan-out.
-    `full_since` marks a mailbox that dropped an event (trio clock), cleared by the next successful send.
+    `start` is the hub's position when the mailbox opened: every later event is either in the mailbox or,
+    when `gap` is set, in the log after the last one the handler sent. `full_since` marks a mailbox that
+    dropped an event (trio clock), cleared by the next successful send.
     """
 
     user_id: UUID
-    receive: trio.MemoryReceiveChannel[str]
-    _send: trio.MemorySendChannel[str]
+    receive: trio.MemoryReceiveChannel[Delivery]
+    _send: trio.MemorySendChannel[Delivery]
+    start: EventId | None
     dropped: int = 0
+    gap: bool = False
     full_since: float | None = None
     close_reason: CloseReason | None = None
 
@@ -74,6 +98,11 @@ class Mailbox:
         if self.close_reason is None:
             self.close_reason = reason
         self._send.close()
+
+    def take_gap(self) -> bool:
+        """Whether events were dropped since the last call (the handler then refills from the log)."""
+        gap, self.gap = self.gap, False
+        return gap
 
     @property
     def backlog(self) -> int:
@@ -89,8 +118,8 @@ class HubStats:
 
 @dataclass(slots=True)
 class Hub:
-    """Owns every open socket's mailbox. Inbox: none (a registry, not a task). Backpressure: drop and count
-    per mailbox, close a mailbox that stays full. Restart: nothing to restart; `close_all` ends every socket.
+    """Owns every open socket's mailbox. Inbox: none (a registry, not a task). Backpressure: drop, count and
+    mark per mailbox, close a mailbox that stays full. Restart: nothing to restart; `close_all` ends every socket.
 
     Must be used from trio (it reads `trio.current_time()`); not thread-safe.
     """
@@ -98,7 +127,11 @@ class Hub:
     metrics: Metrics
     mailbox_size: int = DEFAULT_MAILBOX_SIZE
     stall_seconds: float = DEFAULT_STALL_SECONDS
-    _mailboxes: dict[UUID, set[Mailbox]] = field(default_factory=dict)
+    max_sockets_per_user: int = DEFAULT_MAX_SOCKETS_PER_USER
+    # Where the relay has got in the event log (None until it first reads it).
+    position: EventId | None = None
+    # Per user, their mailboxes oldest first (a dict keeps insertion order).
+    _mailboxes: dict[UUID, dict[Mailbox, None]] = field(default_factory=dict)
     _closing: CloseReason | None = None
 
     @contextmanager
@@ -107,38 +140,44 @@ class Hub:
 
         Leaving the block unregisters and closes it (synchronously, so it is safe under cancellation).
         After `close_all(SHUTDOWN)` a new mailbox starts closed, so a socket accepted during shutdown
-        closes at once.
+        closes at once. The user's oldest open mailbox is closed when this one would exceed the limit.
         """
-        send, receive = trio.open_memory_channel[str](self.mailbox_size)
-        mailbox = Mailbox(user_id, receive, send)
+        send, receive = trio.open_memory_channel[Delivery](self.mailbox_size)
+        mailbox = Mailbox(user_id, receive, send, self.position)
         if self._closing is CloseReason.SHUTDOWN:
             mailbox.close(CloseReason.SHUTDOWN)
-        self._mailboxes.setdefault(user_id, set()).add(mailbox)
+        mailboxes = self._mailboxes.setdefault(user_id, {})
+        open_ones = [m for m in mailboxes if m.close_reason is None]
+        if len(open_ones) >= self.max_sockets_per_user:
+            log.info("ws.too_many_sockets", user_id=str(user_id), limit=self.max_sockets_per_user)
+            open_ones[0].close(CloseReason.TOO_MANY_SOCKETS)
+        mailboxes[mailbox] = None
         self.metrics.ws_connections.inc()
         try:
             yield mailbox
         finally:
             self.metrics.ws_connections.dec()
-            mailboxes = self._mailboxes.get(user_id)
-            if mailboxes is not None:
-                mailboxes.discard(mailbox)
-                if not mailboxes:
-                    del self._mailboxes[user_id]
+            mailboxes = self._mailboxes.get(user_id, {})
+            mailboxes.pop(mailbox, None)
+            if not mailboxes:
+                self._mailboxes.pop(user_id, None)
             send.close()
             receive.close()
 
-    def publish(self, user_id: UUID, event: Event) -> int:
-        """Offer `event` to every open socket of `user_id`; return how many took it. Never blocks."""
-        mailboxes = self._mailboxes.get(user_id)
+    def publish(self, event: Event) -> int:
+        """Offer `event` to every open socket of its author and move `position` to it; return how many
+        sockets took it. Never blocks. The relay calls this in event-id order."""
+        self.position = event.id
+        mailboxes = self._mailboxes.get(event.author_id)
         if not mailboxes:
             return 0
-        text = event.client_text()
+        delivery = (event.id, event.client_text())
         now = trio.current_time()
         delivered = 0
         # A copy: closing a stalled mailbox below must not disturb the iteration.
         for mailbox in tuple(mailboxes):
             try:
-                mailbox._send.send_nowait(text)
+                mailbox._send.send_nowait(delivery)
             except trio.WouldBlock:
                 self._dropped(mailbox, now)
             except trio.ClosedResourceError:
@@ -149,8 +188,14 @@ class Hub:
                 delivered += 1
         return delivered
 
+    def advance(self, position: EventId) -> None:
+        """The relay has read the log up to `position` (no event of it was for anyone)."""
+        if self.position is None or position > self.position:
+            self.position = position
+
     def _dropped(self, mailbox: Mailbox, now: float) -> None:
         mailbox.dropped += 1
+        mailbox.gap = True
         self.metrics.ws_events_dropped.inc()
         if mailbox.full_since is None:
             mailbox.full_since = now
@@ -173,13 +218,6 @@ class Hub:
             for mailbox in mailboxes:
                 mailbox.close(reason)
                 count += 1
-        return count
-
-    def resync(self) -> int:
-        """Events may have been lost between processes: make every client reconnect and refetch."""
-        count = self.close_all(CloseReason.RESYNC)
-        if count:
-            log.warning("ws.resync", sockets=count)
         return count
 
     async def close_all_on(self, shutdown: trio.Event) -> None:

@@ -1,48 +1,50 @@
-"""EventRelay: carries realtime events between server processes (DESIGN.md, STYLE R16).
+"""EventRelay: delivers the event log to this process's sockets, and wakes the other processes (DESIGN.md, R16).
 
-A process delivers an event it causes to its own sockets at once (`publish` hands it to the local hub), and
-sends it through a broker to every other process: PostgreSQL `NOTIFY` on one channel, or Redis `PUBLISH`
-when Redis is configured. `run()` holds the subscription (a dedicated `LISTEN` connection outside the pool,
-or a Redis pub/sub connection) and feeds what other processes sent into the local hub. Each record names
-its origin process, so a process skips its own records coming back.
+Events are stored rows (first views and reactions, stories/store/events.py). The relay tails them: it reads
+every author's events after its cursor, in id order, from a connection of its own, and hands each to the hub.
+What travels between processes is only a wake-up ("read the log now"), through a broker: PostgreSQL `NOTIFY`,
+or Redis `PUBLISH` when Redis is configured.
 
-    request handler --publish()--> local hub (sync)
-                    \\--outbox (1024, drop when full)--> run(): NOTIFY / PUBLISH in batches
-    broker --LISTEN callback / pub-sub--> feed (1024, drop and mark Overflow) --> run() --> local hub
+    request handler --commit--> PostgreSQL        --wake()--> this relay: read the log now; hint the others
+    broker --hint--> feed (1024, drop and mark) --> run(): wake the tail
+    tail: read after cursor (up to the horizon) --> hub.publish(event), in id order --> mailboxes
 
-If the subscription dies, `run()` raises and the supervisor restarts it. Events sent by other processes
-while it was down are lost to this process's sockets, so on reconnecting the relay logs `relay.gap` and the
-hub closes every socket with 1012 (reconnect and refresh). A feed overflow does the same. Events waiting in
-the outbox survive a restart (the outbox belongs to the relay object, not to one incarnation).
+So nothing depends on a message getting through: a lost, late or repeated hint costs latency, never an event,
+and never a duplicate (the cursor only moves forward). Whatever the hints do, the tail reads the log every
+`poll_seconds`. A relay that restarts keeps its cursor and carries on where it stopped: no socket is closed.
+
+Health is the relay's own: each hint (and, when idle, a probe every `keepalive_seconds`) must come back to this
+process through the broker within `io_seconds`, or the subscription is declared dead and the relay restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import asyncpg
-import orjson
 import structlog
 import trio
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
-from stories.actors.messages import MalformedEvent, event_from_relay
 from stories.errors import StoriesError
+from stories.store.events import open_tail, tail_connector
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager
 
     from stories.actors.hub import Hub
-    from stories.actors.messages import Event
+    from stories.actors.messages import EventId
     from stories.redis import RedisLink
     from stories.store.bridge import Bridge
+    from stories.store.database import Database
+    from stories.store.events import EventTail
 
 __all__ = [
     "DEFAULT_CHANNEL",
@@ -60,20 +62,22 @@ log = structlog.get_logger()
 
 DEFAULT_CHANNEL = "stories_events"
 FEED_SIZE = 1024
-OUTBOX_SIZE = 1024
-PUBLISH_BATCH = 64
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; our records are a few hundred.
-MAX_PAYLOAD_BYTES = 7_999
-# An idle subscription is probed this often, so a silently dead connection is noticed and replaced.
-DEFAULT_KEEPALIVE_SECONDS = 15.0
-# One NOTIFY batch or probe slower than this means the connection is unusable.
+# An idle subscription is probed this often, so a silently dead one is noticed and replaced.
+DEFAULT_KEEPALIVE_SECONDS = 5.0
+# A hint that has not come back, or a read of the log, slower than this means the connection is unusable.
 DEFAULT_IO_SECONDS = 5.0
+# The log is read this often whatever the hints say (a net under lost hints and unrelated transactions).
+DEFAULT_POLL_SECONDS = 1.0
+# While rows committed before a wake-up may still be above the horizon, read again after this, doubling.
+SETTLE_SECONDS = 0.002
+# A horizon held back this long (a transaction left open) is logged: events wait for it.
+STALL_WARNING_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
 RELAY_APPLICATION_NAME = "stories-relay"
 
 
 class RelayDisconnected(StoriesError):
-    """The relay's subscription ended or its connection failed; the supervisor restarts the relay."""
+    """The relay's subscription ended or its connections failed; the supervisor restarts the relay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,9 @@ OVERFLOW = Overflow()
 class Feed:
     """Subscription -> relay: a bounded channel (FEED_SIZE) filled by a synchronous callback.
 
-    When full, a record is dropped and counted, and one `Overflow` marker is queued in a slot kept for it,
-    so the relay learns of the loss at the place it happened. `close()` ends the stream (connection lost);
-    the relay still reads what was queued before the end.
+    When full, a record is dropped and counted, and one `Overflow` marker is queued in a slot kept for it.
+    Records are hints, so a dropped one loses nothing: the marker wakes the tail like any hint. `close()` ends
+    the stream (connection lost); the relay still reads what was queued before the end.
     """
 
     def __init__(self, size: int = FEED_SIZE) -> None:
@@ -109,7 +113,7 @@ class Feed:
                 self._marked = True
                 self._send.send_nowait(OVERFLOW)
         except trio.ClosedResourceError:
-            # A notification racing the connection's end: the relay is restarting and will resync.
+            # A notification racing the connection's end: the relay is restarting.
             return
 
     def take_dropped(self) -> int:
@@ -122,12 +126,8 @@ class Feed:
 
 
 class RelaySession(Protocol):
-    async def publish(self, payloads: Sequence[str]) -> None:
-        """Send the records to every process (in order). Raises if the connection is unusable."""
-        ...
-
-    async def keepalive(self) -> None:
-        """Prove the connection is alive. Raises if it is not."""
+    async def publish(self, hint: str) -> None:
+        """Send a hint to every process, this one included. Raises RelayDisconnected if it cannot."""
         ...
 
 
@@ -135,173 +135,199 @@ class RelayTransport(Protocol):
     name: str
 
     def open(self, feed: Feed) -> AbstractAsyncContextManager[RelaySession]:
-        """Subscribe; incoming records go to `feed`, and `feed.close()` is called when the subscription ends."""
+        """Subscribe; incoming hints go to `feed`, and `feed.close()` is called when the subscription ends."""
         ...
 
 
-def _encode(origin: str, event: Event) -> str:
-    return orjson.dumps({"origin": origin, "event": event.relay_record()}).decode("utf-8")
-
-
-def _decode(payload: str) -> tuple[str, Event]:
-    try:
-        envelope = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from exc
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("origin"), str):
-        raise MalformedEvent("a relay envelope is an object with an origin")
-    return envelope["origin"], event_from_relay(envelope.get("event"))
-
-
 class EventRelay:
-    """Owns the broker subscription and the outbox of events to send. Inbox: the outbox (OUTBOX_SIZE,
-    drop and log when full: an event is never worth blocking a request). Backpressure: the feed drops
-    and marks (STYLE R5). Restart: reconnects, logs `relay.gap`, makes clients resync; the outbox and a
-    batch that failed mid-send are kept (a batch may then arrive twice; the event id tells them apart).
+    """Owns the tail's cursor and connection, and the broker subscription. Inbox: `wake()` (a flag, never
+    full). Backpressure: the feed drops and marks (STYLE R5), the hub per mailbox. Restart: reconnects and
+    reads on from the same cursor; nothing is lost and no socket is closed.
     """
 
     def __init__(
         self,
         hub: Hub,
         transport: RelayTransport,
+        open_log: Callable[[], AbstractAsyncContextManager[EventTail]],
         *,
         origin: str | None = None,
         keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
         io_seconds: float = DEFAULT_IO_SECONDS,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> None:
         self.hub = hub
         self.transport = transport
+        self.open_log = open_log
         self.origin = origin or uuid.uuid4().hex
         self.keepalive_seconds = keepalive_seconds
         self.io_seconds = io_seconds
-        self.outbox_dropped = 0
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel[str](OUTBOX_SIZE)
-        self._unsent: list[str] = []
-        self._down_since: float | None = None
+        self.poll_seconds = poll_seconds
+        self.cursor: EventId | None = None
+        self._read_wanted = trio.Event()
+        self._hint_wanted = trio.Event()
+        # Wake-ups counted, and how many of them a hint has covered: the rest are owed to the other processes.
+        self._wakes = 0
+        self._hinted = 0
+        self._echo = trio.Event()
         self._listening = False
         self._changed = trio.Event()
 
     @property
     def listening(self) -> bool:
-        """True while the subscription is up (for /healthz and tests)."""
+        """True while the subscription is up and the log is being read (readiness: /readyz, tests)."""
         return self._listening
-
-    @property
-    def outbox_backlog(self) -> int:
-        return self._outbox_send.statistics().current_buffer_used + len(self._unsent)
 
     async def wait_listening(self) -> None:
         """Block until the subscription is up (tests, and a caller that wants to know events flow)."""
         while not self._listening:
             await self._changed.wait()
 
-    def publish(self, event: Event) -> None:
-        """Deliver `event` to this process's sockets now and queue it for every other process.
+    def wake(self) -> None:
+        """Views or reactions may have been committed: read the log now, and tell the other processes to.
 
-        Synchronous and never blocks or raises: call it after the view/reaction is committed. If the
-        outbox is full (the broker is down or far behind) other processes miss the event; it is logged.
+        Synchronous, never blocks or raises; call it after the store call, also when that call failed or was
+        cancelled (its transaction may still have committed). Wake-ups coalesce.
         """
-        self.hub.publish(event.author_id, event)
-        payload = _encode(self.origin, event)
-        if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
-            log.error("relay.too_large", event_id=str(event.id), type=event.TYPE, size=len(payload))
-            return
-        try:
-            self._outbox_send.send_nowait(payload)
-        except trio.WouldBlock:
-            self.outbox_dropped += 1
-            log.warning("relay.outbox_full", event_id=str(event.id), dropped=self.outbox_dropped)
-        else:
-            if self.outbox_dropped:
-                log.info("relay.outbox_recovered", dropped=self.outbox_dropped)
-                self.outbox_dropped = 0
+        self._read_wanted.set()
+        self._hint_wanted.set()
+        self._wakes += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        # Started before connecting: local delivery and the outbox work without the broker, and a broker
-        # that is down at boot must not fail the boot; the supervisor retries the connection.
+        # Started before connecting: a broker or database that is down at boot must not fail the boot; the
+        # supervisor retries the connection.
         task_status.started()
+        feed = Feed()
         try:
-            feed = Feed()
-            async with self.transport.open(feed) as session:
-                self._connected()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._publish_loop, session)
-                    async for item in feed.receive:
-                        self._receive(item, feed)
-                    raise RelayDisconnected(f"the {self.transport.name} subscription ended")
-        except Exception:
-            # A crash, not a cancel: remember since when, to report the gap on reconnecting.
-            if self._down_since is None:
-                self._down_since = trio.current_time()
-            raise
-        finally:
-            self._set_listening(False)
+            async with self.open_log() as tail, self.transport.open(feed) as session:
+                if self.cursor is None:
+                    with trio.fail_after(self.io_seconds):
+                        self.cursor = await tail.start()
+                    self.hub.advance(self.cursor)
+                # Hints sent while this process was not subscribed are lost: read the log at once.
+                self._read_wanted.set()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._tail_loop, tail)
+                        nursery.start_soon(self._hint_loop, session)
+                        log.info("relay.listening", transport=self.transport.name, origin=self.origin)
+                        self._set_listening(True)
+                        async for item in feed.receive:
+                            self._heard(item, feed)
+                        raise RelayDisconnected(f"the {self.transport.name} subscription ended")
+                finally:
+                    self._set_listening(False)
+                    await self._flush(session)
+        except* trio.TooSlowError as group:
+            raise RelayDisconnected(f"the relay's {self.transport.name} or database connection hung") from group
 
-    def _connected(self) -> None:
-        if self._down_since is not None:
-            down = trio.current_time() - self._down_since
-            log.warning("relay.gap", transport=self.transport.name, down_seconds=round(down, 3))
-            self._down_since = None
-            self.hub.resync()
-        log.info("relay.listening", transport=self.transport.name, origin=self.origin)
-        self._set_listening(True)
+    async def _flush(self, session: RelaySession) -> None:
+        """On the way out (shutdown included), send a pending hint: the other processes read at once."""
+        owed = self._wakes
+        if owed == self._hinted:
+            return
+        with trio.move_on_after(CLOSE_SECONDS, shield=True), suppress(RelayDisconnected):
+            await session.publish(self.origin)
+            self._hinted = owed
 
     def _set_listening(self, listening: bool) -> None:
         self._listening = listening
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
-    def _receive(self, item: str | Overflow, feed: Feed) -> None:
+    def _heard(self, item: str | Overflow, feed: Feed) -> None:
         if isinstance(item, Overflow):
-            log.warning("relay.overflow", transport=self.transport.name, dropped=feed.take_dropped())
-            self.hub.resync()
+            log.info("relay.feed_overflow", transport=self.transport.name, dropped=feed.take_dropped())
+        elif item == self.origin:
+            self._echo.set()
             return
-        try:
-            origin, event = _decode(item)
-        except MalformedEvent as exc:
-            log.warning("relay.malformed", error=str(exc))
-            return
-        if origin != self.origin:
-            self.hub.publish(event.author_id, event)
+        self._read_wanted.set()
 
-    async def _publish_loop(self, session: RelaySession) -> NoReturn:
+    async def _tail_loop(self, tail: EventTail) -> NoReturn:
+        """Read the log after the cursor and publish it, whenever woken and every `poll_seconds`.
+
+        A read right after a wake-up notes the next transaction id then: every row committed before the wake
+        is below it, and is served once the horizon has passed it. Until then the log is read again after a
+        short, doubling delay (the transactions in the way are normally a few milliseconds long).
+        """
+        awaited: int | None = None
+        settle = SETTLE_SECONDS
+        stalled_since: float | None = None
         while True:
-            if not self._unsent:
-                with trio.move_on_after(self.keepalive_seconds):
-                    batch = [await self._outbox_recv.receive()]
-                    while len(batch) < PUBLISH_BATCH:
-                        try:
-                            batch.append(self._outbox_recv.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    self._unsent = batch
+            woken = self._read_wanted.is_set()
+            self._read_wanted = trio.Event()
+            assert self.cursor is not None  # set before this loop starts
             with trio.fail_after(self.io_seconds):
-                if self._unsent:
-                    await session.publish(self._unsent)
-                    self._unsent = []
-                else:
-                    await session.keepalive()
+                page = await tail.read(self.cursor)
+            for event in page.events:
+                self.hub.publish(event)
+            self.cursor = page.cursor
+            self.hub.advance(page.cursor)
+            if page.full:
+                continue
+            if woken:
+                awaited = max(awaited or 0, page.next_xid)
+            if awaited is not None and page.horizon >= awaited:
+                awaited, settle, stalled_since = None, SETTLE_SECONDS, None
+            if awaited is None:
+                wait = self.poll_seconds
+            else:
+                wait, settle = settle, min(settle * 2, self.poll_seconds)
+                stalled_since = self._stalled(stalled_since, page.horizon)
+            with trio.move_on_after(wait):
+                await self._read_wanted.wait()
+
+    @staticmethod
+    def _stalled(since: float | None, horizon: int) -> float:
+        now = trio.current_time()
+        if since is None:
+            return now
+        if now - since >= STALL_WARNING_SECONDS:
+            log.warning("events.horizon_stalled", horizon=horizon, seconds=round(now - since, 1))
+            return now
+        return since
+
+    async def _hint_loop(self, session: RelaySession) -> NoReturn:
+        """Send coalesced hints, one at a time, each awaited back through the broker; probe when idle."""
+        while True:
+            with trio.move_on_after(self.keepalive_seconds):
+                await self._hint_wanted.wait()
+            self._hint_wanted = trio.Event()
+            owed = self._wakes
+            echo = self._echo = trio.Event()
+            with trio.move_on_after(self.io_seconds) as waiting:
+                await session.publish(self.origin)
+                self._hinted = owed
+                await echo.wait()
+            if waiting.cancelled_caught:
+                raise RelayDisconnected(
+                    f"a hint did not come back through {self.transport.name} within {self.io_seconds:g} s"
+                )
 
 
 def build_relay(
     hub: Hub,
     *,
-    connect: Callable[[], Awaitable[asyncpg.Connection[Any]]],
-    bridge: Bridge,
+    database: Database,
     redis: RedisLink | None,
     channel: str = DEFAULT_CHANNEL,
 ) -> EventRelay:
-    """The process's relay: Redis pub/sub when Redis is configured, else PostgreSQL LISTEN/NOTIFY."""
+    """The process's relay: hints through Redis pub/sub when Redis is configured, else LISTEN/NOTIFY."""
+    open_log = partial(open_tail, database.bridge, tail_connector(database.dsn))
     if redis is not None:
-        return EventRelay(hub, RedisTransport(redis, redis.key(channel)))
-    return EventRelay(hub, PostgresTransport(connect, channel, bridge))
+        return EventRelay(hub, RedisTransport(redis, redis.key(channel)), open_log)
+    return EventRelay(hub, PostgresTransport(postgres_connector(database.dsn), channel, database.bridge), open_log)
 
 
 # ---- Redis pub/sub (coredis is anyio-based: native on trio) ----------------------------------------------
 
 
 class RedisTransport:
-    """Subscribes on the link's client (a pub/sub connection of its own); publishes through `link.execute`."""
+    """Subscribes on the link's client (a pub/sub connection of its own) and publishes on it directly.
+
+    Not through `link.execute`: that breaker is shared with rate limits and caches, and one slow call of
+    theirs would stop the relay's hints. The relay judges its own connection (by the echo of its hints).
+    """
 
     name = "redis"
 
@@ -318,7 +344,7 @@ class RedisTransport:
         try:
             async with pubsub, trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, pubsub, feed)
-                yield _RedisSession(self.link, self.channel)
+                yield _RedisSession(self.link.client, self.channel)
                 nursery.cancel_scope.cancel("relay session closed")
         except* (RedisError, OSError) as group:
             raise RelayDisconnected(f"redis relay subscription failed: {group.exceptions[0]!r}") from group
@@ -335,24 +361,14 @@ class RedisTransport:
 
 @dataclass(frozen=True, slots=True)
 class _RedisSession:
-    link: RedisLink
+    client: Any
     channel: str
 
-    async def publish(self, payloads: Sequence[str]) -> None:
-        for payload in payloads:
-            await self.link.execute(partial(_redis_publish, channel=self.channel, payload=payload))
-
-    async def keepalive(self) -> None:
-        await self.link.execute(_redis_ping)
-
-
-async def _redis_publish(client: Any, *, channel: str, payload: str) -> int:
-    receivers: int = await client.publish(channel, payload)
-    return receivers
-
-
-async def _redis_ping(client: Any) -> None:
-    await client.ping()
+    async def publish(self, hint: str) -> None:
+        try:
+            await self.client.publish(self.channel, hint)
+        except (RedisError, OSError) as exc:
+            raise RelayDisconnected(f"redis relay publish failed: {exc!r}") from exc
 
 
 # ---- PostgreSQL LISTEN/NOTIFY --------------------------------------------------------------------------
@@ -387,13 +403,8 @@ async def aio_listen(
     return conn
 
 
-async def aio_notify(conn: asyncpg.Connection[Any], channel: str, payloads: Sequence[str]) -> None:
-    """NOTIFY every payload, in order, in one round trip (one implicit transaction)."""
-    await conn.execute("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload", channel, list(payloads))
-
-
-async def aio_ping(conn: asyncpg.Connection[Any]) -> None:
-    await conn.execute("SELECT 1")
+async def aio_notify(conn: asyncpg.Connection[Any], channel: str, hint: str) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", channel, hint)
 
 
 async def aio_close(conn: asyncpg.Connection[Any]) -> None:
@@ -417,7 +428,7 @@ async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *a
 class PostgresTransport:
     """A dedicated LISTEN connection (outside the pool; the callback only queues), NOTIFY on the same one.
 
-    Only the relay's publish loop sends statements on it, so NOTIFYs and keepalive probes never overlap.
+    Only the relay's hint loop sends statements on it, so NOTIFYs never overlap.
     """
 
     name = "postgres"
@@ -452,8 +463,5 @@ class _PostgresSession:
     channel: str
     bridge: Bridge
 
-    async def publish(self, payloads: Sequence[str]) -> None:
-        await _cross(self.bridge, aio_notify, self.conn, self.channel, payloads)
-
-    async def keepalive(self) -> None:
-        await _cross(self.bridge, aio_ping, self.conn)
+    async def publish(self, hint: str) -> None:
+        await _cross(self.bridge, aio_notify, self.conn, self.channel, hint)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from stories.security import TokenIssuer
 
-__all__ = ["Callers"]
+__all__ = ["Callers", "token_expiry"]
 
 MAX_TOKENS = 10_000
 MAX_USERS = 50_000
@@ -69,7 +69,7 @@ class Callers:
         verified = self._verified.get(token)
         if verified is None:
             user_id = self.tokens.verify(token)
-            _remember(self._verified, token, _Verified(user_id, _expiry(token)), MAX_TOKENS)
+            _remember(self._verified, token, _Verified(user_id, token_expiry(token)), MAX_TOKENS)
         else:
             # The signature and claims were checked once; time moves on, so the expiry is checked every time.
             if verified.expires_at <= self.tokens.clock.now().timestamp():
@@ -118,8 +118,8 @@ class Callers:
         return self._known_until.get(user_id, 0.0) > trio.current_time()
 
 
-def _expiry(token: str) -> float:
-    """The `exp` claim of a token that has just been verified (so it is well formed)."""
+def token_expiry(token: str) -> float:
+    """The `exp` claim (seconds since the epoch) of a token that has been verified (so it is well formed)."""
     payload = token.split(".")[1]
     return float(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
 

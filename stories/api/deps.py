@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from stories.security import PasswordHasher, TokenIssuer
     from stories.settings import Settings
     from stories.store import Store
+    from stories.store.events import EventLog
 
 __all__ = ["AppDeps", "StoriesApp", "current_user_id", "deps"]
 
@@ -54,6 +55,7 @@ class AppDeps:
     callers: Callers
     counters: CounterFlusher
     feeds: FeedCache
+    events: EventLog
     # None: object storage is off (MINIO_ENDPOINT=off, or nothing installed to embed).
     media: StorageLink | None = None
     # The composition root passes its own; /readyz answers 503 until `started` (tests set it when they need it).

@@ -8,6 +8,7 @@ from quart import Blueprint, Response
 
 from stories import __version__
 from stories.api.bodies import json_response
+from stories.api.events import MAX_EVENTS_LIMIT
 from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
 from stories.api.paging import MAX_LIMIT
 from stories.api.profiles import DEFAULT_LIST_LIMIT
@@ -27,6 +28,12 @@ blueprint = Blueprint("docs", __name__)
 
 _UUID = {"type": "string", "format": "uuid"}
 _TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00.123Z"]}
+_AFTER_PARAM = {
+    "name": "after",
+    "in": "query",
+    "description": "the id of the last event you have seen",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -161,6 +168,22 @@ def openapi_document() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "stories": {"type": "array", "items": _ref("Story")},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["story.viewed", "story.reacted", "resync"]},
+                "id": {"type": "string", "description": "opaque; orders your events (absent on resync)"},
+                "payload": {"type": "object"},
+            },
+        },
+        "Events": {
+            "type": "object",
+            "properties": {
+                "events": {"type": "array", "items": _ref("Event")},
                 "next_cursor": {"type": ["string", "null"]},
             },
         },
@@ -439,13 +462,33 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(_ref("Stats"), "the figures"), **_errors(401)},
             )
         },
+        "/me/events": {
+            "get": _operation(
+                "Your realtime events over HTTP, oldest first (the last 7 days): the same messages as /ws. "
+                "`after` is the id of the last event you have seen; when the log no longer holds it (older than "
+                '7 days, or not one of yours) the page starts with {"type": "resync"}: refetch what you show. '
+                "`next_cursor` is set when more events follow at once, else null (poll later with the last id).",
+                {"200": _json(_ref("Events"), "a page"), **_errors(400, 401)},
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": 50},
+                    },
+                    _AFTER_PARAM,
+                ],
+            )
+        },
         "/ws": {
             "get": _operation(
                 "WebSocket upgrade: realtime events for your stories (story.viewed, story.reacted). Authenticate "
-                "with the Authorization header or ?token=. Close codes: 1001 server shutting down, 1008 too slow "
-                "(events were dropped), 1012 events may have been missed: reconnect and refresh.",
-                {"101": {"description": "switching protocols"}, **_errors(401)},
-                parameters=[{"name": "token", "in": "query", "schema": {"type": "string"}}],
+                "with the Authorization header or ?token=. With ?after=<last event id seen>, first every event "
+                'since (oldest first, at most 7 days and 1,000, else a {"type": "resync"} message), then the '
+                "live stream, with no gap and no duplicate. Client messages are ignored and capped at 4 KiB (1009). "
+                "Close codes: 1001 server shutting down; 1008 too slow to keep up, an 11th socket of one user "
+                "(the oldest closes), or the token expired; 1012 events were missed: reconnect with after=.",
+                {"101": {"description": "switching protocols"}, **_errors(400, 401)},
+                parameters=[{"name": "token", "in": "query", "schema": {"type": "string"}}, _AFTER_PARAM],
             )
         },
         "/healthz": {

@@ -22,7 +22,7 @@ from hypercorn.trio import serve
 
 from stories.actors.supervisor import Backoff
 from stories.api import protocol_errors
-from stories.api.ws import configure_keepalive
+from stories.api.ws import configure_websockets
 from stories.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.errorlog = None
     # Bodies are capped by the app (MAX_CONTENT_LENGTH, with API.md's 413 body); this bounds the rest.
     config.h11_max_incomplete_size = 64 * 1024
-    configure_keepalive(
+    configure_websockets(
         config, ping_interval=settings.ws_ping_interval_seconds, dead_after=settings.ws_dead_after_seconds
     )
     return config

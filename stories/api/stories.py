@@ -13,7 +13,6 @@ import orjson
 import structlog
 from quart import Blueprint, Response, request
 
-from stories.actors.messages import StoryReacted, StoryViewed
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
@@ -207,18 +206,19 @@ async def feed() -> Response:
 @blueprint.post("/stories/<id>/view")
 async def view_story(id: str) -> Response:
     app = deps()
-    view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(id))
+    view = None
+    try:
+        view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(id))
+    finally:
+        # The event is the stored view: the relay reads it from the log, also when this call was cut off while
+        # its statement still committed. The author's own views are not recorded, so first_view is never true.
+        if view is None or view.first_view:
+            app.relay.wake()
     if view is None:
         raise _not_found()
     if view.first_view:
         app.metrics.story_views.inc()
         app.counters.touch(view.story_id)
-        # first_view is never true for the author's own views: those are not recorded.
-        app.relay.publish(
-            StoryViewed(
-                author_id=view.author_id, story_id=view.story_id, viewer_id=view.viewer_id, viewed_at=view.viewed_at
-            )
-        )
     log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
     return json_response(view_json(view))
 
@@ -237,24 +237,17 @@ async def react(id: str) -> Response:
     emoji = _emoji(await read_json_object())
     app = deps()
     await _check_rate(ACTION_REACTIONS, "reacting")
-    reaction = await app.store.add_reaction(
-        current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
-    )
+    try:
+        reaction = await app.store.add_reaction(
+            current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
+        )
+    finally:
+        # As for views: the event is the stored reaction (self-reactions are stored but are no event).
+        app.relay.wake()
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()
     app.counters.touch(reaction.story_id)
-    if reaction.user_id != reaction.author_id:
-        app.relay.publish(
-            StoryReacted(
-                author_id=reaction.author_id,
-                story_id=reaction.story_id,
-                user_id=reaction.user_id,
-                emoji=reaction.emoji,
-                created_at=reaction.created_at,
-                reaction_id=reaction.id,
-            )
-        )
     log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
     return json_response(reaction_json(reaction), 201)
 

@@ -1,22 +1,26 @@
 """GET /ws: the author's realtime events (API.md "Realtime").
 
-The upgrade is authenticated before it is accepted (the JWT from `Authorization: Bearer` or `?token=`); a
-bad or missing token answers `401` with API.md's error body instead of upgrading (hypercorn implements
-ASGI's websocket.http.response extension). An accepted socket gets a mailbox in the hub, and its handler
-writes each event from the mailbox to the socket. The socket ends when:
+The upgrade is checked before it is accepted: the JWT (`Authorization: Bearer` or `?token=`) and `after`. A bad
+or missing token answers `401`, a malformed `after` `400`, with API.md's error body instead of upgrading
+(hypercorn implements ASGI's websocket.http.response extension). An accepted socket gets a mailbox in the hub;
+with `after`, the handler first replays what the client missed from the event log, then writes each event from
+the mailbox, skipping what the replay sent (`_Stream`). The socket ends when:
 - the client goes away (the handler is cancelled; leaving `hub.subscribe` unregisters the mailbox);
-- the hub closes the mailbox: 1008 slow client, 1001 shutdown, 1012 resync (see `CloseReason`); events
-  already in the mailbox are written first.
+- the hub closes the mailbox: 1008 slow client or an 11th socket of the user, 1001 shutdown; events already in
+  the mailbox are written first;
+- its token expires (1008), or events it is owed cannot be read from the log (1012: reconnect with after=).
 
 Keepalive is the server's: hypercorn sends a WebSocket ping every `ping_interval` (clients answer with a
 pong, browsers and trio-websocket do so on their own), and a connection from which nothing at all (not even
-a pong) arrives for `dead_after` is dropped as dead. ASGI gives the app neither pings nor pongs, so
-`configure_keepalive` applies this to the server's config.
+a pong) arrives for `dead_after` is dropped as dead. ASGI gives the app neither pings nor pongs, nor the size of
+a message before it is whole, so `configure_websockets` applies these and the message size cap to the server's
+config.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, cast
 
 import structlog
@@ -25,32 +29,60 @@ from quart import Blueprint, Response, websocket
 from quart_cors import cors_exempt
 
 from stories.actors.hub import CloseReason
+from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
 from stories.api.bodies import error_response
+from stories.api.callers import token_expiry
 from stories.api.deps import deps
-from stories.errors import Unauthorized
+from stories.errors import InvalidRequest, Unauthorized, Unavailable
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from uuid import UUID
 
     from hypercorn.config import Config
 
     from stories.actors.hub import Hub, Mailbox
+    from stories.clock import Clock
     from stories.metrics import Metrics
+    from stories.store.events import ReplayPage
 
 __all__ = [
+    "MAX_CLIENT_MESSAGE_BYTES",
+    "REPLAY_LIMIT",
+    "REPLAY_WINDOW",
     "RealtimeDeps",
     "blueprint",
-    "configure_keepalive",
+    "configure_websockets",
 ]
 
 log = structlog.get_logger()
 
 blueprint = Blueprint("ws", __name__)
 
+# API.md: messages from clients are capped at 4 KiB (the API defines none; this bounds what a client can make
+# the server buffer).
+MAX_CLIENT_MESSAGE_BYTES = 4096
+# API.md: a reconnecting client gets at most the last 7 days and at most 1,000 events, else `resync`.
+REPLAY_LIMIT = 1000
+REPLAY_WINDOW = timedelta(days=7)
+
 
 class _Authenticator(Protocol):
     async def authenticate(self, token: str) -> UUID: ...
+
+
+class EventReader(Protocol):
+    async def replay(
+        self,
+        author_id: UUID,
+        after: EventId | None,
+        limit: int,
+        since: datetime,
+        *,
+        vouched: bool = False,
+        settle: bool = False,
+    ) -> ReplayPage: ...
 
 
 class RealtimeDeps(Protocol):
@@ -63,22 +95,30 @@ class RealtimeDeps(Protocol):
     def hub(self) -> Hub: ...
 
     @property
+    def events(self) -> EventReader: ...
+
+    @property
     def metrics(self) -> Metrics: ...
 
+    @property
+    def clock(self) -> Clock: ...
 
-def configure_keepalive(
+
+def configure_websockets(
     config: Config,
     *,
     ping_interval: float = DEFAULT_WS_PING_INTERVAL_SECONDS,
     dead_after: float = DEFAULT_WS_DEAD_AFTER_SECONDS,
 ) -> None:
-    """Make hypercorn ping every socket every `ping_interval` and drop a connection silent for `dead_after`.
+    """Cap client messages at MAX_CLIENT_MESSAGE_BYTES (a larger one closes the socket with 1009), and make
+    hypercorn ping every socket every `ping_interval` and drop a connection silent for `dead_after`.
 
     `dead_after` is hypercorn's read timeout, so it also bounds how long an HTTP client may stay silent
     (idle keep-alive, or waiting for a response): keep it well above the slowest request.
     """
     if not 0 < ping_interval < dead_after:
         raise ValueError("the WebSocket ping interval must be positive and shorter than dead_after")
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE_BYTES
     config.websocket_ping_interval = ping_interval
     # hypercorn takes whole seconds here.
     config.read_timeout = math.ceil(dead_after)
@@ -97,6 +137,16 @@ def _token() -> str:
     return token
 
 
+def _after() -> EventId | None:
+    raw = websocket.args.get("after")
+    if raw is None:
+        return None
+    try:
+        return EventId.parse(raw)
+    except MalformedEventId as exc:
+        raise InvalidRequest(f"after: {exc}", fields={"after": str(exc)}) from None
+
+
 @blueprint.websocket("/ws")
 # No Origin check: CORS does not apply to WebSockets, and this socket authenticates with a token the page
 # must hold (never a cookie), so a foreign page cannot ride a user's session. Native clients send no Origin.
@@ -104,21 +154,30 @@ def _token() -> str:
 async def events() -> Response | None:
     app = cast("RealtimeDeps", deps())
     try:
-        user_id = await app.callers.authenticate(_token())
-    except Unauthorized as exc:
+        token = _token()
+        user_id = await app.callers.authenticate(token)
+        after = _after()
+    except (Unauthorized, InvalidRequest) as exc:
         log.info("ws.refused", reason=exc.message)
         # Returned before accept(): the server answers this HTTP response instead of upgrading.
-        response = error_response(exc.status, exc.code, exc.message)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="stories"'
+        response = error_response(exc.status, exc.code, exc.message, fields=getattr(exc, "fields", None))
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="stories"'
         return response
     await websocket.accept()
+    token_seconds = token_expiry(token) - app.clock.now().timestamp()
     with structlog.contextvars.bound_contextvars(user_id=str(user_id)), app.hub.subscribe(user_id) as mailbox:
-        log.info("ws.connected")
+        log.info("ws.connected", after=None if after is None else str(after))
         closed: CloseReason | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_ignore_incoming)
-                await _deliver(mailbox, app.metrics)
+                # A deadline, not a task per socket: when the token expires, the stream stops and the socket closes.
+                with trio.move_on_after(token_seconds) as token_valid:
+                    await _Stream(mailbox, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
+                if token_valid.cancelled_caught:
+                    log.info("ws.token_expired")
+                    mailbox.close(CloseReason.TOKEN_EXPIRED)
                 nursery.cancel_scope.cancel("mailbox closed")
             closed = mailbox.close_reason or CloseReason.SHUTDOWN
             await websocket.close(closed.code, closed.reason)
@@ -133,15 +192,82 @@ async def events() -> Response | None:
     return None
 
 
-async def _deliver(mailbox: Mailbox, metrics: Metrics) -> None:
-    """Write each event to the socket, in order, until the hub closes the mailbox."""
-    async for text in mailbox.receive:
+class _Stream:
+    """One socket's events, in id order, each once: a replay from the log, then the mailbox.
+
+    `cursor` is the id of the last event sent (or the hub's position when the socket opened): the mailbox
+    holds every later event, except those it dropped when full (`gap`), which are read back from the log.
+    An event the mailbox holds at or below the cursor was sent by a replay already, and is skipped.
+    """
+
+    def __init__(self, mailbox: Mailbox, log: EventReader, metrics: Metrics, since: datetime) -> None:
+        self.mailbox = mailbox
+        self.log = log
+        self.metrics = metrics
+        self.since = since
+        self.cursor = mailbox.start
+
+    async def run(self, after: EventId | None) -> None:
+        """Until the mailbox is closed (by the hub, or here when the log cannot be read)."""
+        if after is not None and not await self._catch_up(after):
+            return
+        async for event_id, text in self.mailbox.receive:
+            if self.cursor is None or event_id > self.cursor:
+                await self._send(event_id, text)
+            if self.mailbox.take_gap() and not await self._refill():
+                return
+
+    async def _send(self, event_id: EventId, text: str) -> None:
         await websocket.send(text)
-        metrics.ws_events_sent.inc()
+        self.cursor = event_id
+        self.metrics.ws_events_sent.inc()
+
+    async def _catch_up(self, after: EventId) -> bool:
+        """Everything after the client's `after`; or `resync` when that is more than the log keeps for it."""
+        page = await self._replay(after, vouched=False)
+        if page is None:
+            return False
+        if page.stale or page.more:
+            log.info("ws.resync_sent", stale=page.stale, more=page.more)
+            await websocket.send(RESYNC_TEXT)
+            # The client refetches after this: what was committed below the horizon is in what it fetches.
+            horizon = EventId(page.horizon, 0)
+            self.cursor = horizon if self.cursor is None else max(self.cursor, horizon)
+            return True
+        self.cursor = after if self.cursor is None or after > self.cursor else self.cursor
+        for event in page.events:
+            await self._send(event.id, event.client_text())
+        return True
+
+    async def _refill(self) -> bool:
+        """The mailbox dropped events: send them from the log (a client too far behind is closed)."""
+        if self.cursor is None:
+            # The relay had not read the log yet when the socket opened: there is no place to refill from.
+            self.mailbox.close(CloseReason.RESYNC)
+            return False
+        page = await self._replay(self.cursor, vouched=True)
+        if page is None:
+            return False
+        if page.more:
+            self.mailbox.close(CloseReason.SLOW_CLIENT)
+            return False
+        for event in page.events:
+            await self._send(event.id, event.client_text())
+        return True
+
+    async def _replay(self, after: EventId, *, vouched: bool) -> ReplayPage | None:
+        try:
+            return await self.log.replay(self.mailbox.user_id, after, REPLAY_LIMIT, self.since, vouched=vouched)
+        except Unavailable as exc:
+            # Events are owed and cannot be read: the client reconnects (perhaps elsewhere) with after=.
+            log.warning("ws.replay_failed", error=exc.message)
+            self.mailbox.close(CloseReason.RESYNC)
+            return None
 
 
 async def _ignore_incoming() -> None:
     # The API defines no client messages. Reading them anyway keeps the server's inbound queue from
-    # filling up, which would stop it from noticing the client's disconnect.
+    # filling up, which would stop it from noticing the client's disconnect. Their size is capped by the
+    # server (MAX_CLIENT_MESSAGE_BYTES; a larger one closes the socket with 1009).
     while True:
         await websocket.receive()

@@ -350,8 +350,8 @@ async def aio_record_view(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, st
     async with pool.acquire() as conn, _caller_exists():
         row = await conn.fetchrow(
             f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
-                     added AS (INSERT INTO story_views (story_id, viewer_id, viewed_at)
-                               SELECT id, $1, $2 FROM target WHERE author_id <> $1
+                     added AS (INSERT INTO story_views (story_id, author_id, viewer_id, viewed_at)
+                               SELECT id, author_id, $1, $2 FROM target WHERE author_id <> $1
                                ON CONFLICT (story_id, viewer_id) DO NOTHING
                                RETURNING viewed_at)
                 SELECT t.author_id,
@@ -386,8 +386,8 @@ async def aio_add_reaction(
     async with pool.acquire() as conn, _caller_exists():
         author_id = await conn.fetchval(
             f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
-                     added AS (INSERT INTO reactions (id, story_id, user_id, emoji, created_at)
-                               SELECT $4, id, $1, $5, $2 FROM target RETURNING id)
+                     added AS (INSERT INTO reactions (id, story_id, author_id, user_id, emoji, created_at)
+                               SELECT $4, id, author_id, $1, $5, $2 FROM target RETURNING id)
                 SELECT t.author_id FROM target t, added""",
             user_id,
             now,

@@ -8,7 +8,7 @@ import dataclasses
 import trio
 
 from stories.actors.hub import Hub
-from stories.actors.relay import EventRelay, RedisTransport
+from stories.actors.relay import build_relay
 from stories.api import create_app
 from stories.lifecycle import Lifecycle
 from stories.redis import open_redis
@@ -67,7 +67,7 @@ async def test_readyz_is_503_while_the_database_is_down(aio_loop, settings, app_
 
 
 async def test_readyz_waits_for_the_redis_relay(app_deps, redis_link):
-    relay = EventRelay(Hub(app_deps.metrics), RedisTransport(redis_link, redis_link.key("events")))
+    relay = build_relay(Hub(app_deps.metrics), database=app_deps.store.database, redis=redis_link)
     deps = dataclasses.replace(app_deps, redis=redis_link, relay=relay, life=Lifecycle(started=True))
     client = create_app(deps).test_client()
     redis_up = checks(redis="ok")
@@ -84,7 +84,7 @@ async def test_readyz_stays_ready_when_redis_is_down_for_everyone(app_deps, clos
     """Every process's relay is down with Redis: readiness does not take them all out of the load balancer."""
     async with open_redis(closed_redis_url) as redis:
         assert redis is not None
-        relay = EventRelay(Hub(app_deps.metrics), RedisTransport(redis, redis.key("events")))
+        relay = build_relay(Hub(app_deps.metrics), database=app_deps.store.database, redis=redis)
         deps = dataclasses.replace(app_deps, redis=redis, relay=relay, life=Lifecycle(started=True))
         answer = await readyz(create_app(deps).test_client())
     assert answer == (200, {"status": "degraded", "checks": checks(redis="down", relay="down")})

@@ -1,15 +1,17 @@
 """GET /ws on a real hypercorn (port 0) with trio-websocket clients.
 
-The app here is the blueprint alone on a QuartTrio app with a stand-in deps object (tokens, hub, metrics):
-the realtime path needs neither the database nor the rest of the API.
+The app here is the blueprint alone on a QuartTrio app with a stand-in deps object (tokens, hub, metrics, and
+a log that replays nothing): the live path needs neither the database nor the rest of the API. Catch-up with
+`after` is tested against the real log in test_ws_catch_up.py.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import uuid
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -23,13 +25,14 @@ from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from stories.actors.hub import Hub
-from stories.actors.messages import StoryReacted, StoryViewed
+from stories.actors.messages import EventId, StoryReacted, StoryViewed
 from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
-from stories.api.ws import blueprint, configure_keepalive
+from stories.api.ws import blueprint, configure_websockets
 from stories.clock import FixedClock
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
+from stories.store.events import ReplayPage
 from tests.helpers import open_ws
 
 if TYPE_CHECKING:
@@ -45,11 +48,18 @@ class EveryoneExists:
         return set(user_ids)
 
 
+class EmptyLog:
+    async def replay(self, author_id, after, limit, since, *, vouched=False, settle=False) -> ReplayPage:
+        return ReplayPage([], more=False, stale=False, horizon=0, next_xid=0)
+
+
 @dataclass
 class RealtimeStandIn:
     tokens: TokenIssuer
     hub: Hub
     metrics: Metrics
+    clock: FixedClock
+    events: EmptyLog
 
     @property
     def callers(self) -> Callers:
@@ -70,9 +80,12 @@ class Server:
 
 
 @asynccontextmanager
-async def running(*, ping_interval: float | None = None, dead_after: float = 1.0) -> AsyncIterator[Server]:
+async def running(
+    *, ping_interval: float | None = None, dead_after: float = 1.0, token_seconds: int = 3600
+) -> AsyncIterator[Server]:
     metrics = Metrics()
-    stand_in = RealtimeStandIn(TokenIssuer(SECRET, 3600, FixedClock(NOW)), Hub(metrics), metrics)
+    clock = FixedClock(NOW)
+    stand_in = RealtimeStandIn(TokenIssuer(SECRET, token_seconds, clock), Hub(metrics), metrics, clock, EmptyLog())
     app = StoriesApp(__name__)
     app.deps = stand_in  # type: ignore[assignment]
     app.register_blueprint(blueprint)
@@ -81,8 +94,7 @@ async def running(*, ping_interval: float | None = None, dead_after: float = 1.0
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1
-    if ping_interval is not None:
-        configure_keepalive(config, ping_interval=ping_interval, dead_after=dead_after)
+    configure_websockets(config, ping_interval=ping_interval or 20, dead_after=dead_after if ping_interval else 60)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
@@ -109,8 +121,13 @@ async def refused(server: Server, query: str, headers: list[tuple[str, str]] | N
     return leaf
 
 
+_ids = itertools.count(1)
+
+
 def viewed(author_id: uuid.UUID) -> StoryViewed:
-    return StoryViewed(author_id=author_id, story_id=uuid.uuid4(), viewer_id=uuid.uuid4(), viewed_at=NOW)
+    return StoryViewed(
+        EventId(10, next(_ids)), author_id=author_id, story_id=uuid.uuid4(), viewer_id=uuid.uuid4(), viewed_at=NOW
+    )
 
 
 async def connected(server: Server, count: int) -> None:
@@ -169,14 +186,14 @@ async def test_events_reach_every_socket_of_the_author_and_nobody_else() -> None
                 await connected(server, 3)
                 assert server.sample("ws_connections") == 3
                 event = StoryReacted(
+                    EventId(10, next(_ids)),
                     author_id=author,
                     story_id=uuid.uuid4(),
                     user_id=other,
                     emoji="🔥",
                     created_at=NOW,
-                    reaction_id=uuid.uuid4(),
                 )
-                assert server.deps.hub.publish(author, event) == 2
+                assert server.deps.hub.publish(event) == 2
                 for socket in (by_header, by_query):
                     assert orjson.loads(await socket.get_message()) == {
                         "type": "story.reacted",
@@ -191,7 +208,7 @@ async def test_events_reach_every_socket_of_the_author_and_nobody_else() -> None
                 # Client messages are not part of the API; they are read and ignored.
                 await bystander.send_message("hello?")
                 follow_up = viewed(other)
-                server.deps.hub.publish(other, follow_up)
+                server.deps.hub.publish(follow_up)
                 assert orjson.loads(await bystander.get_message())["id"] == str(follow_up.id)
                 assert server.sample("ws_events_sent_total") == 3
         await connected(server, 0)
@@ -209,7 +226,7 @@ async def test_shutdown_closes_sockets_with_1001() -> None:
                     await connected(server, 1)
                     # An event already in the mailbox is delivered before the close.
                     event = viewed(author)
-                    server.deps.hub.publish(author, event)
+                    server.deps.hub.publish(event)
                     shutdown.set()
                     assert orjson.loads(await socket.get_message())["id"] == str(event.id)
                     with pytest.raises(ConnectionClosed) as closed:
@@ -223,15 +240,61 @@ async def test_shutdown_closes_sockets_with_1001() -> None:
                 assert closed.value.reason.code == 1001
 
 
-async def test_resync_closes_with_1012() -> None:
+async def test_a_malformed_after_is_refused_with_400_before_the_upgrade() -> None:
     async with running() as server:
+        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}&after=yesterday")
+        assert rejected.status_code == 400
+        body = orjson.loads(rejected.body)
+        assert body["error"] == "invalid_request"
+        assert "after" in body["fields"]
+
+
+async def test_an_expiring_token_closes_its_socket_with_1008() -> None:
+    async with running(token_seconds=1) as server:
         with trio.fail_after(WAIT):
             async with open_socket(server, f"?token={server.token(uuid.uuid4())}") as socket:
                 await connected(server, 1)
-                server.deps.hub.resync()
+                began = trio.current_time()
                 with pytest.raises(ConnectionClosed) as closed:
                     await socket.get_message()
-                assert closed.value.reason.code == 1012
+                assert closed.value.reason.code == 1008
+                assert "expired" in closed.value.reason.reason
+                assert trio.current_time() - began < 2.5
+
+
+async def test_a_client_message_over_4_kib_closes_the_socket_with_1009() -> None:
+    async with running() as server:
+        author = uuid.uuid4()
+        with trio.fail_after(WAIT):
+            async with open_socket(server, f"?token={server.token(author)}") as socket:
+                await connected(server, 1)
+                await socket.send_message("x" * 4096)  # at the cap: read and ignored
+                event = viewed(author)
+                server.deps.hub.publish(event)
+                assert orjson.loads(await socket.get_message())["id"] == str(event.id)
+                await socket.send_message("x" * 4097)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await socket.get_message()
+                assert closed.value.reason.code == 1009
+
+
+async def test_an_eleventh_socket_closes_the_users_oldest_with_1008() -> None:
+    async with running() as server:
+        author = uuid.uuid4()
+        with trio.fail_after(WAIT):
+            async with AsyncExitStack() as stack:
+                sockets = [
+                    await stack.enter_async_context(open_socket(server, f"?token={server.token(author)}"))
+                    for _ in range(10)
+                ]
+                await connected(server, 10)
+                await stack.enter_async_context(open_socket(server, f"?token={server.token(author)}"))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await sockets[0].get_message()
+                assert closed.value.reason.code == 1008
+                await connected(server, 10)
+                event = viewed(author)
+                assert server.deps.hub.publish(event) == 10
 
 
 async def test_live_client_answers_pings_and_a_silent_one_is_dropped() -> None:
@@ -249,7 +312,7 @@ async def test_live_client_answers_pings_and_a_silent_one_is_dropped() -> None:
                 # The live socket outlived the dead one and still gets its events.
                 await trio.sleep(1.2)
                 event = viewed(author)
-                assert server.deps.hub.publish(author, event) == 1
+                assert server.deps.hub.publish(event) == 1
                 assert orjson.loads(await live.get_message())["id"] == str(event.id)
                 await silent.aclose()
 

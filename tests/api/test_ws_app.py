@@ -11,7 +11,7 @@ from trio_websocket import open_websocket_url
 from tests.helpers import signup
 
 
-async def test_native_client_without_origin_gets_its_events(app, client, nursery):
+async def test_native_client_without_origin_gets_its_events(app, client, nursery, live_relay):
     author, viewer = await signup(client), await signup(client)
     created = await client.post("/stories", json={"text": "hi", "visibility": "public"}, headers=author.auth)
     story_id = (await created.get_json())["id"]
