@@ -70,7 +70,7 @@ _FALSE = ("0", "false", "no", "off")
 MASK = "***"
 # Settings shown as MASK (when set) in the repr; URLs keep everything but their password.
 _SECRET_FIELDS = frozenset({"jwt_secret", "minio_secret_key"})
-_URL_FIELDS = frozenset({"database_url", "redis_url", "minio_endpoint"})
+_URL_FIELDS = frozenset({"database_url", "redis_url", "minio_endpoint", "minio_public_endpoint"})
 # libpq and asyncpg also take `password=` (and `sslpassword=`) as query parameters.
 _QUERY_PASSWORD = re.compile(r"(?i)([?&;][a-z_]*password=)[^&;#]*")
 # One label of a host name (RFC 1123), plus '_' as container platforms' service names use it.
@@ -106,6 +106,9 @@ class Settings:
     jwt_ttl_seconds: int = DEFAULT_JWT_TTL_SECONDS
     # None: use an embedded S3-compatible store when one is installed; MINIO_OFF: uploads disabled.
     minio_endpoint: str | None = None
+    # Where clients reach the store, when not at MINIO_ENDPOINT (a container network name, say): presigned URLs
+    # name this host. None: MINIO_ENDPOINT.
+    minio_public_endpoint: str | None = None
     minio_access_key: str | None = None
     minio_secret_key: str | None = None
     minio_bucket: str = DEFAULT_MINIO_BUCKET
@@ -181,6 +184,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         jwt_secret=jwt_secret,
         jwt_ttl_seconds=env.integer("JWT_TTL_SECONDS", DEFAULT_JWT_TTL_SECONDS, 1, 366 * 86_400),
         minio_endpoint=minio_endpoint,
+        minio_public_endpoint=env.s3_endpoint("MINIO_PUBLIC_ENDPOINT"),
         minio_access_key=minio_access_key,
         minio_secret_key=minio_secret_key,
         minio_bucket=env.get("MINIO_BUCKET") or DEFAULT_MINIO_BUCKET,
@@ -420,8 +424,14 @@ class _Env:
 
     def minio_endpoint(self) -> str | None:
         endpoint = self.get("MINIO_ENDPOINT")
-        if endpoint is None or endpoint.lower() == MINIO_OFF:
-            return None if endpoint is None else MINIO_OFF
+        if endpoint is not None and endpoint.lower() == MINIO_OFF:
+            return MINIO_OFF
+        return self.s3_endpoint("MINIO_ENDPOINT")
+
+    def s3_endpoint(self, name: str) -> str | None:
+        endpoint = self.get(name)
+        if endpoint is None:
+            return None
         # host[:port], or a URL http(s)://host[:port]; nothing else addresses an S3 endpoint.
         parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
         try:
@@ -430,9 +440,8 @@ class _Env:
         except ValueError:
             valid = False
         if not valid:
-            raise ConfigError(
-                "MINIO_ENDPOINT", f"must be host:port, an http(s) URL, or 'off' (got {mask_url(endpoint)!r})"
-            )
+            off = ", or 'off'" if name == "MINIO_ENDPOINT" else ""
+            raise ConfigError(name, f"must be host:port or an http(s) URL{off} (got {mask_url(endpoint)!r})")
         return endpoint
 
     def redis_url(self) -> str | None:

@@ -64,6 +64,7 @@ SERVICE_VARIABLES = frozenset(
         "JWT_SECRET",
         "JWT_TTL_SECONDS",
         "MINIO_ENDPOINT",
+        "MINIO_PUBLIC_ENDPOINT",
         "MINIO_ACCESS_KEY",
         "MINIO_SECRET_KEY",
         "MINIO_BUCKET",

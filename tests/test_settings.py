@@ -146,6 +146,7 @@ def test_blank_values_mean_unset() -> None:
         ("STORIES_ENV", "staging"),
         ("MINIO_USE_SSL", "maybe"),
         ("MINIO_ENDPOINT", "http://"),
+        ("MINIO_PUBLIC_ENDPOINT", "ftp://media.example"),
         ("WS_PING_INTERVAL_SECONDS", "0"),
         ("WS_DEAD_AFTER_SECONDS", "10"),
     ],

@@ -49,13 +49,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     """Where the bucket lives and how to sign for it. `endpoint` is `scheme://host[:port]`, the port left out
-    when it is the scheme's default (clients leave it out of the Host header they send, which is signed)."""
+    when it is the scheme's default (clients leave it out of the Host header they send, which is signed).
+    `public_endpoint` is the same store as clients reach it, which presigned URLs name (None: `endpoint`)."""
 
     endpoint: str
     bucket: str
     access_key: str
     secret_key: str
     region: str
+    public_endpoint: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorageConfig:
@@ -63,8 +65,10 @@ class StorageConfig:
         endpoint, access_key, secret_key = settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key
         if endpoint is None or access_key is None or secret_key is None:
             raise ConfigError("MINIO_ENDPOINT", "MINIO_ACCESS_KEY and MINIO_SECRET_KEY must be set together")
+        public = settings.minio_public_endpoint
         return cls(
             endpoint=normalize_endpoint(endpoint, use_ssl=settings.minio_use_ssl),
+            public_endpoint=None if public is None else normalize_endpoint(public, use_ssl=settings.minio_use_ssl),
             bucket=settings.minio_bucket,
             access_key=access_key,
             secret_key=secret_key,
@@ -72,7 +76,10 @@ class StorageConfig:
         )
 
     def __repr__(self) -> str:
-        return f"StorageConfig(endpoint={self.endpoint!r}, bucket={self.bucket!r}, region={self.region!r})"
+        return (
+            f"StorageConfig(endpoint={self.endpoint!r}, public_endpoint={self.public_endpoint!r}, "
+            f"bucket={self.bucket!r}, region={self.region!r})"
+        )
 
 
 def normalize_endpoint(raw: str, *, use_ssl: bool) -> str:
@@ -98,14 +105,17 @@ class ObjectStorage:
         self._client = client
         self._signer = Signer(config.access_key, config.secret_key, config.region)
         self._host = urlsplit(config.endpoint).netloc
+        self._public_endpoint = config.public_endpoint or config.endpoint
+        self._public_host = urlsplit(self._public_endpoint).netloc
 
     def _path(self, key: str | None) -> str:
         return f"/{self.config.bucket}" if key is None else f"/{self.config.bucket}/{key}"
 
     def _presign(self, method: str, key: str, headers: dict[str, str], expires: int, now: datetime) -> str:
         path = self._path(key)
-        query = self._signer.presign(method, path, [], {"host": self._host, **headers}, expires, now)
-        return f"{self.config.endpoint}{_encoded(path)}?{query}"
+        # The signed Host is the one the client will send: the public endpoint's.
+        query = self._signer.presign(method, path, [], {"host": self._public_host, **headers}, expires, now)
+        return f"{self._public_endpoint}{_encoded(path)}?{query}"
 
     def presign_put(self, key: str, content_type: str, size: int) -> str:
         """A PUT URL valid UPLOAD_URL_SECONDS that the store accepts only with exactly this Content-Type and

@@ -128,6 +128,23 @@ async def test_the_store_refuses_another_size(media_client, http, alice, body):
     assert (await put(http, ticket, body=body)).status_code == 403
 
 
+async def test_presigned_urls_name_the_public_endpoint(storage_config, http):
+    """The service reaches the store at one address (a container network's name, say) and clients at another:
+    URLs are signed for the host the client sends, and the service's own calls keep the inner address."""
+    port = urlsplit(storage_config.endpoint).port
+    config = dataclasses.replace(storage_config, public_endpoint=f"http://localhost:{port}")
+    key = f"uploads/{uuid.uuid4()}/public.jpg"
+    async with open_object_storage(config) as storage:
+        url = storage.presign_put(key, "image/jpeg", len(JPEG))
+        assert url.startswith(f"http://localhost:{port}/")
+        response = await http.put(url, content=JPEG, headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        assert await storage.object_exists(key)  # through storage_config.endpoint, 127.0.0.1
+        media_url = storage.media_url(key, MEDIA_URL_SECONDS, timedelta(hours=1))
+        assert media_url.startswith(f"http://localhost:{port}/")
+        assert (await http.get(media_url)).content == JPEG
+
+
 async def test_the_store_refuses_an_expired_url(storage_config, http):
     # Signed by the real clock's past: the store checks signatures against its own clock.
     past = FixedClock(SystemClock().now() - timedelta(seconds=UPLOAD_URL_SECONDS + 60))
