@@ -28,6 +28,10 @@ test *args:
 serve:
     {{bin}}/stories serve
 
+# Schemathesis against a running server, as CI runs it (CONTRIBUTING.md, "Fuzz the API")
+fuzz url *args:
+    bash .ci/schemathesis {{url}} {{args}}
+
 # the deployment files: Kubernetes manifests and Prometheus rules, as CI checks them
 deploy-check:
     {{bin}}/kubernetes-validate --strict --quiet $(ls deploy/kubernetes/*.yaml | grep -v kustomization)
@@ -43,6 +47,6 @@ up:
 down:
     docker compose down
 
-# the whole CI run: fresh virtualenv, lint, typecheck, tests, embedded smoke test
+# the whole CI run: fresh virtualenv, lint, typecheck, tests, embedded smoke test, Schemathesis
 ci:
     bash .ci/run

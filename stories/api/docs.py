@@ -1,13 +1,24 @@
-"""GET /openapi.json (OpenAPI 3.1 of the routes this build serves) and GET /docs (an offline page for it)."""
+"""GET /openapi.json (OpenAPI 3.1 of every route this build serves), GET /docs (Swagger UI) and its files.
+
+The browser is Swagger UI as the pinned `flask-swagger-ui` package ships it (only its static files are used,
+not its Flask blueprint): served from this process under /docs/static/, so /docs works without the internet.
+tests/api/test_docs.py keeps the document equal to the app's routes and valid OpenAPI; .ci/run fuzzes a real
+server against it with Schemathesis (CONTRIBUTING.md says how to run that locally).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import hashlib
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from stories import __version__
 from stories.api.bodies import json_response
+from stories.api.deps import deps
 from stories.api.events import MAX_EVENTS_LIMIT
 from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
 from stories.api.paging import MAX_LIMIT
@@ -17,74 +28,93 @@ from stories.api.stories import (
     DEFAULT_VIEWERS_LIMIT,
     MAX_AUDIENCE,
     MAX_FEED_LIMIT,
+    MAX_MEDIA_KEY_LENGTH,
     MAX_TEXT_LENGTH,
     REACTION_EMOJIS,
 )
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
+from stories.errors import NotFound
+from stories.media.storage import UPLOAD_URL_SECONDS
 
-__all__ = ["blueprint", "openapi_document"]
+if TYPE_CHECKING:
+    from stories.settings import Settings
+
+__all__ = ["SWAGGER_UI_FILES", "blueprint", "openapi_document"]
 
 blueprint = Blueprint("docs", __name__)
 
-_UUID = {"type": "string", "format": "uuid"}
-_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00.123Z"]}
-_AFTER_PARAM = {
-    "name": "after",
-    "in": "query",
-    "description": "the id of the last event you have seen",
-    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+# The files of the Swagger UI distribution that /docs loads, with the type each is served as. Nothing else of the
+# package is served: the path parameter of /docs/static/{file} is this list.
+SWAGGER_UI_FILES = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
 }
+# Browsers may keep the files for a day: they change only with the pinned package.
+SWAGGER_UI_CACHE_SECONDS = 86_400
+
+
+def _swagger_ui_dist() -> Path:
+    return Path(str(files("flask_swagger_ui") / "dist"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks of the document
+
+_UUID = {"type": "string", "format": "uuid", "examples": ["0b5a3f4e-6c1d-4e8a-9f1e-2d3c4b5a6f70"]}
+_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+    "description": "RFC 3339, UTC, milliseconds",
+    "examples": ["2026-11-24T10:00:00.123Z"],
+}
+_COUNT = {"type": "integer", "minimum": 0}
+_CURSOR = {"type": ["string", "null"], "description": "pass as ?cursor= for the next page; null on the last page"}
+_DISPLAY_NAME = {
+    "type": ["string", "null"],
+    "minLength": 1,
+    "maxLength": MAX_DISPLAY_NAME_LENGTH,
+    "description": f"1 to {MAX_DISPLAY_NAME_LENGTH} characters after trimming, no control characters; null: none",
+    "examples": ["Ada"],
+}
+_VISIBILITY = {"enum": ["public", "friends", "private"]}
+
+ALICE = "0b5a3f4e-6c1d-4e8a-9f1e-2d3c4b5a6f70"
+BOB = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f"
+STORY = "3c9d1e2f-7a8b-4c5d-9e0f-1a2b3c4d5e6f"
+AT = "2026-11-24T10:00:00.123Z"
+CURSOR = "MTc2Mzk3ODQwMDEyMzAwMDozYzlkMWUyZi03YThiLTRjNWQtOWUwZi0xYTJiM2M0ZDVlNmY"
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    meaning = {
-        400: "invalid request (malformed JSON, wrong types, invalid values)",
-        401: "missing, malformed, expired or badly signed token",
-        404: "unknown, or not visible to the caller",
-        409: "conflict",
-        413: "body larger than 64 KiB",
-        415: "body is not JSON",
-        422: "Idempotency-Key reused with a different body",
-        429: "rate limited (see Retry-After)",
-        503: "a dependency (the database; object storage for uploads) is unavailable",
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A response object: exactly these properties, all present but `optional`."""
+    return {
+        "type": "object",
+        "required": [name for name in properties if name not in optional],
+        "properties": properties,
+        "additionalProperties": False,
     }
-    return {str(s): _json(_ref("Error"), meaning[s]) for s in statuses}
 
 
-def _operation(
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    body: dict[str, Any] | None = None,
-    public: bool = False,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if public:
-        operation["security"] = []
-    if parameters:
-        operation["parameters"] = parameters
-    return operation
+def _json(schema: dict[str, Any], description: str, example: Any = None, **extra: Any) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {"application/json": media}, **extra}
 
 
-_ID_PARAM = [{"name": "id", "in": "path", "required": True, "schema": _UUID}]
-_USER_PARAM = [{"name": "user_id", "in": "path", "required": True, "schema": _UUID}]
-_DISPLAY_NAME = {
-    "type": ["string", "null"],
-    "minLength": 1,
-    "maxLength": MAX_DISPLAY_NAME_LENGTH,
-    "description": "trimmed; no control characters; null: none",
-}
+def _page(items: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return _object({items: {"type": "array", "items": entry}, "next_cursor": _CURSOR})
+
+
+def _user_list(at_field: str) -> dict[str, Any]:
+    return _page("users", _object({"user_id": _UUID, "display_name": _DISPLAY_NAME, at_field: _TIME}))
 
 
 def _paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
@@ -92,147 +122,264 @@ def _paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
         {
             "name": "limit",
             "in": "query",
+            "description": f"page size, 1 to {maximum} (400 outside)",
             "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
         },
         {
             "name": "cursor",
             "in": "query",
-            "schema": {"type": "string"},
-            "description": "next_cursor of the page before",
+            "description": "next_cursor of the page before (opaque; 400 when it is not one this API issued)",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+            "example": CURSOR,
         },
     ]
 
 
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": list(properties), "properties": properties}
+# An event id: 32 lower-case hex digits, ordered as strings.
+_EVENT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+_AFTER_PARAM = {
+    "name": "after",
+    "in": "query",
+    "description": "the id of the last event you have seen (400 when malformed; one the log no longer holds, or "
+    'not yours, gives {"type": "resync"})',
+    "schema": _EVENT_ID,
+    "example": "000000000000030a0000000000000003",
+}
+EVENT_EXAMPLE = {
+    "type": "story.reacted",
+    "id": "000000000000030a0000000000000003",
+    "payload": {"story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+}
 
 
-def _user_list(at_field: str) -> dict[str, Any]:
-    entry = _object({"user_id": _UUID, "display_name": _DISPLAY_NAME, at_field: _TIME})
-    return _object({"users": {"type": "array", "items": entry}, "next_cursor": {"type": ["string", "null"]}})
+def _path_id(name: str, what: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": f"the {what}'s id (a malformed id answers 404, as an unknown one)",
+            "schema": {"type": "string", "format": "uuid"},
+            "example": BOB if what == "user" else STORY,
+        }
+    ]
 
 
-def openapi_document() -> dict[str, Any]:
-    credential_fields: dict[str, Any] = {
-        "email": {"type": "string", "maxLength": 254},
-        "password": {"type": "string", "minLength": 8, "maxLength": 128},
+def _error_example(code: str, message: str, **fields: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def _error(
+    description: str, codes: tuple[str, ...], example: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    schema = {
+        "allOf": [_ref("Error"), {"type": "object", "properties": {"error": {"enum": list(codes)}}}],
     }
-    credentials = {"type": "object", "required": ["email", "password"], "properties": credential_fields}
-    signup = {**credentials, "properties": {**credential_fields, "display_name": _DISPLAY_NAME}}
-    counts = {"followers": {"type": "integer"}, "following": {"type": "integer"}}
-    new_story = {
-        "type": "object",
-        "required": ["visibility"],
-        "properties": {
-            "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH},
-            "media_key": {
-                "type": "string",
-                "description": "a key from POST /upload/presigned (yours, issued in the last 24 h, unused), its "
-                "file uploaded; 400 media_not_uploaded when the store has no object under it",
-            },
-            "visibility": {"enum": ["public", "friends", "private"]},
-            "audience_user_ids": {"type": "array", "items": _UUID, "maxItems": MAX_AUDIENCE},
-        },
+    response = _json(schema, description, example)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 1},
+}
+_WWW_AUTHENTICATE = {"description": 'Bearer realm="stories"', "schema": {"type": "string"}}
+
+
+def _error_responses(settings: Settings) -> dict[str, Any]:
+    """components.responses: the error answers API.md's Conventions list, one per status and meaning."""
+    max_body = settings.max_body_bytes
+    return {
+        "BadRequest": _error(
+            "invalid_request: malformed JSON, wrong types or invalid values (`fields` names the culprits)",
+            ("invalid_request",),
+            _error_example("invalid_request", "limit: must be a whole number from 1 to 100", limit="invalid"),
+        ),
+        "Unauthorized": _error(
+            "a missing, malformed, expired or badly signed token, or one whose user does not exist",
+            ("unauthorized",),
+            _error_example("unauthorized", "missing Authorization: Bearer <token> header"),
+            {"WWW-Authenticate": _WWW_AUTHENTICATE},
+        ),
+        "NotFound": _error(
+            "not_found: unknown, or not visible to you (a malformed id too)",
+            ("not_found",),
+            _error_example("not_found", "no such story (it may have expired, or is not visible to you)"),
+        ),
+        "PayloadTooLarge": _error(
+            f"payload_too_large: the body is larger than {max_body} bytes",
+            ("payload_too_large",),
+            _error_example("payload_too_large", f"the request body is larger than {max_body} bytes"),
+        ),
+        "UnsupportedMediaType": _error(
+            "unsupported_media_type: the body is not sent as JSON",
+            ("unsupported_media_type",),
+            _error_example("unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
+        ),
+        "RateLimited": _error(
+            "rate_limited: wait Retry-After seconds",
+            ("rate_limited",),
+            _error_example("rate_limited", "story creation is limited to 20 per minute"),
+            {"Retry-After": {**_RETRY_AFTER, "required": True}},
+        ),
+        "Unavailable": _error(
+            "database_unavailable: the database does not answer; overloaded: no database connection within "
+            "DB_ACQUIRE_TIMEOUT_SECONDS, or the request ran past REQUEST_TIMEOUT_SECONDS (with Retry-After). "
+            "A write answered 503 may still have committed.",
+            ("database_unavailable", "overloaded"),
+            _error_example("overloaded", "the request took longer than 10 s; retry shortly"),
+            {"Retry-After": {**_RETRY_AFTER, "description": "with overloaded: seconds to wait before retrying"}},
+        ),
     }
-    schemas = {
+
+
+def _responses(*names: str) -> dict[str, Any]:
+    statuses = {
+        "BadRequest": "400",
+        "Unauthorized": "401",
+        "NotFound": "404",
+        "PayloadTooLarge": "413",
+        "UnsupportedMediaType": "415",
+        "RateLimited": "429",
+        "Unavailable": "503",
+    }
+    return {statuses[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
+
+
+def _operation(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    description: str | None = None,
+    body: dict[str, Any] | None = None,
+    body_example: Any = None,
+    public: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary}
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if body_example is not None:
+            media["example"] = body_example
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+    if public:
+        operation["security"] = []
+    operation["responses"] = responses
+    return operation
+
+
+def _links(field: str, targets: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI links: `field` of this response is the path parameter of each target operation."""
+    return {
+        operation_id: {"operationId": operation_id, "parameters": {parameter: f"$response.body#/{field}"}}
+        for operation_id, parameter in targets.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Examples (tests/api/test_docs.py checks each against its schema)
+
+SESSION_EXAMPLE = {
+    "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIwYjVhM2Y0ZSJ9.c2lnbmF0dXJl",
+    "user_id": ALICE,
+    "email": "ada@example.com",
+}
+STORY_EXAMPLE = {
+    "id": STORY,
+    "author_id": ALICE,
+    "author": {"user_id": ALICE, "display_name": "Ada"},
+    "text": "Hello from the lake",
+    "media_key": None,
+    "media_url": None,
+    "visibility": "public",
+    "created_at": AT,
+    "expires_at": "2026-11-25T10:00:00.123Z",
+    "view_count": 3,
+    "reaction_count": 1,
+}
+USERS_EXAMPLE = {"users": [{"user_id": BOB, "display_name": "Bob", "followed_at": AT}], "next_cursor": None}
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route `create_app` serves, with this process's limits."""
+    counts = {"followers": _COUNT, "following": _COUNT}
+    emoji = {"enum": list(REACTION_EMOJIS)}
+    schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                "error": {"type": "string", "description": "a stable snake_case code"},
+                "message": {"type": "string", "description": "for humans; may change"},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "validation errors: the field and what is wrong with it",
+                },
             },
+            "additionalProperties": False,
         },
-        "Session": {
-            "type": "object",
-            "properties": {"token": {"type": "string"}, "user_id": _UUID, "email": {"type": "string"}},
-        },
-        "Story": {
-            "type": "object",
-            "properties": {
+        "Session": _object(
+            {"token": {"type": "string", "description": "HS256 JWT"}, "user_id": _UUID, "email": {"type": "string"}}
+        ),
+        "Author": _object({"user_id": _UUID, "display_name": _DISPLAY_NAME}),
+        "Story": _object(
+            {
                 "id": _UUID,
                 "author_id": _UUID,
-                "author": _object({"user_id": _UUID, "display_name": _DISPLAY_NAME}),
+                "author": _ref("Author"),
                 "text": {"type": ["string", "null"]},
                 "media_key": {"type": ["string", "null"]},
-                "media_url": {"type": ["string", "null"]},
-                "visibility": {"enum": ["public", "friends", "private"]},
+                "media_url": {
+                    "type": ["string", "null"],
+                    "description": "a presigned GET of the media; null without media or object storage",
+                },
+                "visibility": _VISIBILITY,
                 "created_at": _TIME,
                 "expires_at": _TIME,
-                "view_count": {"type": "integer"},
-                "reaction_count": {"type": "integer"},
-            },
-        },
-        "Feed": {
-            "type": "object",
-            "properties": {
-                "stories": {"type": "array", "items": _ref("Story")},
-                "next_cursor": {"type": ["string", "null"]},
-            },
-        },
-        "Event": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {
-                "type": {"enum": ["story.viewed", "story.reacted", "resync"]},
-                "id": {"type": "string", "description": "opaque; orders your events (absent on resync)"},
-                "payload": {"type": "object"},
-            },
-        },
-        "Events": {
-            "type": "object",
-            "properties": {
-                "events": {"type": "array", "items": _ref("Event")},
-                "next_cursor": {"type": ["string", "null"]},
-            },
-        },
-        "View": {
-            "type": "object",
-            "properties": {
-                "story_id": _UUID,
-                "viewer_id": _UUID,
-                "viewed_at": _TIME,
-                "first_view": {"type": "boolean"},
-            },
-        },
-        "Reaction": {
-            "type": "object",
-            "properties": {
-                "id": _UUID,
-                "story_id": _UUID,
-                "user_id": _UUID,
-                "emoji": {"enum": list(REACTION_EMOJIS)},
-                "created_at": _TIME,
-            },
-        },
-        "Upload": {
-            "type": "object",
-            "properties": {
-                "upload_url": {"type": "string", "description": "PUT the file here, exactly once"},
+                "view_count": _COUNT,
+                "reaction_count": _COUNT,
+            }
+        ),
+        "Feed": _page("stories", _ref("Story")),
+        "View": _object({"story_id": _UUID, "viewer_id": _UUID, "viewed_at": _TIME, "first_view": {"type": "boolean"}}),
+        "Reaction": _object({"id": _UUID, "story_id": _UUID, "user_id": _UUID, "emoji": emoji, "created_at": _TIME}),
+        "Upload": _object(
+            {
+                "upload_url": {"type": "string", "description": "PUT the file here, once, within expires_in"},
                 "method": {"const": "PUT"},
-                "headers": {
+                "headers": _object({"Content-Type": {"enum": list(CONTENT_TYPES)}}),
+                "media_key": {"type": "string", "description": "uploads/<your user id>/<random>.<extension>"},
+                "expires_in": {"type": "integer", "minimum": 1, "description": "seconds the upload_url stays valid"},
+            }
+        ),
+        "Follow": _object({"follower_id": _UUID, "followee_id": _UUID, "created_at": _TIME}),
+        "Block": _object({"blocker_id": _UUID, "blocked_id": _UUID, "created_at": _TIME}),
+        "Mute": _object({"muter_id": _UUID, "muted_id": _UUID, "created_at": _TIME}),
+        "Stats": _object(
+            {
+                "posted": _COUNT,
+                "views": _COUNT,
+                "unique_viewers": _COUNT,
+                "reactions": {
                     "type": "object",
-                    "description": "send these; Content-Length must equal size",
-                    "properties": {"Content-Type": {"enum": list(CONTENT_TYPES)}},
+                    "propertyNames": emoji,
+                    "additionalProperties": _COUNT,
+                    "description": "reactions per emoji; emojis without reactions are left out",
                 },
-                "media_key": {"type": "string", "examples": ["uploads/<your user id>/<random>.jpg"]},
-                "expires_in": {"type": "integer", "description": "seconds the upload_url stays valid"},
-            },
-        },
-        "Follow": {
-            "type": "object",
-            "properties": {"follower_id": _UUID, "followee_id": _UUID, "created_at": _TIME},
-        },
-        "Stats": {
-            "type": "object",
-            "properties": {
-                "posted": {"type": "integer"},
-                "views": {"type": "integer"},
-                "unique_viewers": {"type": "integer"},
-                "reactions": {"type": "object", "additionalProperties": {"type": "integer"}},
-            },
-        },
+            }
+        ),
         "Me": _object(
             {
                 "user_id": _UUID,
@@ -255,316 +402,902 @@ def openapi_document() -> dict[str, Any]:
         "FollowList": _user_list("followed_at"),
         "BlockList": _user_list("blocked_at"),
         "MuteList": _user_list("muted_at"),
-        "Block": _object({"blocker_id": _UUID, "blocked_id": _UUID, "created_at": _TIME}),
-        "Mute": _object({"muter_id": _UUID, "muted_id": _UUID, "created_at": _TIME}),
-        "Viewers": _object(
-            {
-                "viewers": {
-                    "type": "array",
-                    "items": _object(
-                        {
-                            "user_id": _UUID,
-                            "display_name": _DISPLAY_NAME,
-                            "viewed_at": _TIME,
-                            "reactions": {
-                                "type": "array",
-                                "items": {"enum": list(REACTION_EMOJIS)},
-                                "description": "this viewer's reactions to the story, oldest first",
-                            },
-                        }
-                    ),
+        "Viewers": _page(
+            "viewers",
+            _object(
+                {
+                    "user_id": _UUID,
+                    "display_name": _DISPLAY_NAME,
+                    "viewed_at": _TIME,
+                    "reactions": {
+                        "type": "array",
+                        "items": emoji,
+                        "description": "this viewer's reactions to the story, oldest first",
+                    },
+                }
+            ),
+        ),
+        "Event": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["story.viewed", "story.reacted", "resync"]},
+                "id": {**_EVENT_ID, "description": "orders your events; absent on resync"},
+                "payload": {
+                    "type": "object",
+                    "description": "story.viewed: story_id, viewer_id, viewed_at; "
+                    "story.reacted: story_id, user_id, emoji, created_at; absent on resync",
                 },
-                "next_cursor": {"type": ["string", "null"]},
+            },
+            "additionalProperties": False,
+        },
+        "Events": _object(
+            {
+                "events": {"type": "array", "items": _ref("Event")},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "the last event's id when more follow at once (pass as ?after=), else null",
+                },
             }
         ),
-        "Health": {
-            "type": "object",
-            "properties": {
+        "Health": _object(
+            {
+                "status": {"enum": ["ok", "degraded"], "description": "degraded: a check is down"},
+                "checks": _object(
+                    {
+                        "db": {"enum": ["ok", "down"]},
+                        "redis": {"enum": ["ok", "down", "disabled"]},
+                        "storage": {"enum": ["ok", "down", "disabled"]},
+                    }
+                ),
+            }
+        ),
+        "Readiness": _object(
+            {
                 "status": {"enum": ["ok", "degraded"]},
-                "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                "checks": _object(
+                    {
+                        "db": {"enum": ["ok", "down"]},
+                        "redis": {"enum": ["ok", "down", "disabled"]},
+                        "storage": {"enum": ["ok", "down", "disabled"]},
+                        "relay": {"enum": ["ok", "down", "disabled"]},
+                        "process": {"enum": ["starting", "serving", "draining"]},
+                    }
+                ),
+            }
+        ),
+    }
+
+    email = {
+        "type": "string",
+        "maxLength": 254,
+        # API.md: one @, a dot in the domain; trimmed and lower-cased by the server.
+        "pattern": r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$",
+        "examples": ["ada@example.com"],
+    }
+    password = {"type": "string", "minLength": 8, "maxLength": 128, "examples": ["correct horse battery"]}
+    credentials = {"email": email, "password": password}
+    login = {"type": "object", "required": list(credentials), "properties": credentials}
+    signup = {**login, "properties": {**credentials, "display_name": _DISPLAY_NAME}}
+    new_story = {
+        "type": "object",
+        "required": ["visibility"],
+        "anyOf": [{"required": ["text"]}, {"required": ["media_key"]}],
+        "properties": {
+            "text": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_TEXT_LENGTH,
+                "pattern": r"\S",
+                "description": f"1 to {MAX_TEXT_LENGTH} characters after trimming",
+            },
+            "media_key": {
+                "type": "string",
+                "maxLength": MAX_MEDIA_KEY_LENGTH,
+                "description": "a media_key from POST /upload/presigned (yours, issued in the last 24 h, not used "
+                "by another story), its file uploaded: 400 media_not_uploaded when the store answers and has no "
+                "object under it",
+            },
+            "visibility": _VISIBILITY,
+            "audience_user_ids": {
+                "type": "array",
+                "items": {"type": "string", "format": "uuid"},
+                "maxItems": MAX_AUDIENCE,
+                "description": f"only with visibility friends: at most {MAX_AUDIENCE} distinct existing users, "
+                "who must also follow you to see the story; empty: no list",
             },
         },
     }
-    paths = {
+    upload_request = {
+        "type": "object",
+        "required": ["content_type", "size"],
+        "properties": {
+            "content_type": {"enum": list(CONTENT_TYPES)},
+            "size": {"type": "integer", "minimum": 1, "maximum": settings.max_upload_bytes, "description": "bytes"},
+            "file_name": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_FILE_NAME_LENGTH,
+                "description": "optional, only checked (no path separators, control characters or surrounding "
+                "spaces); the key never uses it",
+            },
+        },
+    }
+    bad_request = _responses("BadRequest")
+    unauthorized = _responses("Unauthorized")
+    not_found = _responses("NotFound")
+    unavailable = _responses("Unavailable")
+    story_links = _links(
+        "id",
+        {
+            "getStory": "id",
+            "viewStory": "id",
+            "reactToStory": "id",
+            "listViewers": "id",
+            "deleteStory": "id",
+        },
+    )
+    user_links = _links(
+        "user_id",
+        {
+            "getUser": "id",
+            "listFollowers": "id",
+            "listFollowing": "id",
+            "follow": "user_id",
+            "block": "user_id",
+            "mute": "user_id",
+        },
+    )
+    stories_limit = settings.rate_limit_stories_per_minute
+    reactions_limit = settings.rate_limit_reactions_per_minute
+
+    paths: dict[str, Any] = {
         "/signup": {
             "post": _operation(
-                "Create an account (optionally with a display name)",
-                {"201": _json(_ref("Session"), "created"), **_errors(400, 409, 413, 415)},
+                "signup",
+                "auth",
+                "Create an account",
+                {
+                    "201": _json(
+                        _ref("Session"), "created: a session for the new user", SESSION_EXAMPLE, links=user_links
+                    ),
+                    **_responses("BadRequest"),
+                    "409": _error(
+                        "email_taken: an account with this email (after trimming and lower-casing) exists",
+                        ("email_taken",),
+                        _error_example("email_taken", "an account with this email already exists"),
+                    ),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+                },
+                description="The email is trimmed and lower-cased. Passwords are hashed with bcrypt; when more "
+                "sign-ups and logins wait for hashing than the process finishes in about 5 s, 503 overloaded.",
                 body=signup,
+                body_example={"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"},
                 public=True,
             )
         },
         "/login": {
             "post": _operation(
+                "login",
+                "auth",
                 "Log in",
-                {"200": _json(_ref("Session"), "logged in"), **_errors(400, 401, 413, 415)},
-                body=credentials,
+                {
+                    "200": _json(_ref("Session"), "logged in", SESSION_EXAMPLE),
+                    **bad_request,
+                    "401": _error(
+                        "invalid_credentials: unknown email or wrong password (the same answer, in comparable time)",
+                        ("invalid_credentials",),
+                        _error_example("invalid_credentials", "email or password is incorrect"),
+                    ),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                },
+                description="After 10 failed logins for an email within 15 minutes, 429 rate_limited for that email "
+                "(existing or not) until Retry-After.",
+                body=login,
+                body_example={"email": "ada@example.com", "password": "correct horse battery"},
                 public=True,
+            )
+        },
+        "/me": {
+            "get": _operation(
+                "getMe",
+                "profiles",
+                "Your profile (the only place your email appears)",
+                {
+                    "200": _json(
+                        _ref("Me"),
+                        "you",
+                        {
+                            "user_id": ALICE,
+                            "email": "ada@example.com",
+                            "display_name": "Ada",
+                            "created_at": AT,
+                            "followers": 12,
+                            "following": 3,
+                        },
+                    ),
+                    **unauthorized,
+                    **unavailable,
+                },
+            ),
+            "patch": _operation(
+                "updateMe",
+                "profiles",
+                "Change your display name",
+                {
+                    "200": _json(_ref("Me"), "you, changed"),
+                    **bad_request,
+                    **unauthorized,
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+                },
+                description="Only display_name can be changed: any other field is a 400. An empty object changes "
+                "nothing.",
+                body={"type": "object", "properties": {"display_name": _DISPLAY_NAME}, "additionalProperties": False},
+                body_example={"display_name": "Ada L."},
+            ),
+        },
+        "/users/{id}": {
+            "get": _operation(
+                "getUser",
+                "profiles",
+                "A user's public profile",
+                {
+                    "200": _json(
+                        _ref("Profile"),
+                        "the profile",
+                        {
+                            "user_id": BOB,
+                            "display_name": "Bob",
+                            "created_at": AT,
+                            "followers": 4,
+                            "following": 7,
+                            "followed_by_me": True,
+                            "follows_me": False,
+                        },
+                    ),
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="404 when the user is unknown or has blocked you.",
+                parameters=_path_id("id", "user"),
+            )
+        },
+        "/users/{id}/followers": {
+            "get": _operation(
+                "listFollowers",
+                "social",
+                "Who follows a user, most recent follow first",
+                {
+                    "200": _json(_ref("FollowList"), "a page", USERS_EXAMPLE),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+                parameters=_path_id("id", "user") + _paging(DEFAULT_LIST_LIMIT),
+            )
+        },
+        "/users/{id}/following": {
+            "get": _operation(
+                "listFollowing",
+                "social",
+                "Whom a user follows, most recent follow first",
+                {
+                    "200": _json(_ref("FollowList"), "a page", USERS_EXAMPLE),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+                parameters=_path_id("id", "user") + _paging(DEFAULT_LIST_LIMIT),
             )
         },
         "/stories": {
             "post": _operation(
-                "Create a story (Idempotency-Key honoured for 24 h)",
-                {"201": _json(_ref("Story"), "created"), **_errors(400, 401, 413, 415, 422, 429)},
+                "createStory",
+                "stories",
+                "Create a story",
+                {
+                    "201": _json(
+                        _ref("Story"),
+                        "created (or, for a retry with the same Idempotency-Key and body, the original story)",
+                        STORY_EXAMPLE,
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry and nothing was created",
+                                "schema": {"const": "true"},
+                            }
+                        },
+                        links=story_links,
+                    ),
+                    "400": _error(
+                        "invalid_request: malformed JSON, wrong types or invalid values; media_not_uploaded: the "
+                        "store has no object under media_key",
+                        ("invalid_request", "media_not_uploaded"),
+                        _error_example(
+                            "invalid_request",
+                            "visibility: must be one of public, friends, private",
+                            visibility="invalid",
+                        ),
+                    ),
+                    **unauthorized,
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited", "Unavailable"),
+                },
+                description=f"At least one of text and media_key. Expires STORY_TTL_SECONDS after creation. "
+                f"Rate limit: {stories_limit} per minute per user (429). With an Idempotency-Key, a retry with the "
+                "same key and body within 24 h answers the original 201 and creates nothing: retry a 503 that way.",
                 body=new_story,
+                body_example={"text": "Hello from the lake", "visibility": "public"},
                 parameters=[
-                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    }
                 ],
             )
         },
         "/stories/{id}": {
             "get": _operation(
+                "getStory",
+                "stories",
                 "Read an active story you may see",
-                {"200": _json(_ref("Story"), "the story"), **_errors(401, 404)},
-                parameters=_ID_PARAM,
+                {"200": _json(_ref("Story"), "the story", STORY_EXAMPLE), **unauthorized, **not_found, **unavailable},
+                description="404 when it is unknown, expired, deleted or not visible to you.",
+                parameters=_path_id("id", "story"),
             ),
             "delete": _operation(
-                "Delete your story (idempotent; it disappears from every read at once)",
-                {"204": {"description": "deleted"}, **_errors(401, 404)},
-                parameters=_ID_PARAM,
+                "deleteStory",
+                "stories",
+                "Delete your story",
+                {
+                    "204": {"description": "deleted (also when it already was, or has expired)"},
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="It disappears from every read at once; its media is removed by the expiry worker. "
+                "404 for anyone but the author.",
+                parameters=_path_id("id", "story"),
             ),
         },
         "/stories/{id}/viewers": {
             "get": _operation(
-                "Seen by: who viewed your story (created in the last 7 days), most recent view first, with each "
-                "viewer's reactions; users you blocked are left out",
-                {"200": _json(_ref("Viewers"), "a page"), **_errors(400, 401, 404)},
-                parameters=_ID_PARAM + _paging(DEFAULT_VIEWERS_LIMIT),
-            )
-        },
-        "/feed": {
-            "get": _operation(
-                "Active stories you may see, newest first (blocked users' either way and muted users' left out)",
-                {"200": _json(_ref("Feed"), "a page"), **_errors(400, 401)},
-                parameters=_paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
+                "listViewers",
+                "stories",
+                "Seen by: who viewed your story, most recent view first",
+                {
+                    "200": _json(
+                        _ref("Viewers"),
+                        "a page",
+                        {
+                            "viewers": [{"user_id": BOB, "display_name": "Bob", "viewed_at": AT, "reactions": ["🔥"]}],
+                            "next_cursor": None,
+                        },
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="For the author only, for stories created in the last 7 days (active, expired or "
+                "deleted); users the author blocked are left out.",
+                parameters=_path_id("id", "story") + _paging(DEFAULT_VIEWERS_LIMIT),
             )
         },
         "/stories/{id}/view": {
             "post": _operation(
-                "Record a view (idempotent)",
-                {"200": _json(_ref("View"), "the view"), **_errors(401, 404)},
-                parameters=_ID_PARAM,
+                "viewStory",
+                "stories",
+                "Record a view",
+                {
+                    "200": _json(
+                        _ref("View"),
+                        "the view (first_view false for a repeat, and for the author's own view, not recorded)",
+                        {"story_id": STORY, "viewer_id": BOB, "viewed_at": AT, "first_view": True},
+                    ),
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="Idempotent: one view per story and viewer. The first sends story.viewed to the author.",
+                parameters=_path_id("id", "story"),
             )
         },
         "/stories/{id}/reactions": {
             "post": _operation(
+                "reactToStory",
+                "stories",
                 "React with an emoji",
-                {"201": _json(_ref("Reaction"), "the reaction"), **_errors(400, 401, 404, 413, 415, 429)},
+                {
+                    "201": _json(
+                        _ref("Reaction"),
+                        "the reaction",
+                        {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                },
+                description=f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
+                f"A user may react more than once. Sends story.reacted to the author. Rate limit: {reactions_limit} "
+                "per minute per user (429).",
                 body={
                     "type": "object",
                     "required": ["emoji"],
-                    "properties": {"emoji": {"enum": list(REACTION_EMOJIS)}},
+                    "properties": {"emoji": {"enum": [*REACTION_EMOJIS, "❤"]}},
                 },
-                parameters=_ID_PARAM,
+                body_example={"emoji": "🔥"},
+                parameters=_path_id("id", "story"),
             )
         },
-        "/upload/presigned": {
-            "post": _operation(
-                "A presigned PUT URL for one upload (the API never sees the file); 503 storage_unavailable when "
-                "object storage is off or unreachable",
-                {"200": _json(_ref("Upload"), "upload here"), **_errors(400, 401, 413, 415, 503)},
-                body={
-                    "type": "object",
-                    "required": ["content_type", "size"],
-                    "properties": {
-                        "content_type": {"enum": list(CONTENT_TYPES)},
-                        "size": {"type": "integer", "minimum": 1, "description": "bytes, at most MAX_UPLOAD_BYTES"},
-                        "file_name": {"type": "string", "minLength": 1, "maxLength": MAX_FILE_NAME_LENGTH},
-                    },
+        "/feed": {
+            "get": _operation(
+                "getFeed",
+                "stories",
+                "Active stories you may see, newest first",
+                {
+                    "200": _json(_ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR}),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
                 },
+                description="Your own, friends stories of the people you follow, and public ones; blocked users' "
+                "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
+                "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
+                parameters=_paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
             )
         },
         "/follow/{user_id}": {
             "post": _operation(
+                "follow",
+                "social",
                 "Follow a user (idempotent)",
-                {"200": _json(_ref("Follow"), "following"), **_errors(400, 401, 404)},
-                parameters=_USER_PARAM,
+                {
+                    "200": _json(
+                        _ref("Follow"), "following", {"follower_id": ALICE, "followee_id": BOB, "created_at": AT}
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="400 for yourself; 404 for an unknown user or one in a block with you.",
+                parameters=_path_id("user_id", "user"),
             ),
             "delete": _operation(
+                "unfollow",
+                "social",
                 "Unfollow a user (idempotent)",
-                {"204": {"description": "not following"}, **_errors(401, 404)},
-                parameters=_USER_PARAM,
+                {"204": {"description": "not following"}, **unauthorized, **not_found, **unavailable},
+                parameters=_path_id("user_id", "user"),
             ),
-        },
-        "/me": {
-            "get": _operation(
-                "Your profile (the only place your email appears)", {"200": _json(_ref("Me"), "you"), **_errors(401)}
-            ),
-            "patch": _operation(
-                "Change your display name",
-                {"200": _json(_ref("Me"), "you, changed"), **_errors(400, 401, 413, 415)},
-                body={"type": "object", "properties": {"display_name": _DISPLAY_NAME}, "additionalProperties": False},
-            ),
-        },
-        "/users/{id}": {
-            "get": _operation(
-                "A user's public profile (404 when unknown or when they have blocked you)",
-                {"200": _json(_ref("Profile"), "the profile"), **_errors(401, 404)},
-                parameters=_ID_PARAM,
-            )
-        },
-        "/users/{id}/followers": {
-            "get": _operation(
-                "Who follows a user, most recent follow first (users in a block with you are left out)",
-                {"200": _json(_ref("FollowList"), "a page"), **_errors(400, 401, 404)},
-                parameters=_ID_PARAM + _paging(DEFAULT_LIST_LIMIT),
-            )
-        },
-        "/users/{id}/following": {
-            "get": _operation(
-                "Whom a user follows, most recent follow first (users in a block with you are left out)",
-                {"200": _json(_ref("FollowList"), "a page"), **_errors(400, 401, 404)},
-                parameters=_ID_PARAM + _paging(DEFAULT_LIST_LIMIT),
-            )
         },
         "/blocks/{user_id}": {
             "post": _operation(
-                "Block a user (idempotent): removes the follows between you both ways; neither sees the other's "
-                "stories, nor can follow the other",
-                {"200": _json(_ref("Block"), "blocked"), **_errors(400, 401, 404)},
-                parameters=_USER_PARAM,
+                "block",
+                "social",
+                "Block a user (idempotent)",
+                {
+                    "200": _json(_ref("Block"), "blocked", {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT}),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="Removes the follows between you both ways; neither sees the other's stories nor can "
+                "follow the other. 400 for yourself; 404 for an unknown user.",
+                parameters=_path_id("user_id", "user"),
             ),
             "delete": _operation(
+                "unblock",
+                "social",
                 "Unblock (idempotent; removed follows are not restored)",
-                {"204": {"description": "not blocked"}, **_errors(401, 404)},
-                parameters=_USER_PARAM,
+                {"204": {"description": "not blocked"}, **unauthorized, **not_found, **unavailable},
+                parameters=_path_id("user_id", "user"),
             ),
         },
         "/me/blocks": {
             "get": _operation(
+                "listBlocks",
+                "social",
                 "Users you blocked, most recent first",
-                {"200": _json(_ref("BlockList"), "a page"), **_errors(400, 401)},
+                {
+                    "200": _json(
+                        _ref("BlockList"),
+                        "a page",
+                        {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
+                },
                 parameters=_paging(DEFAULT_LIST_LIMIT),
             )
         },
         "/mutes/{user_id}": {
             "post": _operation(
+                "mute",
+                "social",
                 "Mute a user (idempotent): their stories leave your feed only",
-                {"200": _json(_ref("Mute"), "muted"), **_errors(400, 401, 404)},
-                parameters=_USER_PARAM,
+                {
+                    "200": _json(_ref("Mute"), "muted", {"muter_id": ALICE, "muted_id": BOB, "created_at": AT}),
+                    **bad_request,
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="400 for yourself; 404 for an unknown user.",
+                parameters=_path_id("user_id", "user"),
             ),
             "delete": _operation(
+                "unmute",
+                "social",
                 "Unmute (idempotent)",
-                {"204": {"description": "not muted"}, **_errors(401, 404)},
-                parameters=_USER_PARAM,
+                {"204": {"description": "not muted"}, **unauthorized, **not_found, **unavailable},
+                parameters=_path_id("user_id", "user"),
             ),
         },
         "/me/mutes": {
             "get": _operation(
+                "listMutes",
+                "social",
                 "Users you muted, most recent first",
-                {"200": _json(_ref("MuteList"), "a page"), **_errors(400, 401)},
+                {
+                    "200": _json(
+                        _ref("MuteList"),
+                        "a page",
+                        {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
+                },
                 parameters=_paging(DEFAULT_LIST_LIMIT),
             )
         },
         "/me/stats": {
             "get": _operation(
-                "Your stories of the last 7 days: posted, views, unique viewers, reactions per emoji",
-                {"200": _json(_ref("Stats"), "the figures"), **_errors(401)},
+                "getStats",
+                "stats",
+                "Your stories of the last 7 days",
+                {
+                    "200": _json(
+                        _ref("Stats"),
+                        "posted, views, unique viewers and reactions per emoji",
+                        {"posted": 4, "views": 31, "unique_viewers": 17, "reactions": {"🔥": 5, "❤️": 2}},
+                    ),
+                    **unauthorized,
+                    **unavailable,
+                },
             )
         },
         "/me/events": {
             "get": _operation(
-                "Your realtime events over HTTP, oldest first (the last 7 days): the same messages as /ws. "
-                "`after` is the id of the last event you have seen; when the log no longer holds it (older than "
-                '7 days, or not one of yours) the page starts with {"type": "resync"}: refetch what you show. '
-                "`next_cursor` is set when more events follow at once, else null (poll later with the last id).",
-                {"200": _json(_ref("Events"), "a page"), **_errors(400, 401)},
+                "listEvents",
+                "realtime",
+                "Your realtime events over HTTP, oldest first (catch-up)",
+                {
+                    "200": _json(_ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None}),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
+                },
+                description="The same messages as /ws, read from the recorded views and reactions of the last 7 "
+                "days. `after`: the last id you have seen; when the log no longer holds it, the page starts with "
+                '{"type": "resync"}: refetch what you show. `next_cursor` is set when more events follow at once.',
                 parameters=[
                     {
                         "name": "limit",
                         "in": "query",
+                        "description": f"page size, 1 to {MAX_EVENTS_LIMIT} (400 outside)",
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": 50},
                     },
                     _AFTER_PARAM,
                 ],
             )
         },
+        "/upload/presigned": {
+            "post": _operation(
+                "presignUpload",
+                "media",
+                "A presigned PUT URL for one upload",
+                {
+                    "200": _json(
+                        _ref("Upload"),
+                        "PUT the file to upload_url with these headers and Content-Length = size",
+                        {
+                            "upload_url": "http://127.0.0.1:8333/stories-media/uploads/...&X-Amz-Signature=...",
+                            "method": "PUT",
+                            "headers": {"Content-Type": "image/jpeg"},
+                            "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
+                            "expires_in": UPLOAD_URL_SECONDS,
+                        },
+                    ),
+                    **bad_request,
+                    **unauthorized,
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "503": _error(
+                        "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
+                        "database_unavailable, overloaded: as on every route",
+                        ("storage_unavailable", "database_unavailable", "overloaded"),
+                        _error_example(
+                            "storage_unavailable", "object storage is not configured on this server: uploads are off"
+                        ),
+                        {
+                            "Retry-After": {
+                                **_RETRY_AFTER,
+                                "description": "with overloaded: seconds to wait before retrying",
+                            }
+                        },
+                    ),
+                },
+                description="The API never sees the file: the client PUTs it straight to the object store. The "
+                "URL signs Content-Type and Content-Length, so the store refuses another type or size.",
+                body=upload_request,
+                body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
+            )
+        },
         "/ws": {
             "get": _operation(
-                "WebSocket upgrade: realtime events for your stories (story.viewed, story.reacted). Authenticate "
-                "with the Authorization header or ?token=. With ?after=<last event id seen>, first every event "
-                'since (oldest first, at most 7 days and 1,000, else a {"type": "resync"} message), then the '
+                "events",
+                "realtime",
+                "WebSocket: realtime events for your stories",
+                {
+                    "101": {"description": "switching protocols: the server sends JSON text messages"},
+                    **bad_request,
+                    **unauthorized,
+                    "426": _error(
+                        "upgrade_required: a plain HTTP request, not a WebSocket upgrade",
+                        ("upgrade_required",),
+                        _error_example("upgrade_required", "/ws is a WebSocket: send an upgrade request"),
+                        {"Upgrade": {"description": "websocket", "schema": {"const": "websocket"}}},
+                    ),
+                },
+                description="Upgrade with `Authorization: Bearer <jwt>` or `?token=<jwt>` (browsers cannot set "
+                'headers on a WebSocket). Messages: `{"type": "story.viewed", "id", "payload": {story_id, '
+                'viewer_id, viewed_at}}` and `{"type": "story.reacted", "id", "payload": {story_id, user_id, '
+                "emoji, created_at}}`, only to the story's author. With `?after=<last event id seen>`, first every "
+                'event since (oldest first, at most 7 days and 1,000, else a {"type": "resync"} message), then the '
                 "live stream, with no gap and no duplicate. Client messages are ignored and capped at 4 KiB (1009). "
-                "Close codes: 1001 server shutting down; 1008 too slow to keep up, an 11th socket of one user "
-                "(the oldest closes), or the token expired; 1012 events were missed: reconnect with after=.",
-                {"101": {"description": "switching protocols"}, **_errors(400, 401)},
-                parameters=[{"name": "token", "in": "query", "schema": {"type": "string"}}, _AFTER_PARAM],
+                "Close codes: 1001 server shutting down; 1008 too slow to keep up, an 11th socket of one user (the "
+                "oldest closes), or the token expired; 1012 events were missed: reconnect with after=.",
+                parameters=[
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "description": "the JWT, for clients that cannot send headers",
+                        "schema": {"type": "string"},
+                    },
+                    _AFTER_PARAM,
+                ],
             )
         },
         "/healthz": {
             "get": _operation(
-                "Health of the process and its dependencies",
-                {"200": _json(_ref("Health"), "serving"), "503": _json(_ref("Health"), "database down")},
+                "healthz",
+                "operations",
+                "Health of the process and its dependencies (liveness)",
+                {
+                    "200": _json(
+                        _ref("Health"),
+                        "serving",
+                        {"status": "ok", "checks": {"db": "ok", "redis": "ok", "storage": "ok"}},
+                    ),
+                    "503": _json(
+                        _ref("Health"),
+                        "the database is down (the process keeps running and recovers when it returns)",
+                        {"status": "degraded", "checks": {"db": "down", "redis": "ok", "storage": "ok"}},
+                    ),
+                },
                 public=True,
             )
         },
         "/readyz": {
             "get": _operation(
-                "Readiness: 200 only while this process should get traffic (started, not draining, database up, "
-                "event relay subscribed); checks add `relay` and `process` (starting, serving, draining)",
-                {"200": _json(_ref("Health"), "ready"), "503": _json(_ref("Health"), "not ready")},
+                "readyz",
+                "operations",
+                "Readiness: 200 only while this process should get traffic",
+                {
+                    "200": _json(
+                        _ref("Readiness"),
+                        "ready",
+                        {
+                            "status": "ok",
+                            "checks": {"db": "ok", "redis": "ok", "storage": "ok", "relay": "ok", "process": "serving"},
+                        },
+                    ),
+                    "503": _json(
+                        _ref("Readiness"),
+                        "not ready: starting, draining, the database down or the event relay not subscribed",
+                        {
+                            "status": "ok",
+                            "checks": {
+                                "db": "ok",
+                                "redis": "disabled",
+                                "storage": "disabled",
+                                "relay": "ok",
+                                "process": "draining",
+                            },
+                        },
+                    ),
+                },
                 public=True,
             )
         },
         "/metrics": {
             "get": _operation(
-                "Prometheus metrics",
-                {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                "metrics",
+                "operations",
+                "Prometheus metrics (README.md's Operations section lists them)",
+                {
+                    "200": {
+                        "description": "Prometheus text format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
                 public=True,
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "openapi",
+                "operations",
+                "This document (OpenAPI 3.1)",
+                {"200": _json({"type": "object", "required": ["openapi", "paths"]}, "the document")},
+                public=True,
+            )
+        },
+        "/docs": {
+            "get": _operation(
+                "docs",
+                "operations",
+                "Browse this document (Swagger UI, served by this process: works offline)",
+                {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                public=True,
+            )
+        },
+        "/docs/static/{file}": {
+            "get": _operation(
+                "docsFile",
+                "operations",
+                "A file of the Swagger UI that /docs loads",
+                {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            media: {"schema": {"type": "string", "format": "binary"}}
+                            for media in sorted(set(SWAGGER_UI_FILES.values()))
+                        },
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                    **not_found,
+                },
+                public=True,
+                parameters=[
+                    {"name": "file", "in": "path", "required": True, "schema": {"enum": list(SWAGGER_UI_FILES)}}
+                ],
             )
         },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Stories", "version": __version__, "description": "Ephemeral stories: HTTP API."},
+        "info": {
+            "title": "Stories",
+            "version": __version__,
+            "summary": "Ephemeral stories: HTTP and WebSocket API",
+            "description": "JSON in, JSON out. Routes with a lock need `Authorization: Bearer <jwt>`: sign up or "
+            'log in, then paste the token into Authorize. Every error has the body `{"error": "<code>", '
+            '"message": "..."}` (validation errors add `fields`), and every response carries `X-Request-ID` '
+            "(yours, when you send a sane one). Times are RFC 3339 UTC with milliseconds; ids are UUIDs. "
+            "The contract in prose is docs/API.md.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [
+            {"name": "auth", "description": "sign up and log in: a session is a bearer JWT"},
+            {"name": "profiles", "description": "display names and profiles"},
+            {"name": "stories", "description": "stories, the feed, views, reactions and who saw them"},
+            {"name": "social", "description": "follows, blocks and mutes"},
+            {"name": "stats", "description": "your figures"},
+            {"name": "media", "description": "uploads, straight to the object store"},
+            {"name": "realtime", "description": "the WebSocket"},
+            {"name": "operations", "description": "probes, metrics and this document"},
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "responses": _error_responses(settings),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "the token of POST /signup or POST /login",
+                }
+            },
         },
         "security": [{"bearer": []}],
     }
 
 
-# A self-contained page: no assets from the internet, it renders /openapi.json with a few lines of script.
+# ---------------------------------------------------------------------------------------------------------------
+# Routes
+
+# Swagger UI's own page, pointed at this process's files and document. No asset comes from elsewhere:
+# validatorUrl null keeps it from sending the document to the public validator.
 _DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Stories API</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.op{margin:.8rem 0;padding:.6rem .8rem;border:1px solid #e3e3e3;border-radius:6px}
-.m{display:inline-block;min-width:4.5rem;font-weight:bold;text-transform:uppercase}
-.get{color:#0a6}.post{color:#06c}.patch{color:#960}.delete{color:#c30}
-code,pre{background:#f6f6f6;border-radius:4px;padding:.1rem .3rem}pre{padding:.5rem;overflow:auto}
-.lock{color:#888;font-size:.85em}
-</style></head>
-<body><h1>Stories API</h1><p>Machine-readable: <a href="/openapi.json">/openapi.json</a>.
-Routes marked 🔒 need <code>Authorization: Bearer &lt;token&gt;</code>.</p><div id="ops"></div>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Stories API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png" sizes="32x32">
+<link rel="icon" type="image/png" href="/docs/static/favicon-16x16.png" sizes="16x16">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js" charset="utf-8"></script>
 <script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const out = document.getElementById('ops');
-  const esc = s => String(s).replace(/[&<>]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]));
-  for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
-      const locked = !(op.security && op.security.length === 0);
-      const codes = Object.entries(op.responses).map(([c, r]) => `<li><b>${c}</b> ${esc(r.description)}</li>`).join('');
-      const body = op.requestBody
-        ? `<pre>${esc(JSON.stringify(op.requestBody.content['application/json'].schema, null, 2))}</pre>` : '';
-      out.insertAdjacentHTML('beforeend', `<div class="op"><span class="m ${method}">${method}</span>
-        <code>${esc(path)}</code> ${locked ? '<span class="lock">🔒</span>' : ''}<p>${esc(op.summary)}</p>${body}
-        <ul>${codes}</ul></div>`);
-    }
-  }
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  persistAuthorization: true,
+  displayRequestDuration: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout"
 });
-</script></body></html>
+</script>
+</body>
+</html>
 """
 
 
 @blueprint.get("/openapi.json")
 async def openapi() -> Response:
-    return json_response(openapi_document())
+    return json_response(openapi_document(deps().settings))
 
 
 @blueprint.get("/docs")
 async def docs() -> Response:
     return Response(_DOCS_PAGE, 200, content_type="text/html; charset=utf-8")
+
+
+@functools.cache
+def _swagger_ui_file(name: str) -> tuple[bytes, str]:
+    """The file's bytes and their ETag, read once per process: 2 MB in all, which never change while it runs.
+    (Served from memory: Quart's file bodies cost two thread hops per 8 KiB chunk.)"""
+    data = (_swagger_ui_dist() / name).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()[:32]
+
+
+@blueprint.get("/docs/static/<file>")
+async def docs_file(file: str) -> Response:
+    content_type = SWAGGER_UI_FILES.get(file)
+    if content_type is None:
+        raise NotFound("no such file of the API browser")
+    data, etag = _swagger_ui_file(file)
+    unchanged = request.if_none_match.contains(etag)
+    response = Response(b"" if unchanged else data, 304 if unchanged else 200, content_type=content_type)
+    response.set_etag(etag)
+    response.cache_control.public = True
+    response.cache_control.max_age = SWAGGER_UI_CACHE_SECONDS
+    return response

@@ -13,8 +13,9 @@ import uuid
 
 import structlog
 import trio
-from quart import Quart, Response, g, request
+from quart import Quart, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from stories.api.bodies import error_response
 from stories.api.deps import deps
@@ -27,7 +28,16 @@ log = structlog.get_logger()
 
 # Endpoints reachable without a token (API.md, Conventions).
 PUBLIC_ENDPOINTS = frozenset(
-    {"auth.signup", "auth.login", "health.healthz", "health.readyz", "health.metrics", "docs.openapi", "docs.docs"}
+    {
+        "auth.signup",
+        "auth.login",
+        "health.healthz",
+        "health.readyz",
+        "health.metrics",
+        "docs.openapi",
+        "docs.docs",
+        "docs.docs_file",
+    }
 )
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -117,6 +127,11 @@ async def _api_error(error: ApiError) -> Response:
 
 
 async def _http_error(error: HTTPException) -> Response:
+    if isinstance(error, WebsocketMismatch) and has_request_context():
+        # A plain HTTP request to a WebSocket route (GET /ws): say what it takes (RFC 9110, 426).
+        response = error_response(426, "upgrade_required", f"{request.path} is a WebSocket: send an upgrade request")
+        response.headers["Upgrade"] = "websocket"
+        return response
     status = error.code or 500
     code = _HTTP_CODES.get(status, "http_error")
     # Build only the message for this status: the 405 one reads `request`, which a WebSocket upgrade

@@ -147,6 +147,15 @@ async def test_unknown_route_and_wrong_method_are_json(client):
         assert allowed >= ({"GET"} if path == "/healthz" else {"POST"}), allowed
 
 
+async def test_plain_http_to_the_websocket_route_is_426_json(client):
+    # Schemathesis found it: a GET /ws without an upgrade answered 400 with werkzeug's generic message.
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = await client.get("/ws", headers=headers)
+        await assert_error(response, 426, "upgrade_required", headers)
+        assert response.headers["Upgrade"] == "websocket"
+        assert "WebSocket" in (await response.get_json())["message"]
+
+
 async def test_an_unexpected_exception_is_a_generic_500_that_reveals_nothing(client, log_lines):
     account = await signup(client)
     response = await client.get("/_test/boom", headers=account.auth)
