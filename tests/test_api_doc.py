@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from stories.api import ws
+
 API_DOC = Path(__file__).resolve().parent.parent / "docs" / "API.md"
 _ROW = re.compile(r"^\| `([A-Z]+)` \| `(/[^`]*)` \| (yes|no) \|")
 
@@ -32,7 +34,7 @@ def served_routes(app) -> set[tuple[str, str]]:
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         methods = {"GET"} if rule.websocket else rule.methods - {"HEAD", "OPTIONS"}
         served |= {(method, path) for method in methods}
-    return served
+    return served | {("GET", ws.PATH)}  # plain ASGI, routed before Quart's url_map
 
 
 async def test_the_route_table_lists_every_route_the_app_serves(app):

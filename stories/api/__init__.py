@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart_cors import cors
 
-from stories.api import auth, blocks, docs, events, health, media, profiles, social, stories, ws
+from stories.api import auth, blocks, docs, events, health, media, profiles, social, stories
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
 from stories.api.probes import ProbedApp, Probes
@@ -39,7 +39,6 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(profiles.blueprint)
     app.register_blueprint(blocks.blueprint)
     app.register_blueprint(docs.blueprint)
-    app.register_blueprint(ws.blueprint)
     app.register_blueprint(events.blueprint)
     cors(
         app,

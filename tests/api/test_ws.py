@@ -1,8 +1,8 @@
 """GET /ws on a real hypercorn (port 0) with trio-websocket clients.
 
-The app here is the blueprint alone on a QuartTrio app with a stand-in deps object (tokens, hub, metrics, and
-a log that replays nothing): the live path needs neither the database nor the rest of the API. Catch-up with
-`after` is tested against the real log in test_ws_catch_up.py.
+The app here is a StoriesApp (which routes /ws itself) with no blueprint and a stand-in deps object (tokens,
+hub, metrics, and a log that replays nothing): the live path needs neither the database nor the rest of the
+API. Catch-up with `after` is tested against the real log in test_ws_catch_up.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from stories.actors.hub import Hub
 from stories.actors.messages import EventId, StoryReacted, StoryViewed
 from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
-from stories.api.ws import blueprint, configure_websockets
+from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
@@ -88,7 +88,6 @@ async def running(
     stand_in = RealtimeStandIn(TokenIssuer(SECRET, token_seconds, clock), Hub(metrics), metrics, clock, EmptyLog())
     app = StoriesApp(__name__)
     app.deps = stand_in  # type: ignore[assignment]
-    app.register_blueprint(blueprint)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
