@@ -59,6 +59,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pin_process(pid: int, cpu: int) -> None:
+    """Pin every thread of `pid` (the server's asyncio bridge thread too) to `cpu`; later threads inherit it."""
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), {cpu})
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -237,7 +243,11 @@ def main() -> None:
     parser.add_argument("--redis-url", help="start the server with this REDIS_URL")
     parser.add_argument("--report", type=Path, help="write a markdown report here")
     parser.add_argument("--checkout", type=Path, help="run the server from this source tree (e.g. a `git archive`)")
+    parser.add_argument("--server-cpu", type=int, help="pin the server to this CPU (the load generator elsewhere)")
+    parser.add_argument("--client-cpu", type=int, help="pin this load generator to this CPU")
     args = parser.parse_args()
+    if args.client_cpu is not None:
+        os.sched_setaffinity(0, {args.client_cpu})
 
     results = []
     for _ in range(args.runs):
@@ -251,6 +261,8 @@ def main() -> None:
                     env["REDIS_URL"] = args.redis_url
                 server = stack.enter_context(stories_server(database_url, env, checkout=args.checkout))
                 base_url, pid = server.base_url, server.pid
+            if args.server_cpu is not None:
+                pin_process(pid, args.server_cpu)
             result = trio.run(run_bench, base_url, pid, args.authors, args.viewers, args.rate, args.seconds)
         print("\n".join(result.lines()))
         results.append(result)
