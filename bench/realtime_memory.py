@@ -72,6 +72,14 @@ def snapshot(pid: int, directory: Path, number: int) -> tracemalloc.Snapshot:
     return tracemalloc.Snapshot.load(str(path))
 
 
+def _in_app(traceback: tracemalloc.Traceback) -> bool:
+    """Whether the allocation happened within the app (stories/, below `trio.run` in stories/cli.py)."""
+    return any(
+        "/stories/" in frame.filename and not frame.filename.endswith(("/stories/cli.py", "/stories/__main__.py"))
+        for frame in traceback
+    )
+
+
 def report(first: tracemalloc.Snapshot, second: tracemalloc.Snapshot, sockets: int, top: int) -> list[str]:
     lines = []
     by_file = second.compare_to(first, "filename")
@@ -79,6 +87,12 @@ def report(first: tracemalloc.Snapshot, second: tracemalloc.Snapshot, sockets: i
     blocks = sum(stat.count_diff for stat in by_file)
     lines.append(f"tracemalloc: {total / sockets / 1024:.2f} KiB per socket, {blocks / sockets:.1f} blocks")
     site = str(Path(sys.prefix))
+    in_app = sum(stat.size_diff for stat in second.compare_to(first, "traceback") if _in_app(stat.traceback))
+    lines.append(
+        f"  inside the ASGI app (a stories/ frame on the stack; Quart too when it served /ws): "
+        f"{in_app / sockets / 1024:.2f} KiB; hypercorn, h11, wsproto and trio on their own: "
+        f"{(total - in_app) / sockets / 1024:.2f} KiB"
+    )
     lines.append("")
     lines.append("by file (bytes per socket, blocks per socket):")
     for stat in by_file[:top]:

@@ -199,28 +199,32 @@ async def serve_socket(
         await _refuse(send, exc)
         return
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-    token_seconds = token_expiry(token) - app.clock.now().timestamp()
-    with structlog.contextvars.bound_contextvars(user_id=str(user_id)), app.hub.subscribe(user_id) as mailbox:
-        log.info("ws.connected", after=None if after is None else str(after))
+    expires_at = trio.current_time() + token_expiry(token) - app.clock.now().timestamp()
+    # user_id goes into each log line rather than into bound contextvars: a binding per socket costs memory.
+    user = str(user_id)
+    with app.hub.subscribe(user_id) as mailbox:
+        log.info("ws.connected", user_id=user, after=None if after is None else str(after))
         incoming = _Incoming(receive)
         closed: CloseReason | None = None
         try:
             async with trio.open_nursery() as nursery:
+                # The token's expiry is the deadline of the socket's nursery: no scope or task of its own.
+                nursery.cancel_scope.deadline = expires_at
                 nursery.start_soon(incoming.read_until_disconnect, nursery.cancel_scope)
-                # A deadline, not a task per socket: when the token expires, the stream stops and the socket closes.
-                with trio.move_on_after(token_seconds) as token_valid:
-                    await _Stream(mailbox, send, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
-                if token_valid.cancelled_caught:
-                    log.info("ws.token_expired")
-                    mailbox.close(CloseReason.TOKEN_EXPIRED)
+                await _Stream(mailbox, send, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
                 nursery.cancel_scope.cancel("mailbox closed")
             if not incoming.client_left:
+                if mailbox.close_reason is None:
+                    # Neither the client nor the mailbox ended the stream: the deadline did.
+                    log.info("ws.token_expired", user_id=user)
+                    mailbox.close(CloseReason.TOKEN_EXPIRED)
                 closed = mailbox.close_reason or CloseReason.SHUTDOWN
                 await send({"type": "websocket.close", "code": closed.code, "reason": closed.reason})
         finally:
             # Sync, no await: also reached when the handler is cancelled.
             log.info(
                 "ws.disconnected",
+                user_id=user,
                 by="server" if closed else "client",
                 code=closed.code if closed else None,
                 dropped=mailbox.dropped,
@@ -292,7 +296,7 @@ class _Stream:
         if page is None:
             return False
         if page.stale or page.more:
-            log.info("ws.resync_sent", stale=page.stale, more=page.more)
+            log.info("ws.resync_sent", user_id=str(self.mailbox.user_id), stale=page.stale, more=page.more)
             await self._send_text(RESYNC_TEXT)
             # The client refetches after this: what was committed below the horizon is in what it fetches.
             horizon = EventId(page.horizon, 0)
@@ -324,6 +328,6 @@ class _Stream:
             return await self.log.replay(self.mailbox.user_id, after, REPLAY_LIMIT, self.since, vouched=vouched)
         except Unavailable as exc:
             # Events are owed and cannot be read: the client reconnects (perhaps elsewhere) with after=.
-            log.warning("ws.replay_failed", error=exc.message)
+            log.warning("ws.replay_failed", user_id=str(self.mailbox.user_id), error=exc.message)
             self.mailbox.close(CloseReason.RESYNC)
             return None
