@@ -37,7 +37,7 @@ from stories.actors.hub import CloseReason
 from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
 from stories.api.bodies import JSON_CONTENT_TYPE
 from stories.api.callers import token_expiry
-from stories.errors import InvalidRequest, Unauthorized, Unavailable
+from stories.errors import ApiError, InvalidRequest, Overloaded, RateLimited, Unauthorized, Unavailable
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
@@ -168,9 +168,10 @@ def _after(query: dict[str, str]) -> EventId | None:
         raise InvalidRequest(f"after: {exc}", fields={"after": str(exc)}) from None
 
 
-async def _refuse(send: ASGISendCallable, error: Unauthorized | InvalidRequest) -> None:
-    """Answer the upgrade with API.md's error body (hypercorn implements ASGI's websocket.http.response)."""
-    log.info("ws.refused", reason=error.message)
+async def _refuse(send: ASGISendCallable, error: ApiError) -> None:
+    """Answer the upgrade with API.md's error body and headers, as the HTTP routes do (hooks.py `_api_error`);
+    hypercorn implements ASGI's websocket.http.response."""
+    log.info("ws.refused", status=error.status, reason=error.message)
     body: dict[str, object] = {"error": error.code, "message": error.message}
     fields = getattr(error, "fields", None)
     if fields:
@@ -178,6 +179,8 @@ async def _refuse(send: ASGISendCallable, error: Unauthorized | InvalidRequest) 
     headers = [(b"content-type", JSON_CONTENT_TYPE.encode())]
     if isinstance(error, Unauthorized):
         headers.append((b"www-authenticate", b'Bearer realm="stories"'))
+    if isinstance(error, RateLimited | Overloaded):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
     await send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": orjson.dumps(body), "more_body": False})
 
@@ -195,7 +198,8 @@ async def serve_socket(
         token = _token(scope, query)
         user_id = await app.callers.authenticate(token)
         after = _after(query)
-    except (Unauthorized, InvalidRequest) as exc:
+    except ApiError as exc:
+        # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
         await _refuse(send, exc)
         return
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
