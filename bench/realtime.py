@@ -13,27 +13,32 @@ Against a running server, give it RATE_LIMIT_REACTIONS_PER_MINUTE high enough fo
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import statistics
 import time
 import uuid
 from collections import defaultdict, deque
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from bench.server import DEFAULT_ADMIN_URL, fresh_database, stories_server
+from stories.actors.relay import DEFAULT_CHANNEL
+from stories.store.bridge import Bridge, open_bridge
 
 PASSWORD = "bench-password-123"
 SETUP_CONCURRENCY = 32
 CONNECT_CONCURRENCY = 100
 REQUEST_CONCURRENCY = 64
 STRAGGLER_SECONDS = 5.0
+DIRECT_WRITERS = 16
 
 
 @dataclass
@@ -57,6 +62,12 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Pin every thread of `pid` (the server's asyncio bridge thread too) to `cpu`; later threads inherit it."""
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), {cpu})
 
 
 def rss_bytes(pid: int) -> int:
@@ -153,7 +164,7 @@ class Result:
             f"latency p50 / p99:   {self.p50_ms:.1f} ms / {self.p99_ms:.1f} ms",
             f"delivered events/s:  {self.events_per_second:.1f}",
             f"server RSS / socket: {self.rss_per_socket_kib:.1f} KiB",
-            f"server CPU / event:  {self.server_cpu_ms_per_event:.2f} ms (HTTP request + delivery)",
+            f"server CPU / event:  {self.server_cpu_ms_per_event:.2f} ms (HTTP request, unless --direct, + delivery)",
         ]
 
 
@@ -162,7 +173,51 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-async def run_bench(base_url: str, pid: int, authors_n: int, viewers_n: int, rate: float, seconds: float) -> Result:
+INSERT_SQL = """
+    INSERT INTO reactions (id, story_id, user_id, emoji, created_at, author_id)
+    SELECT $1, id, $2, '🔥', now(), author_id FROM stories WHERE id = $3"""
+
+
+async def aio_insert(pool: asyncpg.Pool, story_id: str, viewer_id: uuid.UUID) -> None:
+    """A reaction written as the request handler would, then the relays' wake-up (NOTIFY; asyncio side)."""
+    async with pool.acquire() as conn:
+        await conn.execute(INSERT_SQL, uuid.uuid4(), viewer_id, uuid.UUID(story_id))
+        await conn.execute("SELECT pg_notify($1, 'bench')", DEFAULT_CHANNEL)
+
+
+async def aio_pool(database_url: str) -> asyncpg.Pool:
+    return await asyncpg.create_pool(database_url, min_size=DIRECT_WRITERS, max_size=DIRECT_WRITERS)
+
+
+async def aio_close(pool: asyncpg.Pool) -> None:
+    await pool.close()
+
+
+def token_subject(token: str) -> uuid.UUID:
+    """The user a token was issued to (its `sub` claim; the server has checked the signature)."""
+    payload = token.split(".")[1]
+    return uuid.UUID(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+
+
+async def write(
+    bridge: Bridge, pool: asyncpg.Pool, author: Author, viewer_token: str, tally: Tally, limiter: trio.CapacityLimiter
+) -> None:
+    """--direct: the event is written straight into the database, so the server does delivery only."""
+    async with limiter:
+        tally.pending[author.story_id].append(time.perf_counter())
+        tally.sent += 1
+        await bridge.run(aio_insert, pool, author.story_id, token_subject(viewer_token))
+
+
+async def run_bench(
+    base_url: str,
+    pid: int,
+    authors_n: int,
+    viewers_n: int,
+    rate: float,
+    seconds: float,
+    direct_url: str | None = None,
+) -> Result:
     ws_url = base_url.replace("http://", "ws://", 1) + "/ws"
     limits = httpx.Limits(max_connections=REQUEST_CONCURRENCY, max_keepalive_connections=REQUEST_CONCURRENCY)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
@@ -191,16 +246,24 @@ async def run_bench(base_url: str, pid: int, authors_n: int, viewers_n: int, rat
             rss_after = rss_bytes(pid)
             print(f"connected {tally.connected} sockets")
             requests = trio.CapacityLimiter(REQUEST_CONCURRENCY)
-            cpu_before = cpu_seconds(pid)
-            tally.first_sent = time.perf_counter()
-            async with trio.open_nursery() as senders:
-                total = int(rate * seconds)
-                start = trio.current_time()
-                for k in range(total):
-                    await trio.sleep_until(start + k / rate)
-                    senders.start_soon(
-                        react, http, authors[k % len(authors)], viewers[k % len(viewers)], tally, requests
-                    )
+            async with AsyncExitStack() as direct:
+                if direct_url is not None:
+                    bridge = await direct.enter_async_context(open_bridge())
+                    pool = await bridge.run(aio_pool, direct_url)
+                    direct.push_async_callback(bridge.run, aio_close, pool)
+                    requests = trio.CapacityLimiter(DIRECT_WRITERS)
+                cpu_before = cpu_seconds(pid)
+                tally.first_sent = time.perf_counter()
+                async with trio.open_nursery() as senders:
+                    total = int(rate * seconds)
+                    start = trio.current_time()
+                    for k in range(total):
+                        await trio.sleep_until(start + k / rate)
+                        author, viewer = authors[k % len(authors)], viewers[k % len(viewers)]
+                        if direct_url is None:
+                            senders.start_soon(react, http, author, viewer, tally, requests)
+                        else:
+                            senders.start_soon(write, bridge, pool, author, viewer, tally, requests)
             with trio.move_on_after(STRAGGLER_SECONDS):
                 # Polling one counter that thousands of listener tasks bump is simpler than an Event here.
                 while len(tally.latencies) < tally.sent - tally.failed:  # noqa: ASYNC110
@@ -237,7 +300,16 @@ def main() -> None:
     parser.add_argument("--redis-url", help="start the server with this REDIS_URL")
     parser.add_argument("--report", type=Path, help="write a markdown report here")
     parser.add_argument("--checkout", type=Path, help="run the server from this source tree (e.g. a `git archive`)")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="write the reactions into the database instead of POSTing them: the server only delivers",
+    )
+    parser.add_argument("--server-cpu", type=int, help="pin the server to this CPU (the load generator elsewhere)")
+    parser.add_argument("--client-cpu", type=int, help="pin this load generator to this CPU")
     args = parser.parse_args()
+    if args.client_cpu is not None:
+        os.sched_setaffinity(0, {args.client_cpu})
 
     results = []
     for _ in range(args.runs):
@@ -251,7 +323,20 @@ def main() -> None:
                     env["REDIS_URL"] = args.redis_url
                 server = stack.enter_context(stories_server(database_url, env, checkout=args.checkout))
                 base_url, pid = server.base_url, server.pid
-            result = trio.run(run_bench, base_url, pid, args.authors, args.viewers, args.rate, args.seconds)
+            if args.server_cpu is not None:
+                pin_process(pid, args.server_cpu)
+            if args.direct and args.url:
+                parser.error("--direct needs the bench's own server (and database)")
+            result = trio.run(
+                run_bench,
+                base_url,
+                pid,
+                args.authors,
+                args.viewers,
+                args.rate,
+                args.seconds,
+                database_url if args.direct else None,
+            )
         print("\n".join(result.lines()))
         results.append(result)
     summary = [

@@ -39,8 +39,10 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(profiles.blueprint)
     app.register_blueprint(blocks.blueprint)
     app.register_blueprint(docs.blueprint)
-    app.register_blueprint(ws.blueprint)
     app.register_blueprint(events.blueprint)
+    # Routing only, no view: upgrades of /ws never reach Quart (StoriesApp.asgi_app serves them, ws.py says
+    # why). The rule makes a plain HTTP GET of /ws a WebsocketMismatch, which the hooks answer 426.
+    app.url_map.add(app.url_rule_class(ws.PATH, methods={"GET"}, websocket=True, endpoint="ws"))
     cors(
         app,
         allow_origin=list(settings.cors_origins),

@@ -9,6 +9,7 @@ import structlog
 import trio
 from quart import current_app, g
 
+from stories.api import ws
 from stories.api.probes import ProbedApp
 from stories.errors import Overloaded
 from stories.lifecycle import Lifecycle
@@ -16,6 +17,7 @@ from stories.lifecycle import Lifecycle
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
     from quart import Response
     from quart.ctx import RequestContext
     from werkzeug.wrappers import Response as WerkzeugResponse
@@ -64,6 +66,13 @@ class AppDeps:
 
 class StoriesApp(ProbedApp):
     deps: AppDeps
+
+    async def asgi_app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """`GET /ws` goes to its plain ASGI endpoint (stories/api/ws.py says why); everything else to Quart."""
+        if scope["type"] == "websocket" and scope["path"] == ws.PATH:
+            await ws.serve_socket(self.deps, scope, receive, send)
+            return
+        await super().asgi_app(scope, receive, send)
 
     async def full_dispatch_request(self, request_context: RequestContext | None = None) -> Response | WerkzeugResponse:
         """Every request, hooks included, within REQUEST_TIMEOUT_SECONDS; past it a `503 overloaded`.

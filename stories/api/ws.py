@@ -5,7 +5,7 @@ or missing token answers `401`, a malformed `after` `400`, with API.md's error b
 (hypercorn implements ASGI's websocket.http.response extension). An accepted socket gets a mailbox in the hub;
 with `after`, the handler first replays what the client missed from the event log, then writes each event from
 the mailbox, skipping what the replay sent (`_Stream`). The socket ends when:
-- the client goes away (the handler is cancelled; leaving `hub.subscribe` unregisters the mailbox);
+- the client goes away (`_Incoming` cancels the socket's nursery; leaving `hub.subscribe` unregisters the mailbox);
 - the hub closes the mailbox: 1008 slow client or an 11th socket of the user, 1001 shutdown; events already in
   the mailbox are written first;
 - its token expires (1008), or events it is owed cannot be read from the log (1012: reconnect with after=).
@@ -15,25 +15,29 @@ pong, browsers and trio-websocket do so on their own), and a connection from whi
 a pong) arrives for `dead_after` is dropped as dead. ASGI gives the app neither pings nor pongs, nor the size of
 a message before it is whole, so `configure_websockets` applies these and the message size cap to the server's
 config.
+
+This endpoint is plain ASGI, routed by `StoriesApp` before Quart sees the scope: with 10,000 sockets in one
+process, Quart's per-socket websocket context, its two tasks and its message channel were about a third of a
+socket's memory (bench/realtime.md). The API gives a socket nothing that needs them: no hooks, no cookies, no
+route parameters.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qsl
 
+import orjson
 import structlog
 import trio
-from quart import Blueprint, Response, websocket
-from quart_cors import cors_exempt
 
 from stories.actors.hub import CloseReason
 from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
-from stories.api.bodies import error_response
+from stories.api.bodies import JSON_CONTENT_TYPE
 from stories.api.callers import token_expiry
-from stories.api.deps import deps
-from stories.errors import InvalidRequest, Unauthorized, Unavailable
+from stories.errors import ApiError, InvalidRequest, Overloaded, RateLimited, Unauthorized, Unavailable
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from hypercorn.config import Config
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
     from stories.actors.hub import Hub, Mailbox
     from stories.clock import Clock
@@ -49,17 +54,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CLIENT_MESSAGE_BYTES",
+    "PATH",
     "REPLAY_LIMIT",
     "REPLAY_WINDOW",
     "RealtimeDeps",
-    "blueprint",
     "configure_websockets",
+    "serve_socket",
 ]
 
 log = structlog.get_logger()
 
-blueprint = Blueprint("ws", __name__)
-
+PATH = "/ws"
 # API.md: messages from clients are capped at 4 KiB (the API defines none; this bounds what a client can make
 # the server buffer).
 MAX_CLIENT_MESSAGE_BYTES = 4096
@@ -86,7 +91,7 @@ class EventReader(Protocol):
 
 
 class RealtimeDeps(Protocol):
-    """What this blueprint needs from the app's collaborators (`AppDeps` provides it)."""
+    """What this endpoint needs from the app's collaborators (`AppDeps` provides it)."""
 
     @property
     def callers(self) -> _Authenticator: ...
@@ -124,21 +129,37 @@ def configure_websockets(
     config.read_timeout = math.ceil(dead_after)
 
 
-def _token() -> str:
-    header = websocket.headers.get("Authorization")
+def _header(scope: WebsocketScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _query(scope: WebsocketScope) -> dict[str, str]:
+    """The query string's parameters, the first value of each (as Quart's `args.get` would)."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        query.setdefault(name, value)
+    return query
+
+
+def _token(scope: WebsocketScope, query: dict[str, str]) -> str:
+    header = _header(scope, b"authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         return token.strip()
-    token = websocket.args.get("token", "").strip()
+    token = query.get("token", "").strip()
     if not token:
         raise Unauthorized("missing token: send Authorization: Bearer <token> or ?token=<token>")
     return token
 
 
-def _after() -> EventId | None:
-    raw = websocket.args.get("after")
+def _after(query: dict[str, str]) -> EventId | None:
+    raw = query.get("after")
     if raw is None:
         return None
     try:
@@ -147,49 +168,92 @@ def _after() -> EventId | None:
         raise InvalidRequest(f"after: {exc}", fields={"after": str(exc)}) from None
 
 
-@blueprint.websocket("/ws")
+async def _refuse(send: ASGISendCallable, error: ApiError) -> None:
+    """Answer the upgrade with API.md's error body and headers, as the HTTP routes do (hooks.py `_api_error`);
+    hypercorn implements ASGI's websocket.http.response."""
+    log.info("ws.refused", status=error.status, reason=error.message)
+    body: dict[str, object] = {"error": error.code, "message": error.message}
+    fields = getattr(error, "fields", None)
+    if fields:
+        body["fields"] = fields
+    headers = [(b"content-type", JSON_CONTENT_TYPE.encode())]
+    if isinstance(error, Unauthorized):
+        headers.append((b"www-authenticate", b'Bearer realm="stories"'))
+    if isinstance(error, RateLimited | Overloaded):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    await send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+
 # No Origin check: CORS does not apply to WebSockets, and this socket authenticates with a token the page
 # must hold (never a cookie), so a foreign page cannot ride a user's session. Native clients send no Origin.
-@cors_exempt
-async def events() -> Response | None:
-    app = cast("RealtimeDeps", deps())
+async def serve_socket(
+    app: RealtimeDeps, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    """The ASGI application of `GET /ws` (the app routes it here, outside Quart: see the module docstring)."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    query = _query(scope)
     try:
-        token = _token()
+        token = _token(scope, query)
         user_id = await app.callers.authenticate(token)
-        after = _after()
-    except (Unauthorized, InvalidRequest) as exc:
-        log.info("ws.refused", reason=exc.message)
-        # Returned before accept(): the server answers this HTTP response instead of upgrading.
-        response = error_response(exc.status, exc.code, exc.message, fields=getattr(exc, "fields", None))
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="stories"'
-        return response
-    await websocket.accept()
-    token_seconds = token_expiry(token) - app.clock.now().timestamp()
-    with structlog.contextvars.bound_contextvars(user_id=str(user_id)), app.hub.subscribe(user_id) as mailbox:
-        log.info("ws.connected", after=None if after is None else str(after))
+        after = _after(query)
+    except ApiError as exc:
+        # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
+        await _refuse(send, exc)
+        return
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    expires_at = trio.current_time() + token_expiry(token) - app.clock.now().timestamp()
+    # user_id goes into each log line rather than into bound contextvars: a binding per socket costs memory.
+    user = str(user_id)
+    with app.hub.subscribe(user_id) as mailbox:
+        log.info("ws.connected", user_id=user, after=None if after is None else str(after))
+        incoming = _Incoming(receive)
         closed: CloseReason | None = None
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_ignore_incoming)
-                # A deadline, not a task per socket: when the token expires, the stream stops and the socket closes.
-                with trio.move_on_after(token_seconds) as token_valid:
-                    await _Stream(mailbox, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
-                if token_valid.cancelled_caught:
-                    log.info("ws.token_expired")
-                    mailbox.close(CloseReason.TOKEN_EXPIRED)
+                # The token's expiry is the deadline of the socket's nursery: no scope or task of its own.
+                nursery.cancel_scope.deadline = expires_at
+                nursery.start_soon(incoming.read_until_disconnect, nursery.cancel_scope)
+                await _Stream(mailbox, send, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
                 nursery.cancel_scope.cancel("mailbox closed")
-            closed = mailbox.close_reason or CloseReason.SHUTDOWN
-            await websocket.close(closed.code, closed.reason)
+            if not incoming.client_left:
+                if mailbox.close_reason is None:
+                    # Neither the client nor the mailbox ended the stream: the deadline did.
+                    log.info("ws.token_expired", user_id=user)
+                    mailbox.close(CloseReason.TOKEN_EXPIRED)
+                closed = mailbox.close_reason or CloseReason.SHUTDOWN
+                await send({"type": "websocket.close", "code": closed.code, "reason": closed.reason})
         finally:
-            # Also reached when the client left first (the handler is cancelled then): sync, no await.
+            # Sync, no await: also reached when the handler is cancelled.
             log.info(
                 "ws.disconnected",
+                user_id=user,
                 by="server" if closed else "client",
                 code=closed.code if closed else None,
                 dropped=mailbox.dropped,
             )
-    return None
+
+
+class _Incoming:
+    """Reads what the client sends, until it goes away (then ends the socket's nursery).
+
+    The API defines no client messages. Reading them anyway keeps the server's inbound queue from filling up,
+    which would stop it from noticing the client's disconnect. Their size is capped by the server
+    (MAX_CLIENT_MESSAGE_BYTES; a larger one closes the socket with 1009).
+    """
+
+    __slots__ = ("client_left", "receive")
+
+    def __init__(self, receive: ASGIReceiveCallable) -> None:
+        self.receive = receive
+        self.client_left = False
+
+    async def read_until_disconnect(self, socket_scope: trio.CancelScope) -> None:
+        while (await self.receive())["type"] != "websocket.disconnect":
+            pass
+        self.client_left = True
+        socket_scope.cancel("client left")
 
 
 class _Stream:
@@ -200,8 +264,13 @@ class _Stream:
     An event the mailbox holds at or below the cursor was sent by a replay already, and is skipped.
     """
 
-    def __init__(self, mailbox: Mailbox, log: EventReader, metrics: Metrics, since: datetime) -> None:
+    __slots__ = ("cursor", "log", "mailbox", "metrics", "send", "since")
+
+    def __init__(
+        self, mailbox: Mailbox, send: ASGISendCallable, log: EventReader, metrics: Metrics, since: datetime
+    ) -> None:
         self.mailbox = mailbox
+        self.send = send
         self.log = log
         self.metrics = metrics
         self.since = since
@@ -218,9 +287,12 @@ class _Stream:
                 return
 
     async def _send(self, event_id: EventId, text: str) -> None:
-        await websocket.send(text)
+        await self._send_text(text)
         self.cursor = event_id
         self.metrics.ws_events_sent.inc()
+
+    async def _send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "bytes": None, "text": text})
 
     async def _catch_up(self, after: EventId) -> bool:
         """Everything after the client's `after`; or `resync` when that is more than the log keeps for it."""
@@ -228,8 +300,8 @@ class _Stream:
         if page is None:
             return False
         if page.stale or page.more:
-            log.info("ws.resync_sent", stale=page.stale, more=page.more)
-            await websocket.send(RESYNC_TEXT)
+            log.info("ws.resync_sent", user_id=str(self.mailbox.user_id), stale=page.stale, more=page.more)
+            await self._send_text(RESYNC_TEXT)
             # The client refetches after this: what was committed below the horizon is in what it fetches.
             horizon = EventId(page.horizon, 0)
             self.cursor = horizon if self.cursor is None else max(self.cursor, horizon)
@@ -260,14 +332,6 @@ class _Stream:
             return await self.log.replay(self.mailbox.user_id, after, REPLAY_LIMIT, self.since, vouched=vouched)
         except Unavailable as exc:
             # Events are owed and cannot be read: the client reconnects (perhaps elsewhere) with after=.
-            log.warning("ws.replay_failed", error=exc.message)
+            log.warning("ws.replay_failed", user_id=str(self.mailbox.user_id), error=exc.message)
             self.mailbox.close(CloseReason.RESYNC)
             return None
-
-
-async def _ignore_incoming() -> None:
-    # The API defines no client messages. Reading them anyway keeps the server's inbound queue from
-    # filling up, which would stop it from noticing the client's disconnect. Their size is capped by the
-    # server (MAX_CLIENT_MESSAGE_BYTES; a larger one closes the socket with 1009).
-    while True:
-        await websocket.receive()

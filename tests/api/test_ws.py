@@ -1,8 +1,8 @@
 """GET /ws on a real hypercorn (port 0) with trio-websocket clients.
 
-The app here is the blueprint alone on a QuartTrio app with a stand-in deps object (tokens, hub, metrics, and
-a log that replays nothing): the live path needs neither the database nor the rest of the API. Catch-up with
-`after` is tested against the real log in test_ws_catch_up.py.
+The app here is a StoriesApp (which routes /ws itself) with no blueprint and a stand-in deps object (tokens,
+hub, metrics, and a log that replays nothing): the live path needs neither the database nor the rest of the
+API. Catch-up with `after` is tested against the real log in test_ws_catch_up.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import itertools
 import os
 import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
@@ -28,8 +28,9 @@ from stories.actors.hub import Hub
 from stories.actors.messages import EventId, StoryReacted, StoryViewed
 from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
-from stories.api.ws import blueprint, configure_websockets
+from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
+from stories.errors import StoreUnavailable
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
 from stories.store.events import ReplayPage
@@ -48,6 +49,11 @@ class EveryoneExists:
         return set(user_ids)
 
 
+class StoreDown:
+    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+        raise StoreUnavailable("the database is unreachable")
+
+
 class EmptyLog:
     async def replay(self, author_id, after, limit, since, *, vouched=False, settle=False) -> ReplayPage:
         return ReplayPage([], more=False, stale=False, horizon=0, next_xid=0)
@@ -60,10 +66,11 @@ class RealtimeStandIn:
     metrics: Metrics
     clock: FixedClock
     events: EmptyLog
+    users: EveryoneExists | StoreDown = field(default_factory=EveryoneExists)
 
     @property
     def callers(self) -> Callers:
-        return Callers(self.tokens, EveryoneExists())
+        return Callers(self.tokens, self.users)
 
 
 @dataclass
@@ -88,7 +95,6 @@ async def running(
     stand_in = RealtimeStandIn(TokenIssuer(SECRET, token_seconds, clock), Hub(metrics), metrics, clock, EmptyLog())
     app = StoriesApp(__name__)
     app.deps = stand_in  # type: ignore[assignment]
-    app.register_blueprint(blueprint)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -171,6 +177,14 @@ async def test_expired_token_is_refused() -> None:
         rejected = await refused(server, f"?token={expired}")
         assert rejected.status_code == 401
         assert b"expired" in rejected.body
+
+
+async def test_a_store_outage_during_the_upgrade_is_refused_with_503_and_the_error_body() -> None:
+    async with running() as server:
+        server.deps.users = StoreDown()
+        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}")
+        assert rejected.status_code == 503
+        assert orjson.loads(rejected.body)["error"] == "database_unavailable"
 
 
 async def test_events_reach_every_socket_of_the_author_and_nobody_else() -> None:
