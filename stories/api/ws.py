@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import orjson
@@ -42,22 +42,20 @@ from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTE
 
 if TYPE_CHECKING:
     from datetime import datetime
-    from uuid import UUID
 
     from hypercorn.config import Config
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-    from stories.actors.hub import Hub, Mailbox
-    from stories.clock import Clock
+    from stories.actors.hub import Mailbox
+    from stories.api.deps import AppDeps
     from stories.metrics import Metrics
-    from stories.store.events import ReplayPage
+    from stories.store.events import EventLog, ReplayPage
 
 __all__ = [
     "MAX_CLIENT_MESSAGE_BYTES",
     "PATH",
     "REPLAY_LIMIT",
     "REPLAY_WINDOW",
-    "RealtimeDeps",
     "configure_websockets",
     "serve_socket",
 ]
@@ -71,42 +69,6 @@ MAX_CLIENT_MESSAGE_BYTES = 4096
 # API.md: a reconnecting client gets at most the last 7 days and at most 1,000 events, else `resync`.
 REPLAY_LIMIT = 1000
 REPLAY_WINDOW = timedelta(days=7)
-
-
-class _Authenticator(Protocol):
-    async def authenticate(self, token: str) -> UUID: ...
-
-
-class EventReader(Protocol):
-    async def replay(
-        self,
-        author_id: UUID,
-        after: EventId | None,
-        limit: int,
-        since: datetime,
-        *,
-        vouched: bool = False,
-        settle: bool = False,
-    ) -> ReplayPage: ...
-
-
-class RealtimeDeps(Protocol):
-    """What this endpoint needs from the app's collaborators (`AppDeps` provides it)."""
-
-    @property
-    def callers(self) -> _Authenticator: ...
-
-    @property
-    def hub(self) -> Hub: ...
-
-    @property
-    def events(self) -> EventReader: ...
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    @property
-    def clock(self) -> Clock: ...
 
 
 def configure_websockets(
@@ -188,7 +150,7 @@ async def _refuse(send: ASGISendCallable, error: ApiError) -> None:
 # No Origin check: CORS does not apply to WebSockets, and this socket authenticates with a token the page
 # must hold (never a cookie), so a foreign page cannot ride a user's session. Native clients send no Origin.
 async def serve_socket(
-    app: RealtimeDeps, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    app: AppDeps, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """The ASGI application of `GET /ws` (the app routes it here, outside Quart: see the module docstring)."""
     if (await receive())["type"] != "websocket.connect":
@@ -267,7 +229,7 @@ class _Stream:
     __slots__ = ("cursor", "log", "mailbox", "metrics", "send", "since")
 
     def __init__(
-        self, mailbox: Mailbox, send: ASGISendCallable, log: EventReader, metrics: Metrics, since: datetime
+        self, mailbox: Mailbox, send: ASGISendCallable, log: EventLog, metrics: Metrics, since: datetime
     ) -> None:
         self.mailbox = mailbox
         self.send = send
