@@ -1,12 +1,14 @@
 """The floor: what a request costs before any work, ours against a Quart-Trio hello world (issue 12, item 5).
 
-    .venv/bin/python -m bench.floor [--runs 5] [--duration 10] [--report bench/floor.md]
+    .venv/bin/python -m bench.floor [--runs 5] [--duration 10] [--before DIR] [--report bench/floor.md]
 
 Starts, each on 127.0.0.1 and a free port: a Quart-Trio app answering `GET /` with a small JSON body on
 hypercorn's trio worker (the stack's own floor), and `stories serve` (LOG_LEVEL=warning, on a fresh database
 at --admin-url), whose `GET /no/such/route` is a 404 that touches nothing (no token needed, no database). Then,
 run by run and interleaved, wrk at 32 connections against each; it reports req/s and the server's CPU per
-request (utime + stime from /proc) as medians, and their ratio. Needs wrk (apt-get install wrk).
+request (utime + stime from /proc) as medians, and their ratio. With `--before DIR` (a checkout of this project,
+e.g. `git worktree add /tmp/before HEAD~1`), that checkout's 404 is measured too, in the same runs: a change's
+before and after. Needs wrk (apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,18 +98,20 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--before", type=Path, help="a checkout whose 404 is measured too (before a change)")
     parser.add_argument("--report", type=Path, help="write the table as markdown here")
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {"quart-trio hello world": [], "stories 404": []}
-    with (
-        fresh_database(args.admin_url) as database_url,
-        stories_server(database_url, {"LOG_LEVEL": "warning", "MINIO_ENDPOINT": "off"}, port=free_port()) as ours,
-        hello_server() as (hello_url, hello_pid),
-    ):
-        targets = {
-            "quart-trio hello world": (hello_url, hello_pid),
-            "stories 404": (ours.base_url + "/no/such/route", ours.pid),
-        }
+    env = {"LOG_LEVEL": "warning", "MINIO_ENDPOINT": "off"}
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_database(args.admin_url))
+        hello_url, hello_pid = stack.enter_context(hello_server())
+        targets = {"quart-trio hello world": (hello_url, hello_pid)}
+        if args.before:
+            before = stack.enter_context(stories_server(database_url, env, checkout=args.before, port=free_port()))
+            targets["stories 404 (before)"] = (before.base_url + "/no/such/route", before.pid)
+        ours = stack.enter_context(stories_server(database_url, env, port=free_port()))
+        targets["stories 404"] = (ours.base_url + "/no/such/route", ours.pid)
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
         for run in range(1, args.runs + 1):
             for name, (url, pid) in targets.items():
                 rps, cpu = measure(url, pid, args.duration, args.connections)
@@ -118,8 +122,11 @@ def main() -> None:
     for name, rows in results.items():
         medians[name] = statistics.median(cpu for _, cpu in rows)
         lines.append(f"| {name} | {statistics.median(rps for rps, _ in rows):.0f} | {medians[name]:.0f} |")
-    ratio = medians["stories 404"] / medians["quart-trio hello world"]
-    lines.append(f"\nstories 404 / hello world, CPU per request: **{ratio:.2f}x** ({args.runs} interleaved runs)")
+    lines.append("")
+    for name in medians:
+        if name.startswith("stories"):
+            ratio = medians[name] / medians["quart-trio hello world"]
+            lines.append(f"{name} / hello world, CPU per request: **{ratio:.2f}x** ({args.runs} interleaved runs)  ")
     print("\n".join(lines))
     if args.report:
         args.report.write_text("# The floor: a 404 against a Quart-Trio hello world\n\n" + "\n".join(lines) + "\n")

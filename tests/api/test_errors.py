@@ -313,3 +313,14 @@ def test_library_logs_are_json_lines_without_tracebacks(log_lines):
     assert line["logger"] == "asyncpg.pool"
     assert line["error"] == "ConnectionResetError('peer reset')"
     assert "Traceback" not in json.dumps(line)
+
+
+async def test_cors_grants_only_allowed_headers_and_every_response_varies_on_origin(client):
+    headers = preflight("http://localhost:3000", "GET") | {"Access-Control-Request-Headers": "Authorization, X-Evil"}
+    response = await client.options("/feed", headers=headers)
+    assert response.headers["Access-Control-Allow-Headers"] == "authorization"
+    assert response.headers["Access-Control-Max-Age"] == "600"
+    assert "Origin" in response.headers["Vary"]
+    plain = await client.get("/healthz")
+    assert plain.headers["Vary"] == "Origin"
+    assert "Access-Control-Allow-Origin" not in plain.headers
