@@ -15,6 +15,9 @@ processes, and a hit costs that one Redis round trip and no PostgreSQL one. With
 process, which is exact for a single process (WORKERS=1); several processes without Redis do not cache (the
 runtime turns the cache off), since no shared channel would tell them of each other's changes. When Redis is
 configured but down, feeds bypass the cache: always fresh, never stale.
+
+Each cached story is kept with its JSON object, made once by `present` when the page is read from the store:
+a hit serves the page without rendering it again.
 """
 
 from __future__ import annotations
@@ -29,21 +32,22 @@ import trio
 from stories.redis import RedisUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from datetime import datetime
     from uuid import UUID
 
     import coredis
+    import orjson
 
     from stories.metrics import Metrics
     from stories.redis import RedisLink
     from stories.store.models import FeedCursor, Story
 
-__all__ = ["FeedCache", "LocalVersions", "RedisVersions", "Snapshot"]
+__all__ = ["FeedCache", "FeedEntry", "LocalVersions", "RedisVersions", "Snapshot"]
 
 log = structlog.get_logger()
 
-# Pages kept per process: ~21 stories of < 1 KB each, so about 20-40 MB at most.
+# Pages kept per process: ~21 stories of < 1 KB each and their JSON (~0.5 KB), so about 30-60 MB at most.
 DEFAULT_MAX_PAGES = 2_000
 # Local versions older than the pages' lifetime are forgotten every this many changes.
 PRUNE_EVERY = 1_000
@@ -147,10 +151,17 @@ class RedisVersions:
             log.warning("feed_cache.version_lost", user_id=str(user_id))
 
 
+class FeedEntry(NamedTuple):
+    """A story of a feed page, and its JSON object as the cache's `present` made it."""
+
+    story: Story
+    json: orjson.Fragment
+
+
 class _Page(NamedTuple):
     version: int
     stored_at: float
-    rows: list[Story]
+    entries: list[FeedEntry]
 
 
 @dataclass(slots=True)
@@ -161,34 +172,38 @@ class FeedCache:
     versions: GraphVersions
     metrics: Metrics
     ttl: float
+    present: Callable[[Story], orjson.Fragment]
     max_pages: int = DEFAULT_MAX_PAGES
     _pages: OrderedDict[tuple[UUID, FeedCursor | None, int], _Page] = field(default_factory=OrderedDict)
 
-    async def rows(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
+    async def entries(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[FeedEntry]:
         """Up to `limit` stories of the viewer's feed after `cursor`, as the store would return them, except that
         a cached page may hold stories that expired since it was read: callers filter `expires_at > now` (and
         keep the unfiltered rows for the next cursor, so a walk never skips a story)."""
         if self.ttl <= 0:
-            return await self.store.feed(viewer_id, now, limit, cursor)
+            return self._read(await self.store.feed(viewer_id, now, limit, cursor))
         key = (viewer_id, cursor, limit)
         page = self._pages.get(key)
         if page is not None and trio.current_time() - page.stored_at >= self.ttl:
             page = None
-        snapshot = await self.versions.current(viewer_id, () if page is None else [s.id for s in page.rows])
+        snapshot = await self.versions.current(viewer_id, () if page is None else [e.story.id for e in page.entries])
         if snapshot is None:
             self.metrics.feed_cache_requests.labels(result="bypass").inc()
-            return await self.store.feed(viewer_id, now, limit, cursor)
+            return self._read(await self.store.feed(viewer_id, now, limit, cursor))
         if page is not None and page.version == snapshot.version and not snapshot.deleted:
             self._pages.move_to_end(key)
             self.metrics.feed_cache_requests.labels(result="hit").inc()
-            return page.rows
+            return page.entries
         self.metrics.feed_cache_requests.labels(result="miss").inc()
-        rows = await self.store.feed(viewer_id, now, limit, cursor)
-        self._pages[key] = _Page(snapshot.version, trio.current_time(), rows)
+        entries = self._read(await self.store.feed(viewer_id, now, limit, cursor))
+        self._pages[key] = _Page(snapshot.version, trio.current_time(), entries)
         self._pages.move_to_end(key)
         if len(self._pages) > self.max_pages:
             self._pages.popitem(last=False)
-        return rows
+        return entries
+
+    def _read(self, rows: list[Story]) -> list[FeedEntry]:
+        return [FeedEntry(story, self.present(story)) for story in rows]
 
     async def changed(self, *user_ids: UUID) -> None:
         """Call after a change of what these users may see has committed: their own story or display name, a

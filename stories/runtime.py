@@ -25,6 +25,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
+from stories.api.present import story_fragment
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
@@ -160,7 +161,7 @@ def feed_cache(settings: Settings, store: Store, redis: RedisLink | None, metric
         if settings.workers > 1:
             ttl = 0
             log.info("feed_cache.off", reason="several processes without Redis share no graph versions")
-    return FeedCache(store, versions, metrics, ttl)
+    return FeedCache(store, versions, metrics, ttl, present=story_fragment)
 
 
 def _jwt_secret(settings: Settings) -> str:

@@ -16,6 +16,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.api.callers import Callers
+from stories.api.present import story_fragment
 from stories.clock import FixedClock
 from stories.feed_cache import FeedCache, LocalVersions
 from stories.logging import configure_logging
@@ -109,7 +110,13 @@ def app_deps(
         callers=Callers(tokens, store),
         # Not running: tests flush it when they read counters.
         counters=counters,
-        feeds=FeedCache(store, LocalVersions(settings.feed_cache_seconds), metrics, settings.feed_cache_seconds),
+        feeds=FeedCache(
+            store,
+            LocalVersions(settings.feed_cache_seconds),
+            metrics,
+            settings.feed_cache_seconds,
+            present=story_fragment,
+        ),
         events=EventLog(store.database),
     )
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import orjson
+
 from stories.clock import rfc3339
 from stories.errors import InvalidRequest
 from stories.store.models import FeedCursor, Position
@@ -27,6 +29,7 @@ __all__ = [
     "profile_json",
     "reaction_json",
     "stats_json",
+    "story_fragment",
     "story_json",
     "view_json",
     "viewer_json",
@@ -50,6 +53,12 @@ def story_json(story: Story, media_url: str | None = None) -> dict[str, Any]:
         "view_count": story.view_count,
         "reaction_count": story.reaction_count,
     }
+
+
+def story_fragment(story: Story) -> orjson.Fragment:
+    """The story's JSON object without media (`media_url` null), serialized once: the feed cache keeps it with
+    the story, so a cached page is not rendered again on every read (rendering was ~7 µs a story)."""
+    return orjson.Fragment(orjson.dumps(story_json(story)))
 
 
 def view_json(view: View) -> dict[str, Any]:

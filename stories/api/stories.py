@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
@@ -23,6 +23,9 @@ from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound, RateLimited
 from stories.store.models import IdempotencyClaim, Replay, Story
 from stories.store.uploads import UploadClaim
+
+if TYPE_CHECKING:
+    from stories.feed_cache import FeedEntry
 
 __all__ = ["blueprint", "parse_story_id"]
 
@@ -187,6 +190,14 @@ def _media_url(story: Story) -> str | None:
     return None if app.media is None else app.media.media_url(story, app.clock.now())
 
 
+def _feed_story(entry: FeedEntry, storage: bool) -> orjson.Fragment | dict[str, Any]:
+    """The story as the feed cache rendered it, unless it has media: its media_url is signed for each read."""
+    story = entry.story
+    if story.media_key is None or not storage:
+        return entry.json
+    return story_json(story, _media_url(story))
+
+
 @blueprint.get("/feed")
 async def feed() -> Response:
     limit = limit_arg(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)
@@ -195,11 +206,11 @@ async def feed() -> Response:
     app = deps()
     now = app.clock.now()
     # One row more than asked tells whether another page exists, without a count.
-    rows = await app.feeds.rows(current_user_id(), now, limit + 1, cursor)
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    entries = await app.feeds.entries(current_user_id(), now, limit + 1, cursor)
+    page = entries[:limit]
+    next_cursor = encode_cursor(page[-1].story) if len(entries) > limit else None
     # A cached page may hold stories that expired since it was read; the cursor still moves past them.
-    live = [story_json(s, _media_url(s)) for s in page if s.expires_at > now]
+    live = [_feed_story(entry, app.media is not None) for entry in page if entry.story.expires_at > now]
     return json_response({"stories": live, "next_cursor": next_cursor})
 
 

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from stories.api import create_app
+from stories.api.present import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from tests.helpers import signup
@@ -42,7 +43,7 @@ def counting(store):
 @pytest.fixture
 def client(app_deps, counting, metrics):
     assert app_deps.settings.feed_cache_seconds == 30
-    feeds = FeedCache(counting, LocalVersions(30), metrics, 30)
+    feeds = FeedCache(counting, LocalVersions(30), metrics, 30, present=story_fragment)
     return create_app(dataclasses.replace(app_deps, feeds=feeds)).test_client()
 
 
@@ -69,6 +70,16 @@ async def test_a_hit_costs_no_database_query_and_others_stories_may_lag(client, 
     # Alice's new public story may reach Bob's cached page late (API.md allows FEED_CACHE_SECONDS).
     await post(client, alice)
     assert await feed_ids(client, bob) == [first]
+
+
+async def test_a_cached_page_serves_each_story_as_its_own_read_does(client, metrics):
+    alice, bob = await signup(client), await signup(client)
+    story = await post(client, alice, text="as read")
+    single = await (await client.get(f"/stories/{story}", headers=bob.auth)).get_json()
+    for _ in range(2):
+        page = await (await client.get("/feed", headers=bob.auth)).get_json()
+        assert page["stories"] == [single]
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "hit"}) == 1
 
 
 async def test_own_stories_follows_and_unfollows_apply_at_once(client, clock):
@@ -108,20 +119,20 @@ async def test_versions_in_redis_reach_every_process_and_a_down_redis_bypasses(
     store, metrics, clock, redis_link, closed_redis_url
 ):
     # Two processes' caches, one Redis: a follow made through A is seen by B's very next read.
-    a = FeedCache(store, RedisVersions(redis_link), metrics, 30)
-    b = FeedCache(store, RedisVersions(redis_link), metrics, 30)
+    a = FeedCache(store, RedisVersions(redis_link), metrics, 30, present=story_fragment)
+    b = FeedCache(store, RedisVersions(redis_link), metrics, 30, present=story_fragment)
     viewer = uuid.uuid4()
     assert await b.versions.current(viewer, []) == (0, False)
-    await b.rows(viewer, clock.now(), 10, None)
+    await b.entries(viewer, clock.now(), 10, None)
     await a.changed(viewer)
     assert await b.versions.current(viewer, []) == (1, False)
-    await b.rows(viewer, clock.now(), 10, None)
+    await b.entries(viewer, clock.now(), 10, None)
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "miss"}) == 2
 
     async with open_redis(closed_redis_url) as down:
-        c = FeedCache(store, RedisVersions(down), metrics, 30)
-        await c.rows(viewer, clock.now(), 10, None)
-        await c.rows(viewer, clock.now(), 10, None)
+        c = FeedCache(store, RedisVersions(down), metrics, 30, present=story_fragment)
+        await c.entries(viewer, clock.now(), 10, None)
+        await c.entries(viewer, clock.now(), 10, None)
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) == 2
 
 
@@ -199,7 +210,10 @@ async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_re
     A applies to the very next read through B, whatever B has cached."""
     a, b = (
         create_app(
-            dataclasses.replace(app_deps, feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30))
+            dataclasses.replace(
+                app_deps,
+                feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment),
+            )
         ).test_client()
         for _ in range(2)
     )

@@ -79,7 +79,8 @@ async def test_presign_put_story_and_get_the_same_bytes(media_client, http, alic
     # Everyone who may see the story gets a URL that works, from every read.
     read = await (await media_client.get(f"/stories/{story['id']}", headers=bob.auth)).get_json()
     feed = await (await media_client.get("/feed", headers=bob.auth)).get_json()
-    for url in (read["media_url"], feed["stories"][0]["media_url"]):
+    cached = await (await media_client.get("/feed", headers=bob.auth)).get_json()
+    for url in (read["media_url"], feed["stories"][0]["media_url"], cached["stories"][0]["media_url"]):
         assert (await http.get(url)).content == JPEG
     assert parse_qs(urlsplit(read["media_url"]).query)["X-Amz-SignedHeaders"] == ["host"]
 
