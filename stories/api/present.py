@@ -58,7 +58,9 @@ def story_json(story: Story, media_url: str | None = None) -> dict[str, Any]:
 def story_fragment(story: Story) -> orjson.Fragment:
     """The story's JSON object without media (`media_url` null), serialized once: the feed cache keeps it with
     the story, so a cached page is not rendered again on every read (rendering was ~7 µs a story)."""
-    return orjson.Fragment(orjson.dumps(story_json(story)))
+    # A copy of orjson's output, whose own buffer holds ~4 KB of memory while it lives (measured: 60,600 cached
+    # stories took 239 MiB of RSS as orjson returned them, 30 MiB copied).
+    return orjson.Fragment(bytes(memoryview(orjson.dumps(story_json(story)))))
 
 
 def view_json(view: View) -> dict[str, Any]:
