@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+from functools import partial
 
 import httpx
 import orjson
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
-from stories.listen import ListenFailed, websocket_target
+from stories.listen import ListenFailed, listen, websocket_target
 from tests.processes import SERVICE_VARIABLES, signup, stories_serve, wait_for_connections
 
 WAIT = 30
+PING_FRAME = b"\x89\x00"  # FIN + opcode 9 (ping), unmasked, no payload
 
 
 def listen_command(*args: str) -> list[str]:
@@ -98,3 +103,29 @@ def test_websocket_target(url, target):
 def test_websocket_target_refuses_what_is_not_a_service_url(url):
     with pytest.raises(ListenFailed, match="--url"):
         websocket_target(url)
+
+
+async def test_a_ping_that_crosses_listens_close_is_no_failure(nursery):
+    """A server may ping while `--count` closes the socket; trio-websocket then fails answering it
+    (python-trio/trio-websocket#184). Every event asked for was printed: that is a success. The server below
+    makes the crossing certain: it answers the client's close frame with a ping first."""
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        server = WSConnection(ConnectionType.SERVER)
+        while True:
+            server.receive_data(await stream.receive_some(4096))
+            for event in server.events():
+                if isinstance(event, Request):
+                    await stream.send_all(server.send(AcceptConnection()))
+                    await stream.send_all(server.send(Message(data='{"type": "story.viewed"}')))
+                elif isinstance(event, CloseConnection):
+                    # An empty ping frame by hand: wsproto, rightly, sends none once the peer has closed.
+                    await stream.send_all(PING_FRAME + server.send(event.response()))
+                    return
+
+    listeners = await nursery.start(partial(trio.serve_tcp, serve_one, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    out = io.StringIO()
+    with trio.fail_after(WAIT):
+        await listen(f"http://127.0.0.1:{port}", "a-token", count=1, out=out)
+    assert orjson.loads(out.getvalue()) == {"type": "story.viewed"}
