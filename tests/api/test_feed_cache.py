@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -15,6 +16,7 @@ from stories.api import create_app
 from stories.api.present import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
+from stories.store.models import Story
 from tests.helpers import signup
 
 
@@ -238,3 +240,33 @@ async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_re
     assert await feed_ids(b, bob) == [cy_story]
     assert await feed_ids(b, cy) == [cy_story]
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) is None
+
+
+class PagesOf:
+    """A feed store whose every page holds `size` made-up stories (the cache's bookkeeping is all under test)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.queries = 0
+
+    async def feed(self, viewer_id, now, limit, cursor):
+        self.queries += 1
+        return [
+            Story(uuid.uuid4(), viewer_id, "t", None, "public", now, now + timedelta(hours=1)) for _ in range(self.size)
+        ]
+
+
+async def test_the_cache_is_bounded_in_stories_and_drops_the_least_recently_read_pages(metrics, clock):
+    store = PagesOf(10)
+    feeds = FeedCache(store, LocalVersions(30), metrics, 30, present=story_fragment, max_stories=25)
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for viewer in (a, b, a, c):  # a is read again before c arrives: b is the least recently read
+        await feeds.entries(viewer, clock.now(), 10, None)
+    assert store.queries == 3
+    await feeds.entries(a, clock.now(), 10, None)
+    await feeds.entries(c, clock.now(), 10, None)
+    assert store.queries == 3
+    await feeds.entries(b, clock.now(), 10, None)  # evicted: read again, and a goes out in turn
+    assert store.queries == 4
+    await feeds.entries(a, clock.now(), 10, None)
+    assert store.queries == 5
