@@ -37,6 +37,8 @@ DEFAULT_FEED_CACHE_SECONDS = 30
 DEFAULT_EXPIRY_INTERVAL_SECONDS = 60
 DEFAULT_RATE_LIMIT_STORIES_PER_MINUTE = 20
 DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE = 60
+# Twice the stories' budget: every story takes at most one upload, and a failed upload is retried with a new URL.
+DEFAULT_RATE_LIMIT_UPLOADS_PER_MINUTE = 40
 DEFAULT_MAX_UPLOAD_BYTES = 52_428_800
 DEFAULT_BCRYPT_COST = 12
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
@@ -120,6 +122,7 @@ class Settings:
     expiry_interval_seconds: int = DEFAULT_EXPIRY_INTERVAL_SECONDS
     rate_limit_stories_per_minute: int = DEFAULT_RATE_LIMIT_STORIES_PER_MINUTE
     rate_limit_reactions_per_minute: int = DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE
+    rate_limit_uploads_per_minute: int = DEFAULT_RATE_LIMIT_UPLOADS_PER_MINUTE
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     bcrypt_cost: int = DEFAULT_BCRYPT_COST
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
@@ -200,6 +203,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         ),
         rate_limit_reactions_per_minute=env.integer(
             "RATE_LIMIT_REACTIONS_PER_MINUTE", DEFAULT_RATE_LIMIT_REACTIONS_PER_MINUTE, 1, 100_000
+        ),
+        rate_limit_uploads_per_minute=env.integer(
+            "RATE_LIMIT_UPLOADS_PER_MINUTE", DEFAULT_RATE_LIMIT_UPLOADS_PER_MINUTE, 1, 100_000
         ),
         max_upload_bytes=env.integer("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, 1, 5 * 1024**4),
         bcrypt_cost=env.integer("BCRYPT_COST", DEFAULT_BCRYPT_COST, 4, 31),

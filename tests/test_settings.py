@@ -40,6 +40,7 @@ FULL_ENV = {
     "EXPIRY_INTERVAL_SECONDS": "15",
     "RATE_LIMIT_STORIES_PER_MINUTE": "5",
     "RATE_LIMIT_REACTIONS_PER_MINUTE": "7",
+    "RATE_LIMIT_UPLOADS_PER_MINUTE": "9",
     "MAX_UPLOAD_BYTES": "1048576",
     "BCRYPT_COST": "4",
     "CORS_ORIGINS": "https://app.example, http://localhost:8000/",
@@ -61,6 +62,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.feed_cache_seconds == 30
     assert settings.expiry_interval_seconds == 60
     assert (settings.rate_limit_stories_per_minute, settings.rate_limit_reactions_per_minute) == (20, 60)
+    assert settings.rate_limit_uploads_per_minute == 40
     assert settings.max_upload_bytes == 52_428_800
     assert settings.bcrypt_cost == 12
     assert settings.cors_origins == DEFAULT_CORS_ORIGINS == ("http://localhost:3000", "http://localhost:5173")
@@ -89,6 +91,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.expiry_interval_seconds == 15
     assert settings.rate_limit_stories_per_minute == 5
     assert settings.rate_limit_reactions_per_minute == 7
+    assert settings.rate_limit_uploads_per_minute == 9
     assert settings.max_upload_bytes == 1_048_576
     assert settings.bcrypt_cost == 4
     assert settings.cors_origins == ("https://app.example", "http://localhost:8000")
@@ -141,6 +144,7 @@ def test_blank_values_mean_unset() -> None:
         ("EXPIRY_INTERVAL_SECONDS", "0"),
         ("RATE_LIMIT_STORIES_PER_MINUTE", "0"),
         ("RATE_LIMIT_REACTIONS_PER_MINUTE", "many"),
+        ("RATE_LIMIT_UPLOADS_PER_MINUTE", "100001"),
         ("MAX_UPLOAD_BYTES", "0"),
         ("CORS_ORIGINS", "localhost:3000"),
         ("STORIES_ENV", "staging"),

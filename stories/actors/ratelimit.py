@@ -47,6 +47,7 @@ __all__ = [
     "ACTION_LOGIN",
     "ACTION_REACTIONS",
     "ACTION_STORIES",
+    "ACTION_UPLOADS",
     "LOGIN_FAILURES",
     "LOGIN_WINDOW_SECONDS",
     "BucketKeeper",
@@ -58,6 +59,7 @@ log = structlog.get_logger()
 ACTION_STORIES = "stories"
 ACTION_REACTIONS = "reactions"
 ACTION_LOGIN = "login"
+ACTION_UPLOADS = "uploads"
 
 # API.md: after 10 failed attempts for one email within 15 minutes, logins for it answer 429.
 LOGIN_FAILURES = 10
@@ -177,6 +179,7 @@ class BucketKeeper:
             limits={
                 ACTION_STORIES: settings.rate_limit_stories_per_minute,
                 ACTION_REACTIONS: settings.rate_limit_reactions_per_minute,
+                ACTION_UPLOADS: settings.rate_limit_uploads_per_minute,
                 ACTION_LOGIN: LOGIN_FAILURES,
             },
             periods={ACTION_LOGIN: LOGIN_WINDOW_SECONDS},

@@ -550,6 +550,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     )
     stories_limit = settings.rate_limit_stories_per_minute
     reactions_limit = settings.rate_limit_reactions_per_minute
+    uploads_limit = settings.rate_limit_uploads_per_minute
 
     paths: dict[str, Any] = {
         "/signup": {
@@ -1030,7 +1031,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     ),
                     **bad_request,
                     **unauthorized,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited"),
                     "503": _error(
                         "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
                         "database_unavailable, overloaded: as on every route",
@@ -1047,7 +1048,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     ),
                 },
                 description="The API never sees the file: the client PUTs it straight to the object store. The "
-                "URL signs Content-Type and Content-Length, so the store refuses another type or size.",
+                "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "
+                f"{uploads_limit} per minute per user (429).",
                 body=upload_request,
                 body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
             )

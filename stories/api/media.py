@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from quart import Blueprint, Response
 
+from stories.actors.ratelimit import ACTION_UPLOADS
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import StorageUnavailable
@@ -79,6 +81,7 @@ async def presign_upload() -> Response:
     if app.media is None:
         raise StorageUnavailable("object storage is not configured on this server: uploads are off")
     app.media.require()
+    await check_rate(ACTION_UPLOADS, "asking for upload URLs")
     user_id = current_user_id()
     key = upload_key(user_id, content_type)
     now = to_millis(app.clock.now())

@@ -18,9 +18,10 @@ from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_objec
 from stories.api.deps import current_user_id, deps
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
+from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
-from stories.errors import InvalidRequest, NotFound, RateLimited
+from stories.errors import InvalidRequest, NotFound
 from stories.store.models import IdempotencyClaim, Replay, Story
 from stories.store.uploads import UploadClaim
 
@@ -98,15 +99,6 @@ def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
     return ids
 
 
-async def _check_rate(action: str, what: str) -> None:
-    app = deps()
-    decision = await app.limiter.acquire(current_user_id(), action)
-    if not decision.allowed:
-        app.metrics.rate_limited.labels(action=action).inc()
-        limit = app.limiter.limits[action]
-        raise RateLimited(f"{what} is limited to {limit} per minute", retry_after=decision.retry_after)
-
-
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -155,7 +147,7 @@ async def create_story() -> Response:
         replay = await app.store.idempotent_replay(user_id, claim, now)
         if replay is not None:
             return _replayed(replay, key)
-    await _check_rate(ACTION_STORIES, "story creation")
+    await check_rate(ACTION_STORIES, "story creation")
     upload = None
     if media_key is not None:
         # Asked before the transaction (no network call while it holds locks); None when the store is off or
@@ -247,7 +239,7 @@ async def react(id: str) -> Response:
     parsed_id = parse_story_id(id)
     emoji = _emoji(await read_json_object())
     app = deps()
-    await _check_rate(ACTION_REACTIONS, "reacting")
+    await check_rate(ACTION_REACTIONS, "reacting")
     try:
         reaction = await app.store.add_reaction(
             current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji

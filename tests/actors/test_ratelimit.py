@@ -12,6 +12,7 @@ from stories.actors.ratelimit import (
     ACTION_LOGIN,
     ACTION_REACTIONS,
     ACTION_STORIES,
+    ACTION_UPLOADS,
     LOGIN_FAILURES,
     LOGIN_WINDOW_SECONDS,
     BucketKeeper,
@@ -91,10 +92,15 @@ def test_capacity_must_be_positive():
 
 
 def test_from_settings_uses_the_configured_limits(tmp_path):
-    settings = Settings(data_dir=tmp_path, rate_limit_stories_per_minute=7, rate_limit_reactions_per_minute=9)
+    settings = Settings(
+        data_dir=tmp_path,
+        rate_limit_stories_per_minute=7,
+        rate_limit_reactions_per_minute=9,
+        rate_limit_uploads_per_minute=11,
+    )
     keeper = BucketKeeper.from_settings(settings, None)
-    assert keeper.limits == {ACTION_STORIES: 7, ACTION_REACTIONS: 9, ACTION_LOGIN: 10}
-    assert keeper.period_of(ACTION_STORIES) == keeper.period_of(ACTION_REACTIONS) == 60.0
+    assert keeper.limits == {ACTION_STORIES: 7, ACTION_REACTIONS: 9, ACTION_UPLOADS: 11, ACTION_LOGIN: 10}
+    assert keeper.period_of(ACTION_STORIES) == keeper.period_of(ACTION_UPLOADS) == 60.0
     assert keeper.period_of(ACTION_LOGIN) == 900.0  # API.md: 10 failed logins per 15 minutes
     assert keeper.redis is None
 

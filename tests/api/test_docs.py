@@ -102,7 +102,12 @@ async def test_every_operation_documents_its_errors_429s_and_503s(client):
             # Every route behind a token reads the database and runs under REQUEST_TIMEOUT_SECONDS.
             assert "503" in responses, (method, path)
     limited = {(path, method) for path, method, operation in _operations(doc) if "429" in operation["responses"]}
-    assert limited == {("/login", "post"), ("/stories", "post"), ("/stories/{id}/reactions", "post")}
+    assert limited == {
+        ("/login", "post"),
+        ("/stories", "post"),
+        ("/stories/{id}/reactions", "post"),
+        ("/upload/presigned", "post"),
+    }
     unavailable = doc["components"]["responses"]["Unavailable"]["content"]["application/json"]["schema"]
     assert unavailable["allOf"][1]["properties"]["error"]["enum"] == ["database_unavailable", "overloaded"]
     upload = doc["paths"]["/upload/presigned"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
