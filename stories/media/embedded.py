@@ -5,6 +5,9 @@ port given explicitly: nothing binds a default port or another interface), with 
 and the bucket created at start; it stops the child on exit, as the embedded PostgreSQL is stopped. A child that
 dies is restarted on the same ports (URLs already handed out name them).
 
+SeaweedFS makes unix sockets in /tmp (paths fixed in its code, named by the ports) and leaves them there; they are
+removed each time the child stops, so nothing piles up.
+
 One DATA_DIR has one such store: the first process takes `seaweedfs/lock`. A child left running by a process that
 was killed (SIGKILL leaves no chance to stop it) is found through `seaweedfs/weed.pid` and stopped before a new one
 starts on the same data.
@@ -43,6 +46,8 @@ log = structlog.get_logger()
 START_SECONDS = 30.0
 STOP_SECONDS = 10.0
 READY_POLL_SECONDS = 0.1
+# Where `weed` makes its unix sockets, whatever TMPDIR says.
+SOCKET_DIR = Path("/tmp")
 ACCESS_KEY_PREFIX = "stories"
 # `weed mini` listens on all of these; each is set explicitly so that none falls back to a fixed default.
 PORT_FLAGS = (
@@ -177,6 +182,23 @@ class EmbeddedSeaweedFS:
             f"-s3.config={self.data_dir / 's3.json'}",
         ]
 
+    @property
+    def socket_paths(self) -> list[Path]:
+        """The unix sockets the child makes: one per gRPC port, and the S3 gateway's and the filer's own."""
+        grpc = [
+            SOCKET_DIR / f"seaweedfs-{flag.split('.')[0]}-grpc-{port}.sock"
+            for flag, port in self._ports.items()
+            if flag.endswith(".port.grpc")
+        ]
+        local = [SOCKET_DIR / f"seaweedfs-{server}-{self._ports[f'{server}.port']}.sock" for server in ("s3", "filer")]
+        return grpc + local
+
+    def _remove_sockets(self) -> None:
+        for path in self.socket_paths:
+            with suppress(FileNotFoundError):
+                if path.is_socket():
+                    path.unlink()
+
     async def _start(self) -> trio.Process:
         await trio.Path(self.data_dir / "data").mkdir(exist_ok=True)
         with (self.data_dir / "weed.out").open("ab") as output:
@@ -230,6 +252,7 @@ class EmbeddedSeaweedFS:
                         await process.wait()
                 finally:
                     await _stop(process)
+                    self._remove_sockets()
                 if trio.current_time() - began > backoff.cap:
                     backoff.reset()
                 delay = backoff.next_delay()

@@ -57,6 +57,18 @@ async def test_one_data_dir_has_one_embedded_store(tmp_path):
         nursery.cancel_scope.cancel("done")
 
 
+async def test_the_unix_sockets_the_store_makes_in_tmp_are_removed_when_it_stops(tmp_path):
+    weed = find_weed()
+    assert weed is not None
+    store = EmbeddedSeaweedFS(tmp_path, weed, "media", "us-east-1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        made = [path for path in store.socket_paths if await trio.Path(path).is_socket()]
+        assert len(made) >= 2  # the S3 gateway's gRPC socket and the admin server's, at least
+        nursery.cancel_scope.cancel("done")
+    assert [path for path in made if await trio.Path(path).exists()] == []
+
+
 async def test_a_bucket_name_the_store_refuses_stops_the_start_at_once(tmp_path):
     weed = find_weed()
     assert weed is not None
