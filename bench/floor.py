@@ -54,23 +54,23 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def hello_server() -> Iterator[tuple[str, int]]:
-    directory = Path(tempfile.mkdtemp(prefix="stories-floor-"))
-    (directory / "hello.py").write_text(HELLO_APP)
     port = free_port()
     command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b", f"127.0.0.1:{port}", "hello:app"]
-    with subprocess.Popen(command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+    with tempfile.TemporaryDirectory(prefix="stories-floor-") as directory:
+        Path(directory, "hello.py").write_text(HELLO_APP)
+        with subprocess.Popen(command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(url + "/")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
             try:
-                httpx.get(url + "/")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        try:
-            yield url + "/", process.pid
-        finally:
-            process.terminate()
+                yield url + "/", process.pid
+            finally:
+                process.terminate()
 
 
 def wrk(url: str, seconds: float, connections: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -95,7 +96,8 @@ def stories_server(
     Its JSON log goes to a file (a pipe nobody drains would stall the server). With `port` 0 the bound address
     is read from the `http.listening` line (logged at info); with a fixed `port` the server is ready once
     `GET /healthz` answers, whatever LOG_LEVEL says. With `checkout`, that checkout's code is served (it is the
-    working directory and first on PYTHONPATH) with this virtualenv's packages.
+    working directory and first on PYTHONPATH) with this virtualenv's packages. Its DATA_DIR (in /tmp) is removed
+    after a clean stop, and kept, with the log, after any other.
     """
     data_dir = Path(tempfile.mkdtemp(prefix="stories-bench-"))
     env = stories_env(database_url, data_dir, extra_env, checkout=checkout)
@@ -116,6 +118,12 @@ def stories_server(
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        # A clean stop leaves nothing behind; otherwise the log stays where it can be read.
+        if process.returncode == 0:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"bench: stories serve exited with {process.returncode}; its log: {log_path}", file=sys.stderr)
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
