@@ -25,6 +25,27 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+async def walk_pages(
+    client: Any, account: Account, path: str, key: str, limit: int, max_pages: int = 100
+) -> list[dict[str, Any]]:
+    """Every entry (`page[key]`) of a paged list, checking the paging contract on the way: a page holds at most
+    `limit` entries, and a page with a next_cursor is a full page."""
+    entries: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(max_pages):
+        query = f"{path}?limit={limit}" + ("" if cursor is None else f"&cursor={cursor}")
+        response = await client.get(query, headers=account.auth)
+        assert response.status_code == 200, await response.get_data()
+        page = await response.get_json()
+        assert len(page[key]) <= limit
+        entries.extend(page[key])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return entries
+        assert len(page[key]) == limit, "a page with a next_cursor is a full page"
+    raise AssertionError(f"{path} did not end after {max_pages} pages: {entries}")
+
+
 async def signup(
     client: Any, email: str | None = None, password: str = PASSWORD, display_name: str | None = None
 ) -> Account:

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from stories.settings import Settings
-from tests.helpers import signup
+from tests.helpers import signup, walk_pages
 
 DAY = 86_400.0
 TEN_YEARS = 10 * 365 * 86_400
@@ -101,15 +101,7 @@ async def test_viewers_most_recent_first_with_reactions_oldest_first(client, clo
         "viewed_at": by_user[fans[0].user_id]["viewed_at"],
         "reactions": [],
     }
-    walked, cursor = [], None
-    while True:
-        query = f"/stories/{story}/viewers?limit=2" + ("" if cursor is None else f"&cursor={cursor}")
-        page = await (await client.get(query, headers=ada.auth)).get_json()
-        walked += page["viewers"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert walked == viewers
+    assert await walk_pages(client, ada, f"/stories/{story}/viewers", "viewers", 2) == viewers
 
 
 async def test_viewers_are_the_authors_for_seven_days_whatever_became_of_the_story(client, clock):

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 
 from stories.clock import FixedClock
 from stories.settings import Settings
-from tests.helpers import Account, signup
+from tests.helpers import Account, signup, walk_pages
 
 T = TypeVar("T")
 
@@ -147,24 +147,6 @@ async def post_story(
         created_at=created_at,
         expires_at=expires_at,
     )
-
-
-async def walk_feed(client: Any, account: Account, limit: int, max_pages: int) -> list[dict[str, Any]]:
-    """Every page of the caller's feed, checking the paging contract on the way."""
-    ids: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(max_pages):
-        query = f"/feed?limit={limit}" + ("" if cursor is None else f"&cursor={cursor}")
-        response = await client.get(query, headers=account.auth)
-        assert response.status_code == 200, await response.get_data()
-        page = await response.get_json()
-        assert len(page["stories"]) <= limit
-        ids.extend(page["stories"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return ids
-        assert len(page["stories"]) == limit, "a page with a next_cursor is a full page"
-    raise AssertionError(f"the feed did not end after {max_pages} pages: {ids}")
 
 
 @dataclass
@@ -326,7 +308,7 @@ class FeedMachine(RuleBasedStateMachine):
     async def _check_reads_of(self, account: Account, now: datetime, limit: int) -> None:
         client, model = self.env.client, self.model
         expected = model.feed(account.user_id, now)
-        got = await walk_feed(client, account, limit, max_pages=len(expected) // limit + 2)
+        got = await walk_pages(client, account, "/feed", "stories", limit, max_pages=len(expected) // limit + 2)
         assert [story["id"] for story in got] == expected, f"feed of {account.user_id} (limit {limit})"
         for story in got:
             author = story["author_id"]

@@ -7,24 +7,7 @@ import uuid
 import pytest
 import trio
 
-from tests.helpers import signup
-
-
-async def walk(client, path, account, limit):
-    """Every entry of a paged list, checking the paging contract on the way."""
-    entries, cursor = [], None
-    for _ in range(100):
-        query = f"{path}?limit={limit}" + ("" if cursor is None else f"&cursor={cursor}")
-        response = await client.get(query, headers=account.auth)
-        assert response.status_code == 200, await response.get_data()
-        page = await response.get_json()
-        assert len(page["users"]) <= limit
-        entries.extend(page["users"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return entries
-        assert len(page["users"]) == limit
-    raise AssertionError("the list did not end")
+from tests.helpers import signup, walk_pages
 
 
 async def test_followers_and_following_newest_first_in_pages(client, clock):
@@ -34,18 +17,18 @@ async def test_followers_and_following_newest_first_in_pages(client, clock):
         # Pairs of follows share a millisecond: the user id breaks the tie, and pages never split a tie wrongly.
         clock.advance(0.001 * (i % 2))
         assert (await client.post(f"/follow/{star.user_id}", headers=fan.auth)).status_code == 200
-    full = await walk(client, f"/users/{star.user_id}/followers", fans[0], 100)
+    full = await walk_pages(client, fans[0], f"/users/{star.user_id}/followers", "users", 100)
     order = [(e["followed_at"], e["user_id"]) for e in full]
     assert order == sorted(order, reverse=True)
     assert {e["user_id"] for e in full} == {f.user_id for f in fans}
     assert {e["display_name"] for e in full} == {f"fan {i}" for i in range(7)}
     assert set(full[0]) == {"user_id", "display_name", "followed_at"}
     for limit in (1, 2, 3, 6, 7):
-        assert await walk(client, f"/users/{star.user_id}/followers", star, limit) == full
+        assert await walk_pages(client, star, f"/users/{star.user_id}/followers", "users", limit) == full
 
-    following = await walk(client, f"/users/{fans[3].user_id}/following", star, 1)
+    following = await walk_pages(client, star, f"/users/{fans[3].user_id}/following", "users", 1)
     assert [(e["user_id"], e["display_name"]) for e in following] == [(star.user_id, "Star")]
-    assert await walk(client, f"/users/{star.user_id}/following", star, 50) == []
+    assert await walk_pages(client, star, f"/users/{star.user_id}/following", "users", 50) == []
 
 
 async def test_the_default_page_is_fifty_and_limits_are_checked(client):
@@ -97,9 +80,9 @@ async def test_users_in_a_block_with_the_reader_are_left_out_of_lists(client):
         await client.post(f"/follow/{star.user_id}", headers=fan.auth)
     assert (await client.post(f"/blocks/{bob.user_id}", headers=ada.auth)).status_code == 200
     # Bob cannot follow Ada's activity through Star's list, and Ada does not see Bob there either.
-    seen_by_bob = await walk(client, f"/users/{star.user_id}/followers", bob, 10)
+    seen_by_bob = await walk_pages(client, bob, f"/users/{star.user_id}/followers", "users", 10)
     assert ada.user_id not in {e["user_id"] for e in seen_by_bob}
-    seen_by_ada = await walk(client, f"/users/{star.user_id}/followers", ada, 10)
+    seen_by_ada = await walk_pages(client, ada, f"/users/{star.user_id}/followers", "users", 10)
     assert bob.user_id not in {e["user_id"] for e in seen_by_ada}
-    seen_by_cy = await walk(client, f"/users/{star.user_id}/followers", cy, 1)
+    seen_by_cy = await walk_pages(client, cy, f"/users/{star.user_id}/followers", "users", 1)
     assert {e["user_id"] for e in seen_by_cy} == {ada.user_id, bob.user_id, cy.user_id}
