@@ -59,6 +59,14 @@ async def signup(
     return Account(user_id=body["user_id"], email=body["email"], token=body["token"])
 
 
+async def post_story(client: Any, author: Account, visibility: str = "public", text: str = "hi") -> str:
+    """A new text story of `author`; its id."""
+    response = await client.post("/stories", json={"text": text, "visibility": visibility}, headers=author.auth)
+    assert response.status_code == 201, await response.get_data()
+    story_id: str = (await response.get_json())["id"]
+    return story_id
+
+
 @asynccontextmanager
 async def open_ws(
     port: int, path: str, headers: list[tuple[str, str]] | None = None, close_seconds: float = 1.0

@@ -9,15 +9,9 @@ import pytest
 import trio
 import trio_asyncio
 
-from tests.helpers import signup
+from tests.helpers import post_story, signup
 
 VISIBILITIES = ("public", "friends", "private")
-
-
-async def post(client, author, visibility="public"):
-    response = await client.post("/stories", json={"text": "hi", "visibility": visibility}, headers=author.auth)
-    assert response.status_code == 201, await response.get_data()
-    return (await response.get_json())["id"]
 
 
 async def feed_ids(client, account):
@@ -82,7 +76,7 @@ async def test_neither_sees_any_story_of_the_other(client, visibility):
     ada, bob = await signup(client), await signup(client)
     await client.post(f"/follow/{ada.user_id}", headers=bob.auth)
     await client.post(f"/follow/{bob.user_id}", headers=ada.auth)
-    ada_story, bob_story = await post(client, ada, visibility), await post(client, bob, visibility)
+    ada_story, bob_story = await post_story(client, ada, visibility), await post_story(client, bob, visibility)
     assert await status(client, "POST", f"/blocks/{bob.user_id}", ada) == 200
     for reader, story in ((bob, ada_story), (ada, bob_story)):
         assert await status(client, "GET", f"/stories/{story}", reader) == 404
@@ -104,7 +98,7 @@ async def test_a_profile_of_the_blocker_is_404_to_the_blocked_only(client):
 
 async def test_blocked_users_past_views_and_reactions_stay_in_stats(client):
     ada, bob = await signup(client), await signup(client)
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     await client.post(f"/stories/{story}/view", headers=bob.auth)
     await client.post(f"/stories/{story}/reactions", json={"emoji": "😮"}, headers=bob.auth)
     await client.post(f"/blocks/{bob.user_id}", headers=ada.auth)
@@ -136,8 +130,8 @@ async def test_my_blocks_newest_first_in_pages(client, clock):
 async def test_a_mute_hides_the_muted_from_the_muters_feed_only(client, clock):
     ada, bob = await signup(client), await signup(client)
     await client.post(f"/follow/{bob.user_id}", headers=ada.auth)
-    stories = {v: await post(client, bob, v) for v in ("public", "friends")}
-    ada_story = await post(client, ada)
+    stories = {v: await post_story(client, bob, v) for v in ("public", "friends")}
+    ada_story = await post_story(client, ada)
     response = await client.post(f"/mutes/{bob.user_id}", headers=ada.auth)
     assert response.status_code == 200
     muted = await response.get_json()

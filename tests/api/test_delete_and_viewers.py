@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from stories.settings import Settings
-from tests.helpers import signup, walk_pages
+from tests.helpers import post_story, signup, walk_pages
 
 DAY = 86_400.0
 TEN_YEARS = 10 * 365 * 86_400
@@ -17,12 +17,6 @@ TEN_YEARS = 10 * 365 * 86_400
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_reactions_per_minute=1_000_000)
-
-
-async def post(client, author, visibility="public"):
-    response = await client.post("/stories", json={"text": "hi", "visibility": visibility}, headers=author.auth)
-    assert response.status_code == 201, await response.get_data()
-    return (await response.get_json())["id"]
 
 
 async def feed_ids(client, account):
@@ -34,9 +28,9 @@ async def feed_ids(client, account):
 async def test_the_author_deletes_and_it_is_gone_from_every_read_at_once(client, clock):
     ada, bob = await signup(client), await signup(client)
     await client.post(f"/follow/{ada.user_id}", headers=bob.auth)
-    story = await post(client, ada, "friends")
+    story = await post_story(client, ada, "friends")
     clock.advance(1)
-    other = await post(client, ada)
+    other = await post_story(client, ada)
     assert await feed_ids(client, bob) == [other, story]
     await client.post(f"/stories/{story}/view", headers=bob.auth)
 
@@ -58,13 +52,13 @@ async def test_the_author_deletes_and_it_is_gone_from_every_read_at_once(client,
 
 async def test_deleting_an_expired_story_of_ones_own_is_204_and_others_are_404(client, clock, app_deps):
     ada, bob = await signup(client), await signup(client)
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     clock.advance(app_deps.settings.story_ttl_seconds)
     assert (await client.delete(f"/stories/{story}", headers=ada.auth)).status_code == 204
     for path in (f"/stories/{uuid.uuid4()}", "/stories/not-a-uuid"):
         response = await client.delete(path, headers=ada.auth)
         assert (response.status_code, (await response.get_json())["error"]) == (404, "not_found")
-    bob_story = await post(client, bob)
+    bob_story = await post_story(client, bob)
     assert (await client.delete(f"/stories/{bob_story}", headers=ada.auth)).status_code == 404
     assert (await client.get(f"/stories/{bob_story}", headers=ada.auth)).status_code == 200
     assert (await client.delete(f"/stories/{story}")).status_code == 401
@@ -73,7 +67,7 @@ async def test_deleting_an_expired_story_of_ones_own_is_204_and_others_are_404(c
 async def test_viewers_most_recent_first_with_reactions_oldest_first(client, clock):
     ada = await signup(client, display_name="Ada")
     fans = [await signup(client, display_name=f"fan {i}") for i in range(5)]
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     for i, fan in enumerate(fans):
         clock.advance(0.001 * (i % 2))  # two pairs share a millisecond: the id breaks the tie
         assert (await client.post(f"/stories/{story}/view", headers=fan.auth)).status_code == 200
@@ -106,7 +100,7 @@ async def test_viewers_most_recent_first_with_reactions_oldest_first(client, clo
 
 async def test_viewers_are_the_authors_for_seven_days_whatever_became_of_the_story(client, clock):
     ada, bob = await signup(client), await signup(client)
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     await client.post(f"/stories/{story}/view", headers=bob.auth)
     for path in (f"/stories/{story}/viewers", f"/stories/{uuid.uuid4()}/viewers", "/stories/nope/viewers"):
         response = await client.get(path, headers=bob.auth)
@@ -128,7 +122,7 @@ async def test_viewers_are_the_authors_for_seven_days_whatever_became_of_the_sto
 
 async def test_viewers_the_author_blocked_are_left_out(client):
     ada, bob, cy = await signup(client), await signup(client), await signup(client)
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     for viewer in (bob, cy):
         await client.post(f"/stories/{story}/view", headers=viewer.auth)
     assert (await client.post(f"/blocks/{bob.user_id}", headers=ada.auth)).status_code == 200
@@ -141,7 +135,7 @@ async def test_viewers_the_author_blocked_are_left_out(client):
 
 async def test_viewers_limit_and_cursor_are_checked(client):
     ada = await signup(client)
-    story = await post(client, ada)
+    story = await post_story(client, ada)
     for query in ("limit=0", "limit=101", "cursor=abc"):
         response = await client.get(f"/stories/{story}/viewers?{query}", headers=ada.auth)
         assert (response.status_code, (await response.get_json())["error"]) == (400, "invalid_request")

@@ -17,7 +17,7 @@ from stories.api.present import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story
-from tests.helpers import signup
+from tests.helpers import post_story, signup
 
 
 class CountingStore:
@@ -49,12 +49,6 @@ def client(app_deps, counting, metrics):
     return create_app(dataclasses.replace(app_deps, feeds=feeds)).test_client()
 
 
-async def post(client, account, visibility="public", text="hi"):
-    response = await client.post("/stories", json={"text": text, "visibility": visibility}, headers=account.auth)
-    assert response.status_code == 201
-    return (await response.get_json())["id"]
-
-
 async def feed_ids(client, account, query=""):
     response = await client.get(f"/feed{query}", headers=account.auth)
     assert response.status_code == 200
@@ -63,20 +57,20 @@ async def feed_ids(client, account, query=""):
 
 async def test_a_hit_costs_no_database_query_and_others_stories_may_lag(client, counting, metrics):
     alice, bob = await signup(client), await signup(client)
-    first = await post(client, alice)
+    first = await post_story(client, alice)
     assert await feed_ids(client, bob) == [first]
     queries = counting.queries
     assert await feed_ids(client, bob) == [first]
     assert counting.queries == queries
     assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "hit"}) == 1
     # Alice's new public story may reach Bob's cached page late (API.md allows FEED_CACHE_SECONDS).
-    await post(client, alice)
+    await post_story(client, alice)
     assert await feed_ids(client, bob) == [first]
 
 
 async def test_a_cached_page_serves_each_story_as_its_own_read_does(client, metrics):
     alice, bob = await signup(client), await signup(client)
-    story = await post(client, alice, text="as read")
+    story = await post_story(client, alice, text="as read")
     single = await (await client.get(f"/stories/{story}", headers=bob.auth)).get_json()
     for _ in range(2):
         page = await (await client.get("/feed", headers=bob.auth)).get_json()
@@ -87,11 +81,11 @@ async def test_a_cached_page_serves_each_story_as_its_own_read_does(client, metr
 async def test_own_stories_follows_and_unfollows_apply_at_once(client, clock):
     alice, bob = await signup(client), await signup(client)
     assert await feed_ids(client, bob) == []
-    friends = await post(client, alice, "friends")
+    friends = await post_story(client, alice, "friends")
     assert await feed_ids(client, bob) == []
 
     clock.advance(1)
-    own = await post(client, bob, "private")
+    own = await post_story(client, bob, "private")
     assert await feed_ids(client, bob) == [own]
 
     assert (await client.post(f"/follow/{alice.user_id}", headers=bob.auth)).status_code == 200
@@ -104,9 +98,9 @@ async def test_own_stories_follows_and_unfollows_apply_at_once(client, clock):
 async def test_expiry_applies_at_once_and_the_cursor_still_walks_every_story(client, clock, app_deps):
     alice, bob = await signup(client), await signup(client)
     ttl = app_deps.settings.story_ttl_seconds
-    old = await post(client, alice, text="old")
+    old = await post_story(client, alice, text="old")
     clock.advance(ttl / 2)
-    new = await post(client, alice, text="new")
+    new = await post_story(client, alice, text="new")
     assert await feed_ids(client, bob, "?limit=1") == [new]
     assert await feed_ids(client, bob) == [new, old]
     clock.advance(ttl / 2)  # `old` expires; the pages above are still cached
@@ -149,9 +143,9 @@ async def test_blocks_and_unblocks_apply_at_once_to_both_feeds(client, clock, me
     alice, bob = await signup(client), await signup(client)
     await client.post(f"/follow/{alice.user_id}", headers=bob.auth)
     await client.post(f"/follow/{bob.user_id}", headers=alice.auth)
-    alice_public, alice_friends = await post(client, alice), await post(client, alice, "friends")
+    alice_public, alice_friends = await post_story(client, alice), await post_story(client, alice, "friends")
     clock.advance(1)
-    bob_public = await post(client, bob)
+    bob_public = await post_story(client, bob)
     await warm(client, alice, bob)
     assert set(await feed_ids(client, bob)) == {alice_public, alice_friends, bob_public}
 
@@ -169,7 +163,7 @@ async def test_blocks_and_unblocks_apply_at_once_to_both_feeds(client, clock, me
 
 async def test_mutes_and_unmutes_apply_at_once(client):
     alice, bob = await signup(client), await signup(client)
-    story = await post(client, alice)
+    story = await post_story(client, alice)
     await warm(client, bob)
     assert await feed_ids(client, bob) == [story]
     assert (await client.post(f"/mutes/{alice.user_id}", headers=bob.auth)).status_code == 200
@@ -181,9 +175,9 @@ async def test_mutes_and_unmutes_apply_at_once(client):
 
 async def test_a_delete_applies_at_once_to_every_cached_page_holding_the_story(client, clock, counting):
     alice, bob, cy = await signup(client), await signup(client), await signup(client)
-    old = await post(client, alice, text="old")
+    old = await post_story(client, alice, text="old")
     clock.advance(1)
-    doomed = await post(client, alice, text="doomed")
+    doomed = await post_story(client, alice, text="doomed")
     await warm(client, alice, bob, cy)
     page = await (await client.get("/feed?limit=1", headers=bob.auth)).get_json()
     assert [s["id"] for s in page["stories"]] == [doomed]
@@ -220,8 +214,8 @@ async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_re
         for _ in range(2)
     )
     alice, bob, cy = await signup(a), await signup(a), await signup(a)
-    story = await post(a, alice)
-    cy_story = await post(a, cy)
+    story = await post_story(a, alice)
+    cy_story = await post_story(a, cy)
     assert set(await feed_ids(b, bob)) == {story, cy_story}
     assert (await b.get("/feed", headers=bob.auth)).status_code == 200  # cached in B now
 

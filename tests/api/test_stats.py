@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stories.settings import Settings
-from tests.helpers import Account, signup
+from tests.helpers import Account, post_story, signup
 
 DAY = 86_400.0
 # Tokens must outlive the eight days the clock is moved; rate limits are not what is tested here.
@@ -18,13 +18,6 @@ TEN_YEARS = 10 * 365 * 86_400
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_reactions_per_minute=1_000_000)
-
-
-async def post(client: Any, author: Account, visibility: str) -> str:
-    response = await client.post("/stories", json={"text": "hi", "visibility": visibility}, headers=author.auth)
-    assert response.status_code == 201, await response.get_data()
-    story_id: str = (await response.get_json())["id"]
-    return story_id
 
 
 async def view(client: Any, viewer: Account, story_id: str, status: int = 200) -> Any:
@@ -48,14 +41,14 @@ async def test_stats_scenario(client, clock, counters):
     alice, bob, carol, dave = [await signup(client) for _ in range(4)]
 
     # Older than 7 days by the time stats are read: none of its views or reactions count.
-    old = await post(client, alice, "public")
+    old = await post_story(client, alice, "public")
     await view(client, bob, old)
     await view(client, dave, old)
     await react(client, bob, old, "👍")
     clock.advance(7 * DAY + 1)
 
     # Expires before stats are read, but was created within 7 days: it counts.
-    expired = await post(client, alice, "public")
+    expired = await post_story(client, alice, "public")
     await view(client, bob, expired)
     await view(client, carol, expired)
     await react(client, carol, expired, "❤")  # stored as ❤️
@@ -63,7 +56,7 @@ async def test_stats_scenario(client, clock, counters):
     clock.advance(DAY + 60)
     await view(client, dave, expired, status=404)
 
-    friends = await post(client, alice, "friends")
+    friends = await post_story(client, alice, "friends")
     assert (await client.post(f"/follow/{alice.user_id}", headers=bob.auth)).status_code == 200
     first = await view(client, bob, friends)
     clock.advance(5)
@@ -78,12 +71,12 @@ async def test_stats_scenario(client, clock, counters):
     await react(client, bob, friends, "❤")
     await react(client, alice, friends, "😂")  # self-reactions are reactions (only the event is skipped)
 
-    private = await post(client, alice, "private")
+    private = await post_story(client, alice, "private")
     await view(client, alice, private)
     await view(client, bob, private, status=404)
 
     # Another author's story: none of it is alice's.
-    bobs = await post(client, bob, "public")
+    bobs = await post_story(client, bob, "public")
     await view(client, alice, bobs)
     await view(client, carol, bobs)
     await react(client, carol, bobs, "😮")
