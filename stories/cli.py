@@ -86,7 +86,7 @@ _DESCRIPTIONS = {
         "  PORT           the port of --url's default, http://127.0.0.1:$PORT (default 5000)\n"
     ),
     "admin": (
-        "Grant or revoke the moderator role (API.md \"Reports and moderation\") of the user with this email,\n"
+        'Grant or revoke the moderator role (API.md "Reports and moderation") of the user with this email,\n'
         "in the configured database; the change applies to the user's next /admin request on every process\n"
         "and is written to the moderation audit log. Exits 6, with one line on stderr, for an unknown email.\n\n"
         f"Reads:\n{_DATABASE}"

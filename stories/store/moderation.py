@@ -89,7 +89,7 @@ async def aio_file_report(
                     WHERE resolved_at IS NULL AND target_type = '{target_type}'
                     DO UPDATE SET opened_at = report_cases.opened_at
                 RETURNING id""",
-            uuid.uuid4(),
+            report_id,  # a new case is named by its first report: the entry's `report_id` is a report's id
             target_type,
             story_id,
             user_id,
