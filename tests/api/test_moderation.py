@@ -15,6 +15,9 @@ import pytest
 import trio_asyncio
 
 from stories.actors.backlog import ReportBacklog
+from stories.api import create_app
+from stories.api.present import story_fragment
+from stories.feed_cache import FeedCache, RedisVersions
 from stories.store.models import Backlog
 from tests.helpers import post_story, signup, walk_pages
 
@@ -376,3 +379,42 @@ async def test_the_oldest_open_reports_age_is_zero_when_none_is_open(clock, metr
     await backlog.sample()
     assert metrics.registry.get_sample_value("moderation_open_reports") == 0
     assert metrics.registry.get_sample_value("moderation_oldest_open_report_age_seconds") == 0
+
+
+@pytest.mark.redis
+async def test_reports_and_decisions_through_one_process_apply_to_the_next_read_on_another(
+    app_deps, metrics, redis_link, clock
+):
+    """Two processes (two apps with their own page caches), one database, one Redis: what a report or a decision
+    through A hides is gone from the very next read through B, whatever B has cached."""
+    a, b = (
+        create_app(
+            dataclasses.replace(
+                app_deps,
+                feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment),
+            )
+        ).test_client()
+        for _ in range(2)
+    )
+    mod = await moderator(a, app_deps, clock)
+    author, reader, first, second = [await signup(a) for _ in range(4)]
+    reported, held, removed, other = [await post_story(a, author) for _ in range(4)]
+    for account in (reader, first, second):
+        assert {reported, held, removed, other} <= await feed_ids(b, account)  # cached in B
+    # The reporter's own report: gone from their next read on B, no one else's.
+    await report(a, first, f"/stories/{reported}/report")
+    assert reported not in await feed_ids(b, first)
+    assert reported in await feed_ids(b, reader)
+    # The threshold (2 here) holds the story for every cached page.
+    await report(a, first, f"/stories/{held}/report")
+    await report(a, second, f"/stories/{held}/report")
+    assert held not in await feed_ids(b, reader)
+    # A removal, then a suspension.
+    entry_id = await report(a, second, f"/stories/{removed}/report")
+    assert (await resolve(a, mod, entry_id, "remove_story"))[0] == 200
+    assert removed not in await feed_ids(b, reader)
+    assert other in await feed_ids(b, reader)
+    entry_id = await report(a, second, f"/users/{author.user_id}/report")
+    assert (await resolve(a, mod, entry_id, "suspend_user"))[0] == 200
+    assert not {reported, held, removed, other} & await feed_ids(b, reader)
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "bypass"}) is None
