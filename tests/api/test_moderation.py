@@ -252,6 +252,28 @@ async def test_remove_story_deletes_it_for_everyone_as_its_author_would(client, 
     assert [(e["action"], e["target_id"]) for e in await audit(client, mod, {story_id})] == [("remove_story", story_id)]
 
 
+async def test_a_removed_storys_media_is_due_for_the_sweeper(client, app_deps, clock):
+    mod = await moderator(client, app_deps, clock)
+    author, reporter = await signup(client), await signup(client)
+    key = f"uploads/{author.user_id}/{uuid.uuid4().hex}.png"
+    url = app_deps.settings.database_url
+    # The key as POST /upload/presigned issues it (object storage is off here: the story takes it on trust).
+    await fetch(
+        url,
+        "INSERT INTO media_uploads (key, user_id, content_type, size, issued_at) VALUES ($1, $2, 'image/png', 1, $3)",
+        key,
+        uuid.UUID(author.user_id),
+        clock.now(),
+    )
+    response = await client.post("/stories", json={"media_key": key, "visibility": "public"}, headers=author.auth)
+    assert response.status_code == 201
+    story_id = (await response.get_json())["id"]
+    entry_id = await report(client, reporter, f"/stories/{story_id}/report", "nudity")
+    assert (await resolve(client, mod, entry_id, "remove_story"))[0] == 200
+    rows = await fetch(url, "SELECT delete_after, delete_reason FROM media_uploads WHERE key = $1", key)
+    assert (rows[0]["delete_after"], rows[0]["delete_reason"]) == (clock.now(), "story_deleted")
+
+
 async def test_suspend_user_hides_every_story_of_theirs_until_unsuspended(client, app_deps, clock):
     mod = await moderator(client, app_deps, clock)
     author, reader, reporter = await signup(client), await signup(client), await signup(client)
