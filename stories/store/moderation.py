@@ -43,6 +43,20 @@ def _not_visible(target_type: str) -> NotFound:
     return NotFound("no such user")
 
 
+def _open_case_sql(target_type: str) -> str:
+    """The target's open case ($1 its id if new), opened if none: DO UPDATE (a no-op) takes the row lock of an
+    existing one, which serializes the reports of one target until this transaction ends."""
+    column = "story_id" if target_type == "story" else "user_id"
+    return f"""INSERT INTO report_cases (id, target_type, story_id, user_id, opened_at)
+               VALUES ($1, '{target_type}', $2, $3, $4)
+               ON CONFLICT ({column}) WHERE resolved_at IS NULL AND target_type = '{target_type}'
+                   DO UPDATE SET opened_at = report_cases.opened_at
+               RETURNING id"""
+
+
+_OPEN_CASE_SQL = {target_type: _open_case_sql(target_type) for target_type in ("story", "user")}
+
+
 async def aio_file_report(
     pool: asyncpg.Pool,
     reporter_id: UUID,
@@ -71,10 +85,7 @@ async def aio_file_report(
                 return replay
         existing = await _existing_report(conn, reporter_id, target_type, target_id)
         if existing is not None:
-            if claim is not None:
-                await conn.execute(
-                    "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2", reporter_id, claim.key
-                )
+            await _release_key(conn, reporter_id, claim)
             return existing
         user_id = await _visible_target(conn, reporter_id, target_type, target_id, now)
         if user_id is None:
@@ -84,13 +95,8 @@ async def aio_file_report(
             raise InvalidRequest(f"you cannot report {what}")
         story_id = target_id if target_type == "story" else None
         case_id = await conn.fetchval(
-            f"""INSERT INTO report_cases (id, target_type, story_id, user_id, opened_at) VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT ({"story_id" if story_id else "user_id"})
-                    WHERE resolved_at IS NULL AND target_type = '{target_type}'
-                    DO UPDATE SET opened_at = report_cases.opened_at
-                RETURNING id""",
+            _OPEN_CASE_SQL[target_type],
             report_id,  # a new case is named by its first report: the entry's `report_id` is a report's id
-            target_type,
             story_id,
             user_id,
             now,
@@ -114,10 +120,7 @@ async def aio_file_report(
             # The same reporter's concurrent report of this target committed first: it is the existing one.
             raced = await _existing_report(conn, reporter_id, target_type, target_id)
             assert raced is not None  # the unique index that refused this insert holds it
-            if claim is not None:
-                await conn.execute(
-                    "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2", reporter_id, claim.key
-                )
+            await _release_key(conn, reporter_id, claim)
             return raced
         held = False
         if story_id is not None:
