@@ -201,7 +201,6 @@ class Report:
     status: str
     created: bool
     hid_story: bool = False
-    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

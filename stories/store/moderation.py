@@ -136,7 +136,7 @@ async def aio_file_report(
                     hide_threshold,
                 )
             )
-    return Report(report_id, "open", created=True, hid_story=held, reason=reason)
+    return Report(report_id, "open", created=True, hid_story=held)
 
 
 async def _release_key(conn: Connection, user_id: UUID, claim: IdempotencyClaim[Report] | None) -> None:
@@ -148,7 +148,7 @@ async def _release_key(conn: Connection, user_id: UUID, claim: IdempotencyClaim[
 async def _existing_report(conn: Connection, reporter_id: UUID, target_type: str, target_id: UUID) -> Report | None:
     column = "story_id" if target_type == "story" else "user_id"
     row = await conn.fetchrow(
-        f"""SELECT r.id, r.reason, c.resolved_at FROM reports r JOIN report_cases c ON c.id = r.case_id
+        f"""SELECT r.id, c.resolved_at FROM reports r JOIN report_cases c ON c.id = r.case_id
             WHERE r.reporter_id = $1 AND r.target_type = $2 AND r.{column} = $3""",
         reporter_id,
         target_type,
@@ -156,7 +156,7 @@ async def _existing_report(conn: Connection, reporter_id: UUID, target_type: str
     )
     if row is None:
         return None
-    return Report(row["id"], "open" if row["resolved_at"] is None else "resolved", created=False, reason=row["reason"])
+    return Report(row["id"], "open" if row["resolved_at"] is None else "resolved", created=False)
 
 
 async def _visible_target(
