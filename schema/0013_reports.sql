@@ -65,6 +65,9 @@ ALTER TABLE stories ADD COLUMN held_at timestamptz;
 -- Every read leaves out suspended authors' stories with `author_id NOT IN (suspended users)`: this partial index
 -- holds only them, so that list costs one tiny index scan per query.
 CREATE INDEX users_suspended_idx ON users (id) WHERE suspended_at IS NOT NULL;
+-- suspended_at (0011) has had no statistics since it was added: without them the planner guesses that most users
+-- are suspended and scans the whole table for that list, on every read. With them it walks the index above.
+ANALYZE users (suspended_at);
 
 -- What moderators (and the operators who grant the role) did, newest first. Never deleted: retention purges
 -- stories, not this, and target_id has no foreign key so that the entry outlives its target. A moderator who
