@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio_asyncio
 
+from stories.store import queries
 from tests.helpers import post_story, signup
 
 THRESHOLD = 3
@@ -267,3 +268,12 @@ async def test_reports_are_counted_by_reason(client, metrics):
     text = (await (await client.get("/metrics")).get_data()).decode()
     assert 'reports_total{reason="nudity"} 1.0' in text
     assert 'reports_total{reason="self_harm"} 1.0' in text
+
+
+def test_every_read_of_stories_carries_the_one_moderation_fragment():
+    """queries.READABLE is where reports, holds and suspensions hide stories: the point reads (GET, view, react,
+    a report's own target check) and the feed's three branches all include it, so a list built on either does."""
+    assert queries.READABLE in queries._VISIBLE
+    assert queries._VISIBLE in queries.VISIBLE_AUTHOR_SQL
+    for sql in (queries.FEED_SQL, queries.FEED_AFTER_SQL):
+        assert sql.count(queries.READABLE) == 3
