@@ -135,7 +135,7 @@ class AccessWatcher:
         self.horizon = horizon
         self._seen.clear()
         self._synced_at = trio.current_time()
-        log.info("access.loaded", revoked_sessions=len(revoked))
+        log.info("access.loaded", revoked_sessions=len(revoked), poll_seconds=self.poll_seconds)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         if self.horizon is None:
