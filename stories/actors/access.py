@@ -174,7 +174,11 @@ class AccessWatcher:
         self._seen = {row for row in self._seen | set(fresh) if row[0] >= changes.horizon}
         self.horizon = changes.horizon
         self._synced_at = trio.current_time()
-        await self._close_refused_sockets(users)
+        try:
+            await self._close_refused_sockets(users)
+        except Unavailable:
+            self._changed_users |= users  # their sockets are checked again at the next read
+            raise
         self.reads += 1
         done, self._read_done = self._read_done, trio.Event()
         done.set()
