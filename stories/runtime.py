@@ -208,9 +208,7 @@ async def serve(
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
         callers = Callers(tokens, SessionStore(database))
-        access = build_access_watcher(
-            callers, hub, clock, database=database, redis=redis, token_ttl_seconds=settings.jwt_ttl_seconds
-        )
+        access = build_access_watcher(callers, hub, clock, database=database, redis=redis, settings=settings)
         # Before serving: no token of a session revoked earlier may get through this process.
         await access.load()
         async with trio.open_nursery() as actors:

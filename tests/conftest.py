@@ -122,9 +122,7 @@ def app_deps(
         ),
         events=EventLog(store.database),
         # Not running: a test that needs other processes' revocations read asks for `live_access`.
-        access=build_access_watcher(
-            callers, hub, clock, database=store.database, redis=None, token_ttl_seconds=settings.jwt_ttl_seconds
-        ),
+        access=build_access_watcher(callers, hub, clock, database=store.database, redis=None, settings=settings),
     )
 
 

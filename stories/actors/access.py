@@ -33,6 +33,7 @@ from stories.actors.relay import (
     postgres_connector,
 )
 from stories.errors import Unavailable
+from stories.settings import DEFAULT_REFRESH_TOKEN_DAYS
 from stories.store.sessions import AccessLog
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from stories.api.callers import Callers
     from stories.clock import Clock
     from stories.redis import RedisLink
+    from stories.settings import Settings
     from stories.store.database import Database
 
 __all__ = ["ACCESS_CHANNEL", "DEFAULT_POLL_SECONDS", "AccessWatcher", "build_access_watcher"]
@@ -58,8 +60,10 @@ DEFAULT_POLL_SECONDS = 0.5
 IO_SECONDS = 5.0
 # access_changes rows are kept an hour (schema): a process that could not read it for this long reloads instead.
 RELOAD_AFTER_SECONDS = 1800.0
-# How often old rows of the log and revocations whose tokens have all expired are dropped.
+# How often old rows of the log, sessions that cannot be used again and revocations whose tokens have all expired
+# are dropped; at most PRUNE_BATCH sessions at a time.
 PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 500
 
 
 class AccessWatcher:
@@ -79,6 +83,7 @@ class AccessWatcher:
         clock: Clock,
         *,
         token_ttl_seconds: float,
+        refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
     ) -> None:
         self.log = log_reader
@@ -87,6 +92,7 @@ class AccessWatcher:
         self.transport = transport
         self.clock = clock
         self.token_ttl_seconds = token_ttl_seconds
+        self.refresh_token_days = refresh_token_days
         self.poll_seconds = poll_seconds
         self.origin = uuid.uuid4().hex
         self.horizon: int | None = None
@@ -184,8 +190,16 @@ class AccessWatcher:
         done.set()
         if trio.current_time() - self._pruned_at >= PRUNE_EVERY_SECONDS:
             self._pruned_at = trio.current_time()
-            self.callers.drop_expired_revocations(self.clock.now().timestamp())
-            await self.log.prune()
+            await self.prune()
+
+    async def prune(self) -> int:
+        """Forget revocations whose tokens have all expired; drop old change-log rows and sessions that can never
+        be used again (a batch; every process does it, so a busy log still drains). Returns the sessions dropped."""
+        now = self.clock.now()
+        self.callers.drop_expired_revocations(now.timestamp())
+        # A session's last token may be minted at its last refresh: it expires a token lifetime later.
+        ended_before = now - timedelta(seconds=self.token_ttl_seconds)
+        return await self.log.prune(ended_before, now - timedelta(days=self.refresh_token_days), PRUNE_BATCH)
 
     def _apply_revocation(self, session_id: UUID) -> None:
         self.callers.revoke(session_id, self.clock.now().timestamp() + self.token_ttl_seconds)
@@ -236,7 +250,7 @@ class AccessWatcher:
 
 
 def build_access_watcher(
-    callers: Callers, hub: Hub, clock: Clock, *, database: Database, redis: RedisLink | None, token_ttl_seconds: float
+    callers: Callers, hub: Hub, clock: Clock, *, database: Database, redis: RedisLink | None, settings: Settings
 ) -> AccessWatcher:
     """Hints through Redis pub/sub when Redis is configured (as the relay's), else LISTEN/NOTIFY."""
     transport: RelayTransport
@@ -244,4 +258,12 @@ def build_access_watcher(
         transport = RedisTransport(redis, redis.key(ACCESS_CHANNEL))
     else:
         transport = PostgresTransport(postgres_connector(database.dsn), ACCESS_CHANNEL, database.bridge)
-    return AccessWatcher(AccessLog(database), callers, hub, transport, clock, token_ttl_seconds=token_ttl_seconds)
+    return AccessWatcher(
+        AccessLog(database),
+        callers,
+        hub,
+        transport,
+        clock,
+        token_ttl_seconds=settings.jwt_ttl_seconds,
+        refresh_token_days=settings.refresh_token_days,
+    )

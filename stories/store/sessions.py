@@ -261,10 +261,23 @@ async def aio_access_read(pool: asyncpg.Pool, horizon: int) -> AccessChanges:
     return AccessChanges(int(following), [(row["xid"], row["session_id"], row["user_id"]) for row in rows])
 
 
-async def aio_access_prune(pool: asyncpg.Pool) -> int:
+async def aio_access_prune(pool: asyncpg.Pool, ended_before: datetime, idle_before: datetime, limit: int) -> int:
+    """Drop change-log rows older than ACCESS_CHANGES_KEEP, and up to `limit` sessions (their refresh tokens go
+    with them) that can never be used again: revoked before `ended_before` (every token they issued has expired),
+    or idle since before `idle_before` (their refresh token expired). Returns how many sessions went."""
     async with pool.acquire() as conn:
-        status = await conn.execute(
+        await conn.execute(
             f"DELETE FROM access_changes WHERE changed_at < clock_timestamp() - interval '{ACCESS_CHANGES_KEEP}'"
+        )
+        status = await conn.execute(
+            """DELETE FROM sessions WHERE id IN (
+                   SELECT id FROM sessions WHERE revoked_at < $1
+                   UNION ALL
+                   SELECT id FROM sessions WHERE revoked_at IS NULL AND last_used_at < $2 AND last_used_at < $1
+                   LIMIT $3)""",
+            ended_before,
+            idle_before,
+            limit,
         )
     return int(status.split()[-1])
 
@@ -317,8 +330,8 @@ class AccessLog:
     async def read(self, horizon: int) -> AccessChanges:
         return await self.database.call(aio_access_read, horizon)
 
-    async def prune(self) -> int:
-        return await self.database.call(aio_access_prune)
+    async def prune(self, ended_before: datetime, idle_before: datetime, limit: int) -> int:
+        return await self.database.call(aio_access_prune, ended_before, idle_before, limit)
 
     async def user_states(self, user_ids: Collection[UUID]) -> dict[UUID, bool]:
         return await self.database.call(aio_user_states, user_ids)

@@ -337,3 +337,16 @@ async def test_refresh_tokens_expire_with_the_setting(client, clock, app_deps):
     clock.advance(timedelta(days=app_deps.settings.refresh_token_days).total_seconds())
     response = await refresh(client, account.refresh_token)
     assert (response.status_code, (await response.get_json())["error"]) == (401, "invalid_refresh_token")
+
+
+async def test_sessions_that_can_never_be_used_again_are_dropped(client, clock, app_deps):
+    revoked, idle, active = await signup(client), await signup(client), await signup(client)
+    await client.post("/logout", headers=revoked.auth)
+    clock.advance(app_deps.settings.refresh_token_days * 86_400 - 10)
+    assert (await refresh(client, active.refresh_token)).status_code == 200
+    clock.advance(20)
+    await app_deps.access.prune()
+    users = [uuid.UUID(account.user_id) for account in (revoked, idle, active)]
+    rows = await fetch(app_deps, "SELECT user_id FROM sessions WHERE user_id = ANY($1::uuid[])", users)
+    assert [row["user_id"] for row in rows] == [users[2]]
+    assert (await refresh(client, idle.refresh_token)).status_code == 401
