@@ -96,7 +96,6 @@ class AccessWatcher:
         self.poll_seconds = poll_seconds
         self.origin = uuid.uuid4().hex
         self.horizon: int | None = None
-        self.reads = 0
         self._synced_at = 0.0
         self._pruned_at = 0.0
         # Rows read at or above the horizon, which the next read returns again: applied once.
@@ -185,7 +184,6 @@ class AccessWatcher:
         except Unavailable:
             self._changed_users |= users  # their sockets are checked again at the next read
             raise
-        self.reads += 1
         done, self._read_done = self._read_done, trio.Event()
         done.set()
         if trio.current_time() - self._pruned_at >= PRUNE_EVERY_SECONDS:
