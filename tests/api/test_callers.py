@@ -9,7 +9,7 @@ import trio
 
 from stories.api.callers import Callers
 from stories.clock import FixedClock
-from stories.errors import AccountSuspended
+from stories.errors import AccountSuspended, SessionRevoked
 from stories.security import TokenIssuer
 
 SECRET = "callers-test-secret-0123456789abcdef-0123"
@@ -72,9 +72,22 @@ async def test_a_round_of_requests_shares_one_lookup_and_suspension_is_403(autoj
     store = States(frozenset({suspended}))
     callers = Callers(tokens, store)
     users = [uuid.uuid4() for _ in range(50)]
+    issued = [tokens.issue(user_id, uuid.uuid4()) for user_id in users]
     async with trio.open_nursery() as nursery:
-        for user_id in users:
-            nursery.start_soon(callers.authenticate, tokens.issue(user_id, uuid.uuid4()))
+        for token in issued:
+            nursery.start_soon(callers.authenticate, token)
+    assert store.queries == 1
+    # Known callers cost no query: not per request, not for a revoked session either.
+    for token in issued:
+        await callers.authenticate(token)
+    revoked = await callers.authenticate(issued[0])
+    callers.revoke(revoked.session_id, float("inf"))
+    try:
+        await callers.authenticate(issued[0])
+    except SessionRevoked:
+        pass
+    else:
+        raise AssertionError("a revoked session was let in")
     assert store.queries == 1
     try:
         await callers.authenticate(tokens.issue(suspended, uuid.uuid4()))
