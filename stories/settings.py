@@ -52,6 +52,8 @@ DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_REPORT_HIDE_THRESHOLD = 5
+# API.md: a refresh token lives this long from its session's last refresh.
+DEFAULT_REFRESH_TOKEN_DAYS = 30
 DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
 # Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
 DEFAULT_WS_DEAD_AFTER_SECONDS = 60.0
@@ -138,6 +140,7 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     # Distinct reporters that hold a story for review: hidden from all but its author until a moderator decides.
     report_hide_threshold: int = DEFAULT_REPORT_HIDE_THRESHOLD
+    refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS
     ws_ping_interval_seconds: float = DEFAULT_WS_PING_INTERVAL_SECONDS
     ws_dead_after_seconds: float = DEFAULT_WS_DEAD_AFTER_SECONDS
 
@@ -224,6 +227,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
         report_hide_threshold=env.integer("REPORT_HIDE_THRESHOLD", DEFAULT_REPORT_HIDE_THRESHOLD, 1, 1_000_000),
+        refresh_token_days=env.integer("REFRESH_TOKEN_DAYS", DEFAULT_REFRESH_TOKEN_DAYS, 1, 3_650),
         ws_ping_interval_seconds=ws_ping,
         ws_dead_after_seconds=ws_dead_after,
     )

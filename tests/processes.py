@@ -90,6 +90,7 @@ SERVICE_VARIABLES = frozenset(
         "WORKERS",
         "RETENTION_DAYS",
         "REPORT_HIDE_THRESHOLD",
+        "REFRESH_TOKEN_DAYS",
         "MEDIA_URL_SECONDS",
     }
 )

@@ -47,6 +47,7 @@ FULL_ENV = {
     "LOG_LEVEL": "DEBUG",
     "STORIES_ENV": "production",
     "REPORT_HIDE_THRESHOLD": "3",
+    "REFRESH_TOKEN_DAYS": "14",
 }
 
 
@@ -71,6 +72,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.minio_endpoint is None
     assert settings.max_body_bytes == 65_536
     assert settings.report_hide_threshold == 5
+    assert settings.refresh_token_days == 30
 
 
 def test_every_variable_is_parsed() -> None:
@@ -100,6 +102,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.log_level == "debug"
     assert settings.production
     assert settings.report_hide_threshold == 3
+    assert settings.refresh_token_days == 14
 
 
 def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
@@ -121,6 +124,8 @@ def test_blank_values_mean_unset() -> None:
         ("PORT", "-1"),
         ("BCRYPT_COST", "2"),
         ("BCRYPT_COST", "32"),
+        ("REFRESH_TOKEN_DAYS", "0"),
+        ("REFRESH_TOKEN_DAYS", "thirty"),
         ("LOG_LEVEL", "loud"),
         ("DATABASE_URL", "mysql://x"),
         ("DATABASE_URL", "postgres://h:abc/db"),

@@ -53,10 +53,11 @@ async def _moderators_only() -> None:
 
 
 async def suspension_committed(app: AppDeps, user_id: UUID, story_ids: Sequence[UUID]) -> None:
-    """Runs once a suspension has committed (never before, never in its transaction): the suspended user's live
-    stories leave every cached feed at once (their reads already leave them out). The session enforcement's
-    propagation (`403 account_suspended` on every process within 1 s) belongs here, after this line: this is the
-    one call site for everything a suspension must tell other processes."""
+    """Runs once a suspension has committed (never before, never in its transaction): the one place that tells
+    everything else. The user's tokens and logins answer `403 account_suspended` here at once and on every process
+    within 1 s, their sockets close (the access watcher; its trigger-filled log is the net under a lost push); their
+    live stories leave every cached feed at once (every read already leaves them out)."""
+    app.access.account_changed(user_id)
     await app.feeds.stories_hidden(story_ids)
 
 
@@ -122,6 +123,8 @@ async def unsuspend(id: str) -> Response:
     changed = await app.store.unsuspend(current_user_id(), user_id, note, to_millis(app.clock.now()))
     if changed is None:
         raise NotFound("no such user")
+    # Also on a repeat: the first attempt may have committed and been cut off before it told the processes.
+    app.access.account_changed(user_id)
     if changed:
         app.metrics.moderation_actions.labels(action="unsuspend_user").inc()
         log.info("moderation.unsuspended", user_id=str(user_id))

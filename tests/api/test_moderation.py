@@ -288,12 +288,16 @@ async def test_suspend_user_hides_every_story_of_theirs_until_unsuspended(client
     )
     assert rows[0]["suspended_at"] is not None
     assert not {public, friends} & await feed_ids(client, reader)
+    # Their token is refused at once (the session enforcement, told after the commit), their own reads included.
+    refused = await client.get("/me", headers=author.auth)
+    assert (refused.status_code, (await refused.get_json())["error"]) == (403, "account_suspended")
     for story_id in (public, friends):
         assert (await client.get(f"/stories/{story_id}", headers=reader.auth)).status_code == 404
         assert (await client.post(f"/stories/{story_id}/view", headers=reader.auth)).status_code == 404
     clock.advance(1)
     response = await client.post(f"/admin/users/{author.user_id}/unsuspend", headers=mod.auth)
     assert (response.status_code, await response.get_json()) == (200, {"user_id": author.user_id, "suspended": False})
+    assert (await client.get("/me", headers=author.auth)).status_code == 200
     clock.advance(1)
     # Back at once for direct reads; in feeds as other users' new stories are (within FEED_CACHE_SECONDS).
     for story_id in (public, friends):
