@@ -57,3 +57,13 @@ def test_readme_configuration_table_is_one_table_naming_every_variable() -> None
     assert len(table) > 20
     named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(row.split("|")[1] for row in table[2:])))
     assert named == variables_the_service_reads()
+
+
+def test_each_justfile_recipe_has_a_one_line_comment() -> None:
+    """`just --list` shows only the comment line right above a recipe: a second line above it is cut off."""
+    lines = (ROOT / "justfile").read_text().splitlines()
+    recipes = [i for i, line in enumerate(lines) if re.match(r"^[a-z][\w-]*( [^:=]*)?:(?!=)", line)]
+    assert len(recipes) > 5
+    for i in recipes:
+        assert lines[i - 1].startswith("# "), lines[i]
+        assert not lines[i - 2].startswith("#"), f"a two-line comment above {lines[i]!r}"
