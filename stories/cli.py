@@ -27,7 +27,7 @@ from stories.settings import MAX_WORKERS, Settings, load_settings, mask_url
 from stories.workers import serve_workers
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Sequence
     from typing import TextIO
 
 __all__ = ["listening_line", "main"]
@@ -166,12 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_code = 0
     try:
         if args.command == "serve" and settings.workers > 1 and not args.child:
-            trio.run(_serve_announced, serve_workers, settings)
+            trio.run(partial(serve_workers, settings, task_status=_Announce()))
         elif args.command == "serve" and not args.child:
             # The port first, before the embedded database and object store start: a second `stories serve`
             # on a taken port says so at once. The server then serves on this very socket.
             with hold_port(settings) as held:
-                trio.run(_serve_announced, partial(runtime.serve, held=held), settings)
+                trio.run(partial(runtime.serve, settings, held=held, task_status=_Announce()))
         elif args.command == "serve":
             trio.run(runtime.serve, settings)  # a --workers child: its parent says where they listen
         elif args.command == "worker":
@@ -224,10 +224,12 @@ def listening_line(binds: Sequence[str], stdout: TextIO) -> str | None:
     return f"Stories listening on http://localhost:{port} (Ctrl-C to stop)"
 
 
-async def _serve_announced(serve: Callable[..., Awaitable[None]], settings: Settings) -> None:
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve, settings)
-        line = listening_line(binds, sys.stdout)
+class _Announce(trio.TaskStatus[list[str]]):
+    """The task_status `stories serve` reports its addresses to: prints `listening_line` on a terminal. Not
+    nursery.start: a signal during start-up ends the start without ever reporting, and that is a clean exit."""
+
+    def started(self, value: list[str] | None = None) -> None:
+        line = listening_line(value or [], sys.stdout)
         if line is not None:
             print(line, flush=True)
 

@@ -372,3 +372,16 @@ async def test_on_a_terminal_serve_also_says_where_it_listens_for_people(databas
     port = listening["binds"][0].rsplit(":", 1)[1]
     assert f"Stories listening on http://localhost:{port} (Ctrl-C to stop)" in text.splitlines()
     assert process.returncode == 0
+
+
+async def test_a_signal_during_start_up_stops_the_start_with_exit_0(tmp_path):
+    """While the database does not answer yet (retried for up to 30 s), SIGTERM ends the start quietly."""
+    env = base_env(tmp_path, DATABASE_URL="postgres://nobody@127.0.0.1:1/none", MINIO_ENDPOINT="off")
+    async with stories_serve(env, tmp_path) as serving:
+        with trio.fail_after(START_LIMIT_SECONDS):
+            await serving.wait_for("db.connect_failed")
+        serving.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
+            await serving.process.wait()
+    assert serving.process.returncode == 0, serving.describe()
+    assert b"Traceback" not in serving.stderr, serving.describe()
