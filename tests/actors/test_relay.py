@@ -19,11 +19,9 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import orjson
 import pytest
 import trio
-import trio_asyncio
 
 from stories.actors.hub import Hub, Mailbox
 from stories.actors.messages import EventId
@@ -43,6 +41,7 @@ from stories.redis import RedisUnavailable, open_redis
 from stories.store.events import TAIL_APPLICATION_NAME, TailPage, open_tail, tail_connector
 from stories.store.models import Story
 from tests.conftest import START
+from tests.sql import sql_connection
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -127,19 +126,13 @@ async def running(*relays: EventRelay) -> AsyncIterator[None]:
 
 
 async def terminate(database_url: str, *application_names: str) -> int:
-    async def kill() -> int:
-        conn = await asyncpg.connect(database_url)
-        try:
-            killed: int = await conn.fetchval(
-                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE datname = current_database() AND application_name = ANY($1::text[])""",
-                list(application_names),
-            )
-            return killed
-        finally:
-            await conn.close()
-
-    return int(await trio_asyncio.aio_as_trio(kill)())
+    async with sql_connection(database_url) as conn:
+        killed = await conn.fetchval(
+            """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE datname = current_database() AND application_name = ANY($1::text[])""",
+            list(application_names),
+        )
+    return int(killed)
 
 
 def test_feed_drops_and_marks_the_place_of_the_loss() -> None:

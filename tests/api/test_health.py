@@ -39,7 +39,7 @@ async def test_healthz_ok(client):
     assert await healthz(client) == (200, UP)
 
 
-async def test_healthz_follows_the_database_down_and_back(aio_loop, relay, settings, app_deps):
+async def test_healthz_follows_the_database_down_and_back(relay, settings, app_deps):
     async with open_database(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as database:
         client = create_app(dataclasses.replace(app_deps, store=Store(database))).test_client()
         with trio.fail_after(20):
@@ -60,7 +60,7 @@ async def test_healthz_follows_the_database_down_and_back(aio_loop, relay, setti
             assert response.status_code == 201
 
 
-async def test_healthz_answers_in_bounded_time_when_the_database_hangs(aio_loop, relay, settings, app_deps):
+async def test_healthz_answers_in_bounded_time_when_the_database_hangs(relay, settings, app_deps):
     async with open_database(via(relay, settings.database_url), data_dir=settings.data_dir, pool_size=2) as database:
         client = create_app(dataclasses.replace(app_deps, store=Store(database))).test_client()
         assert await healthz(client) == (200, UP)
