@@ -18,6 +18,7 @@ import structlog
 import trio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
+from stories.actors.access import AccessWatcher, build_access_watcher
 from stories.actors.counters import CounterFlusher
 from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
@@ -40,6 +41,7 @@ from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
+from stories.store.sessions import SessionStore
 from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -138,12 +140,16 @@ def actor_specs(
     limiter: BucketKeeper,
     relay: EventRelay,
     counters: CounterFlusher,
+    access: AccessWatcher,
     media: StorageLink | None = None,
 ) -> Sequence[ActorSpec]:
     return [
         metrics_spec(metrics, store.database),
         ActorSpec("ratelimit", limiter.run),
         ActorSpec("relay", relay.run),
+        # Two actors: reading the change log must go on whatever the broker does (a poll bounds a lost push).
+        ActorSpec("access", access.run),
+        ActorSpec("access_push", access.listen),
         ActorSpec("counters", counters.run),
         *([ActorSpec("storage", media.run)] if media is not None else []),
         expiry_spec(settings, store, clock, metrics, media),
@@ -201,9 +207,13 @@ async def serve(
         relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
+        callers = Callers(tokens, SessionStore(database))
+        access = build_access_watcher(callers, hub, clock, database=database, redis=redis, settings=settings)
+        # Before serving: no token of a session revoked earlier may get through this process.
+        await access.load()
         async with trio.open_nursery() as actors:
             actors.start_soon(hub.close_all_on, life.shutdown)
-            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, media):
+            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, access, media):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
@@ -217,10 +227,11 @@ async def serve(
                     redis=redis,
                     hub=hub,
                     relay=relay,
-                    callers=Callers(tokens, store),
+                    callers=callers,
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
                     events=EventLog(database),
+                    access=access,
                     media=media,
                     life=life,
                 )

@@ -46,7 +46,7 @@ async def story(client):
 @pytest.mark.parametrize(("method", "template", "body"), ROUTES)
 async def test_a_token_for_a_user_who_never_existed_is_401(client, app_deps, story, method, template, body):
     author, story_id = story
-    ghost = {"Authorization": f"Bearer {app_deps.tokens.issue(uuid.uuid4())}"}
+    ghost = {"Authorization": f"Bearer {app_deps.tokens.issue(uuid.uuid4(), uuid.uuid4())}"}
     response = await _call(client, method, template.format(story=story_id, author=author.user_id), body, ghost)
     assert response.status_code == 401, await response.get_data()
     assert (await response.get_json())["error"] == "unauthorized"

@@ -45,12 +45,12 @@ WAIT = 10.0
 
 
 class EveryoneExists:
-    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-        return set(user_ids)
+    async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        return dict.fromkeys(user_ids, False)
 
 
 class StoreDown:
-    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
         raise StoreUnavailable("the database is unreachable")
 
 
@@ -80,7 +80,7 @@ class Server:
     port: int
 
     def token(self, user_id: uuid.UUID) -> str:
-        return self.deps.tokens.issue(user_id)
+        return self.deps.tokens.issue(user_id, uuid.uuid4())
 
     def sample(self, name: str) -> float | None:
         return self.deps.metrics.registry.get_sample_value(name)
@@ -152,7 +152,10 @@ async def connected(server: Server, count: int) -> None:
         ("?token=not-a-jwt", [], "malformed"),
         ("", [("Authorization", "Basic dXNlcjpwYXNz")], "Bearer"),
         (
-            "?token=" + TokenIssuer("another-secret-0123456789abcdef-0123", 60, FixedClock(NOW)).issue(uuid.uuid4()),
+            "?token="
+            + TokenIssuer("another-secret-0123456789abcdef-0123", 60, FixedClock(NOW)).issue(
+                uuid.uuid4(), uuid.uuid4()
+            ),
             [],
             "signature",
         ),
@@ -173,7 +176,9 @@ async def test_bad_or_missing_token_is_refused_with_401_before_the_upgrade(
 
 async def test_expired_token_is_refused() -> None:
     async with running() as server:
-        expired = TokenIssuer(SECRET, 60, FixedClock(datetime(2026, 1, 1, tzinfo=UTC))).issue(uuid.uuid4())
+        expired = TokenIssuer(SECRET, 60, FixedClock(datetime(2026, 1, 1, tzinfo=UTC))).issue(
+            uuid.uuid4(), uuid.uuid4()
+        )
         rejected = await refused(server, f"?token={expired}")
         assert rejected.status_code == 401
         assert b"expired" in rejected.body
