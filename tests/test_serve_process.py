@@ -18,15 +18,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import trio
-import trio_asyncio
 
+from stories.store.bridge import Bridge
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD
 from tests.processes import SERVICE_VARIABLES
+from tests.sql import SqlConnection, connect_sql
 
 SHUTDOWN_LIMIT_SECONDS = 10.0
 START_LIMIT_SECONDS = 60.0
@@ -129,24 +129,23 @@ async def listening_url(serving: ServeProcess, limit: float) -> str:
     return url
 
 
-async def admin_connection(database_url: str) -> asyncpg.Connection:
-    connection: asyncpg.Connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    return connection
+async def admin_connection(bridge: Bridge, database_url: str) -> SqlConnection:
+    return await connect_sql(bridge, database_url)
 
 
-async def wait_until_blocked_on_a_lock(admin: asyncpg.Connection) -> None:
+async def wait_until_blocked_on_a_lock(admin: SqlConnection) -> None:
     query = """SELECT count(*) FROM pg_stat_activity
                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%'"""
     while True:
         # Inside a transaction the activity view is a snapshot taken at first use: refresh it each time.
-        await trio_asyncio.aio_as_trio(admin.execute)("SELECT pg_stat_clear_snapshot()")
-        if await trio_asyncio.aio_as_trio(admin.fetchval)(query):
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        if await admin.fetchval(query):
             return
         await trio.sleep(POLL_SECONDS)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, database_url, tmp_path, signum):
+async def test_signal_drains_the_in_flight_request_and_exits_0(bridge, database_url, tmp_path, signum):
     env = base_env(tmp_path, DATABASE_URL=database_url)
     async with stories_serve(env, tmp_path) as serving, httpx.AsyncClient(timeout=30) as http:
         url = await listening_url(serving, START_LIMIT_SECONDS)
@@ -155,10 +154,9 @@ async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, databas
         assert response.json()["checks"]["db"] == "ok"
 
         # Hold a lock that the signup's INSERT waits on: the request is provably in flight, in the app.
-        admin = await admin_connection(database_url)
-        transaction = admin.transaction()
-        await trio_asyncio.aio_as_trio(transaction.start)()
-        await trio_asyncio.aio_as_trio(admin.execute)("LOCK TABLE users IN EXCLUSIVE MODE")
+        admin = await admin_connection(bridge, database_url)
+        await admin.execute("BEGIN")
+        await admin.execute("LOCK TABLE users IN EXCLUSIVE MODE")
         answers: list[httpx.Response] = []
         email = f"drain-{uuid.uuid4().hex[:8]}@example.com"
 
@@ -174,12 +172,12 @@ async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, databas
                 signalled = trio.current_time()
                 with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
                     await serving.wait_for("shutdown.requested")
-                await trio_asyncio.aio_as_trio(transaction.rollback)()
+                await admin.execute("ROLLBACK")
                 with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
                     await serving.process.wait()
                 elapsed = trio.current_time() - signalled
         finally:
-            await trio_asyncio.aio_as_trio(admin.close)()
+            await admin.close()
 
     assert serving.process.returncode == 0, serving.describe()
     assert elapsed < SHUTDOWN_LIMIT_SECONDS
