@@ -46,6 +46,7 @@ from stories.store.sessions import SessionStore
 from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Sequence
     from contextlib import AbstractAsyncContextManager
 
@@ -187,19 +188,23 @@ async def serve(
     settings: Settings,
     *,
     clock: Clock | None = None,
+    held: socket.socket | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole service until a signal; reports the bound HTTP addresses once listening."""
+    """Run the whole service until a signal; reports the bound HTTP addresses once listening. `held`: the
+    listening socket to serve on, taken before this started (stories.api.server.hold_port)."""
     clock = clock or SystemClock()
     secret = _jwt_secret(settings)
     metrics = Metrics()
     metrics.watch_gc()
     passwords = PasswordHasher(settings.bcrypt_cost)
+    # The embedded object store before the database: it locks DATA_DIR, so a second `stories serve` on one
+    # DATA_DIR stops there, before an embedded database starts for nothing.
     async with (
         signals_handled() as life,
+        open_storage(settings) as media,
         open_store_for(settings) as database,
         open_redis(settings.redis_url) as redis,
-        open_storage(settings) as media,
     ):
         await migrate(database)
         await passwords.prepare()  # one hash: measures the hash time and builds the dummy for unknown emails
@@ -240,7 +245,7 @@ async def serve(
             )
             tune_gc()
             life.started = True
-            await serve_http(app, settings, life.shutdown, task_status=task_status)
+            await serve_http(app, settings, life.shutdown, held=held, task_status=task_status)
             actors.cancel_scope.cancel("http drained")
     log.info("shutdown.complete")
 

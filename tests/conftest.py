@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio_asyncio
 
 from stories.actors.access import AccessWatcher, build_access_watcher
 from stories.actors.counters import CounterFlusher
@@ -65,19 +64,13 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def aio_loop() -> AsyncIterator[None]:
-    async with trio_asyncio.open_loop():
-        yield
-
-
-@pytest.fixture
 async def bridge() -> AsyncIterator[Bridge]:
     async with open_bridge() as bridge:
         yield bridge
 
 
 @pytest.fixture
-async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
+async def store(settings: Settings) -> AsyncIterator[Store]:
     async with open_database(settings.database_url, data_dir=settings.data_dir, pool_size=4) as database:
         yield Store(database)
 

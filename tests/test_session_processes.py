@@ -11,14 +11,13 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-import asyncpg
 import httpx
 import pytest
 import trio
-import trio_asyncio
 from trio_websocket import ConnectionClosed
 
 from tests.processes import Account, ServerProcess, open_socket, signup, stories_serve_many, wait_for_connections
+from tests.sql import sql_connection
 
 if TYPE_CHECKING:
     pass
@@ -56,14 +55,11 @@ async def closed_with(socket) -> int:  # type: ignore[no-untyped-def]
 
 
 async def sql(database_url: str, statement: str, *args: object) -> None:
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        await trio_asyncio.aio_as_trio(connection.execute)(statement, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+    async with sql_connection(database_url) as connection:
+        await connection.execute(statement, *args)
 
 
-async def test_revocation_suspension_and_deletion_reach_the_other_process(aio_loop, database_url, tmp_path, relay_env):
+async def test_revocation_suspension_and_deletion_reach_the_other_process(database_url, tmp_path, relay_env):
     async with AsyncExitStack() as stack:
         a, b = await stack.enter_async_context(
             stories_serve_many(database_url, {"A": tmp_path / "A", "B": tmp_path / "B"}, **relay_env)

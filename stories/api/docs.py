@@ -1301,7 +1301,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "get": _operation(
                 "metrics",
                 "operations",
-                "Prometheus metrics (README.md's Operations section lists them)",
+                "Prometheus metrics (docs/operations.md lists them)",
                 {
                     "200": {
                         "description": "Prometheus text format 0.0.4",

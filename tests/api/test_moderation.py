@@ -10,9 +10,7 @@ import dataclasses
 import uuid
 from datetime import timedelta
 
-import asyncpg
 import pytest
-import trio_asyncio
 
 from stories.actors.backlog import ReportBacklog
 from stories.api import create_app
@@ -20,6 +18,7 @@ from stories.api.present import story_fragment
 from stories.feed_cache import FeedCache, RedisVersions
 from stories.store.models import Backlog
 from tests.helpers import post_story, signup, walk_pages
+from tests.sql import sql_connection
 
 THRESHOLD = 2
 
@@ -30,11 +29,8 @@ def settings(settings):
 
 
 async def fetch(database_url, sql, *args):
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        return await trio_asyncio.aio_as_trio(conn.fetch)(sql, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(conn.close)()
+    async with sql_connection(database_url) as conn:
+        return await conn.fetch(sql, *args)
 
 
 async def moderator(client, app_deps, clock):

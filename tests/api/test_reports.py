@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from stories.store import queries
 from tests.helpers import post_story, signup
+from tests.sql import sql_connection
 
 THRESHOLD = 3
 
@@ -23,11 +22,8 @@ def settings(settings):
 
 
 async def fetch(database_url, sql, *args):
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        return await trio_asyncio.aio_as_trio(conn.fetch)(sql, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(conn.close)()
+    async with sql_connection(database_url) as conn:
+        return await conn.fetch(sql, *args)
 
 
 async def feed_ids(client, account):
