@@ -19,6 +19,7 @@ import trio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
 from stories.actors.access import AccessWatcher, build_access_watcher
+from stories.actors.backlog import ReportBacklog
 from stories.actors.counters import CounterFlusher
 from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
     from stories.redis import RedisLink
 
-__all__ = ["run_migrations", "seed", "serve", "worker"]
+__all__ = ["run_migrations", "seed", "serve", "set_moderator", "worker"]
 
 log = structlog.get_logger()
 
@@ -152,6 +153,7 @@ def actor_specs(
         ActorSpec("access", access.run),
         ActorSpec("access_push", access.listen),
         ActorSpec("counters", counters.run),
+        ActorSpec("backlog", ReportBacklog(store, clock, metrics).run),
         *([ActorSpec("storage", media.run)] if media is not None else []),
         expiry_spec(settings, store, clock, metrics, media),
     ]
@@ -251,6 +253,14 @@ async def serve(
 async def run_migrations(settings: Settings) -> None:
     async with signals_handled(), open_store_for(settings, pool_size=1) as database:
         await migrate(database)
+
+
+async def set_moderator(settings: Settings, email: str, *, grant: bool) -> bool | None:
+    """`stories admin grant|revoke`: migrate, then grant or revoke the role. None for an unknown email, else
+    whether anything changed."""
+    async with signals_handled(), open_store_for(settings, pool_size=1) as database:
+        await migrate(database)
+        return await Store(database).set_moderator(email, grant, SystemClock().now())
 
 
 async def worker(

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response, request
 
 from stories import __version__
+from stories.api.admin import ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_REPORTS_LIMIT, STATUSES
 from stories.api.bodies import json_response
 from stories.api.deps import deps
 from stories.api.events import MAX_EVENTS_LIMIT
 from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
 from stories.api.paging import MAX_LIMIT
 from stories.api.profiles import DEFAULT_LIST_LIMIT
+from stories.api.reports import MAX_NOTE_LENGTH, REPORT_REASONS
 from stories.api.stories import (
     DEFAULT_FEED_LIMIT,
     DEFAULT_VIEWERS_LIMIT,
@@ -322,9 +324,12 @@ STORY_EXAMPLE = {
 USERS_EXAMPLE = {"users": [{"user_id": BOB, "display_name": "Bob", "followed_at": AT}], "next_cursor": None}
 
 
+_FOLLOW_COUNTS = {"followers": _COUNT, "following": _COUNT}
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route `create_app` serves, with this process's limits."""
-    counts = {"followers": _COUNT, "following": _COUNT}
+    counts = _FOLLOW_COUNTS
     emoji = {"enum": list(REACTION_EMOJIS)}
     schemas: dict[str, Any] = {
         "Error": {
@@ -1347,6 +1352,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             )
         },
     }
+    schemas |= _moderation_schemas()
+    paths |= _moderation_paths(bad_request | unauthorized | not_found | unavailable)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1371,6 +1378,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             {"name": "stats", "description": "your figures"},
             {"name": "media", "description": "uploads, straight to the object store"},
             {"name": "realtime", "description": "the WebSocket"},
+            {"name": "reports", "description": "report a story or a user"},
+            {
+                "name": "moderation",
+                "description": "the reports queue, decisions, suspensions and the audit log: moderators only "
+                "(`stories admin grant <email>`); everyone else gets 404",
+            },
             {"name": "operations", "description": "probes, metrics and this document"},
         ],
         "paths": paths,
@@ -1387,6 +1400,247 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports and moderation
+
+REPORT = "5d41402a-bc4b-4a76-9b19-9c9bd3f0c2a1"
+REPORT_EXAMPLE = {"report_id": REPORT, "status": "open"}
+_NOTE = {
+    "type": ["string", "null"],
+    "maxLength": MAX_NOTE_LENGTH,
+    "description": f"at most {MAX_NOTE_LENGTH} characters",
+}
+REPORT_ENTRY_EXAMPLE = {
+    "report_id": REPORT,
+    "target_type": "story",
+    "target_id": STORY,
+    "reasons": {"spam": 3, "hate": 2},
+    "reporters": 5,
+    "first_reported_at": AT,
+    "status": "resolved",
+    "user_suspended": False,
+    "resolution": {"action": "remove_story", "note": "scam link", "resolved_at": AT, "moderator_id": BOB},
+    "story": {**STORY_EXAMPLE, "media_url": None},
+}
+AUDIT_EXAMPLE = {
+    "actor_id": BOB,
+    "action": "remove_story",
+    "target_type": "story",
+    "target_id": STORY,
+    "note": "scam link",
+    "at": AT,
+}
+
+
+def _moderation_schemas() -> dict[str, Any]:
+    target_type = {"enum": ["story", "user"]}
+    return {
+        "Report": _object({"report_id": _UUID, "status": {"enum": list(STATUSES)}}),
+        "ReportEntry": _object(
+            {
+                "report_id": {**_UUID, "description": "names the entry (its first report); resolve takes it"},
+                "target_type": target_type,
+                "target_id": _UUID,
+                "reasons": {
+                    "type": "object",
+                    "propertyNames": {"enum": list(REPORT_REASONS)},
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                    "description": "reports per reason",
+                },
+                "reporters": {"type": "integer", "minimum": 1},
+                "first_reported_at": _TIME,
+                "status": {"enum": list(STATUSES)},
+                "user_suspended": {
+                    "type": "boolean",
+                    "description": "whether the reported user (or the story's author) is suspended now",
+                },
+                "resolution": {
+                    "oneOf": [
+                        {"type": "null"},
+                        _object(
+                            {
+                                "action": {"enum": list(ACTIONS)},
+                                "note": {"type": ["string", "null"]},
+                                "resolved_at": _TIME,
+                                "moderator_id": {**_UUID, "type": ["string", "null"]},
+                            }
+                        ),
+                    ]
+                },
+                "story": {**_ref("Story"), "description": "story reports: the story as its author sees it, any state"},
+                "user": _object(
+                    {"user_id": _UUID, "display_name": _DISPLAY_NAME, "created_at": _TIME, **_FOLLOW_COUNTS}
+                ),
+            },
+            optional=("story", "user"),
+        ),
+        "ReportPage": _page("reports", _ref("ReportEntry")),
+        "AuditEntry": _object(
+            {
+                "actor_id": {
+                    **_UUID,
+                    "type": ["string", "null"],
+                    "description": "the moderator; null for an operator's grant or revoke, or a deleted account",
+                },
+                "action": {
+                    "enum": [*ACTIONS, "unsuspend_user", "grant_moderator", "revoke_moderator"],
+                },
+                "target_type": target_type,
+                "target_id": _UUID,
+                "note": {"type": ["string", "null"]},
+                "at": _TIME,
+            }
+        ),
+        "AuditPage": _page("entries", _ref("AuditEntry")),
+    }
+
+
+def _moderation_paths(errors: dict[str, Any]) -> dict[str, Any]:
+    """`errors`: the 400, 401, 404 and 503 references."""
+    bad_body = _responses("BadRequest", "PayloadTooLarge", "UnsupportedMediaType")
+    report_body = {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {"reason": {"enum": list(REPORT_REASONS)}, "note": _NOTE},
+    }
+    reused = {
+        "422": _error(
+            "idempotency_key_reused: this Idempotency-Key came with another body or target",
+            ("idempotency_key_reused",),
+            _error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        )
+    }
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h (as for POST /stories)",
+        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+        "example": "c1a0-report-1",
+    }
+
+    def report(operation_id: str, what: str) -> dict[str, Any]:
+        return {
+            "post": _operation(
+                operation_id,
+                "reports",
+                f"Report {what}",
+                {
+                    "201": _json(
+                        _ref("Report"),
+                        "filed (or, for a retry with the same Idempotency-Key and body, the original report)",
+                        REPORT_EXAMPLE,
+                    ),
+                    "200": _json(_ref("Report"), "you had reported it already: your existing report", REPORT_EXAMPLE),
+                    **errors,
+                    **bad_body,
+                    **reused,
+                },
+                description=f"Only for {what} you may see (else 404); yourself or your own story: 400. One report "
+                "per reporter and target. A reported story leaves your reads at once; REPORT_HIDE_THRESHOLD "
+                "reporters hide it from everyone but its author until a moderator decides.",
+                body=report_body,
+                body_example={"reason": "spam", "note": "links to a scam"},
+                parameters=[*_path_id("id", "story" if what == "a story" else "user"), idempotency_key],
+            )
+        }
+
+    moderators_only = " Moderators only: 404 (as an unknown route) to everyone else."
+    entry = _json(_ref("ReportEntry"), "the entry, resolved", REPORT_ENTRY_EXAMPLE)
+    conflict = {
+        "409": _error(
+            "own_case: the report is about you or your story (another moderator must decide); already_resolved: "
+            "it was decided otherwise before",
+            ("own_case", "already_resolved"),
+            _error_example("already_resolved", "this report was already resolved with dismiss"),
+        )
+    }
+    unsuspend = _operation(
+        "unsuspendUser",
+        "moderation",
+        "Lift a user's suspension",
+        {
+            "200": _json(
+                _object({"user_id": _UUID, "suspended": {"const": False}}),
+                "not suspended (any more); idempotent",
+                {"user_id": BOB, "suspended": False},
+            ),
+            **errors,
+            **bad_body,
+            "409": _error(
+                "own_case: your own account",
+                ("own_case",),
+                _error_example("own_case", "another moderator must decide about your own account"),
+            ),
+        },
+        description="Audited (with the optional note) when it changes anything." + moderators_only,
+        body={"type": "object", "properties": {"note": _NOTE}},
+        body_example={"note": "appeal accepted"},
+        parameters=_path_id("id", "user"),
+    )
+    unsuspend["requestBody"]["required"] = False
+    return {
+        "/stories/{id}/report": report("reportStory", "a story"),
+        "/users/{id}/report": report("reportUser", "a user"),
+        "/admin/reports": {
+            "get": _operation(
+                "listReports",
+                "moderation",
+                "The reports queue, one entry per reported target",
+                {
+                    "200": _json(
+                        _ref("ReportPage"), "a page", {"reports": [REPORT_ENTRY_EXAMPLE], "next_cursor": None}
+                    ),
+                    **errors,
+                },
+                description="open: oldest first (the queue); resolved: latest decision first." + moderators_only,
+                parameters=[
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "open (default) or resolved (400 else)",
+                        "schema": {"enum": list(STATUSES), "default": "open"},
+                    },
+                    *_paging(DEFAULT_REPORTS_LIMIT),
+                ],
+            )
+        },
+        "/admin/reports/{id}/resolve": {
+            "post": _operation(
+                "resolveReport",
+                "moderation",
+                "Decide a reported target",
+                {"200": entry, **errors, **bad_body, **conflict},
+                description="dismiss: a held story is visible again; remove_story: deleted for everyone as by its "
+                "author (400 for a user report); suspend_user: the user (or the story's author) is suspended, "
+                "their stories leave every read. One transaction with its audit entry; the same decision again "
+                "answers the entry unchanged. The id is the entry's report_id or any report's id in it."
+                + moderators_only,
+                body={
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {"action": {"enum": list(ACTIONS)}, "note": _NOTE},
+                },
+                body_example={"action": "remove_story", "note": "scam link"},
+                parameters=_path_id("id", "report"),
+            )
+        },
+        "/admin/users/{id}/unsuspend": {"post": unsuspend},
+        "/admin/audit": {
+            "get": _operation(
+                "listAudit",
+                "moderation",
+                "Every moderator action, newest first",
+                {
+                    "200": _json(_ref("AuditPage"), "a page", {"entries": [AUDIT_EXAMPLE], "next_cursor": None}),
+                    **errors,
+                },
+                description="Kept forever: retention never deletes it." + moderators_only,
+                parameters=_paging(DEFAULT_AUDIT_LIMIT),
+            )
+        },
     }
 
 
