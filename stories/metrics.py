@@ -58,6 +58,9 @@ class Metrics:
         self.feed_cache_requests = Counter(
             "feed_cache_requests", "Feed pages asked of the feed cache, by result", ["result"], registry=r
         )
+        self.tray_cache_requests = Counter(
+            "tray_cache_requests", "Tray pages asked of the tray cache, by result", ["result"], registry=r
+        )
         self.gc_pauses = Histogram(
             "python_gc_pause_seconds",
             "Time the process stood still in the cycle collector, by generation",

@@ -25,7 +25,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
-from stories.api.present import story_fragment
+from stories.api.present import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
@@ -41,6 +41,7 @@ from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
 from stories.store.uploads import Uploads
+from stories.tray_cache import CLOCK_SLACK, LocalSeenLog, RedisSeenLog, SeenLog, TrayCache
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -164,6 +165,17 @@ def feed_cache(settings: Settings, store: Store, redis: RedisLink | None, metric
     return FeedCache(store, versions, metrics, ttl, present=story_fragment)
 
 
+def tray_cache(feeds: FeedCache, store: Store, redis: RedisLink | None, metrics: Metrics) -> TrayCache:
+    """The tray reads under the feed cache's versions and lifetime (off when it is), with the seen log next to
+    them: in Redis when the versions are."""
+    seen: SeenLog
+    if redis is not None:
+        seen = RedisSeenLog(redis, timedelta(seconds=feeds.ttl) + CLOCK_SLACK)
+    else:
+        seen = LocalSeenLog(feeds.ttl)
+    return TrayCache(store, feeds.versions, seen, metrics, feeds.ttl, present=story_head)
+
+
 def _jwt_secret(settings: Settings) -> str:
     secret, generated = resolve_jwt_secret(settings)
     if generated:
@@ -201,6 +213,7 @@ async def serve(
         relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
+        feeds = feed_cache(settings, store, redis, metrics)
         async with trio.open_nursery() as actors:
             actors.start_soon(hub.close_all_on, life.shutdown)
             for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, media):
@@ -219,7 +232,8 @@ async def serve(
                     relay=relay,
                     callers=Callers(tokens, store),
                     counters=counters,
-                    feeds=feed_cache(settings, store, redis, metrics),
+                    feeds=feeds,
+                    trays=tray_cache(feeds, store, redis, metrics),
                     events=EventLog(database),
                     media=media,
                     life=life,

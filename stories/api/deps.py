@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from stories.settings import Settings
     from stories.store import Store
     from stories.store.events import EventLog
+    from stories.tray_cache import TrayCache
 
 __all__ = ["AppDeps", "StoriesApp", "current_user_id", "deps"]
 
@@ -57,6 +58,7 @@ class AppDeps:
     callers: Callers
     counters: CounterFlusher
     feeds: FeedCache
+    trays: TrayCache
     events: EventLog
     # None: object storage is off (MINIO_ENDPOINT=off, or nothing installed to embed).
     media: StorageLink | None = None

@@ -24,6 +24,7 @@ __all__ = [
     "Replay",
     "Stats",
     "Story",
+    "TrayStory",
     "User",
     "View",
     "Viewer",
@@ -181,3 +182,11 @@ class Mute:
     muter_id: UUID
     muted_id: UUID
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TrayStory:
+    """A story of the reader's tray or of an author's stories, and when the reader viewed it (None: never)."""
+
+    story: Story
+    viewed_at: datetime | None

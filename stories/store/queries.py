@@ -287,23 +287,19 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
     return None if row is None else _story(row)
 
 
-def _feed_sql(with_cursor: bool) -> str:
-    """The feed as three index-ordered branches merged by one sort, each bounded by the page size ($3).
+def feed_stories(after: str = "", order: str = "") -> str:
+    """What the feed of viewer $1 at instant $2 holds: the one definition the feed and the tray both read.
 
-    public: newest live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
+    Three disjoint index-ordered branches (no DISTINCT needed), each filtered by `after` and ordered/bounded by
+    `order` when given:
+    public: live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
     own: the viewer's non-public stories (stories_author_feed_idx);
-    friends: per followee not hidden from the viewer, their newest friends stories (stories_friends_feed_idx),
+    friends: per followee not hidden from the viewer, their friends stories (stories_friends_feed_idx),
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
-    The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
-    The page's authors' display names are read last, by primary key, for the `$3` stories served only.
     """
-    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
     live = f"s.deleted_at IS NULL AND s.expires_at > $2 {after}"
-    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
     return f"""
-        SELECT s.*, {_AUTHOR_NAME} FROM (
-            SELECT * FROM (
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
                 UNION ALL
@@ -316,7 +312,20 @@ def _feed_sql(with_cursor: bool) -> str:
                        AND (NOT s.has_audience
                             OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
                      {order}) fs
-                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+
+
+def _feed_sql(with_cursor: bool) -> str:
+    """The feed: `feed_stories`, each branch bounded by the page size ($3), merged by one sort.
+
+    Keyset: ($4, $5) is the last (created_at, id) served. The page's authors' display names are read last, by
+    primary key, for the `$3` stories served only.
+    """
+    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
+    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
+    return f"""
+        SELECT s.*, {_AUTHOR_NAME} FROM (
+            SELECT * FROM ({feed_stories(after, order)}
             ) feed
             ORDER BY created_at DESC, id DESC
             LIMIT $3

@@ -1,0 +1,189 @@
+"""The tray's grouping, order and walk cursor (API.md "The tray"): pure, given the stories and the views.
+
+Order: the caller's own group, then authors with an unseen story, then the rest, each part by `latest_at`
+descending, then author id. A walk keeps its start instant in the cursor, and an author's place is computed as
+of that instant: from their stories created by then (all of them if none was) and the caller's views recorded
+by then. So a view, or a story posted, during the walk moves no author, and every author comes once. (An author
+deleting their newest story during a walk may move, since that story is gone: the one exception.)
+
+Groups are gathered once per read from the store (`gather`) and ordered per page (`arrange`): an author whose
+stories all existed at the walk's start and whose views the overlay does not touch costs one comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
+from uuid import UUID
+
+from stories.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from stories.store.models import Story
+
+__all__ = [
+    "Placed",
+    "TrayAuthor",
+    "TrayCursor",
+    "TrayItem",
+    "arrange",
+    "decode_tray_cursor",
+    "encode_tray_cursor",
+    "gather",
+    "page_after",
+]
+
+OWN, UNSEEN, SEEN = 0, 1, 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+# (part, -latest_at in microseconds, author id as an int): ints compare far faster than UUIDs do.
+Key = tuple[int, int, int]
+
+
+class TrayItem(NamedTuple):
+    """A tray story, its JSON object without the closing brace (`"seen"` is added per read), and when the
+    caller viewed it as the store knew (None: not then)."""
+
+    story: Story
+    head: bytes
+    viewed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrayAuthor:
+    """One author's tray stories, oldest first, and what ordering needs without looking at each story."""
+
+    author_id: UUID
+    author_name: str | None
+    items: list[TrayItem]
+    latest_at: datetime
+    # Some story had no view when read; else the latest of their views (the group was all seen by then).
+    unseen_when_read: bool
+    last_viewed: datetime | None
+
+
+class Placed(NamedTuple):
+    """An author as served: their place in the order, their live stories (oldest first) and whether each is seen."""
+
+    key: Key
+    author: TrayAuthor
+    stories: list[tuple[TrayItem, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class TrayCursor:
+    """Where a walk is: its start, and the place of the last author served."""
+
+    start: datetime
+    after: Key
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - _EPOCH) // _MICRO
+
+
+def gather(items: Iterable[TrayItem]) -> list[TrayAuthor]:
+    """The store's rows grouped by author, each group oldest first."""
+    by_author: dict[UUID, list[TrayItem]] = {}
+    for item in items:
+        by_author.setdefault(item.story.author_id, []).append(item)
+    authors = []
+    for author_id, group in by_author.items():
+        group.sort(key=lambda item: (item.story.created_at, item.story.id.int))
+        views = [item.viewed_at for item in group]
+        unseen = any(at is None for at in views)
+        authors.append(
+            TrayAuthor(
+                author_id=author_id,
+                author_name=group[-1].story.author_name,
+                items=group,
+                latest_at=group[-1].story.created_at,
+                unseen_when_read=unseen,
+                last_viewed=None if unseen else max(at for at in views if at is not None),
+            )
+        )
+    return authors
+
+
+def arrange(
+    authors: Iterable[TrayAuthor],
+    viewer_id: UUID,
+    now: datetime,
+    start: datetime,
+    overlay: Mapping[UUID, datetime],
+    overlay_authors: frozenset[UUID],
+) -> list[Placed]:
+    """Every author with a live story, in tray order for a walk that began at `start`. `overlay`: the caller's
+    views the store may not have known of when it was read (story id -> viewed at), from stories of the
+    `overlay_authors`."""
+    placed = []
+    for author in authors:
+        stories = author.items
+        if stories[0].story.expires_at <= now:
+            stories = [item for item in stories if item.story.expires_at > now]
+            if not stories:
+                continue
+        if author.author_id == viewer_id:
+            # The author's own views are never recorded (API.md), so their own stories are never seen.
+            key = (OWN, -_micros(author.latest_at), author.author_id.int)
+            placed.append(Placed(key, author, [(item, False) for item in stories]))
+            continue
+        touched = author.author_id in overlay_authors
+        if (
+            not touched
+            and stories is author.items
+            and author.latest_at <= start
+            and (author.unseen_when_read or (author.last_viewed is not None and author.last_viewed <= start))
+        ):
+            part = UNSEEN if author.unseen_when_read else SEEN
+            key = (part, -_micros(author.latest_at), author.author_id.int)
+            placed.append(Placed(key, author, [(item, item.viewed_at is not None) for item in stories]))
+            continue
+        placed.append(_placed_slowly(author, stories, start, overlay))
+    placed.sort(key=lambda entry: entry.key)
+    return placed
+
+
+def _placed_slowly(
+    author: TrayAuthor, stories: list[TrayItem], start: datetime, overlay: Mapping[UUID, datetime]
+) -> Placed:
+    views = [item.viewed_at if item.viewed_at is not None else overlay.get(item.story.id) for item in stories]
+    started = [(item, at) for item, at in zip(stories, views, strict=True) if item.story.created_at <= start]
+    if not started:
+        started = list(zip(stories, views, strict=True))
+    unseen = any(at is None or at > start for _, at in started)
+    latest = started[-1][0].story.created_at
+    key = (UNSEEN if unseen else SEEN, -_micros(latest), author.author_id.int)
+    return Placed(key, author, [(item, at is not None) for item, at in zip(stories, views, strict=True)])
+
+
+def page_after(placed: list[Placed], after: Key | None, limit: int) -> tuple[list[Placed], bool]:
+    """The `limit` authors after `after` (from the first without it), and whether more follow."""
+    rest = placed if after is None else [entry for entry in placed if entry.key > after]
+    return rest[:limit], len(rest) > limit
+
+
+# The cursor is opaque text: base64 of "<start µs>:<part>:<-latest_at µs>:<author id>".
+
+
+def encode_tray_cursor(start: datetime, key: Key) -> str:
+    part, latest, author = key
+    text = f"{_micros(start)}:{part}:{latest}:{UUID(int=author)}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_tray_cursor(raw: str) -> TrayCursor:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        start, part, latest, author = text.split(":")
+        if int(part) not in (OWN, UNSEEN, SEEN):
+            raise ValueError(part)
+        return TrayCursor(_EPOCH + int(start) * _MICRO, (int(part), int(latest), UUID(author).int))
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise InvalidRequest("cursor: not a cursor this API issued", fields={"cursor": "invalid"}) from None
