@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
@@ -57,7 +58,7 @@ class TrayItem(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class TrayAuthor:
-    """One author's tray stories, oldest first, and what ordering needs without looking at each story."""
+    """One author's tray stories, oldest first, and their place when nothing since the read has moved them."""
 
     author_id: UUID
     author_name: str | None
@@ -66,14 +67,15 @@ class TrayAuthor:
     # Some story had no view when read; else the latest of their views (the group was all seen by then).
     unseen_when_read: bool
     last_viewed: datetime | None
+    key: Key
 
 
 class Placed(NamedTuple):
-    """An author as served: their place in the order, their live stories (oldest first) and whether each is seen."""
+    """An author as served: their place in the order and their live stories, oldest first."""
 
     key: Key
     author: TrayAuthor
-    stories: list[tuple[TrayItem, bool]]
+    stories: list[TrayItem]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ def _micros(instant: datetime) -> int:
     return (instant - _EPOCH) // _MICRO
 
 
-def gather(items: Iterable[TrayItem]) -> list[TrayAuthor]:
+def gather(items: Iterable[TrayItem], viewer_id: UUID) -> list[TrayAuthor]:
     """The store's rows grouped by author, each group oldest first."""
     by_author: dict[UUID, list[TrayItem]] = {}
     for item in items:
@@ -98,14 +100,18 @@ def gather(items: Iterable[TrayItem]) -> list[TrayAuthor]:
         group.sort(key=lambda item: (item.story.created_at, item.story.id.int))
         views = [item.viewed_at for item in group]
         unseen = any(at is None for at in views)
+        latest_at = group[-1].story.created_at
+        part = OWN if author_id == viewer_id else UNSEEN if unseen else SEEN
         authors.append(
             TrayAuthor(
                 author_id=author_id,
                 author_name=group[-1].story.author_name,
                 items=group,
-                latest_at=group[-1].story.created_at,
+                latest_at=latest_at,
                 unseen_when_read=unseen,
                 last_viewed=None if unseen else max(at for at in views if at is not None),
+                # The one own group needs no latest_at to be first, and a place that never moves mid-walk.
+                key=(OWN, 0, 0) if part == OWN else (part, -_micros(latest_at), author_id.int),
             )
         )
     return authors
@@ -113,7 +119,6 @@ def gather(items: Iterable[TrayItem]) -> list[TrayAuthor]:
 
 def arrange(
     authors: Iterable[TrayAuthor],
-    viewer_id: UUID,
     now: datetime,
     start: datetime,
     overlay: Mapping[UUID, datetime],
@@ -129,44 +134,33 @@ def arrange(
             stories = [item for item in stories if item.story.expires_at > now]
             if not stories:
                 continue
-        if author.author_id == viewer_id:
-            # The author's own views are never recorded (API.md), so their own stories are never seen.
-            key = (OWN, -_micros(author.latest_at), author.author_id.int)
-            placed.append(Placed(key, author, [(item, False) for item in stories]))
-            continue
-        touched = author.author_id in overlay_authors
-        if (
-            not touched
+        if author.key[0] == OWN or (
+            author.author_id not in overlay_authors
             and stories is author.items
             and author.latest_at <= start
             and (author.unseen_when_read or (author.last_viewed is not None and author.last_viewed <= start))
         ):
-            part = UNSEEN if author.unseen_when_read else SEEN
-            key = (part, -_micros(author.latest_at), author.author_id.int)
-            placed.append(Placed(key, author, [(item, item.viewed_at is not None) for item in stories]))
-            continue
-        placed.append(_placed_slowly(author, stories, start, overlay))
+            placed.append(Placed(author.key, author, stories))
+        else:
+            placed.append(Placed(_key_slowly(author, stories, start, overlay), author, stories))
     placed.sort(key=lambda entry: entry.key)
     return placed
 
 
-def _placed_slowly(
-    author: TrayAuthor, stories: list[TrayItem], start: datetime, overlay: Mapping[UUID, datetime]
-) -> Placed:
+def _key_slowly(author: TrayAuthor, stories: list[TrayItem], start: datetime, overlay: Mapping[UUID, datetime]) -> Key:
     views = [item.viewed_at if item.viewed_at is not None else overlay.get(item.story.id) for item in stories]
     started = [(item, at) for item, at in zip(stories, views, strict=True) if item.story.created_at <= start]
     if not started:
         started = list(zip(stories, views, strict=True))
     unseen = any(at is None or at > start for _, at in started)
     latest = started[-1][0].story.created_at
-    key = (UNSEEN if unseen else SEEN, -_micros(latest), author.author_id.int)
-    return Placed(key, author, [(item, at is not None) for item, at in zip(stories, views, strict=True)])
+    return (UNSEEN if unseen else SEEN, -_micros(latest), author.author_id.int)
 
 
 def page_after(placed: list[Placed], after: Key | None, limit: int) -> tuple[list[Placed], bool]:
     """The `limit` authors after `after` (from the first without it), and whether more follow."""
-    rest = placed if after is None else [entry for entry in placed if entry.key > after]
-    return rest[:limit], len(rest) > limit
+    first = 0 if after is None else bisect.bisect_right(placed, after, key=lambda entry: entry.key)
+    return placed[first : first + limit], len(placed) > first + limit
 
 
 # The cursor is opaque text: base64 of "<start µs>:<part>:<-latest_at µs>:<author id>".

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from stories.store.models import Story, TrayStory
     from stories.tray import Key, Placed, TrayAuthor
 
-__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "TrayCache", "TrayPage"]
+__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "TrayCache", "TrayPage"]
 
 log = structlog.get_logger()
 
@@ -129,16 +129,32 @@ def _decoded(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
-class _Tray(NamedTuple):
+@dataclass(slots=True)
+class _Tray:
+    """A read of the store, and what tells whether an order computed from it still holds."""
+
     version: int
     stored_at: float
     authors: list[TrayAuthor]
     story_authors: dict[UUID, UUID]  # story id -> author id, to know which authors the seen log touches
     size: int
+    newest: datetime | None  # the latest created_at or viewed_at among the stories
+    first_expiry: datetime | None
+    # The order for walks that began after `newest`, while no story has expired: it then depends only on which
+    # of the tray's stories the seen log holds, so pages of new walks reuse it.
+    arranged: tuple[frozenset[UUID], list[Placed]] | None = None
+
+
+class ServedAuthor(NamedTuple):
+    """An author of a page: their place (for the next cursor), and each live story with `seen`."""
+
+    key: Key
+    author: TrayAuthor
+    stories: list[tuple[TrayItem, bool]]
 
 
 class TrayPage(NamedTuple):
-    authors: list[Placed]
+    authors: list[ServedAuthor]
     more: bool
 
 
@@ -161,47 +177,77 @@ class TrayCache:
     async def page(self, viewer_id: UUID, now: datetime, start: datetime, after: Key | None, limit: int) -> TrayPage:
         """The `limit` authors after `after` of the viewer's tray, ordered for a walk that began at `start`."""
         if self.ttl <= 0:
-            return self._page(self._read(await self.store.tray(viewer_id, now)), viewer_id, now, start, after, limit)
+            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
         overlay = await self.seen.recent(viewer_id)
         tray = self._trays.get(viewer_id)
         if tray is not None and trio.current_time() - tray.stored_at >= self.ttl:
             tray = None
-        page = (
-            None if tray is None or overlay is None else self._page(tray, viewer_id, now, start, after, limit, overlay)
-        )
+        page = None
+        if tray is not None and overlay is not None:
+            page = self._page(tray, now, start, after, limit, overlay)
         story_ids = () if page is None else [item.story.id for entry in page.authors for item, _ in entry.stories]
         snapshot = None if overlay is None else await self.versions.current(viewer_id, story_ids)
         if snapshot is None:
             self.metrics.tray_cache_requests.labels(result="bypass").inc()
-            return self._page(self._read(await self.store.tray(viewer_id, now)), viewer_id, now, start, after, limit)
+            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
         if tray is not None and page is not None and tray.version == snapshot.version and not snapshot.deleted:
             self._trays.move_to_end(viewer_id)
             self.metrics.tray_cache_requests.labels(result="hit").inc()
             return page
         self.metrics.tray_cache_requests.labels(result="miss").inc()
-        tray = self._read(await self.store.tray(viewer_id, now), snapshot.version)
+        tray = self._read(viewer_id, await self.store.tray(viewer_id, now), snapshot.version)
         self._keep(viewer_id, tray)
-        return self._page(tray, viewer_id, now, start, after, limit, overlay)
+        return self._page(tray, now, start, after, limit, overlay)
 
     def _page(
         self,
         tray: _Tray,
-        viewer_id: UUID,
         now: datetime,
         start: datetime,
         after: Key | None,
         limit: int,
         overlay: dict[UUID, datetime] | None = None,
     ) -> TrayPage:
-        views = overlay or {}
-        touched = frozenset(tray.story_authors[s] for s in views if s in tray.story_authors)
-        page, more = page_after(arrange(tray.authors, viewer_id, now, start, views, touched), after, limit)
-        return TrayPage(page, more)
+        views = {story: at for story, at in (overlay or {}).items() if story in tray.story_authors}
+        page, more = page_after(self._arranged(tray, now, start, views), after, limit)
+        served = [
+            ServedAuthor(
+                entry.key,
+                entry.author,
+                [(item, item.viewed_at is not None or item.story.id in views) for item in entry.stories],
+            )
+            for entry in page
+        ]
+        return TrayPage(served, more)
 
-    def _read(self, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
+    @staticmethod
+    def _arranged(tray: _Tray, now: datetime, start: datetime, views: dict[UUID, datetime]) -> list[Placed]:
+        stable = (
+            (tray.first_expiry is None or now < tray.first_expiry)
+            and (tray.newest is None or tray.newest <= start)
+            and all(at <= start for at in views.values())
+        )
+        seen = frozenset(views)
+        if stable and tray.arranged is not None and tray.arranged[0] == seen:
+            return tray.arranged[1]
+        touched = frozenset(tray.story_authors[story] for story in views)
+        placed = arrange(tray.authors, now, start, views, touched)
+        if stable:
+            tray.arranged = (seen, placed)
+        return placed
+
+    def _read(self, viewer_id: UUID, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
         items = [TrayItem(row.story, self.present(row.story), row.viewed_at) for row in rows]
-        story_authors = {item.story.id: item.story.author_id for item in items}
-        return _Tray(version, trio.current_time(), gather(items), story_authors, len(items))
+        instants = [item.story.created_at for item in items] + [i.viewed_at for i in items if i.viewed_at is not None]
+        return _Tray(
+            version=version,
+            stored_at=trio.current_time(),
+            authors=gather(items, viewer_id),
+            story_authors={item.story.id: item.story.author_id for item in items},
+            size=len(items),
+            newest=max(instants, default=None),
+            first_expiry=min((item.story.expires_at for item in items), default=None),
+        )
 
     def _keep(self, viewer_id: UUID, tray: _Tray) -> None:
         replaced = self._trays.pop(viewer_id, None)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import orjson
 
     from stories.store.models import Story
-    from stories.tray import Placed
+    from stories.tray_cache import ServedAuthor
 
 __all__ = ["DEFAULT_TRAY_LIMIT", "MAX_TRAY_LIMIT", "blueprint"]
 
@@ -37,7 +37,7 @@ def _story(story: Story, head: bytes, seen: bool) -> orjson.Fragment | dict[str,
     return {**story_json(story, media.media_url(story, deps().clock.now())), "seen": seen}
 
 
-def _group(entry: Placed) -> dict[str, Any]:
+def _group(entry: ServedAuthor) -> dict[str, Any]:
     author = entry.author
     return {
         "author": {"user_id": str(author.author_id), "display_name": author.author_name},

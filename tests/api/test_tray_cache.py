@@ -171,3 +171,31 @@ async def test_the_local_seen_log_forgets_views_older_than_the_reads_it_corrects
     assert await seen.recent(viewer) == {story: clock.now()}
     await trio.sleep(31)
     assert await seen.recent(viewer) == {}
+
+
+async def test_a_cached_walk_returns_every_author_once_while_the_caller_views(client, clock, counting):
+    me = await signup(client)
+    authors = [await signup(client) for _ in range(5)]
+    stories = {}
+    for author in authors:
+        clock.advance(1)
+        stories[author.user_id] = await post_story(client, author)
+    clock.advance(1)
+    first = await tray(client, me, "?limit=2")
+    served = [g["author"]["user_id"] for g in first["authors"]]
+    cursor = first["next_cursor"]
+    for author in authors:
+        if author.user_id not in served:
+            await client.post(f"/stories/{stories[author.user_id]}/view", headers=me.auth)
+    while cursor is not None:
+        page = await tray(client, me, f"?limit=2&cursor={cursor}")
+        served += [g["author"]["user_id"] for g in page["authors"]]
+        assert all(s["seen"] for g in page["authors"] for s in g["stories"])
+        cursor = page["next_cursor"]
+    assert served == [a.user_id for a in reversed(authors)]
+    assert counting.queries == 1
+    # The next walk: the views apply at once, from the same cached read.
+    clock.advance(1)
+    walked = [g["author"]["user_id"] for g in (await tray(client, me, "?limit=50"))["authors"]]
+    assert walked == [a.user_id for a in reversed(authors[3:])] + [a.user_id for a in reversed(authors[:3])]
+    assert counting.queries == 1
