@@ -42,6 +42,7 @@ from stories.actors.expiry import DEFAULT_BATCH_SIZE
 from stories.clock import to_millis
 from stories.seed import TABLE_ORDER, SeedDataset, SeedPlan, SeedSummary, aio_copy_seed
 from stories.store import queries, social
+from stories.store import tray as store_tray
 from stories.store.migrate import aio_migrate, load_migrations
 
 # What pool.acquire() yields and what asyncpg.connect() returns: the bench takes either.
@@ -393,6 +394,9 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
                     runs,
                 )
             )
+        # The tray reads the whole feed at once (a miss; hits never reach PostgreSQL): its cost at this size.
+        tray = (viewer, now, store_tray.MAX_GROUP)
+        results.append(await explain(conn, scenario, f"tray miss, {label}", store_tray.TRAY_SQL, tray, runs))
         if label == "typical":
             friends_story = next(
                 (r["id"] for r in walked if r["visibility"] == "friends" and r["author_id"] != viewer), walked[0]["id"]

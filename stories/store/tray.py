@@ -24,15 +24,16 @@ __all__ = ["MAX_GROUP", "TRAY_SQL", "aio_author_stories", "aio_tray"]
 MAX_GROUP = 100
 
 # Every story of the feed of viewer $1 at $2, at most the $3 newest per author, with the author's display name
-# and the viewer's view of it (one primary-key probe of story_views per story). Grouping and order are the
-# caller's (stories/tray.py): they depend on views the cache overlays, which this statement cannot know.
+# and the viewer's view of it: the viewer's views are one range of story_views_viewer_idx (schema/0014), hashed,
+# not a probe per story. Grouping and order are the caller's (stories/tray.py): they depend on views the cache
+# overlays, which this statement cannot know.
 TRAY_SQL = f"""
-    SELECT s.*, u.display_name AS author_name,
-           (SELECT v.viewed_at FROM story_views v WHERE v.story_id = s.id AND v.viewer_id = $1) AS viewed_at
+    SELECT s.*, u.display_name AS author_name, v.viewed_at
     FROM (SELECT feed.*,
                  row_number() OVER (PARTITION BY feed.author_id ORDER BY feed.created_at DESC, feed.id DESC) AS rank
           FROM ({feed_stories()}) feed) s
     JOIN users u ON u.id = s.author_id
+    LEFT JOIN (SELECT story_id, viewed_at FROM story_views WHERE viewer_id = $1) v ON v.story_id = s.id
     WHERE s.rank <= $3"""
 
 # The author $3 (None when unknown or in a block with the viewer $1, either way) and their newest $4 stories the
