@@ -25,6 +25,7 @@ import structlog
 import trio
 from coredis.response.types import ScoredMember
 
+from stories.feed_cache import PRUNE_EVERY
 from stories.redis import RedisUnavailable
 from stories.tray import TrayItem, arrange, gather, page_after
 
@@ -70,21 +71,23 @@ class LocalSeenLog:
 
     keep: float
     _views: dict[UUID, dict[UUID, tuple[datetime, float]]] = field(default_factory=dict)
+    _added: int = 0
 
     async def recent(self, viewer_id: UUID) -> dict[UUID, datetime] | None:
-        views = self._views.get(viewer_id)
-        if views is None:
-            return {}
         since = trio.current_time() - self.keep
-        fresh = {story: entry for story, entry in views.items() if entry[1] > since}
-        if fresh:
-            self._views[viewer_id] = fresh
-        else:
-            del self._views[viewer_id]
-        return {story: at for story, (at, _) in fresh.items()}
+        return {story: at for story, (at, added) in self._views.get(viewer_id, {}).items() if added > since}
 
     async def viewed(self, viewer_id: UUID, story_id: UUID, viewed_at: datetime) -> None:
         self._views.setdefault(viewer_id, {})[story_id] = (viewed_at, trio.current_time())
+        self._added += 1
+        if self._added % PRUNE_EVERY == 0:
+            # Viewers who never read their tray again leave nothing behind for long.
+            since = trio.current_time() - self.keep
+            fresh = {
+                viewer: {story: entry for story, entry in views.items() if entry[1] > since}
+                for viewer, views in self._views.items()
+            }
+            self._views = {viewer: views for viewer, views in fresh.items() if views}
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import trio
 
 from stories.api import create_app
 from stories.api.present import story_head
-from stories.feed_cache import RedisVersions
+from stories.feed_cache import PRUNE_EVERY, RedisVersions
 from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache
 from tests.helpers import post_story, signup
@@ -171,6 +171,11 @@ async def test_the_local_seen_log_forgets_views_older_than_the_reads_it_corrects
     assert await seen.recent(viewer) == {story: clock.now()}
     await trio.sleep(31)
     assert await seen.recent(viewer) == {}
+    # Views are pruned as views come in, also those of a viewer who never reads their tray again.
+    other = uuid.uuid4()
+    for _ in range(PRUNE_EVERY):
+        await seen.viewed(other, uuid.uuid4(), clock.now())
+    assert set(seen._views) == {other}
 
 
 async def test_a_cached_walk_returns_every_author_once_while_the_caller_views(client, clock, counting):
