@@ -48,11 +48,9 @@ Key = tuple[int, int, int]
 
 
 class TrayItem(NamedTuple):
-    """A tray story, its JSON object without the closing brace (`"seen"` is added per read), and when the
-    caller viewed it as the store knew (None: not then)."""
+    """A tray story, and when the caller viewed it as the store knew (None: not then)."""
 
     story: Story
-    head: bytes
     viewed_at: datetime | None
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from stories.store.models import Story, TrayStory
     from stories.tray import Key, Placed, TrayAuthor
 
-__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "TrayCache", "TrayPage"]
+__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "ServedStory", "TrayCache", "TrayPage"]
 
 log = structlog.get_logger()
 
@@ -146,6 +146,15 @@ class _Tray:
     # The order for walks that began after `newest`, while no story has expired: it then depends only on which
     # of the tray's stories the seen log holds, so pages of new walks reuse it.
     arranged: tuple[frozenset[UUID], list[Placed]] | None = None
+    # Each story's JSON, made when a page first serves it: a tray holds every story of the feed (25,000 at
+    # 50,000 active stories), most of which no page of the read's lifetime shows.
+    heads: dict[UUID, bytes] = field(default_factory=dict)
+
+
+class ServedStory(NamedTuple):
+    story: Story
+    head: bytes  # its JSON object without media and without the closing brace (`present`)
+    seen: bool
 
 
 class ServedAuthor(NamedTuple):
@@ -153,7 +162,7 @@ class ServedAuthor(NamedTuple):
 
     key: Key
     author: TrayAuthor
-    stories: list[tuple[TrayItem, bool]]
+    stories: list[ServedStory]
 
 
 class TrayPage(NamedTuple):
@@ -171,7 +180,7 @@ class TrayCache:
     metrics: Metrics
     ttl: float
     # The story's JSON object without media (`media_url` null) and without its closing brace, made once per
-    # read from the store: a page closes it with `"seen"` (stories/api/present.py `story_head`).
+    # read from the store, when first served: a page closes it with `"seen"` (stories/api/present.py `story_head`).
     present: Callable[[Story], bytes]
     max_stories: int = DEFAULT_MAX_STORIES
     _trays: OrderedDict[UUID, _Tray] = field(default_factory=OrderedDict)
@@ -188,7 +197,7 @@ class TrayCache:
         page = None
         if tray is not None and overlay is not None:
             page = self._page(tray, now, start, after, limit, overlay)
-        story_ids = () if page is None else [item.story.id for entry in page.authors for item, _ in entry.stories]
+        story_ids = () if page is None else [served.story.id for entry in page.authors for served in entry.stories]
         snapshot = None if overlay is None else await self.versions.current(viewer_id, story_ids)
         if snapshot is None:
             self.metrics.tray_cache_requests.labels(result="bypass").inc()
@@ -217,11 +226,24 @@ class TrayCache:
             ServedAuthor(
                 entry.key,
                 entry.author,
-                [(item, item.viewed_at is not None or item.story.id in views) for item in entry.stories],
+                [
+                    ServedStory(
+                        item.story,
+                        self._head(tray, item.story),
+                        item.viewed_at is not None or item.story.id in views,
+                    )
+                    for item in entry.stories
+                ],
             )
             for entry in page
         ]
         return TrayPage(served, more)
+
+    def _head(self, tray: _Tray, story: Story) -> bytes:
+        head = tray.heads.get(story.id)
+        if head is None:
+            head = tray.heads[story.id] = self.present(story)
+        return head
 
     @staticmethod
     def _arranged(tray: _Tray, now: datetime, start: datetime, views: dict[UUID, datetime]) -> list[Placed]:
@@ -240,7 +262,7 @@ class TrayCache:
         return placed
 
     def _read(self, viewer_id: UUID, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
-        items = [TrayItem(row.story, self.present(row.story), row.viewed_at) for row in rows]
+        items = [TrayItem(row.story, row.viewed_at) for row in rows]
         instants = [item.story.created_at for item in items] + [i.viewed_at for i in items if i.viewed_at is not None]
         return _Tray(
             version=version,

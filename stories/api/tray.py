@@ -41,9 +41,9 @@ def _group(entry: ServedAuthor) -> dict[str, Any]:
     author = entry.author
     return {
         "author": {"user_id": str(author.author_id), "display_name": author.author_name},
-        "stories": [_story(item.story, item.head, seen) for item, seen in entry.stories],
-        "has_unseen": not all(seen for _, seen in entry.stories),
-        "latest_at": rfc3339(entry.stories[-1][0].story.created_at),
+        "stories": [_story(served.story, served.head, served.seen) for served in entry.stories],
+        "has_unseen": not all(served.seen for served in entry.stories),
+        "latest_at": rfc3339(entry.stories[-1].story.created_at),
     }
 
 
