@@ -66,6 +66,7 @@ class TrayAuthor:
     unseen_when_read: bool
     last_viewed: datetime | None
     key: Key
+    first_expiry: datetime  # STORY_TTL may have changed between their stories: not always the oldest's
 
 
 class Placed(NamedTuple):
@@ -110,6 +111,7 @@ def gather(items: Iterable[TrayItem], viewer_id: UUID) -> list[TrayAuthor]:
                 last_viewed=None if unseen else max(at for at in views if at is not None),
                 # The one own group needs no latest_at to be first, and a place that never moves mid-walk.
                 key=(OWN, 0, 0) if part == OWN else (part, -_micros(latest_at), author_id.int),
+                first_expiry=min(item.story.expires_at for item in group),
             )
         )
     return authors
@@ -128,7 +130,7 @@ def arrange(
     placed = []
     for author in authors:
         stories = author.items
-        if stories[0].story.expires_at <= now:
+        if author.first_expiry <= now:
             stories = [item for item in stories if item.story.expires_at > now]
             if not stories:
                 continue

@@ -142,13 +142,18 @@ class _Tray:
     story_authors: dict[UUID, UUID]  # story id -> author id, to know which authors the seen log touches
     size: int
     newest: datetime | None  # the latest created_at or viewed_at among the stories
-    first_expiry: datetime | None
-    # The order for walks that began after `newest`, while no story has expired: it then depends only on which
-    # of the tray's stories the seen log holds, so pages of new walks reuse it.
-    arranged: tuple[frozenset[UUID], list[Placed]] | None = None
+    # The order for walks that began after `newest`: it then depends only on which of the tray's stories the seen
+    # log holds, and on which have expired, so pages of new walks reuse it until its first story expires.
+    arranged: _Arranged | None = None
     # Each story's JSON, made when a page first serves it: a tray holds every story of the feed (25,000 at
     # 50,000 active stories), most of which no page of the read's lifetime shows.
     heads: dict[UUID, bytes] = field(default_factory=dict)
+
+
+class _Arranged(NamedTuple):
+    seen: frozenset[UUID]
+    placed: list[Placed]
+    until: datetime | None  # the first expiry among the stories placed
 
 
 class ServedStory(NamedTuple):
@@ -247,18 +252,16 @@ class TrayCache:
 
     @staticmethod
     def _arranged(tray: _Tray, now: datetime, start: datetime, views: dict[UUID, datetime]) -> list[Placed]:
-        stable = (
-            (tray.first_expiry is None or now < tray.first_expiry)
-            and (tray.newest is None or tray.newest <= start)
-            and all(at <= start for at in views.values())
-        )
+        stable = (tray.newest is None or tray.newest <= start) and all(at <= start for at in views.values())
         seen = frozenset(views)
-        if stable and tray.arranged is not None and tray.arranged[0] == seen:
-            return tray.arranged[1]
+        memo = tray.arranged
+        if stable and memo is not None and memo.seen == seen and (memo.until is None or now < memo.until):
+            return memo.placed
         touched = frozenset(tray.story_authors[story] for story in views)
         placed = arrange(tray.authors, now, start, views, touched)
         if stable:
-            tray.arranged = (seen, placed)
+            until = min((item.story.expires_at for entry in placed for item in entry.stories), default=None)
+            tray.arranged = _Arranged(seen, placed, until)
         return placed
 
     def _read(self, viewer_id: UUID, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
@@ -271,7 +274,6 @@ class TrayCache:
             story_authors={item.story.id: item.story.author_id for item in items},
             size=len(items),
             newest=max(instants, default=None),
-            first_expiry=min((item.story.expires_at for item in items), default=None),
         )
 
     def _keep(self, viewer_id: UUID, tray: _Tray) -> None:

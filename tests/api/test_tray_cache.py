@@ -204,3 +204,15 @@ async def test_a_cached_walk_returns_every_author_once_while_the_caller_views(cl
     walked = [g["author"]["user_id"] for g in (await tray(client, me, "?limit=50"))["authors"]]
     assert walked == [a.user_id for a in reversed(authors[3:])] + [a.user_id for a in reversed(authors[:3])]
     assert counting.queries == 1
+
+
+async def test_an_expiry_reorders_a_cached_tray_without_a_query(client, clock, counting):
+    alice, cy, bob = await signup(client), await signup(client), await signup(client)
+    alices = await post_story(client, alice)
+    clock.advance(300)
+    cys = await post_story(client, cy)
+    for _ in range(2):  # the second read reuses the order computed by the first
+        assert await shape(client, bob) == [(cy.user_id, [(cys, False)]), (alice.user_id, [(alices, False)])]
+    clock.advance(300)  # Alice's story expires; Cy's lives on
+    assert await shape(client, bob) == [(cy.user_id, [(cys, False)])]
+    assert counting.queries == 1
