@@ -72,6 +72,9 @@ class Metrics:
             "How long the oldest undecided report has waited (0 when none)",
             registry=r,
         )
+        self.tray_cache_requests = Counter(
+            "tray_cache_requests", "Tray pages asked of the tray cache, by result", ["result"], registry=r
+        )
         self.gc_pauses = Histogram(
             "python_gc_pause_seconds",
             "Time the process stood still in the cycle collector, by generation",

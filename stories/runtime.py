@@ -27,7 +27,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
-from stories.api.present import story_fragment
+from stories.api.present import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
@@ -44,6 +44,7 @@ from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
 from stories.store.uploads import Uploads
+from stories.tray_cache import CLOCK_SLACK, LocalSeenLog, RedisSeenLog, SeenLog, TrayCache
 
 if TYPE_CHECKING:
     import socket
@@ -173,6 +174,17 @@ def feed_cache(settings: Settings, store: Store, redis: RedisLink | None, metric
     return FeedCache(store, versions, metrics, ttl, present=story_fragment)
 
 
+def tray_cache(feeds: FeedCache, store: Store, redis: RedisLink | None, metrics: Metrics) -> TrayCache:
+    """The tray reads under the feed cache's versions and lifetime (off when it is), with the seen log next to
+    them: in Redis when the versions are."""
+    seen: SeenLog
+    if redis is not None:
+        seen = RedisSeenLog(redis, timedelta(seconds=feeds.ttl) + CLOCK_SLACK)
+    else:
+        seen = LocalSeenLog(feeds.ttl)
+    return TrayCache(store, feeds.versions, seen, metrics, feeds.ttl, present=story_head)
+
+
 def _jwt_secret(settings: Settings) -> str:
     secret, generated = resolve_jwt_secret(settings)
     if generated:
@@ -214,6 +226,7 @@ async def serve(
         relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
+        feeds = feed_cache(settings, store, redis, metrics)
         callers = Callers(tokens, SessionStore(database))
         access = build_access_watcher(callers, hub, clock, database=database, redis=redis, settings=settings)
         # Before serving: no token of a session revoked earlier may get through this process.
@@ -236,7 +249,8 @@ async def serve(
                     relay=relay,
                     callers=callers,
                     counters=counters,
-                    feeds=feed_cache(settings, store, redis, metrics),
+                    feeds=feeds,
+                    trays=tray_cache(feeds, store, redis, metrics),
                     events=EventLog(database),
                     access=access,
                     media=media,

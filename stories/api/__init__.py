@@ -17,6 +17,7 @@ from stories.api import (
     sessions,
     social,
     stories,
+    tray,
     ws,
 )
 from stories.api.deps import AppDeps, StoriesApp
@@ -57,6 +58,7 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(events.blueprint)
     app.register_blueprint(reports.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(tray.blueprint)
     # Routing only, no view: upgrades of /ws never reach Quart (StoriesApp.asgi_app serves them, ws.py says
     # why). The rule makes a plain HTTP GET of /ws a WebsocketMismatch, which the hooks answer 426.
     app.url_map.add(app.url_rule_class(ws.PATH, methods={"GET"}, websocket=True, endpoint="ws"))

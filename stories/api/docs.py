@@ -34,6 +34,7 @@ from stories.api.stories import (
     MAX_TEXT_LENGTH,
     REACTION_EMOJIS,
 )
+from stories.api.tray import DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
 from stories.errors import NotFound
 from stories.media.storage import UPLOAD_URL_SECONDS
@@ -321,6 +322,17 @@ STORY_EXAMPLE = {
     "view_count": 3,
     "reaction_count": 1,
 }
+TRAY_EXAMPLE = {
+    "authors": [
+        {
+            "author": {"user_id": ALICE, "display_name": "Ada"},
+            "stories": [{**STORY_EXAMPLE, "seen": False}],
+            "has_unseen": True,
+            "latest_at": AT,
+        }
+    ],
+    "next_cursor": None,
+}
 USERS_EXAMPLE = {"users": [{"user_id": BOB, "display_name": "Bob", "followed_at": AT}], "next_cursor": None}
 
 
@@ -510,6 +522,23 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             }
         ),
     }
+    seen_story = _object(
+        {
+            **schemas["Story"]["properties"],
+            "seen": {"type": "boolean", "description": "you have recorded a view of it (never your own stories)"},
+        }
+    )
+    schemas["SeenStory"] = seen_story
+    schemas["TrayAuthor"] = _object(
+        {
+            "author": _ref("Author"),
+            "stories": {"type": "array", "items": _ref("SeenStory"), "description": "oldest first, at most 100"},
+            "has_unseen": {"type": "boolean"},
+            "latest_at": _TIME,
+        }
+    )
+    schemas["Tray"] = _page("authors", _ref("TrayAuthor"))
+    schemas["AuthorStories"] = _object({"stories": {"type": "array", "items": _ref("SeenStory")}})
 
     email = {
         "type": "string",
@@ -1017,6 +1046,41 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
                 "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
                 parameters=_paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
+            )
+        },
+        "/tray": {
+            "get": _operation(
+                "getTray",
+                "stories",
+                "Your feed's stories grouped by author: your own, then unseen, then seen",
+                {
+                    "200": _json(_ref("Tray"), "a page of authors", TRAY_EXAMPLE),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
+                },
+                description="Exactly the active stories of your feed, grouped by author (oldest first, at most the "
+                "author's 100 newest), each with `seen`. Your own group first, then authors with an unseen story, "
+                "then the rest, each part by latest_at descending, then author id. `limit` counts authors. The "
+                "cursor keeps the walk's start: views during a walk move no author between the parts. Your own "
+                "views apply at once; the rest may lag by FEED_CACHE_SECONDS, as the feed.",
+                parameters=_paging(DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT),
+            )
+        },
+        "/users/{id}/stories": {
+            "get": _operation(
+                "getAuthorStories",
+                "stories",
+                "A user's active stories you may see, oldest first (at most 100), with `seen`",
+                {
+                    "200": _json(_ref("AuthorStories"), "the stories", {"stories": [{**STORY_EXAMPLE, "seen": True}]}),
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="404 when the user is unknown or in a block with you (either way). Muting hides a user "
+                "from your feed and tray, not from this list.",
+                parameters=_path_id("id", "user"),
             )
         },
         "/follow/{user_id}": {

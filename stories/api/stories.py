@@ -203,6 +203,9 @@ async def view_story(id: str) -> Response:
     if view.first_view:
         app.metrics.story_views.inc()
         app.counters.touch(view.story_id)
+    if view.author_id != view.viewer_id:
+        # The caller's tray shows it seen at once, whatever is cached (a repeat re-records it: harmless).
+        await app.trays.viewed(view.viewer_id, view.story_id, view.viewed_at)
     log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
     return json_response(view_json(view))
 

@@ -31,6 +31,7 @@ __all__ = [
     "Resolution",
     "Stats",
     "Story",
+    "TrayStory",
     "User",
     "View",
     "Viewer",
@@ -267,3 +268,11 @@ class Backlog:
 
     open: int
     oldest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrayStory:
+    """A story of the reader's tray or of an author's stories, and when the reader viewed it (None: never)."""
+
+    story: Story
+    viewed_at: datetime | None

@@ -114,8 +114,8 @@ _STORY_COLUMNS = (
 _AUTHOR_NAME = "(SELECT u.display_name FROM users u WHERE u.id = s.author_id) AS author_name"
 
 # What every read of stories asks of a story besides who may see it, for reader $1 at instant $2: the ONE place
-# that says it (point reads through _VISIBLE, the feed's three branches through _feed_sql; a list built on the
-# feed inherits it). Live (not deleted, not expired), and what moderation hides (API.md "Reports and moderation"):
+# that says it (point reads through _VISIBLE; the feed's and the tray's three branches through feed_stories).
+# Live (not deleted, not expired), and what moderation hides (API.md "Reports and moderation"):
 # a story the reader reported, a story held for review (REPORT_HIDE_THRESHOLD reporters) from all but its author,
 # and every story of a suspended author. The two lists are uncorrelated, so PostgreSQL reads each once per query
 # and probes a hash of it (`NOT IN (hashed SubPlan)`): the reader's reports by reports_story_once_idx, the
@@ -323,23 +323,19 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
     return None if row is None else _story(row)
 
 
-def _feed_sql(with_cursor: bool) -> str:
-    """The feed as three index-ordered branches merged by one sort, each bounded by the page size ($3).
+def feed_stories(after: str = "", order: str = "") -> str:
+    """What the feed of viewer $1 at instant $2 holds: the one definition the feed and the tray both read.
 
-    public: newest live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
+    Three disjoint index-ordered branches (no DISTINCT needed), each filtered by `after` and ordered/bounded by
+    `order` when given:
+    public: live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
     own: the viewer's non-public stories (stories_author_feed_idx);
-    friends: per followee not hidden from the viewer, their newest friends stories (stories_friends_feed_idx),
+    friends: per followee not hidden from the viewer, their friends stories (stories_friends_feed_idx),
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
-    The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
-    The page's authors' display names are read last, by primary key, for the `$3` stories served only.
     """
-    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
     live = f"{READABLE} {after}"
-    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
     return f"""
-        SELECT s.*, {_AUTHOR_NAME} FROM (
-            SELECT * FROM (
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
                 UNION ALL
@@ -352,7 +348,20 @@ def _feed_sql(with_cursor: bool) -> str:
                        AND (NOT s.has_audience
                             OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
                      {order}) fs
-                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+
+
+def _feed_sql(with_cursor: bool) -> str:
+    """The feed: `feed_stories`, each branch bounded by the page size ($3), merged by one sort.
+
+    Keyset: ($4, $5) is the last (created_at, id) served. The page's authors' display names are read last, by
+    primary key, for the `$3` stories served only.
+    """
+    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
+    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
+    return f"""
+        SELECT s.*, {_AUTHOR_NAME} FROM (
+            SELECT * FROM ({feed_stories(after, order)}
             ) feed
             ORDER BY created_at DESC, id DESC
             LIMIT $3

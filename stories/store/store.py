@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stories.store import moderation, queries, social
+from stories.store import moderation, queries, social, tray
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         Resolution,
         Stats,
         Story,
+        TrayStory,
         User,
         View,
         Viewer,
@@ -87,6 +88,14 @@ class Store:
 
     async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
         return await self.database.call(queries.aio_feed, viewer_id, now, limit, cursor)
+
+    async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]:
+        """The viewer's tray stories (the feed's, at most 100 per author) with their views, unordered."""
+        return await self.database.call(tray.aio_tray, viewer_id, now)
+
+    async def author_stories(self, viewer_id: UUID, now: datetime, author_id: UUID) -> list[TrayStory] | None:
+        """The author's newest 100 stories visible to the viewer, oldest first; None: unknown or blocked."""
+        return await self.database.call(tray.aio_author_stories, viewer_id, now, author_id)
 
     async def record_view(self, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
         return await self.database.call(queries.aio_record_view, viewer_id, now, story_id)
