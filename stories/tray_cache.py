@@ -27,18 +27,19 @@ from coredis.response.types import ScoredMember
 
 from stories.feed_cache import PRUNE_EVERY
 from stories.redis import RedisUnavailable
-from stories.tray import TrayItem, arrange, gather, page_after
+from stories.tray import Placed, TrayItem, arrange, gather, page_after, rank_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     import coredis
 
     from stories.feed_cache import GraphVersions
     from stories.metrics import Metrics
     from stories.redis import RedisLink
-    from stories.store.models import Story, TrayStory
-    from stories.tray import Key, Placed, TrayAuthor
+    from stories.store.models import Story
+    from stories.store.tray import TrayRead
+    from stories.tray import Key, TrayAuthor
 
 __all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "ServedStory", "TrayCache", "TrayPage"]
 
@@ -48,10 +49,14 @@ log = structlog.get_logger()
 DEFAULT_MAX_STORIES = 40_000
 # A seen-log entry outlives the reads it corrects by this much more, for clocks of different hosts that disagree.
 CLOCK_SLACK = timedelta(seconds=60)
+# Authors whose stories a miss reads, at least: a walk's next pages and a tap through the first authors are hits.
+PREFETCH_AUTHORS = 20
 
 
 class TrayStore(Protocol):
-    async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]: ...
+    async def tray(
+        self, viewer_id: UUID, now: datetime, start: datetime, after: tuple[int, int, UUID] | None, authors: int
+    ) -> TrayRead: ...
 
 
 class SeenLog(Protocol):
@@ -134,24 +139,34 @@ def _decoded(value: str | bytes) -> str:
 
 @dataclass(slots=True)
 class _Tray:
-    """A read of the store, and what tells whether an order computed from it still holds."""
+    """A read of the store: a stretch of the order, the authors after the place `after` up to `end`, each with
+    their stories; every author of the tray placed in that stretch when read is in it."""
 
     version: int
     stored_at: float
+    start: datetime  # the walk start the store placed the authors for
+    fresh: bool  # read at that start with nothing newer, from the first author: it holds for later walks too
+    after: Key | None
+    end: Key | None  # the last author's place, or None: the stretch runs to the end of the tray
+    absorbed: frozenset[UUID]  # the seen log's views when read: the store knew them
     authors: list[TrayAuthor]
-    story_authors: dict[UUID, UUID]  # story id -> author id, to know which authors the seen log touches
+    story_authors: dict[UUID, UUID]  # story id -> author id
     size: int
-    newest: datetime | None  # the latest created_at or viewed_at among the stories
-    # The order for walks that began after `newest`: it then depends only on which of the tray's stories the seen
-    # log holds, and on which have expired, so pages of new walks reuse it until its first story expires.
+    # The order of the stretch for the seen log's current views, reused until its first story expires.
     arranged: _Arranged | None = None
-    # Each story's JSON, made when a page first serves it: a tray holds every story of the feed (25,000 at
-    # 50,000 active stories), most of which no page of the read's lifetime shows.
+    # Each story's JSON, made when a page first serves it.
     heads: dict[UUID, bytes] = field(default_factory=dict)
+
+    def serves(self, start: datetime, after: Key | None) -> bool:
+        """Whether this stretch holds for a page after `after` of a walk that began at `start`."""
+        if self.after is not None and (after is None or after < self.after):
+            return False
+        return start == self.start or (self.fresh and start > self.start)
 
 
 class _Arranged(NamedTuple):
     seen: frozenset[UUID]
+    start: datetime | None  # None: the order holds for every start the tray serves
     placed: list[Placed]
     until: datetime | None  # the first expiry among the stories placed
 
@@ -194,7 +209,7 @@ class TrayCache:
     async def page(self, viewer_id: UUID, now: datetime, start: datetime, after: Key | None, limit: int) -> TrayPage:
         """The `limit` authors after `after` of the viewer's tray, ordered for a walk that began at `start`."""
         if self.ttl <= 0:
-            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
+            return self._fresh_page(await self._read(viewer_id, now, start, after, limit, {}), now, after, limit)
         overlay = await self.seen.recent(viewer_id)
         tray = self._trays.get(viewer_id)
         if tray is not None and trio.current_time() - tray.stored_at >= self.ttl:
@@ -206,15 +221,24 @@ class TrayCache:
         snapshot = None if overlay is None else await self.versions.current(viewer_id, story_ids)
         if snapshot is None:
             self.metrics.tray_cache_requests.labels(result="bypass").inc()
-            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
+            return self._fresh_page(await self._read(viewer_id, now, start, after, limit, {}), now, after, limit)
         if tray is not None and page is not None and tray.version == snapshot.version and not snapshot.deleted:
             self._trays.move_to_end(viewer_id)
             self.metrics.tray_cache_requests.labels(result="hit").inc()
             return page
         self.metrics.tray_cache_requests.labels(result="miss").inc()
-        tray = self._read(viewer_id, await self.store.tray(viewer_id, now), snapshot.version)
+        assert overlay is not None  # a snapshot is only taken with the seen log known
+        tray = await self._read(viewer_id, now, start, after, max(limit, PREFETCH_AUTHORS), overlay, snapshot.version)
         self._keep(viewer_id, tray)
-        return self._page(tray, now, start, after, limit, overlay)
+        return self._fresh_page(tray, now, after, limit, overlay)
+
+    def _fresh_page(
+        self, tray: _Tray, now: datetime, after: Key | None, limit: int, overlay: dict[UUID, datetime] | None = None
+    ) -> TrayPage:
+        page = self._page(tray, now, tray.start, after, limit, overlay or {})
+        if page is None:  # the store read the stories of the authors after `after` in this very order
+            raise RuntimeError("the tray's order disagrees with the store's")
+        return page
 
     def _page(
         self,
@@ -223,10 +247,24 @@ class TrayCache:
         start: datetime,
         after: Key | None,
         limit: int,
-        overlay: dict[UUID, datetime] | None = None,
-    ) -> TrayPage:
-        views = {story: at for story, at in (overlay or {}).items() if story in tray.story_authors}
-        page, more = page_after(self._arranged(tray, now, start, views), after, limit)
+        overlay: dict[UUID, datetime],
+    ) -> TrayPage | None:
+        """The page from this read, or None when it cannot tell: a walk it was not placed for, a view that may
+        move an author it did not read into its stretch, or a page running past the stretch's end."""
+        if not tray.serves(start, after):
+            return None
+        views = {}
+        for story, at in overlay.items():
+            if story in tray.story_authors:
+                views[story] = at
+            elif story not in tray.absorbed and tray.after is not None and at <= start:
+                # An author placed before the stretch may move into it. (A view only moves an author later, and
+                # a stretch from the first author has none before it: any other author is after its end.)
+                return None
+        placed = self._arranged(tray, now, start, views)
+        page, more = page_after(placed, after, limit)
+        if not more and tray.end is not None:
+            return None
         served = [
             ServedAuthor(
                 entry.key,
@@ -252,28 +290,49 @@ class TrayCache:
 
     @staticmethod
     def _arranged(tray: _Tray, now: datetime, start: datetime, views: dict[UUID, datetime]) -> list[Placed]:
-        stable = (tray.newest is None or tray.newest <= start) and all(at <= start for at in views.values())
-        seen = frozenset(views)
+        # Views after the start count as unseen (they were not recorded by then): the order depends on the start.
+        moved = frozenset(story for story in views if story not in tray.absorbed)
+        at = None if all(views[story] <= start for story in moved) else start
         memo = tray.arranged
-        if stable and memo is not None and memo.seen == seen and (memo.until is None or now < memo.until):
+        if memo is not None and memo.seen == moved and memo.start == at and (memo.until is None or now < memo.until):
             return memo.placed
-        touched = frozenset(tray.story_authors[story] for story in views)
+        touched = frozenset(tray.story_authors[story] for story in moved)
         placed = arrange(tray.authors, now, start, views, touched)
-        if stable:
-            until = min((item.story.expires_at for entry in placed for item in entry.stories), default=None)
-            tray.arranged = _Arranged(seen, placed, until)
+        if tray.end is not None:
+            # An author moved past the end: the authors between are not known here.
+            placed = [entry for entry in placed if entry.key <= tray.end]
+        placed.sort(key=lambda entry: entry.key)
+        until = min((item.story.expires_at for entry in placed for item in entry.stories), default=None)
+        tray.arranged = _Arranged(moved, at, placed, until)
         return placed
 
-    def _read(self, viewer_id: UUID, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
-        items = [TrayItem(row.story, row.viewed_at) for row in rows]
-        instants = [item.story.created_at for item in items] + [i.viewed_at for i in items if i.viewed_at is not None]
+    async def _read(
+        self,
+        viewer_id: UUID,
+        now: datetime,
+        start: datetime,
+        after: Key | None,
+        authors: int,
+        overlay: dict[UUID, datetime],
+        version: int = 0,
+    ) -> _Tray:
+        """The `authors` first authors after `after`, and one more to tell whether the tray goes on."""
+        read = await self.store.tray(
+            viewer_id, now, start, None if after is None else (after[0], after[1], UUID(int=after[2])), authors + 1
+        )
+        items = [TrayItem(row.story, row.viewed_at) for row in read.stories]
+        last = read.ranks[-1] if len(read.ranks) > authors else None
         return _Tray(
             version=version,
             stored_at=trio.current_time(),
+            start=start,
+            fresh=after is None and start >= now and all(item.story.created_at <= start for item in items),
+            after=after,
+            end=None if last is None else rank_key(last.part, last.latest_at, last.author_id),
+            absorbed=frozenset(overlay),
             authors=gather(items, viewer_id),
             story_authors={item.story.id: item.story.author_id for item in items},
             size=len(items),
-            newest=max(instants, default=None),
         )
 
     def _keep(self, viewer_id: UUID, tray: _Tray) -> None:

@@ -65,6 +65,10 @@ _POOL_OPTIONS: dict[str, Any] = {
     # a timer of its own, then prepared again.
     "max_cached_statement_lifetime": 0,
     "reset": _no_reset,
+    # No JIT: it pays off for long analytic queries, never for ours. The tray's statement (stories/store/tray.py)
+    # is estimated far above jit_above_cost (it places authors with a few probes each, each costed as a scan),
+    # and compiling it took ~10 s on 50,000 active stories (bench/feed_plans.md, "Tray at scale").
+    "server_settings": {"jit": "off"},
 }
 
 

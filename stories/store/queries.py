@@ -323,7 +323,7 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
     return None if row is None else _story(row)
 
 
-def feed_stories(after: str = "", order: str = "") -> str:
+def feed_stories(after: str = "", order: str = "", author: str = "") -> str:
     """What the feed of viewer $1 at instant $2 holds: the one definition the feed and the tray both read.
 
     Three disjoint index-ordered branches (no DISTINCT needed), each filtered by `after` and ordered/bounded by
@@ -333,8 +333,11 @@ def feed_stories(after: str = "", order: str = "") -> str:
     friends: per followee not hidden from the viewer, their friends stories (stories_friends_feed_idx),
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
+    `author` (an expression, e.g. an outer column) narrows it to that author's stories: each branch is then one
+    index range of the author, the friends branch one probe of `follows` (the tray places authors this way).
     """
-    live = f"{READABLE} {after}"
+    one = f"AND s.author_id = {author}" if author else ""
+    live = f"{READABLE} {one} {after}"
     return f"""
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
@@ -348,7 +351,8 @@ def feed_stories(after: str = "", order: str = "") -> str:
                        AND (NOT s.has_audience
                             OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
                      {order}) fs
-                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+                  WHERE f.follower_id = $1 {one.replace("s.author_id", "f.followee_id")}
+                    AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
 
 
 def _feed_sql(with_cursor: bool) -> str:
