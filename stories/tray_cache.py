@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import coredis
+    import orjson
 
     from stories.feed_cache import GraphVersions
     from stories.metrics import Metrics
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from stories.store.tray import TrayRead
     from stories.tray import Key, TrayAuthor
 
-__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "ServedStory", "TrayCache", "TrayPage"]
+__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "TrayCache", "TrayPage"]
 
 log = structlog.get_logger()
 
@@ -154,8 +155,9 @@ class _Tray:
     size: int
     # The order of the stretch for the seen log's current views, reused until its first story expires.
     arranged: _Arranged | None = None
-    # Each story's JSON, made when a page first serves it.
+    # Each story's JSON, made when a page first serves it, and the groups' as pages rendered them.
     heads: dict[UUID, bytes] = field(default_factory=dict)
+    rendered: dict[tuple[object, ...], orjson.Fragment] = field(default_factory=dict)
 
     def serves(self, start: datetime, after: Key | None) -> bool:
         """Whether this stretch holds for a page after `after` of a walk that began at `start`."""
@@ -171,23 +173,28 @@ class _Arranged(NamedTuple):
     until: datetime | None  # the first expiry among the stories placed
 
 
-class ServedStory(NamedTuple):
-    story: Story
-    head: bytes  # its JSON object without media and without the closing brace (`present`)
-    seen: bool
-
-
 class ServedAuthor(NamedTuple):
-    """An author of a page: their place (for the next cursor), and each live story with `seen`."""
+    """An author of a page: their place (for the next cursor), their live stories and whether each is seen."""
 
     key: Key
     author: TrayAuthor
-    stories: list[ServedStory]
+    stories: list[TrayItem]
+    seen: list[bool]
+    # Tells this group (its stories and their `seen`) from every other of the same read: the key of its
+    # rendering in `TrayPage.rendered`.
+    memo: tuple[object, ...]
 
 
-class TrayPage(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class TrayPage:
     authors: list[ServedAuthor]
     more: bool
+    # The caller's renderings of groups, by `ServedAuthor.memo`, kept with the read they come from: a page of
+    # groups unchanged since an earlier page is not rendered again.
+    rendered: dict[tuple[object, ...], orjson.Fragment]
+    # Each story's JSON object without media and without its closing brace (`TrayCache.present`), made once per
+    # read.
+    head: Callable[[Story], bytes]
 
 
 @dataclass(slots=True)
@@ -265,22 +272,15 @@ class TrayCache:
         page, more = page_after(placed, after, limit)
         if not more and tray.end is not None:
             return None
-        served = [
-            ServedAuthor(
-                entry.key,
-                entry.author,
-                [
-                    ServedStory(
-                        item.story,
-                        self._head(tray, item.story),
-                        item.viewed_at is not None or item.story.id in views,
-                    )
-                    for item in entry.stories
-                ],
+        served = []
+        for entry in page:
+            seen = [item.viewed_at is not None or item.story.id in views for item in entry.stories]
+            # The author's stories as read, or those of them still live (expiry only ever drops some).
+            stories = None if entry.stories is entry.author.items else tuple(i.story.id for i in entry.stories)
+            served.append(
+                ServedAuthor(entry.key, entry.author, entry.stories, seen, (entry.author.author_id, stories, *seen))
             )
-            for entry in page
-        ]
-        return TrayPage(served, more)
+        return TrayPage(served, more, tray.rendered, lambda story: self._head(tray, story))
 
     def _head(self, tray: _Tray, story: Story) -> bytes:
         head = tray.heads.get(story.id)
