@@ -235,9 +235,11 @@ class TrayCache:
             return page
         self.metrics.tray_cache_requests.labels(result="miss").inc()
         assert overlay is not None  # a snapshot is only taken with the seen log known
-        tray = await self._read(viewer_id, now, start, after, max(limit, PREFETCH_AUTHORS), overlay, snapshot.version)
-        self._keep(viewer_id, tray)
-        return self._fresh_page(tray, now, after, limit, overlay)
+        read = await self._read(viewer_id, now, start, after, max(limit, PREFETCH_AUTHORS), overlay, snapshot.version)
+        if after is None or tray is None or tray.version != snapshot.version or page is not None:
+            # A stretch further down a walk does not replace the first one while that still serves new walks.
+            self._keep(viewer_id, read)
+        return self._fresh_page(read, now, after, limit, overlay)
 
     def _fresh_page(
         self, tray: _Tray, now: datetime, after: Key | None, limit: int, overlay: dict[UUID, datetime] | None = None

@@ -334,10 +334,25 @@ def feed_stories(after: str = "", order: str = "", author: str = "") -> str:
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
     `author` (an expression, e.g. an outer column) narrows it to that author's stories: each branch is then one
-    index range of the author, the friends branch one probe of `follows` (the tray places authors this way).
+    index range of the author, and the friends branch is gated by one probe of `follows` instead of walking
+    them (the tray places authors this way, a few probes each).
     """
-    one = f"AND s.author_id = {author}" if author else ""
-    live = f"{READABLE} {one} {after}"
+    live = f"{READABLE} {after}" if not author else f"{READABLE} AND s.author_id = {author} {after}"
+    audience = """AND (NOT s.has_audience
+                            OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))"""
+    if author:
+        friends = f"""(SELECT {_STORY_COLUMNS} FROM stories s
+                  WHERE s.visibility = 'friends' AND {live} {audience}
+                    AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = {author}
+                                                          AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+                  {order})"""
+    else:
+        friends = f"""(SELECT fs.* FROM follows f CROSS JOIN LATERAL (
+                    SELECT {_STORY_COLUMNS} FROM stories s
+                     WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
+                       {audience}
+                     {order}) fs
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
     return f"""
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
@@ -345,14 +360,7 @@ def feed_stories(after: str = "", order: str = "", author: str = "") -> str:
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.author_id = $1 AND s.visibility <> 'public' AND {live} {order})
                 UNION ALL
-                (SELECT fs.* FROM follows f CROSS JOIN LATERAL (
-                    SELECT {_STORY_COLUMNS} FROM stories s
-                     WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
-                       AND (NOT s.has_audience
-                            OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
-                     {order}) fs
-                  WHERE f.follower_id = $1 {one.replace("s.author_id", "f.followee_id")}
-                    AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+                {friends}"""
 
 
 def _feed_sql(with_cursor: bool) -> str:

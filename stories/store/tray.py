@@ -68,37 +68,48 @@ def _part(author: str, latest: str, newest: str = "NULL", newest_at: str = "NULL
 #   when it is their latest feed story by the start (so each author comes once), and only the first $8 are read.
 # The key is stories/tray.py's: (part, -latest_at in microseconds, author id), the own group (0, 0, nil).
 _STARTED = "AND s.created_at <= $3"
+
+
+def _placed(authors: str) -> str:
+    """Each author of the CTE `authors` placed: their latest story (as of the walk's start) and their part."""
+    return f"""
+        SELECT k.author_id, l.latest_at, {_part("k.author_id", "l.latest_at", "l.id", "l.created_at")} AS part
+        FROM {authors} k CROSS JOIN LATERAL (
+            SELECT n.id, n.created_at, CASE
+                WHEN n.created_at <= $3 THEN n.created_at
+                ELSE coalesce((SELECT o.created_at FROM {_of_author("k.author_id", _STARTED)} o), n.created_at)
+                END AS latest_at
+            FROM {_of_author("k.author_id")} n) l"""
+
+
 TRAY_SQL = f"""
     WITH known (author_id) AS (
-        SELECT $1::uuid
-        UNION SELECT f.followee_id FROM follows f WHERE f.follower_id = $1
-        UNION SELECT v.author_id FROM story_views v JOIN stories s ON s.id = v.story_id
-              WHERE v.viewer_id = $1 AND s.deleted_at IS NULL AND s.expires_at > $2),
-    placed AS (
-        SELECT k.author_id, l.latest_at, {_part("k.author_id", "l.latest_at", "l.id", "l.created_at")} AS part
-        FROM known k CROSS JOIN LATERAL (
-            SELECT n.id, n.created_at, CASE WHEN n.created_at <= $3 THEN n.created_at
-                        ELSE coalesce((SELECT o.created_at FROM {_of_author("k.author_id", _STARTED)} o),
-                                      n.created_at) END AS latest_at
-            FROM {_of_author("k.author_id")} n) l),
+        SELECT $1::uuid UNION SELECT f.followee_id FROM follows f WHERE f.follower_id = $1),
     walked AS (
         SELECT w.author_id, w.created_at AS latest_at, {UNSEEN} AS part
         FROM stories w
         WHERE w.visibility = 'public' AND w.deleted_at IS NULL
-          AND w.created_at <= (CASE WHEN $5 = {UNSEEN} THEN least($9, $3) ELSE $3 END)
+          AND w.created_at <= (CASE WHEN $5 = {UNSEEN} THEN least($9::timestamptz, $3::timestamptz) ELSE $3 END)
           AND $5 <= {UNSEEN}
           AND ($5 < {UNSEEN} OR w.created_at < $9 OR w.author_id > $7)
           AND w.author_id NOT IN (SELECT author_id FROM known)
           AND w.id = (SELECT o.id FROM {_of_author("w.author_id", _STARTED)} o)
           AND {_part("w.author_id", "w.created_at", "w.id", "w.created_at")} = {UNSEEN}
         ORDER BY w.created_at DESC FETCH FIRST $8 ROWS WITH TIES),
+    viewed (author_id) AS (
+        SELECT DISTINCT v.author_id FROM story_views v
+        WHERE v.viewer_id = $1 AND v.author_id NOT IN (SELECT author_id FROM known)
+          AND (SELECT count(*) FROM walked) < $8
+          AND (SELECT s.deleted_at IS NULL AND s.expires_at > $2 FROM stories s WHERE s.id = v.story_id)),
     keyed AS (
         SELECT p.*,
                CASE WHEN p.part = {OWN} THEN 0
                     ELSE -(extract(epoch FROM p.latest_at) * 1000000)::bigint END AS neg_latest,
                CASE WHEN p.part = {OWN} THEN '00000000-0000-0000-0000-000000000000'::uuid
                     ELSE p.author_id END AS tie
-        FROM (SELECT * FROM placed UNION ALL SELECT * FROM walked) p),
+        FROM ({_placed("known")}
+              UNION ALL SELECT * FROM walked
+              UNION ALL SELECT * FROM ({_placed("viewed")}) seen WHERE seen.part = {SEEN}) p),
     page AS (
         SELECT k.author_id, k.part, k.latest_at,
                (SELECT u.display_name FROM users u WHERE u.id = k.author_id) AS display_name
