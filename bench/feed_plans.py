@@ -795,17 +795,16 @@ def _cell(r: Result) -> str:
     return f"{r.median_ms:.1f} / {r.stories_read} / {r.shared_hit + r.shared_read}"
 
 
-TRAY_FINDINGS = """**The tray: a miss reads the whole feed.** `GET /tray` reads the viewer's whole tray in one statement
-(`stories/store/tray.py` `TRAY_SQL`: the feed's own `feed_stories` without page bounds, the 100 newest per author,
-the viewer's views hashed from `story_views_viewer_idx`), once per FEED_CACHE_SECONDS per viewer; the viewer's
-other pages are cache hits that reach no database, and their own views are laid over the cached read. Its cost is
-the feed's size, not a page's, since every public story is in every feed: typical user
-{rows[base: tray miss, typical]} stories rows read, {ms[base: tray miss, typical]}; heavy follower (1,000 follows)
-{rows[base: tray miss, heavy]} rows, {ms[base: tray miss, heavy]}; lonely user (no follows)
-{rows[base: tray miss, lonely]} rows, {ms[base: tray miss, lonely]}. Issue 18's target (a miss <= 25 ms at 50,000
-active stories for a user following 500 authors) is not met: this is the floor of reading every tray story at
-once. Meeting it needs the order computed in SQL from per-author summaries and only the page's authors' stories
-read per page (open work).
+TRAY_FINDINGS = """**The tray: a miss reads a page, not the feed.** `GET /tray` on a miss runs one statement
+(`stories/store/tray.py` `TRAY_SQL`): the viewer, their followees and (when the page reaches the seen part) the
+authors they viewed are placed by a few index probes each of `feed_stories` narrowed to one author; every other
+author has only public stories in the feed, and the unseen ones come in order from a walk down
+`stories_public_feed_idx` that stops after the page; then the stories of the page's authors (the cache's 20 and
+one more). Hits never reach PostgreSQL. Its cost follows the viewer's follows, not the number of active stories:
+typical user {rows[base: tray miss, typical]} stories rows read, {ms[base: tray miss, typical]}; heavy follower
+(1,000 follows) {rows[base: tray miss, heavy]} rows, {ms[base: tray miss, heavy]}; lonely user (no follows)
+{rows[base: tray miss, lonely]} rows, {ms[base: tray miss, lonely]}. At 5k, 50k and 500k active stories: "Tray at
+scale" below (`--tray-scale`).
 """
 
 

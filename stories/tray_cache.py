@@ -1,13 +1,16 @@
-"""The tray cache: a viewer's tray stories per graph version, with their own views laid over them.
+"""The tray cache: a stretch of a viewer's tray per graph version, with their own views laid over it.
 
-A read from the store (one round trip) holds every story of the viewer's tray and the viewer's views of them;
-it is kept for FEED_CACHE_SECONDS under the viewer's graph version, the feed cache's (stories/feed_cache.py), and
-is served while that version stands and no story on the page is marked deleted: the feed's rules, so the tray
-lags exactly as the feed may. The viewer's own views must apply at once, on every process, without throwing the
-read away: the view route records each in a short *seen log* (`SeenLog.viewed`), and every page lays the log
-over the stories it serves (`recent`). The log only has to outlive the reads it corrects (FEED_CACHE_SECONDS),
-so it stays small. In Redis when configured (`<prefix>trayseen:<viewer>`, a sorted set by view time), else in
-this process (exact when it is the only one; the runtime turns both caches off for several without Redis).
+A miss reads, in one round trip, the authors of the page and the next few, placed by the database, with their
+stories and the viewer's views of them (stories/store/tray.py): a *stretch* of the order, holding every author
+placed in it. It is kept for FEED_CACHE_SECONDS under the viewer's graph version, the feed cache's
+(stories/feed_cache.py), and is served while that version stands and no story on the page is marked deleted: the
+feed's rules, so the tray lags exactly as the feed may. A page past the stretch's end reads again. The viewer's
+own views must apply at once, on every process, without throwing the read away: the view route records each in a
+short *seen log* (`SeenLog.viewed`), and every page lays the log over the stretch (`recent`), moving its authors
+(a view only ever moves an author later, so views of authors outside a stretch read from the first author do not
+touch it). The log only has to outlive the reads it corrects (FEED_CACHE_SECONDS), so it stays small. In Redis
+when configured (`<prefix>trayseen:<viewer>`, a sorted set by view time), else in this process (exact when it is
+the only one; the runtime turns both caches off for several without Redis).
 
 A hit costs two Redis round trips (the seen log, then the version and the page's deletion marks) and no
 PostgreSQL one; a miss adds the store's one. When Redis is down the tray bypasses the cache, always fresh.

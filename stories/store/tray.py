@@ -35,55 +35,39 @@ def _of_author(author: str, extra: str = "", limit: str = "1") -> str:
                 ORDER BY f.created_at DESC, f.id DESC LIMIT {limit})"""
 
 
-def _part(author: str, latest: str, newest: str = "NULL", newest_at: str = "NULL") -> str:
+def _part(author: str, latest: str, newest: str, newest_at: str) -> str:
     """The part of the order of `author` whose latest story (as of the walk's start $3) is `latest`: unseen when
-    one of their stories created by the start (all of them, if none was) and among their newest $4 has no view
-    recorded by the start. Usually their newest story (id `newest`, created at `newest_at`) answers it: one probe
-    of story_views. Else the newest such unseen story is looked for, and the stories newer than it are counted,
-    up to $4."""
-    unseen = (
-        f"AND s.created_at <= (CASE WHEN {latest} <= $3 THEN $3 ELSE 'infinity' END)"
-        " AND NOT EXISTS (SELECT 1 FROM story_views v WHERE v.story_id = s.id AND v.viewer_id = $1"
-        " AND v.viewed_at <= $3)"
-    )
-    newer = _of_author(author, "AND (s.created_at, s.id) > (u.created_at, u.id)", "$4")
+    one of their newest $4 stories, created by the start (all of them, if none was), has no view recorded by the
+    start. Usually their newest story (id `newest`, created at `newest_at`) answers it: one probe of story_views.
+    Else their newest $4 are read newest first until an unseen one."""
     return f"""CASE WHEN {author} = $1 THEN {OWN}
-                    WHEN {newest} IS NOT NULL AND {newest_at} <= $3 AND NOT EXISTS (
+                    WHEN {newest_at} <= $3 AND NOT EXISTS (
                         SELECT 1 FROM story_views v WHERE v.story_id = {newest} AND v.viewer_id = $1
                                                       AND v.viewed_at <= $3) THEN {UNSEEN}
-                    WHEN EXISTS (SELECT 1 FROM {_of_author(author, unseen)} u
-                                 WHERE (SELECT count(*) FROM {newer} n) < $4) THEN {UNSEEN}
+                    WHEN EXISTS (
+                        SELECT 1 FROM {_of_author(author, limit="$4")} t
+                        WHERE t.created_at <= (CASE WHEN {latest} <= $3 THEN $3 ELSE 'infinity' END)
+                          AND NOT EXISTS (SELECT 1 FROM story_views v WHERE v.story_id = t.id AND v.viewer_id = $1
+                                                                       AND v.viewed_at <= $3)) THEN {UNSEEN}
                     ELSE {SEEN} END"""
 
+
+_STARTED = "AND s.created_at <= $3"
 
 # The page of the tray of viewer $1 at $2 for a walk that began at $3 (stories/tray.py has the order's rules):
 # the $8 authors after the place ($5, $6, $7) (`kind` 'a', with their part and latest_at), and their newest $4
 # stories with the viewer's views (`kind` 's'), in one round trip, without reading the whole feed:
 #
-# known: the viewer, their followees and the authors of stories they viewed: each is placed by a few index
-#   probes of `feed_stories` narrowed to them (their newest story, and their part). Every author of the seen part
-#   is among them (they viewed one of that author's stories), and so is every author with friends stories.
-# walked: every other author of the tray has only public stories there. The unseen ones after the cursor come in
-#   order from a walk down stories_public_feed_idx from the cursor's latest_at ($9): a story stands for its author
-#   when it is their latest feed story by the start (so each author comes once), and only the first $8 are read.
+# followed: the viewer and their followees (every author with friends stories in the feed).
+# walked: every other author has only public stories in the feed; the unseen ones after the cursor come in
+#   order from a walk down stories_public_feed_idx from the cursor's latest_at ($9): a story stands for its
+#   author when it is their latest feed story by the start (so each comes once), and the walk stops after $8.
+# known: the followed, and, when the walk leaves room on the page, the authors of stories the viewer viewed
+#   (every other author of the seen part is among them). Each is placed by a few index probes of `feed_stories`
+#   narrowed to them: their newest story, the latest by the start, and their part.
 # The key is stories/tray.py's: (part, -latest_at in microseconds, author id), the own group (0, 0, nil).
-_STARTED = "AND s.created_at <= $3"
-
-
-def _placed(authors: str) -> str:
-    """Each author of the CTE `authors` placed: their latest story (as of the walk's start) and their part."""
-    return f"""
-        SELECT k.author_id, l.latest_at, {_part("k.author_id", "l.latest_at", "l.id", "l.created_at")} AS part
-        FROM {authors} k CROSS JOIN LATERAL (
-            SELECT n.id, n.created_at, CASE
-                WHEN n.created_at <= $3 THEN n.created_at
-                ELSE coalesce((SELECT o.created_at FROM {_of_author("k.author_id", _STARTED)} o), n.created_at)
-                END AS latest_at
-            FROM {_of_author("k.author_id")} n) l"""
-
-
 TRAY_SQL = f"""
-    WITH known (author_id) AS (
+    WITH followed (author_id) AS (
         SELECT $1::uuid UNION SELECT f.followee_id FROM follows f WHERE f.follower_id = $1),
     walked AS (
         SELECT w.author_id, w.created_at AS latest_at, {UNSEEN} AS part
@@ -92,24 +76,34 @@ TRAY_SQL = f"""
           AND w.created_at <= (CASE WHEN $5 = {UNSEEN} THEN least($9::timestamptz, $3::timestamptz) ELSE $3 END)
           AND $5 <= {UNSEEN}
           AND ($5 < {UNSEEN} OR w.created_at < $9 OR w.author_id > $7)
-          AND w.author_id NOT IN (SELECT author_id FROM known)
+          AND w.author_id NOT IN (SELECT author_id FROM followed)
           AND w.id = (SELECT o.id FROM {_of_author("w.author_id", _STARTED)} o)
           AND {_part("w.author_id", "w.created_at", "w.id", "w.created_at")} = {UNSEEN}
         ORDER BY w.created_at DESC FETCH FIRST $8 ROWS WITH TIES),
-    viewed (author_id) AS (
-        SELECT DISTINCT v.author_id FROM story_views v
-        WHERE v.viewer_id = $1 AND v.author_id NOT IN (SELECT author_id FROM known)
+    known (author_id, followed) AS (
+        SELECT author_id, true FROM followed
+        UNION ALL
+        SELECT DISTINCT v.author_id, false FROM story_views v
+        WHERE v.viewer_id = $1 AND v.author_id NOT IN (SELECT author_id FROM followed)
           AND (SELECT count(*) FROM walked) < $8
           AND (SELECT s.deleted_at IS NULL AND s.expires_at > $2 FROM stories s WHERE s.id = v.story_id)),
+    placed AS (
+        SELECT k.author_id, k.followed, l.latest_at,
+               {_part("k.author_id", "l.latest_at", "l.id", "l.created_at")} AS part
+        FROM known k CROSS JOIN LATERAL (
+            SELECT n.id, n.created_at, CASE
+                WHEN n.created_at <= $3 THEN n.created_at
+                ELSE coalesce((SELECT o.created_at FROM {_of_author("k.author_id", _STARTED)} o), n.created_at)
+                END AS latest_at
+            FROM {_of_author("k.author_id")} n) l),
     keyed AS (
         SELECT p.*,
                CASE WHEN p.part = {OWN} THEN 0
                     ELSE -(extract(epoch FROM p.latest_at) * 1000000)::bigint END AS neg_latest,
                CASE WHEN p.part = {OWN} THEN '00000000-0000-0000-0000-000000000000'::uuid
                     ELSE p.author_id END AS tie
-        FROM ({_placed("known")}
-              UNION ALL SELECT * FROM walked
-              UNION ALL SELECT * FROM ({_placed("viewed")}) seen WHERE seen.part = {SEEN}) p),
+        FROM (SELECT author_id, latest_at, part FROM placed WHERE followed OR part = {SEEN}
+              UNION ALL SELECT * FROM walked) p),
     page AS (
         SELECT k.author_id, k.part, k.latest_at,
                (SELECT u.display_name FROM users u WHERE u.id = k.author_id) AS display_name
