@@ -1083,7 +1083,9 @@ def write_tray_scale(path: Path, results: list[Result], notes: list[str], args: 
         " BUFFERS)` runs after a warm-up, `jit = off` as the service's pool sets it. The statement is"
         " `stories/store/tray.py` `TRAY_SQL` for the first page of a walk, as a miss of the cache reads it"
         f" ({PREFETCH_AUTHORS} authors and one more, with their stories). `(generic)`: the plan a connection"
-        " switches to after 5 runs of the prepared statement.",
+        " switches to after 5 runs of the prepared statement. (The `tray miss` rows of the tables above are from the"
+        " full run's date: until the next full run they measure the statement this one replaced, which read the"
+        " whole feed.)",
         "",
         *(f"- {note}" for note in notes),
         "",
