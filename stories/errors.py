@@ -7,6 +7,7 @@
           │    └── MediaNotUploaded 400 media_not_uploaded: the store answers, and the object is not there
           ├── Unauthorized         401 unauthorized
           ├── InvalidCredentials   401 invalid_credentials
+          ├── Forbidden            403 (code names the refusal, e.g. wrong_password)
           ├── NotFound             404 not_found
           ├── Conflict             409 (code names the conflict, e.g. email_taken)
           ├── IdempotencyKeyReused 422 idempotency_key_reused
@@ -25,6 +26,7 @@ __all__ = [
     "ApiError",
     "ConfigError",
     "Conflict",
+    "Forbidden",
     "IdempotencyKeyReused",
     "InvalidCredentials",
     "InvalidRequest",
@@ -83,6 +85,11 @@ class Unauthorized(ApiError):
 class InvalidCredentials(ApiError):
     status = 401
     code = "invalid_credentials"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ApiError):

@@ -240,8 +240,6 @@ async def aio_create_story(
                     f"audience_user_ids: unknown users {listed}",
                     fields={"audience_user_ids": f"unknown users: {listed}"},
                 )
-        if upload is not None:
-            await _take_upload(conn, story, upload)
         inserted_name = await conn.fetchval(
             """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -260,6 +258,10 @@ async def aio_create_story(
                 "INSERT INTO story_audience (story_id, user_id) VALUES ($1, $2)",
                 [(story.id, user_id) for user_id in audience],
             )
+        if upload is not None:
+            # After the insert, whose foreign key locks the author's row first: an account deletion locks that
+            # row, then the user's upload rows; taking the upload row first could deadlock with it.
+            await _take_upload(conn, story, upload)
     return story if claim is not None else replace(story, author_name=inserted_name)
 
 

@@ -1,0 +1,151 @@
+"""DELETE /me and GET /me/export (API.md "Your account and your data").
+
+Confirming a deletion with the password is throttled like a login, in the same bucket (the account's email): a
+stolen token cannot guess the password faster by asking here. The export is streamed section by section
+(stories/store/account.py), so a large account costs no more memory than a small one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import orjson
+import structlog
+from quart import Blueprint, Response
+
+from stories.actors.ratelimit import ACTION_EXPORT, ACTION_LOGIN
+from stories.api.auth import login_subject
+from stories.api.bodies import JSON_CONTENT_TYPE, read_json_object
+from stories.api.deps import current_user_id, deps
+from stories.api.rate import check_rate
+from stories.api.validate import required_string
+from stories.clock import rfc3339, to_millis
+from stories.errors import Forbidden, RateLimited, Unauthorized
+from stories.store.account import EXPORT_SECTIONS, AccountStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from datetime import datetime
+
+    from stories.api.deps import AppDeps
+
+__all__ = ["EXPORT_CHUNK_ROWS", "announce_account_deleted", "blueprint"]
+
+log = structlog.get_logger()
+blueprint = Blueprint("account", __name__)
+
+# Rows per query of the export: a chunk's rows and their JSON are all it holds in memory at once.
+EXPORT_CHUNK_ROWS = 500
+
+
+def _gone() -> Unauthorized:
+    return Unauthorized("the token's user does not exist; sign up or log in again")
+
+
+def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
+    """The one place that tells the running processes the account is gone: its tokens must answer 401 at once.
+    For now this process only; the sessions work provides the announcement to every process, to call here."""
+    app.callers.forget(user_id)
+
+
+async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> str:
+    """The account's email once the password is right; 403 wrong_password, 429 after too many wrong ones.
+
+    As POST /login: a token of the email's failed-login window is taken first and given back unless the password
+    turns out wrong, so only failures count, and they count together with failed logins."""
+    credentials = await AccountStore(app.store.database).credentials(user_id)
+    if credentials is None:
+        raise _gone()
+    email, password_hash = credentials
+    subject = login_subject(email)
+    decision = await app.limiter.acquire(subject, ACTION_LOGIN)
+    if not decision.allowed:
+        app.metrics.rate_limited.labels(action=ACTION_LOGIN).inc()
+        message = "too many wrong passwords for this account; try again later"
+        raise RateLimited(message, retry_after=decision.retry_after)
+    failure: Exception | None = None
+    ok = False
+    try:
+        ok = await app.passwords.verify(password, password_hash)
+    except Exception as error:  # re-raised below, after the refund (a 503 overloaded is no verdict)
+        failure = error
+    if ok or failure is not None:
+        await app.limiter.refund(subject, ACTION_LOGIN)
+    if failure is not None:
+        raise failure
+    if not ok:
+        raise Forbidden("the password is not this account's", code="wrong_password")
+    return email
+
+
+@blueprint.delete("/me")
+async def delete_me() -> Response:
+    password = required_string(await read_json_object(), "password")
+    app = deps()
+    user_id = current_user_id()
+    await _confirm_password(app, user_id, password)
+    deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
+    if deleted is None:
+        raise _gone()
+    announce_account_deleted(app, user_id)
+    # Feed pages cached by other users may hold the user's live stories: each is marked as deleted by its author.
+    for story_id in deleted.live_story_ids:
+        await app.feeds.story_deleted(user_id, story_id)
+    log.info("account_deleted", user_id=str(user_id), live_stories=len(deleted.live_story_ids))
+    return Response(b"", 204)
+
+
+def _plain(value: Any) -> Any:
+    """A database value as the API writes it: times in RFC 3339 (UTC, Z), ids as text."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tzinfo"):
+        return rfc3339(value)
+    return value
+
+
+def _row_json(row: dict[str, Any]) -> bytes:
+    return orjson.dumps({name: _plain(value) for name, value in row.items()})
+
+
+async def _export_body(
+    accounts: AccountStore, user_id: UUID, profile: dict[str, Any], now: datetime
+) -> AsyncIterator[bytes]:
+    """The document, piece by piece: the profile, then each section as a list filled one chunk at a time. A
+    failure half way (the database gone) ends the body early, so the client gets invalid JSON, never a
+    document that looks whole but is not."""
+    yield b'{"exported_at":' + orjson.dumps(rfc3339(now)) + b',"profile":' + _row_json(profile)
+    for section in EXPORT_SECTIONS:
+        yield b"," + orjson.dumps(section.name) + b":["
+        after, first = section.start, True
+        while True:
+            rows = await accounts.chunk(section, user_id, after, EXPORT_CHUNK_ROWS)
+            if rows:
+                yield (b"" if first else b",") + b",".join(_row_json(row) for row in rows)
+                first = False
+                after = tuple(rows[-1][column] for column in section.key)
+            if len(rows) < EXPORT_CHUNK_ROWS:
+                break
+        yield b"]"
+    yield b"}"
+
+
+@blueprint.get("/me/export")
+async def export_me() -> Response:
+    app = deps()
+    user_id = current_user_id()
+    await check_rate(ACTION_EXPORT, "exporting your data")
+    accounts = AccountStore(app.store.database)
+    profile = await accounts.profile(user_id)
+    if profile is None:
+        raise _gone()
+    log.info("account_exported", user_id=str(user_id))
+    return Response(
+        _export_body(accounts, user_id, profile, app.clock.now()),
+        200,
+        content_type=JSON_CONTENT_TYPE,
+        headers={"Content-Disposition": 'attachment; filename="stories-export.json"'},
+    )
