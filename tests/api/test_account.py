@@ -1,0 +1,235 @@
+"""DELETE /me (API.md "Your account and your data"): the password, the erasure read back from every table, what
+other users see afterwards, and a deletion racing the user's own writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+import trio
+import trio_asyncio
+
+from stories.store.queries import pair_lock
+from tests.helpers import PASSWORD, Account, post_story, signup
+from tests.leftovers import leftovers
+
+pytestmark = pytest.mark.usefixtures("aio_loop")
+
+WRONG = PASSWORD + "!"
+TEN_YEARS = 10 * 365 * 86_400
+
+
+@pytest.fixture
+def settings(settings):
+    return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_reactions_per_minute=1_000_000)
+
+
+async def delete_me(client: Any, account: Account, password: str = PASSWORD) -> Any:
+    return await client.delete("/me", json={"password": password}, headers=account.auth)
+
+
+async def story_json(client: Any, account: Account, story_id: str) -> dict[str, Any]:
+    response = await client.get(f"/stories/{story_id}", headers=account.auth)
+    assert response.status_code == 200, await response.get_data()
+    return dict(await response.get_json())
+
+
+async def test_a_wrong_password_is_403_and_counts_with_failed_logins(client):
+    ada = await signup(client)
+    response = await delete_me(client, ada, WRONG)
+    assert response.status_code == 403
+    assert (await response.get_json())["error"] == "wrong_password"
+    for _ in range(8):
+        assert (await delete_me(client, ada, WRONG)).status_code == 403
+    failed_login = await client.post("/login", json={"email": ada.email, "password": WRONG})
+    assert failed_login.status_code == 401  # the 10th failure of this email
+    for attempt in (delete_me(client, ada), client.post("/login", json={"email": ada.email, "password": PASSWORD})):
+        throttled = await attempt
+        assert throttled.status_code == 429
+        assert int(throttled.headers["Retry-After"]) >= 1
+    assert (await client.get("/me", headers=ada.auth)).status_code == 200  # nothing was deleted
+
+
+async def test_a_body_without_a_password_is_400(client):
+    ada = await signup(client)
+    response = await client.delete("/me", json={}, headers=ada.auth)
+    assert response.status_code == 400
+    assert (await client.get("/me", headers=ada.auth)).status_code == 200
+
+
+async def test_nothing_of_the_user_is_left_in_any_table(client, database_url, counters):
+    ada, bob, cy = await signup(client, display_name="Ada"), await signup(client), await signup(client)
+    # Everything a user can leave: stories with an audience, views, reactions (on their own and on others'
+    # stories), follows both ways, blocks and mutes both ways, audience entries on others' stories, an
+    # idempotency key.
+    await client.post(f"/follow/{bob.user_id}", headers=ada.auth)
+    await client.post(f"/follow/{ada.user_id}", headers=bob.auth)
+    await client.post(f"/follow/{ada.user_id}", headers=cy.auth)
+    own = await client.post(
+        "/stories",
+        json={"text": "for bob", "visibility": "friends", "audience_user_ids": [bob.user_id]},
+        headers={**ada.auth, "Idempotency-Key": "ada-1"},
+    )
+    assert own.status_code == 201
+    own_id = (await own.get_json())["id"]
+    public = await post_story(client, ada, text="hello")
+    await client.post(f"/stories/{own_id}/view", headers=bob.auth)
+    await client.post(f"/stories/{public}/reactions", json={"emoji": "🔥"}, headers=cy.auth)
+    bobs = await client.post(
+        "/stories",
+        json={"text": "for ada", "visibility": "friends", "audience_user_ids": [ada.user_id, cy.user_id]},
+        headers=bob.auth,
+    )
+    bobs_id = (await bobs.get_json())["id"]
+    await client.post(f"/stories/{bobs_id}/view", headers=ada.auth)
+    await client.post(f"/stories/{bobs_id}/reactions", json={"emoji": "❤️"}, headers=ada.auth)
+    await client.post(f"/blocks/{cy.user_id}", headers=ada.auth)
+    await client.post(f"/mutes/{bob.user_id}", headers=ada.auth)
+    await client.post(f"/mutes/{ada.user_id}", headers=cy.auth)
+    await counters.flush()
+    assert await leftovers(database_url, ada.user_id, ada.email)  # the scan does see the user before
+
+    response = await delete_me(client, ada)
+    assert (response.status_code, await response.get_data()) == (204, b"")
+
+    assert await leftovers(database_url, ada.user_id, ada.email) == {}
+    # The others' own rows are intact.
+    assert (await client.get(f"/stories/{bobs_id}", headers=bob.auth)).status_code == 200
+    assert (await client.get("/me", headers=bob.auth)).status_code == 200
+
+
+async def test_tokens_answer_401_at_once_and_the_email_signs_up_again(client):
+    ada = await signup(client)
+    await post_story(client, ada)
+    assert (await client.get("/me", headers=ada.auth)).status_code == 200  # the user is now known to this process
+    assert (await delete_me(client, ada)).status_code == 204
+
+    for method, path in (("GET", "/me"), ("GET", "/feed"), ("GET", "/me/stats"), ("DELETE", "/me")):
+        response = await client.open(path, method=method, headers=ada.auth, json={"password": PASSWORD})
+        assert response.status_code == 401, (method, path)
+    created = await client.post("/stories", json={"text": "x", "visibility": "public"}, headers=ada.auth)
+    assert created.status_code == 401
+    login = await client.post("/login", json={"email": ada.email, "password": PASSWORD})
+    assert login.status_code == 401
+
+    again = await signup(client, email=ada.email)
+    assert again.user_id != ada.user_id
+    assert (await client.get("/me", headers=again.auth)).status_code == 200
+
+
+async def test_other_users_counters_stats_and_viewers_stop_counting_the_user(client, counters):
+    ada, bob, cy = await signup(client), await signup(client), await signup(client)
+    story = await post_story(client, bob)
+    for viewer in (ada, cy):
+        await client.post(f"/stories/{story}/view", headers=viewer.auth)
+    for reactor, emoji in ((ada, "🔥"), (ada, "😂"), (cy, "🔥")):
+        await client.post(f"/stories/{story}/reactions", json={"emoji": emoji}, headers=reactor.auth)
+    await counters.flush()
+    before = await story_json(client, bob, story)
+    assert (before["view_count"], before["reaction_count"]) == (2, 3)
+
+    assert (await delete_me(client, ada)).status_code == 204
+
+    after = await story_json(client, bob, story)  # no flush: the deletion set them in its transaction
+    assert (after["view_count"], after["reaction_count"]) == (1, 1)
+    stats = await (await client.get("/me/stats", headers=bob.auth)).get_json()
+    assert stats == {"posted": 1, "views": 1, "unique_viewers": 1, "reactions": {"🔥": 1}}
+    viewers = await (await client.get(f"/stories/{story}/viewers", headers=bob.auth)).get_json()
+    assert [v["user_id"] for v in viewers["viewers"]] == [cy.user_id]
+
+
+async def test_cached_feeds_stop_serving_the_users_stories(client):
+    ada, bob = await signup(client), await signup(client)
+    await client.post(f"/follow/{ada.user_id}", headers=bob.auth)
+    stories = {await post_story(client, ada), await post_story(client, ada, "friends")}
+
+    async def feed() -> set[str]:
+        response = await client.get("/feed", headers=bob.auth)
+        return {s["id"] for s in (await response.get_json())["stories"]}
+
+    assert stories <= await feed()
+    assert stories <= await feed()  # now a cached page
+    assert (await delete_me(client, ada)).status_code == 204
+    assert not stories & await feed()
+
+
+# --- a deletion racing the user's own writes ---------------------------------------------------------------
+
+
+class Side:
+    """A connection of its own, holding locks that stall the app's statements where the test wants them."""
+
+    def __init__(self, connection: asyncpg.Connection[Any]) -> None:
+        self.connection = connection
+        self.open = True
+
+    @classmethod
+    async def begin(cls, database_url: str) -> Side:
+        side = cls(await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url))
+        await side.run("BEGIN")
+        return side
+
+    async def run(self, statement: str, *args: Any) -> Any:
+        return await trio_asyncio.aio_as_trio(self.connection.fetchval)(statement, *args)
+
+    async def release(self) -> None:
+        if self.open:
+            self.open = False
+            await self.run("ROLLBACK")
+            await trio_asyncio.aio_as_trio(self.connection.close)()
+
+
+async def waiting_for_locks(side: Side, at_least: int) -> None:
+    """Until at least this many backends wait for a lock (the app's statements, stalled)."""
+    with trio.fail_after(30):
+        # Polled: nothing tells another connection when a backend starts waiting.
+        while await side.run("SELECT count(*) FROM pg_locks WHERE NOT granted") < at_least:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def test_a_deletion_racing_the_users_own_writes_leaves_nothing(client, database_url):
+    ada, bob = await signup(client), await signup(client)
+    bobs_story = await post_story(client, bob)
+    # Stall three writes of Ada's half way: her reaction on Bob's story (its foreign key check waits for the
+    # story row) and her follow of Bob (it waits for the pair's lock) have not written yet; her story with Bob in
+    # its audience has (it holds her user row, as every insert naming her does) and waits for Bob's row.
+    story_row = await Side.begin(database_url)
+    await story_row.run("SELECT 1 FROM stories WHERE id = $1 FOR UPDATE", UUID(bobs_story))
+    pair = await Side.begin(database_url)
+    await pair.run("SELECT pg_advisory_xact_lock($1)", pair_lock(UUID(ada.user_id), UUID(bob.user_id)))
+    bobs_row = await Side.begin(database_url)
+    await bobs_row.run("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", UUID(bob.user_id))
+    observer = await Side.begin(database_url)
+    answers: dict[str, int] = {}
+    deleted = trio.Event()
+
+    async def call(name: str, method: str, path: str, body: dict[str, Any]) -> None:
+        answers[name] = (await client.open(path, method=method, json=body, headers=ada.auth)).status_code
+        if name == "delete":
+            deleted.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "reaction", "POST", f"/stories/{bobs_story}/reactions", {"emoji": "🔥"})
+            nursery.start_soon(call, "follow", "POST", f"/follow/{bob.user_id}", {})
+            story = {"text": "in flight", "visibility": "friends", "audience_user_ids": [bob.user_id]}
+            nursery.start_soon(call, "story", "POST", "/stories", story)
+            await waiting_for_locks(observer, 3)
+            nursery.start_soon(call, "delete", "DELETE", "/me", {"password": PASSWORD})
+            await waiting_for_locks(observer, 4)  # the deletion waits for the story's transaction
+            await bobs_row.release()  # the story commits, then the deletion runs and erases it
+            with trio.fail_after(30):
+                await deleted.wait()
+            await story_row.release()  # the reaction and the follow go on after the deletion committed
+            await pair.release()
+    finally:
+        for side in (story_row, pair, bobs_row, observer):
+            await side.release()
+
+    assert answers == {"story": 201, "delete": 204, "reaction": 401, "follow": 401}
+    assert await leftovers(database_url, ada.user_id, ada.email) == {}
+    bobs = await story_json(client, bob, bobs_story)
+    assert (bobs["view_count"], bobs["reaction_count"]) == (0, 0)
