@@ -178,7 +178,7 @@ class Side:
     async def release(self) -> None:
         if self.open:
             self.open = False
-            await self.run("ROLLBACK")
+            await self.run("ROLLBACK")  # nothing to undo once committed: a warning, no error
             await trio_asyncio.aio_as_trio(self.connection.close)()
 
 
@@ -233,3 +233,53 @@ async def test_a_deletion_racing_the_users_own_writes_leaves_nothing(client, dat
     assert await leftovers(database_url, ada.user_id, ada.email) == {}
     bobs = await story_json(client, bob, bobs_story)
     assert (bobs["view_count"], bobs["reaction_count"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/follow/{ada}", {}, 404),
+        ("/blocks/{ada}", {}, 404),
+        ("/mutes/{ada}", {}, 404),
+        ("/stories", {"text": "for ada", "visibility": "friends", "audience_user_ids": ["{ada}"]}, 400),
+        ("/stories/{story}/view", {}, 404),
+        ("/stories/{story}/reactions", {"emoji": "🔥"}, 404),
+    ],
+)
+async def test_another_users_write_racing_the_deletion_answers_as_for_an_unknown_target(
+    client, database_url, path, body, status
+):
+    """Bob follows, blocks or mutes Ada, puts her in an audience, views or reacts to her story, while her account
+    is being deleted: the write read its target before the deletion committed, and its foreign key check fails
+    after. That is a 404 (the audience's 400), as for a target that never existed; it was a 500."""
+    ada, bob = await signup(client), await signup(client)
+    adas_story = await post_story(client, ada)
+
+    def filled(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.format(ada=ada.user_id, story=adas_story)
+        if isinstance(value, list):
+            return [filled(item) for item in value]
+        return {key: filled(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+    deletion = await Side.begin(database_url)  # the deletion, as DELETE /me runs it: her row locked first
+    await deletion.run("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", UUID(ada.user_id))
+    await deletion.run("SELECT 1 FROM stories WHERE author_id = $1 FOR UPDATE", UUID(ada.user_id))
+    observer = await Side.begin(database_url)
+    answer: list[int] = []
+
+    async def write() -> None:
+        answer.append((await client.post(filled(path), json=filled(body), headers=bob.auth)).status_code)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            await waiting_for_locks(observer, 1)
+            await deletion.run("DELETE FROM users WHERE id = $1", UUID(ada.user_id))
+            await deletion.run("COMMIT")
+    finally:
+        await deletion.release()
+        await observer.release()
+
+    assert answer == [status]
+    assert await leftovers(database_url, ada.user_id, ada.email) == {}
