@@ -7,6 +7,7 @@ stolen token cannot guess the password faster by asking here. The export is stre
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -26,7 +27,6 @@ from stories.store.account import EXPORT_SECTIONS, AccountStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from datetime import datetime
 
     from stories.api.deps import AppDeps
 
@@ -51,8 +51,8 @@ def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
     app.callers.forget(user_id)
 
 
-async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> str:
-    """The account's email once the password is right; 403 wrong_password, 429 after too many wrong ones.
+async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> None:
+    """Returns once the password is the account's; else 403 wrong_password, 429 after too many wrong ones.
 
     As POST /login: a token of the email's failed-login window is taken first and given back unless the password
     turns out wrong, so only failures count, and they count together with failed logins."""
@@ -64,6 +64,7 @@ async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> str:
     decision = await app.limiter.acquire(subject, ACTION_LOGIN)
     if not decision.allowed:
         app.metrics.rate_limited.labels(action=ACTION_LOGIN).inc()
+        app.metrics.auth_events.labels(action="delete_account", outcome="rate_limited").inc()
         message = "too many wrong passwords for this account; try again later"
         raise RateLimited(message, retry_after=decision.retry_after)
     failure: Exception | None = None
@@ -77,8 +78,9 @@ async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> str:
     if failure is not None:
         raise failure
     if not ok:
+        app.metrics.auth_events.labels(action="delete_account", outcome="wrong_password").inc()
+        log.info("auth", action="delete_account", outcome="wrong_password", user_id=str(user_id))
         raise Forbidden("the password is not this account's", code="wrong_password")
-    return email
 
 
 @blueprint.delete("/me")
@@ -94,6 +96,7 @@ async def delete_me() -> Response:
     # Feed pages cached by other users may hold the user's live stories: each is marked as deleted by its author.
     for story_id in deleted.live_story_ids:
         await app.feeds.story_deleted(user_id, story_id)
+    app.metrics.auth_events.labels(action="delete_account", outcome="ok").inc()
     log.info("account_deleted", user_id=str(user_id), live_stories=len(deleted.live_story_ids))
     return Response(b"", 204)
 
@@ -104,7 +107,7 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, list):
         return [_plain(item) for item in value]
-    if hasattr(value, "tzinfo"):
+    if isinstance(value, datetime):
         return rfc3339(value)
     return value
 
