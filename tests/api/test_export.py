@@ -9,6 +9,7 @@ from uuid import UUID
 
 import orjson
 import pytest
+import trio
 
 import stories.api.account as account_module
 from stories.store.account import EXPORT_SECTIONS
@@ -116,3 +117,25 @@ async def test_one_export_per_ten_minutes(client):
     assert "10 minutes" in body["message"]
     assert 1 <= int(again.headers["Retry-After"]) <= 600
     await export(client, bob)  # per user
+
+
+async def test_the_document_goes_out_piece_by_piece_as_it_is_read(client, monkeypatch):
+    """With tiny chunks and pieces, every chunk is sent as it is read (one ASGI message each); the pieces make one
+    valid document."""
+    monkeypatch.setattr(account_module, "EXPORT_CHUNK_ROWS", 2)
+    monkeypatch.setattr(account_module, "EXPORT_WRITE_BYTES", 1)
+    ada = await signup(client)
+    for n in range(9):
+        await post_story(client, ada, text=f"story {n}")
+    pieces: list[bytes] = []
+    async with client.request("/me/export", headers=ada.auth) as connection:
+        await connection.send_complete()
+        while True:
+            try:
+                pieces.append(await connection.receive())
+            except trio.EndOfChannel:
+                break
+    assert connection.status_code == 200
+    document = orjson.loads(b"".join(pieces))
+    assert len(document["stories"]) == 9
+    assert len(pieces) >= 5  # the stories alone are five chunks
