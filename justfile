@@ -1,4 +1,5 @@
 # Developer tasks. Set up the virtualenv first (README, "Set up"); CI runs the same steps in .ci/run.
+# `just` itself: `pip install rust-just` (or https://just.systems); every recipe is a plain command to copy.
 
 bin := ".venv/bin"
 
@@ -32,14 +33,14 @@ serve:
 fuzz url *args:
     bash .ci/schemathesis {{url}} {{args}}
 
-# the deployment files: Kubernetes manifests and Prometheus rules, as CI checks them
+# Kubernetes manifests and Prometheus rules as CI checks them (promtool: Debian's prometheus package)
 deploy-check:
     {{bin}}/kubernetes-validate --strict --quiet $(ls deploy/kubernetes/*.yaml | grep -v kustomization)
+    @command -v promtool >/dev/null || { echo "deploy-check needs promtool: apt-get install prometheus (Debian's package brings it; .ci/run installs it when missing)" >&2; exit 1; }
     promtool check rules deploy/prometheus/stories-alerts.yml
     cd deploy/prometheus && promtool test rules stories-alerts.test.yml
 
-# two API processes, the expiry worker, PostgreSQL, Redis and MinIO in containers (Compose v2; ports 8001 and
-# 8002; JWT_SECRET from .env)
+# two API processes (ports 8001, 8002), expiry worker, PostgreSQL, Redis, MinIO in containers (JWT_SECRET: .env)
 up:
     docker compose up -d --build
 

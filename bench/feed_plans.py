@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.server import admin_failed
 from stories.actors.expiry import DEFAULT_BATCH_SIZE
 from stories.clock import to_millis
 from stories.seed import TABLE_ORDER, SeedDataset, SeedPlan, SeedSummary, aio_copy_seed
@@ -497,7 +498,10 @@ async def run(args: argparse.Namespace) -> int:
     own_database = args.database_url is None
     url = args.database_url or _with_database(args.admin_url, BENCH_DATABASE)
     if own_database:
-        admin = await asyncpg.connect(args.admin_url)
+        try:
+            admin = await asyncpg.connect(args.admin_url)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise admin_failed(args.admin_url, error) from None
         try:
             await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
             await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")

@@ -21,6 +21,8 @@ import asyncpg
 import httpx
 import orjson
 
+from stories.settings import mask_url
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -36,6 +38,16 @@ class RunningServer:
     log_path: Path
 
 
+def admin_failed(admin_url: str, error: Exception) -> SystemExit:
+    """The one line a bench ends with when the PostgreSQL it creates its databases on (--admin-url) cannot be
+    reached or refuses, instead of asyncpg's traceback."""
+    return SystemExit(
+        f"bench: cannot use the PostgreSQL at {mask_url(admin_url)} ({type(error).__name__}: {error}); every bench "
+        "creates its databases on a running PostgreSQL: start one, or pass --admin-url postgres://USER@HOST:PORT/DB "
+        "(a user allowed to CREATE DATABASE)"
+    )
+
+
 def _admin(admin_url: str, sql: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(admin_url)
@@ -44,7 +56,10 @@ def _admin(admin_url: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise admin_failed(admin_url, error) from None
 
 
 @contextmanager

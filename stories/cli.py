@@ -12,10 +12,12 @@ import os
 import sys
 from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import trio
 
 from stories import __version__, runtime
+from stories.api.server import hold_port
 from stories.errors import ConfigError, Conflict, StoreUnavailable
 from stories.listen import ListenFailed, listen
 from stories.logging import configure_logging
@@ -26,8 +28,9 @@ from stories.workers import serve_workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import TextIO
 
-__all__ = ["main"]
+__all__ = ["listening_line", "main"]
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -46,8 +49,8 @@ def _innermost(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 _SETTINGS_POINTER = (
-    "Settings come from the environment and ./.env (the real environment wins); README.md's\n"
-    "Configuration table lists every variable with its default."
+    "Settings come from the environment and ./.env (the real environment wins); docs/configuration.md\n"
+    "lists every variable with its default."
 )
 _DATABASE = (
     "  DATABASE_URL   postgres://user:pass@host:5432/db (unset: an embedded PostgreSQL in DATA_DIR)\n"
@@ -126,10 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", "run the expiry worker alone, with its probes and metrics on PORT")
     command("migrate", "apply the database migrations and exit")
     seed = command("seed", "fill the database with generated users, follows and stories")
-    seed.add_argument("--users", type=int, default=2_000, help="how many users (default 2000)")
-    seed.add_argument("--stories", type=int, default=100_000, help="how many stories (default 100000)")
-    seed.add_argument("--follows-per-user", type=int, default=50, help="average follows per user (default 50)")
-    seed.add_argument("--tag", default="seed", help="email prefix: <tag>-000000@example.com ... (default seed)")
+    seed.add_argument("--users", type=int, default=2_000, metavar="N", help="how many users (default 2000)")
+    seed.add_argument("--stories", type=int, default=100_000, metavar="N", help="how many stories (default 100000)")
+    seed.add_argument(
+        "--follows-per-user", type=int, default=50, metavar="N", help="average follows per user (default 50)"
+    )
+    seed.add_argument(
+        "--tag", default="seed", metavar="T", help="email prefix: <tag>-000000@example.com ... (default seed)"
+    )
     listener = command("listen", "print a user's realtime events as JSON lines")
     listener.add_argument("--url", help="the service's base URL (default http://127.0.0.1:$PORT), or ws(s)://.../ws")
     listener.add_argument("--token", help=f"the user's token (a sign-up's or login's; default ${TOKEN_VARIABLE})")
@@ -159,9 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_code = 0
     try:
         if args.command == "serve" and settings.workers > 1 and not args.child:
-            trio.run(serve_workers, settings)
+            trio.run(partial(serve_workers, settings, task_status=_Announce()))
+        elif args.command == "serve" and not args.child:
+            # The port first, before the embedded database and object store start: a second `stories serve`
+            # on a taken port says so at once. The server then serves on this very socket.
+            with hold_port(settings) as held:
+                trio.run(partial(runtime.serve, settings, held=held, task_status=_Announce()))
         elif args.command == "serve":
-            trio.run(runtime.serve, settings)
+            trio.run(runtime.serve, settings)  # a --workers child: its parent says where they listen
         elif args.command == "worker":
             trio.run(runtime.worker, settings)
         elif args.command == "migrate":
@@ -201,6 +213,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A Ctrl-C before the signal watcher was installed (during start-up): stop quietly.
         exit_code = 130
     return exit_code
+
+
+def listening_line(binds: Sequence[str], stdout: TextIO) -> str | None:
+    """What a person at a terminal reads once the service listens, beside the JSON log; None when stdout is not
+    a terminal (a pipe, a file, a log collector), which gets JSON lines only."""
+    if not binds or not stdout.isatty():
+        return None
+    port = urlsplit(binds[0]).port
+    return f"Stories listening on http://localhost:{port} (Ctrl-C to stop)"
+
+
+class _Announce(trio.TaskStatus[list[str]]):
+    """The task_status `stories serve` reports its addresses to: prints `listening_line` on a terminal. Not
+    nursery.start: a signal during start-up ends the start without ever reporting, and that is a clean exit."""
+
+    def started(self, value: list[str] | None = None) -> None:
+        line = listening_line(value or [], sys.stdout)
+        if line is not None:
+            print(line, flush=True)
 
 
 def _listen(args: argparse.Namespace, settings: Settings) -> int:

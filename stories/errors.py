@@ -6,8 +6,11 @@
           ├── InvalidRequest       400 invalid_request (optional per-field details)
           │    └── MediaNotUploaded 400 media_not_uploaded: the store answers, and the object is not there
           ├── Unauthorized         401 unauthorized
+          │    ├── SessionRevoked   401 session_revoked: the token's session was revoked (logout, reuse ...)
+          │    └── InvalidRefreshToken 401 invalid_refresh_token: unknown or expired refresh token
           ├── InvalidCredentials   401 invalid_credentials
-          ├── Forbidden            403 (code names the refusal, e.g. wrong_password)
+          ├── Forbidden            403 (code names why: account_suspended, wrong_password)
+          │    └── AccountSuspended 403 account_suspended
           ├── NotFound             404 not_found
           ├── Conflict             409 (code names the conflict, e.g. email_taken)
           ├── IdempotencyKeyReused 422 idempotency_key_reused
@@ -23,17 +26,20 @@ The store raises these directly (it opens no nurseries, so they reach the handle
 from __future__ import annotations
 
 __all__ = [
+    "AccountSuspended",
     "ApiError",
     "ConfigError",
     "Conflict",
     "Forbidden",
     "IdempotencyKeyReused",
     "InvalidCredentials",
+    "InvalidRefreshToken",
     "InvalidRequest",
     "MediaNotUploaded",
     "NotFound",
     "Overloaded",
     "RateLimited",
+    "SessionRevoked",
     "StorageUnavailable",
     "StoreUnavailable",
     "StoriesError",
@@ -82,6 +88,14 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class SessionRevoked(Unauthorized):
+    code = "session_revoked"
+
+
+class InvalidRefreshToken(Unauthorized):
+    code = "invalid_refresh_token"
+
+
 class InvalidCredentials(ApiError):
     status = 401
     code = "invalid_credentials"
@@ -90,6 +104,10 @@ class InvalidCredentials(ApiError):
 class Forbidden(ApiError):
     status = 403
     code = "forbidden"
+
+
+class AccountSuspended(Forbidden):
+    code = "account_suspended"
 
 
 class NotFound(ApiError):

@@ -18,6 +18,7 @@ import structlog
 import trio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
+from stories.actors.access import AccessWatcher, build_access_watcher
 from stories.actors.counters import CounterFlusher
 from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
@@ -40,9 +41,11 @@ from stories.seed import seed as seed_database
 from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
+from stories.store.sessions import SessionStore
 from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Sequence
     from contextlib import AbstractAsyncContextManager
 
@@ -138,12 +141,16 @@ def actor_specs(
     limiter: BucketKeeper,
     relay: EventRelay,
     counters: CounterFlusher,
+    access: AccessWatcher,
     media: StorageLink | None = None,
 ) -> Sequence[ActorSpec]:
     return [
         metrics_spec(metrics, store.database),
         ActorSpec("ratelimit", limiter.run),
         ActorSpec("relay", relay.run),
+        # Two actors: reading the change log must go on whatever the broker does (a poll bounds a lost push).
+        ActorSpec("access", access.run),
+        ActorSpec("access_push", access.listen),
         ActorSpec("counters", counters.run),
         *([ActorSpec("storage", media.run)] if media is not None else []),
         expiry_spec(settings, store, clock, metrics, media),
@@ -179,19 +186,23 @@ async def serve(
     settings: Settings,
     *,
     clock: Clock | None = None,
+    held: socket.socket | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole service until a signal; reports the bound HTTP addresses once listening."""
+    """Run the whole service until a signal; reports the bound HTTP addresses once listening. `held`: the
+    listening socket to serve on, taken before this started (stories.api.server.hold_port)."""
     clock = clock or SystemClock()
     secret = _jwt_secret(settings)
     metrics = Metrics()
     metrics.watch_gc()
     passwords = PasswordHasher(settings.bcrypt_cost)
+    # The embedded object store before the database: it locks DATA_DIR, so a second `stories serve` on one
+    # DATA_DIR stops there, before an embedded database starts for nothing.
     async with (
         signals_handled() as life,
+        open_storage(settings) as media,
         open_store_for(settings) as database,
         open_redis(settings.redis_url) as redis,
-        open_storage(settings) as media,
     ):
         await migrate(database)
         await passwords.prepare()  # one hash: measures the hash time and builds the dummy for unknown emails
@@ -201,9 +212,13 @@ async def serve(
         relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
+        callers = Callers(tokens, SessionStore(database))
+        access = build_access_watcher(callers, hub, clock, database=database, redis=redis, settings=settings)
+        # Before serving: no token of a session revoked earlier may get through this process.
+        await access.load()
         async with trio.open_nursery() as actors:
             actors.start_soon(hub.close_all_on, life.shutdown)
-            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, media):
+            for spec in actor_specs(settings, store, clock, metrics, limiter, relay, counters, access, media):
                 await actors.start(supervise, spec, metrics)
             app = create_app(
                 AppDeps(
@@ -217,17 +232,18 @@ async def serve(
                     redis=redis,
                     hub=hub,
                     relay=relay,
-                    callers=Callers(tokens, store),
+                    callers=callers,
                     counters=counters,
                     feeds=feed_cache(settings, store, redis, metrics),
                     events=EventLog(database),
+                    access=access,
                     media=media,
                     life=life,
                 )
             )
             tune_gc()
             life.started = True
-            await serve_http(app, settings, life.shutdown, task_status=task_status)
+            await serve_http(app, settings, life.shutdown, held=held, task_status=task_status)
             actors.cancel_scope.cancel("http drained")
     log.info("shutdown.complete")
 

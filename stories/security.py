@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 from uuid import UUID
 
 import bcrypt
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
     from stories.clock import Clock
 
-__all__ = ["DEFAULT_HASH_QUEUE_SECONDS", "PasswordHasher", "TokenIssuer", "default_hash_threads"]
+__all__ = [
+    "DEFAULT_HASH_QUEUE_SECONDS",
+    "Claims",
+    "PasswordHasher",
+    "TokenIssuer",
+    "default_hash_threads",
+    "new_refresh_token",
+    "refresh_token_hash",
+]
 
 log = structlog.get_logger()
 
@@ -34,6 +42,8 @@ T = TypeVar("T")
 JWT_ALGORITHM = "HS256"
 # Tokens minted a little in the future by a peer with a fast clock are still accepted.
 IAT_LEEWAY_SECONDS = 60
+# API.md: refresh tokens carry at least 256 random bits.
+REFRESH_TOKEN_BYTES = 32
 # API.md: sign-ups and logins beyond what the process can hash in about 5 s are refused with 503.
 DEFAULT_HASH_QUEUE_SECONDS = 5.0
 
@@ -154,25 +164,48 @@ class PasswordHasher:
         return max(1, math.ceil(self.waiting * hash_seconds / self.threads))
 
 
+def new_refresh_token() -> str:
+    """An opaque refresh token: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def refresh_token_hash(token: str) -> bytes:
+    """What the database keeps of a refresh token. A plain SHA-256 is enough: the token is 256 random bits, so
+    there is nothing to guess, and a lookup by hash stays an index probe."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class Claims(NamedTuple):
+    """What a valid access token says: whose it is and which session issued it."""
+
+    user_id: UUID
+    session_id: UUID
+
+
 @dataclass(frozen=True, slots=True)
 class TokenIssuer:
-    """Mints and checks HS256 tokens with claims sub, iat, exp; time comes from the injected clock."""
+    """Mints and checks HS256 tokens with claims sub, sid, iat, exp; time comes from the injected clock."""
 
     secret: str
     ttl_seconds: int
     clock: Clock
 
-    def issue(self, user_id: UUID) -> str:
+    def issue(self, user_id: UUID, session_id: UUID) -> str:
         now = self.clock.now()
         claims = {
             "sub": str(user_id),
+            "sid": str(session_id),
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(seconds=self.ttl_seconds)).timestamp()),
         }
         return jwt.encode(claims, self.secret, algorithm=JWT_ALGORITHM)
 
-    def verify(self, token: str) -> UUID:
-        """The user id in a valid token; `Unauthorized` naming the problem otherwise."""
+    def verify(self, token: str) -> Claims:
+        """The user and session of a valid token; `Unauthorized` naming the problem otherwise.
+
+        A token without `sid` was issued before sessions existed: nothing can revoke it, so it is refused (the
+        client logs in again) rather than honoured for the rest of its 24 h.
+        """
         try:
             claims = jwt.decode(
                 token,
@@ -186,14 +219,16 @@ class TokenIssuer:
         except jwt.InvalidTokenError:
             raise Unauthorized("the token is malformed") from None
         now = self.clock.now().timestamp()
-        exp, iat, sub = claims["exp"], claims["iat"], claims["sub"]
+        exp, iat, sub, sid = claims["exp"], claims["iat"], claims["sub"], claims.get("sid")
         if not isinstance(exp, int | float) or not isinstance(iat, int | float) or not isinstance(sub, str):
             raise Unauthorized("the token is malformed")
         if exp <= now:
             raise Unauthorized("the token has expired; log in again")
         if iat > now + IAT_LEEWAY_SECONDS:
             raise Unauthorized("the token is not valid yet")
+        if sid is None:
+            raise Unauthorized("the token predates sessions; log in again")
         try:
-            return UUID(sub)
+            return Claims(UUID(sub), UUID(str(sid)))
         except ValueError:
             raise Unauthorized("the token is malformed") from None

@@ -51,6 +51,8 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
+# API.md: a refresh token lives this long from its session's last refresh.
+DEFAULT_REFRESH_TOKEN_DAYS = 30
 DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
 # Three missed pings: long enough for a busy mobile link, short enough to free a dead socket's mailbox.
 DEFAULT_WS_DEAD_AFTER_SECONDS = 60.0
@@ -135,6 +137,7 @@ class Settings:
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     workers: int = DEFAULT_WORKERS
     retention_days: int = DEFAULT_RETENTION_DAYS
+    refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS
     ws_ping_interval_seconds: float = DEFAULT_WS_PING_INTERVAL_SECONDS
     ws_dead_after_seconds: float = DEFAULT_WS_DEAD_AFTER_SECONDS
 
@@ -220,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
         workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
+        refresh_token_days=env.integer("REFRESH_TOKEN_DAYS", DEFAULT_REFRESH_TOKEN_DAYS, 1, 3_650),
         ws_ping_interval_seconds=ws_ping,
         ws_dead_after_seconds=ws_dead_after,
     )

@@ -23,6 +23,7 @@ import structlog
 import trio
 
 from stories.actors.supervisor import Backoff
+from stories.api.server import bind_error
 from stories.errors import ConfigError
 from stories.media.embedded import EmbeddedSeaweedFS, find_weed
 from stories.runtime import signals_handled
@@ -43,30 +44,42 @@ CHILD_EXIT_CONFIG = 2
 CHILD_STOP_GRACE_SECONDS = 10.0
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(settings: Settings) -> socket.socket:
     """A socket bound (never listening) to HOST:PORT with SO_REUSEPORT: it fixes the port for every child and
-    keeps it ours while a child restarts, and the kernel never hands it a connection."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    keeps it ours while a child restarts, and the kernel never hands it a connection.
+
+    A socket with SO_REUSEPORT shares the port with any other of this user's that sets it too (another
+    `--workers` parent's reservation, its children), so a plain bind tries the port first: it fails on a port
+    that any other process holds. Raises ConfigError naming PORT or HOST."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((host, port))
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a previous run don't count
+            probe.bind((settings.host, settings.port))
+            port = probe.getsockname()[1]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError("PORT", f"{port} cannot be bound on {host} ({exc.strerror}); set PORT or HOST") from exc
+        raise (bind_error(exc, settings) or ConfigError("PORT", f"{settings.port} cannot be bound")) from exc
     return sock
 
 
-async def serve_workers(settings: Settings) -> None:
-    """Run `settings.workers` children until a signal; returns once all have exited."""
+async def serve_workers(
+    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run `settings.workers` children until a signal; returns once all have exited. Reports the address the
+    children serve once they are started."""
     embedded = None
     database_url = settings.database_url
     async with signals_handled() as life:
-        if database_url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            database_url = await trio.to_thread.run_sync(embedded.start)
-        try:
-            with reserve_port(settings.host, settings.port) as reserved:
+        # The port before the embedded database: a port in use stops the start before anything slow runs.
+        with reserve_port(settings) as reserved:
+            if database_url is None:
+                embedded = EmbeddedPostgres(settings.data_dir)
+                database_url = await trio.to_thread.run_sync(embedded.start)
+            try:
                 port = reserved.getsockname()[1]
                 host = f"[{settings.host}]" if ":" in settings.host else settings.host
                 async with trio.open_nursery() as storage:
@@ -84,11 +97,12 @@ async def serve_workers(settings: Settings) -> None:
                     async with trio.open_nursery() as children:
                         for index in range(settings.workers):
                             children.start_soon(_supervise_child, index, env, life, settings.drain_seconds)
+                        task_status.started([f"http://{host}:{port}"])
                     storage.cancel_scope.cancel("workers stopped")
-        finally:
-            if embedded is not None:
-                with trio.move_on_after(CHILD_STOP_GRACE_SECONDS, shield=True):
-                    await trio.to_thread.run_sync(embedded.stop)
+            finally:
+                if embedded is not None:
+                    with trio.move_on_after(CHILD_STOP_GRACE_SECONDS, shield=True):
+                        await trio.to_thread.run_sync(embedded.stop)
     log.info("shutdown.complete", workers=settings.workers)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio_asyncio
 
+from stories.actors.access import AccessWatcher, build_access_watcher
 from stories.actors.counters import CounterFlusher
 from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
@@ -26,6 +26,7 @@ from stories.settings import Settings
 from stories.store import Store, open_database
 from stories.store.bridge import Bridge, open_bridge
 from stories.store.events import EventLog
+from stories.store.sessions import SessionStore
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.storage"]
 
@@ -63,19 +64,13 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def aio_loop() -> AsyncIterator[None]:
-    async with trio_asyncio.open_loop():
-        yield
-
-
-@pytest.fixture
 async def bridge() -> AsyncIterator[Bridge]:
     async with open_bridge() as bridge:
         yield bridge
 
 
 @pytest.fixture
-async def store(aio_loop: None, settings: Settings) -> AsyncIterator[Store]:
+async def store(settings: Settings) -> AsyncIterator[Store]:
     async with open_database(settings.database_url, data_dir=settings.data_dir, pool_size=4) as database:
         yield Store(database)
 
@@ -95,6 +90,7 @@ def app_deps(
     settings: Settings, store: Store, metrics: Metrics, clock: FixedClock, hub: Hub, counters: CounterFlusher
 ) -> AppDeps:
     tokens = TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock)
+    callers = Callers(tokens, SessionStore(store.database))
     return AppDeps(
         settings=settings,
         store=store,
@@ -107,7 +103,7 @@ def app_deps(
         hub=hub,
         # Not running: a test that wants events delivered to sockets asks for `live_relay`.
         relay=build_relay(hub, database=store.database, redis=None),
-        callers=Callers(tokens, store),
+        callers=callers,
         # Not running: tests flush it when they read counters.
         counters=counters,
         feeds=FeedCache(
@@ -118,6 +114,8 @@ def app_deps(
             present=story_fragment,
         ),
         events=EventLog(store.database),
+        # Not running: a test that needs other processes' revocations read asks for `live_access`.
+        access=build_access_watcher(callers, hub, clock, database=store.database, redis=None, settings=settings),
     )
 
 
@@ -138,3 +136,11 @@ async def live_relay(app_deps: AppDeps, nursery) -> EventRelay:
     with trio.fail_after(10):
         await app_deps.relay.wait_listening()
     return app_deps.relay
+
+
+@pytest.fixture
+async def live_access(app_deps: AppDeps, nursery) -> AccessWatcher:
+    """The app's access watcher, running: the change log is read, and hints sent and heard."""
+    await nursery.start(app_deps.access.run)
+    await nursery.start(app_deps.access.listen)
+    return app_deps.access

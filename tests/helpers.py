@@ -19,6 +19,7 @@ class Account:
     user_id: str
     email: str
     token: str
+    refresh_token: str = ""
 
     @property
     def auth(self) -> dict[str, str]:
@@ -56,7 +57,9 @@ async def signup(
     response = await client.post("/signup", json=body)
     assert response.status_code == 201, await response.get_data()
     body = await response.get_json()
-    return Account(user_id=body["user_id"], email=body["email"], token=body["token"])
+    return Account(
+        user_id=body["user_id"], email=body["email"], token=body["token"], refresh_token=body["refresh_token"]
+    )
 
 
 async def post_story(client: Any, author: Account, visibility: str = "public", text: str = "hi") -> str:

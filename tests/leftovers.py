@@ -8,24 +8,15 @@ deleted user filed.
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
-import trio_asyncio
+from tests.sql import sql_connection
 
 __all__ = ["leftovers"]
 
 
 async def leftovers(database_url: str, user_id: str, email: str) -> dict[str, list[str]]:
     """{"schema.table": [row text, ...]} of every row naming the user."""
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-
-    async def fetch(statement: str, *args: Any) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await trio_asyncio.aio_as_trio(connection.fetch)(statement, *args)
-        return rows
-
-    try:
-        tables = await fetch(
+    async with sql_connection(database_url) as connection:
+        tables = await connection.fetch(
             """SELECT schemaname, tablename FROM pg_tables
                WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"""
         )
@@ -36,14 +27,14 @@ async def leftovers(database_url: str, user_id: str, email: str) -> dict[str, li
             qualified = f'"{schema}"."{name}"'
             anonymous = ""
             if name == "reports":
-                reporters = await fetch(
+                reporters = await connection.fetch(
                     """SELECT column_name FROM information_schema.columns
                        WHERE table_schema = $1 AND table_name = $2 AND column_name LIKE 'reporter%'""",
                     schema,
                     name,
                 )
                 anonymous = "".join(f' AND t."{r["column_name"]}" IS NOT NULL' for r in reporters)
-            rows = await fetch(
+            rows = await connection.fetch(
                 f"""SELECT t::text AS row FROM {qualified} t
                     WHERE (strpos(lower(t::text), $1) > 0 OR strpos(lower(t::text), $2) > 0){anonymous}""",
                 user_id.lower(),
@@ -52,5 +43,3 @@ async def leftovers(database_url: str, user_id: str, email: str) -> dict[str, li
             if rows:
                 found[f"{schema}.{name}"] = [row["row"] for row in rows]
         return found
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()

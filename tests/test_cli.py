@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
-from stories.cli import main
+from stories.cli import listening_line, main
 from tests.processes import run_cli
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ def test_unwritable_data_dir_is_one_line_naming_data_dir(tmp_path: Path) -> None
     result = run_cli(
         tmp_path,
         # A database that is never reached: the secret is resolved first.
-        {"DATA_DIR": str(blocker / "state"), "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"},
+        {"DATA_DIR": str(blocker / "state"), "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "PORT": "0"},
         "serve",
     )
     line = _one_line(result, 2)
@@ -69,6 +71,28 @@ def test_each_command_help_says_what_it_reads(
     text = capsys.readouterr().out
     for word in mentions:
         assert word in text, (word, text)
-    assert "README" in text
-    assert "configuration" in text.lower()
+    assert "docs/configuration.md" in text
     assert len(text.splitlines()) < 40, text  # short
+
+
+def test_seed_help_names_its_numbers_n_as_the_readme_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["seed", "--help"])
+    usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
+    assert usage == "usage: stories seed [-h] [--users N] [--stories N] [--follows-per-user N] [--tag T]"
+
+
+def test_a_terminal_gets_a_line_for_people_and_anything_else_json_only(tmp_path: Path) -> None:
+    binds = ["http://0.0.0.0:5077"]
+    controller, terminal = pty.openpty()
+    try:
+        with open(terminal, "w", closefd=False) as stdout:
+            assert listening_line(binds, stdout) == "Stories listening on http://localhost:5077 (Ctrl-C to stop)"
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    with (tmp_path / "log.jsonl").open("w") as stdout:
+        assert listening_line(binds, stdout) is None
+    reader, writer = os.pipe()
+    with open(reader) as _, open(writer, "w") as stdout:
+        assert listening_line(binds, stdout) is None

@@ -21,14 +21,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import httpx
 import pytest
 import trio
-import trio_asyncio
 
 from tests.processes import Account, ServerProcess, signup, stories_serve
 from tests.proxy import Relay, open_relay, via
+from tests.sql import sql_connection
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -255,11 +254,8 @@ def assert_answers(load: Load, server: ServerProcess, allowed: set[int]) -> None
 
 async def stories_in(database_url: str) -> list[tuple[str, str]]:
     """(id, text) of every story, read from the database directly (not through the relay)."""
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        rows = await trio_asyncio.aio_as_trio(connection.fetch)("SELECT id, text FROM stories")
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+    async with sql_connection(database_url) as connection:
+        rows = await connection.fetch("SELECT id, text FROM stories")
     return [(str(row["id"]), row["text"]) for row in rows]
 
 
@@ -274,9 +270,7 @@ async def open_service(
     return relay, server, http
 
 
-async def test_database_closed_under_load_sheds_fast_recovers_and_loses_no_acknowledged_write(
-    aio_loop, database_url, tmp_path
-):
+async def test_database_closed_under_load_sheds_fast_recovers_and_loses_no_acknowledged_write(database_url, tmp_path):
     async with AsyncExitStack() as stack:
         relay, server, http = await open_service(stack, database_url, tmp_path)
         load = Load()
@@ -337,7 +331,7 @@ async def test_database_closed_under_load_sheds_fast_recovers_and_loses_no_ackno
         print(f"{len(load.outcomes)} requests; {len(unacked)} creates retried\n{load.report(server)}")
 
 
-async def test_database_hung_answers_503_within_the_request_deadline_and_recovers(aio_loop, database_url, tmp_path):
+async def test_database_hung_answers_503_within_the_request_deadline_and_recovers(database_url, tmp_path):
     async with AsyncExitStack() as stack:
         relay, server, http = await open_service(stack, database_url, tmp_path)
         load = Load()
@@ -380,7 +374,7 @@ async def test_database_hung_answers_503_within_the_request_deadline_and_recover
 
 @pytest.mark.redis
 async def test_redis_killed_under_load_degrades_without_failing_and_recovers(
-    aio_loop, database_url, tmp_path, redis_process: RedisProcess
+    database_url, tmp_path, redis_process: RedisProcess
 ):
     async with AsyncExitStack() as stack:
         _, server, http = await open_service(stack, database_url, tmp_path / "server", REDIS_URL=redis_process.url)

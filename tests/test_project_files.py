@@ -1,4 +1,5 @@
-"""The files a newcomer reads first stay true to the code: .env.example and README.md's configuration table."""
+"""The files a newcomer reads first stay true to the code: .env.example, docs/configuration.md's table, the README's
+links and the justfile."""
 
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ def variables_the_service_reads() -> set[str]:
     return set(re.findall(r'(?:env|self)\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
 
 
-def readme_configuration_table() -> list[str]:
-    """The lines of the table under `## Configuration`, from its header row to the first line that is not a row."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Configuration\n", 1)[1]
-    lines = section.splitlines()
+def configuration_table() -> list[str]:
+    """The lines of docs/configuration.md's settings table, from its header row to the first line that is not a row."""
+    lines = (ROOT / "docs" / "configuration.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| variable |"))
     table = []
     for line in lines[start:]:
@@ -50,10 +49,39 @@ def test_env_example_shows_the_defaults() -> None:
         assert f"\n# {name}={value}\n" in example, name
 
 
-def test_readme_configuration_table_is_one_table_naming_every_variable() -> None:
-    table = readme_configuration_table()
+def test_configuration_table_is_one_table_naming_every_variable() -> None:
+    table = configuration_table()
     # A blank line inside would end the table early (markdown renders the rest as text): the whole table must
     # run from its header to the line before the paragraph that follows it.
     assert len(table) > 20
     named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(row.split("|")[1] for row in table[2:])))
     assert named == variables_the_service_reads()
+
+
+def test_each_justfile_recipe_has_a_one_line_comment() -> None:
+    """`just --list` shows only the comment line right above a recipe: a second line above it is cut off."""
+    lines = (ROOT / "justfile").read_text().splitlines()
+    recipes = [i for i, line in enumerate(lines) if re.match(r"^[a-z][\w-]*( [^:=]*)?:(?!=)", line)]
+    assert len(recipes) > 5
+    for i in recipes:
+        assert lines[i - 1].startswith("# "), lines[i]
+        assert not lines[i - 2].startswith("#"), f"a two-line comment above {lines[i]!r}"
+
+
+def test_readme_is_a_front_page_linking_every_docs_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    for target in targets:
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
+    # Each page the reference sections moved to is one click away.
+    pages = {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md")}
+    assert pages <= set(targets), pages - set(targets)
+
+
+def test_the_docs_pages_link_only_to_files_that_exist() -> None:
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), (page.name, target)

@@ -8,12 +8,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-import trio_asyncio
 
 from stories.errors import Conflict
 from stories.seed import SeedDataset, SeedPlan, seed
 from stories.store import Store
 from tests.conftest import START
+from tests.sql import SqlConnection, sql_connection
 
 USERS = 50
 STORIES = 500
@@ -22,23 +22,20 @@ STORIES = 500
 class Db:
     """A plain asyncpg connection to the test's database, for checking what the seed wrote."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: SqlConnection) -> None:
         self.conn = conn
 
     async def val(self, sql: str, *args: Any) -> Any:
-        return await trio_asyncio.aio_as_trio(self.conn.fetchval)(sql, *args)
+        return await self.conn.fetchval(sql, *args)
 
     async def rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await trio_asyncio.aio_as_trio(self.conn.fetch)(sql, *args)
+        return await self.conn.fetch(sql, *args)
 
 
 @pytest.fixture
 async def db(store: Store, database_url: str) -> AsyncIterator[Db]:
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
+    async with sql_connection(database_url) as conn:
         yield Db(conn)
-    finally:
-        await trio_asyncio.aio_as_trio(conn.close)()
 
 
 async def _seed(store: Store, tag: str = "seed") -> Any:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,15 +18,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import trio
-import trio_asyncio
 
+from stories.store.bridge import Bridge
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD
 from tests.processes import SERVICE_VARIABLES
+from tests.sql import SqlConnection, connect_sql
 
 SHUTDOWN_LIMIT_SECONDS = 10.0
 START_LIMIT_SECONDS = 60.0
@@ -127,24 +129,23 @@ async def listening_url(serving: ServeProcess, limit: float) -> str:
     return url
 
 
-async def admin_connection(database_url: str) -> asyncpg.Connection:
-    connection: asyncpg.Connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    return connection
+async def admin_connection(bridge: Bridge, database_url: str) -> SqlConnection:
+    return await connect_sql(bridge, database_url)
 
 
-async def wait_until_blocked_on_a_lock(admin: asyncpg.Connection) -> None:
+async def wait_until_blocked_on_a_lock(admin: SqlConnection) -> None:
     query = """SELECT count(*) FROM pg_stat_activity
                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%'"""
     while True:
         # Inside a transaction the activity view is a snapshot taken at first use: refresh it each time.
-        await trio_asyncio.aio_as_trio(admin.execute)("SELECT pg_stat_clear_snapshot()")
-        if await trio_asyncio.aio_as_trio(admin.fetchval)(query):
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        if await admin.fetchval(query):
             return
         await trio.sleep(POLL_SECONDS)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, database_url, tmp_path, signum):
+async def test_signal_drains_the_in_flight_request_and_exits_0(bridge, database_url, tmp_path, signum):
     env = base_env(tmp_path, DATABASE_URL=database_url)
     async with stories_serve(env, tmp_path) as serving, httpx.AsyncClient(timeout=30) as http:
         url = await listening_url(serving, START_LIMIT_SECONDS)
@@ -153,10 +154,9 @@ async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, databas
         assert response.json()["checks"]["db"] == "ok"
 
         # Hold a lock that the signup's INSERT waits on: the request is provably in flight, in the app.
-        admin = await admin_connection(database_url)
-        transaction = admin.transaction()
-        await trio_asyncio.aio_as_trio(transaction.start)()
-        await trio_asyncio.aio_as_trio(admin.execute)("LOCK TABLE users IN EXCLUSIVE MODE")
+        admin = await admin_connection(bridge, database_url)
+        await admin.execute("BEGIN")
+        await admin.execute("LOCK TABLE users IN EXCLUSIVE MODE")
         answers: list[httpx.Response] = []
         email = f"drain-{uuid.uuid4().hex[:8]}@example.com"
 
@@ -172,12 +172,12 @@ async def test_signal_drains_the_in_flight_request_and_exits_0(aio_loop, databas
                 signalled = trio.current_time()
                 with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
                     await serving.wait_for("shutdown.requested")
-                await trio_asyncio.aio_as_trio(transaction.rollback)()
+                await admin.execute("ROLLBACK")
                 with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
                     await serving.process.wait()
                 elapsed = trio.current_time() - signalled
         finally:
-            await trio_asyncio.aio_as_trio(admin.close)()
+            await admin.close()
 
     assert serving.process.returncode == 0, serving.describe()
     assert elapsed < SHUTDOWN_LIMIT_SECONDS
@@ -288,3 +288,98 @@ async def test_embedded_database_default_serves_a_signup(outside_tmp_path):
     assert "db.embedded.stopped" in serving.events()
     assert (tmp_path / "data" / "jwt_secret").exists()
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists(), "the embedded server was left running"
+
+
+async def run_serve(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`stories serve` expected to stop at start: its exit code and output."""
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    with trio.fail_after(START_LIMIT_SECONDS):
+        return await trio.run_process(
+            [sys.executable, "-m", "stories", "serve"],
+            env={**base, **env},
+            cwd=cwd,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_a_second_serve_on_a_taken_port_says_so_before_it_starts_anything(tmp_path):
+    """The newcomer's second `stories serve`: with the zero-configuration defaults (embedded database and object
+    store), the port is checked first; before, a whole embedded database was built in DATA_DIR, then stopped."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = base_env(tmp_path, PORT=str(port))
+        del env["JWT_SECRET"]  # the defaults, as a new user runs them: the secret would be written in DATA_DIR
+        result = await run_serve(env, tmp_path)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.splitlines() == [
+        f"stories: invalid configuration: PORT {port} is already in use on 127.0.0.1; set PORT to a free port"
+    ]
+    assert not (tmp_path / "data").exists(), "something started or wrote in DATA_DIR before the port was checked"
+    assert b"embedded" not in result.stdout, result.stdout
+
+
+async def test_a_second_serve_on_one_data_dir_says_data_dir_is_in_use(database_url, tmp_path):
+    """Another PORT, the same DATA_DIR: the second process names DATA_DIR (not MINIO_ENDPOINT, which nobody set)
+    and stops before it reaches its database (here one that never answers: it used to wait for it 30 s)."""
+    data_dir = tmp_path / "data"
+    env = base_env(tmp_path, DATABASE_URL=database_url)
+    async with stories_serve(env, tmp_path) as first:
+        await listening_url(first, START_LIMIT_SECONDS)
+        assert "storage.embedded.started" in first.events()
+        second = tmp_path / "second"
+        second.mkdir()
+        result = await run_serve({**env, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}, second)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith(f"stories: invalid configuration: DATA_DIR {str(data_dir)!r} is in use by another process")
+    assert "MINIO_ENDPOINT another" not in line
+
+
+async def test_on_a_terminal_serve_also_says_where_it_listens_for_people(database_url, tmp_path):
+    controller, terminal = pty.openpty()
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env = base_env(tmp_path, DATABASE_URL=database_url, MINIO_ENDPOINT="off")
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "stories", "serve"], env={**base, **env}, cwd=tmp_path, stdout=terminal
+        )
+    finally:
+        os.close(terminal)
+    output = b""
+    try:
+        async with trio.lowlevel.FdStream(controller) as screen:
+            with trio.fail_after(START_LIMIT_SECONDS):
+                while b"(Ctrl-C to stop)" not in output:
+                    chunk = await screen.receive_some()
+                    assert chunk, output
+                    output += chunk
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
+                await process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = output.decode()
+    listening = json.loads(next(line for line in text.splitlines() if '"http.listening"' in line))
+    port = listening["binds"][0].rsplit(":", 1)[1]
+    assert f"Stories listening on http://localhost:{port} (Ctrl-C to stop)" in text.splitlines()
+    assert process.returncode == 0
+
+
+async def test_a_signal_during_start_up_stops_the_start_with_exit_0(tmp_path):
+    """While the database does not answer yet (retried for up to 30 s), SIGTERM ends the start quietly."""
+    env = base_env(tmp_path, DATABASE_URL="postgres://nobody@127.0.0.1:1/none", MINIO_ENDPOINT="off")
+    async with stories_serve(env, tmp_path) as serving:
+        with trio.fail_after(START_LIMIT_SECONDS):
+            await serving.wait_for("db.connect_failed")
+        serving.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(SHUTDOWN_LIMIT_SECONDS):
+            await serving.process.wait()
+    assert serving.process.returncode == 0, serving.describe()
+    assert b"Traceback" not in serving.stderr, serving.describe()

@@ -46,6 +46,7 @@ FULL_ENV = {
     "CORS_ORIGINS": "https://app.example, http://localhost:8000/",
     "LOG_LEVEL": "DEBUG",
     "STORIES_ENV": "production",
+    "REFRESH_TOKEN_DAYS": "14",
 }
 
 
@@ -69,6 +70,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.log_level == "info"
     assert settings.minio_endpoint is None
     assert settings.max_body_bytes == 65_536
+    assert settings.refresh_token_days == 30
 
 
 def test_every_variable_is_parsed() -> None:
@@ -97,6 +99,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.cors_origins == ("https://app.example", "http://localhost:8000")
     assert settings.log_level == "debug"
     assert settings.production
+    assert settings.refresh_token_days == 14
 
 
 def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
@@ -118,6 +121,8 @@ def test_blank_values_mean_unset() -> None:
         ("PORT", "-1"),
         ("BCRYPT_COST", "2"),
         ("BCRYPT_COST", "32"),
+        ("REFRESH_TOKEN_DAYS", "0"),
+        ("REFRESH_TOKEN_DAYS", "thirty"),
         ("LOG_LEVEL", "loud"),
         ("DATABASE_URL", "mysql://x"),
         ("DATABASE_URL", "postgres://h:abc/db"),

@@ -14,14 +14,13 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-import asyncpg
 import httpx
 import orjson
 import pytest
 import trio
-import trio_asyncio
 
 from tests.processes import Account, ServerProcess, open_socket, signup, stories_serve_many, wait_for_connections
+from tests.sql import sql_connection
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -151,7 +150,7 @@ async def test_rate_limits_are_shared_through_redis(database_url, tmp_path, redi
             assert int(refused.headers["Retry-After"]) >= 1
 
 
-async def test_expiry_runs_in_both_and_expires_each_story_once(aio_loop, database_url, tmp_path):
+async def test_expiry_runs_in_both_and_expires_each_story_once(database_url, tmp_path):
     stories = 6
     async with AsyncExitStack() as stack:
         a, b = await two_servers(stack, database_url, tmp_path, EXPIRY_INTERVAL_SECONDS="1", STORY_TTL_SECONDS="2")
@@ -176,11 +175,8 @@ async def test_expiry_runs_in_both_and_expires_each_story_once(aio_loop, databas
         assert a.logged("stories_expired")
         assert b.logged("stories_expired")
 
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        deleted = await trio_asyncio.aio_as_trio(connection.fetchval)(
+    async with sql_connection(database_url) as connection:
+        deleted = await connection.fetchval(
             "SELECT count(*) FROM stories WHERE deleted_at IS NOT NULL AND deleted_at >= expires_at"
         )
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
     assert deleted == stories

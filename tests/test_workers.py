@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import httpx
 import trio
 
-from tests.processes import stories_serve
+from tests.processes import SERVICE_VARIABLES, stories_serve
 
 WAIT = 60.0
 
@@ -48,3 +49,31 @@ async def test_workers_share_one_port_restart_a_crashed_child_and_drain_on_sigte
             assert server.process.returncode == 0
         assert [line for line in server.lines() if line["event"] == "shutdown.forced"] == []
         assert server.logged("shutdown.complete")[-1].get("workers") == 2
+
+
+async def test_a_second_workers_parent_on_the_same_port_says_the_port_is_taken(database_url, tmp_path):
+    """Both parents reserve the port with SO_REUSEPORT, which one user's sockets may share: the second used to
+    start its children beside the first's."""
+    async with stories_serve(database_url, tmp_path / "first", WORKERS="2") as server:
+        env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+        env.update(
+            DATABASE_URL=database_url,
+            HOST="127.0.0.1",
+            PORT=str(server.port),
+            DATA_DIR=str(tmp_path / "second"),
+            MINIO_ENDPOINT="off",
+            WORKERS="2",
+        )
+        with trio.fail_after(WAIT):
+            result = await trio.run_process(
+                [sys.executable, "-m", "stories", "serve"],
+                env=env,
+                cwd=tmp_path,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().splitlines() == [
+        f"stories: invalid configuration: PORT {server.port} is already in use on 127.0.0.1; set PORT to a free port"
+    ]

@@ -61,6 +61,12 @@ class CloseReason(enum.Enum):
     TOO_MANY_SOCKETS = (1008, "too many sockets for this user; the oldest was closed")
     # 1008: the token the socket was opened with has expired.
     TOKEN_EXPIRED = (1008, "the token has expired; reconnect with a new one")
+    # 1008: the session the socket was opened with was revoked (logout, a password change, a reused refresh token).
+    SESSION_REVOKED = (1008, "the session was revoked; log in again")
+    # 1008: the user was suspended (API.md: their tokens answer 403 account_suspended).
+    ACCOUNT_SUSPENDED = (1008, "the account is suspended")
+    # 1008: the user no longer exists.
+    ACCOUNT_GONE = (1008, "the account no longer exists")
     # 1001 going away: the server is shutting down.
     SHUTDOWN = (1001, "server shutting down")
     # 1012 service restart: this server could not deliver events it owes the socket.
@@ -88,6 +94,8 @@ class Mailbox:
     receive: trio.MemoryReceiveChannel[Delivery]
     _send: trio.MemorySendChannel[Delivery]
     start: EventId | None
+    # The session whose token opened the socket (None: opened by code that has no session, e.g. tests of the hub).
+    session_id: UUID | None = None
     dropped: int = 0
     gap: bool = False
     full_since: float | None = None
@@ -135,7 +143,7 @@ class Hub:
     _closing: CloseReason | None = None
 
     @contextmanager
-    def subscribe(self, user_id: UUID) -> Iterator[Mailbox]:
+    def subscribe(self, user_id: UUID, session_id: UUID | None = None) -> Iterator[Mailbox]:
         """Register a mailbox for one socket of `user_id` for the duration of the block.
 
         Leaving the block unregisters and closes it (synchronously, so it is safe under cancellation).
@@ -143,7 +151,7 @@ class Hub:
         closes at once. The user's oldest open mailbox is closed when this one would exceed the limit.
         """
         send, receive = trio.open_memory_channel[Delivery](self.mailbox_size)
-        mailbox = Mailbox(user_id, receive, send, self.position)
+        mailbox = Mailbox(user_id, receive, send, self.position, session_id)
         if self._closing is CloseReason.SHUTDOWN:
             mailbox.close(CloseReason.SHUTDOWN)
         mailboxes = self._mailboxes.setdefault(user_id, {})
@@ -219,6 +227,33 @@ class Hub:
                 mailbox.close(reason)
                 count += 1
         return count
+
+    def close_user(self, user_id: UUID, reason: CloseReason) -> int:
+        """Close every open mailbox of `user_id` with `reason`; return how many."""
+        mailboxes = tuple(self._mailboxes.get(user_id, ()))
+        for mailbox in mailboxes:
+            mailbox.close(reason)
+        return len(mailboxes)
+
+    def close_session(self, session_id: UUID, reason: CloseReason) -> int:
+        """Close every open mailbox opened with `session_id`; return how many. A scan of every socket:
+        revocations are rare next to events, and an index per session would cost every socket memory."""
+        closing = [
+            mailbox
+            for mailboxes in self._mailboxes.values()
+            for mailbox in mailboxes
+            if mailbox.session_id == session_id and mailbox.close_reason is None
+        ]
+        for mailbox in closing:
+            mailbox.close(reason)
+        return len(closing)
+
+    def has_sockets(self, user_id: UUID) -> bool:
+        return user_id in self._mailboxes
+
+    def users(self) -> list[UUID]:
+        """The users with at least one socket open here."""
+        return list(self._mailboxes)
 
     async def close_all_on(self, shutdown: trio.Event) -> None:
         """Wait for `shutdown`, then close every socket with 1001 (runs in the root nursery)."""

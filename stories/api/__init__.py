@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart_cors import cors
 
-from stories.api import account, auth, blocks, docs, events, health, media, profiles, social, stories, ws
+from stories.api import account, auth, blocks, docs, events, health, media, profiles, sessions, social, stories, ws
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
 from stories.api.probes import ProbedApp, Probes
@@ -32,6 +32,7 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.config["PROPAGATE_EXCEPTIONS"] = False
     install_hooks(app)
     app.register_blueprint(auth.blueprint)
+    app.register_blueprint(sessions.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(stories.blueprint)
     app.register_blueprint(social.blueprint)

@@ -46,9 +46,10 @@ def _gone() -> Unauthorized:
 
 
 def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
-    """The one place that tells the running processes the account is gone: its tokens must answer 401 at once.
-    For now this process only; the sessions work provides the announcement to every process, to call here."""
-    app.callers.forget(user_id)
+    """Tell every process the account is gone: its tokens answer 401 here at once, its sockets close, and the
+    other processes are told (they would read it from the access log within its poll period anyway: the
+    deletion of the user's sessions is logged by a trigger, stories/actors/access.py)."""
+    app.access.account_changed(user_id)
 
 
 async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> None:

@@ -1,4 +1,4 @@
-"""POST /signup and POST /login.
+"""POST /signup and POST /login: each opens a session (stories/api/sessions.py has the rest of them).
 
 Logins are throttled per email before any bcrypt work (API.md: 10 failures per 15 minutes, then 429): a token
 is taken from the email's login bucket first and given back unless the password turns out wrong, so only
@@ -13,19 +13,24 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from stories.actors.ratelimit import ACTION_LOGIN
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import deps
 from stories.api.validate import display_name, invalid, required_string
-from stories.errors import Conflict, InvalidCredentials, RateLimited
+from stories.clock import to_millis
+from stories.errors import AccountSuspended, Conflict, InvalidCredentials, RateLimited, Unauthorized
+from stories.security import new_refresh_token, refresh_token_hash
+from stories.store.sessions import SessionStore
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from stories.api.deps import AppDeps
     from stories.store.models import User
 
-__all__ = ["blueprint", "login_subject", "normalize_email"]
+__all__ = ["blueprint", "login_subject", "normalize_email", "session_body"]
 
 log = structlog.get_logger()
 blueprint = Blueprint("auth", __name__)
@@ -33,6 +38,7 @@ blueprint = Blueprint("auth", __name__)
 MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
+MAX_USER_AGENT_LENGTH = 256
 
 
 def normalize_email(raw: str) -> str | None:
@@ -65,9 +71,38 @@ def _credentials(body: dict[str, Any]) -> tuple[str, str]:
     return required_string(body, "email"), required_string(body, "password")
 
 
-def _session(user: User, status: int) -> Response:
-    token = deps().tokens.issue(user.id)
-    return json_response({"token": token, "user_id": str(user.id), "email": user.email}, status)
+def session_body(app: AppDeps, user_id: UUID, session_id: UUID, email: str, refresh_token: str) -> dict[str, Any]:
+    """The login response (signup, login and refresh): an access token of the session and its refresh token."""
+    return {
+        "token": app.tokens.issue(user_id, session_id),
+        "user_id": str(user_id),
+        "email": email,
+        "refresh_token": refresh_token,
+        "expires_in": app.settings.jwt_ttl_seconds,
+    }
+
+
+def _user_agent() -> str | None:
+    agent = request.headers.get("User-Agent")
+    if not agent:
+        return None
+    # Kept for the sessions list only: bounded, and without what PostgreSQL text cannot hold.
+    return agent.replace("\x00", "")[:MAX_USER_AGENT_LENGTH] or None
+
+
+async def _session(app: AppDeps, user: User, status: int) -> Response:
+    """Open a session for a user who just signed up or logged in; the login response."""
+    session_id = uuid.uuid4()
+    refresh_token = new_refresh_token()
+    opened = await SessionStore(app.store.database).open_session(
+        session_id, user.id, to_millis(app.clock.now()), _user_agent(), refresh_token_hash(refresh_token)
+    )
+    if opened is None:
+        raise Unauthorized("the account no longer exists")
+    if not opened:
+        _auth_event("login", "suspended", user_id=str(user.id))
+        raise AccountSuspended("this account is suspended")
+    return json_response(session_body(app, user.id, session_id, user.email, refresh_token), status)
 
 
 def _auth_event(action: str, outcome: str, **fields: Any) -> None:
@@ -91,8 +126,9 @@ async def signup() -> Response:
     if user is None:
         _auth_event("signup", "email_taken")
         raise Conflict("an account with this email already exists", code="email_taken")
+    response = await _session(app, user, 201)
     _auth_event("signup", "ok", user_id=str(user.id))
-    return _session(user, 201)
+    return response
 
 
 @blueprint.post("/login")
@@ -122,8 +158,9 @@ async def login() -> Response:
     if user is None:
         _auth_event("login", "invalid_credentials")
         raise InvalidCredentials("email or password is incorrect")
+    response = await _session(app, user, 200)
     _auth_event("login", "ok", user_id=str(user.id))
-    return _session(user, 200)
+    return response
 
 
 async def _check_password(app: AppDeps, raw_email: str, password: str) -> User | None:

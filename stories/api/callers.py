@@ -1,11 +1,13 @@
-"""Who is calling: a bearer token checked once, and its user known to exist, both cached per process.
+"""Who is calling: a bearer token checked once, its session not revoked and its user allowed in, all known per
+process so that the check costs no query on the hot path.
 
 Verifying an HS256 token costs ~100 µs (JSON, base64, HMAC); a client sends the same token for hours, so a
-verified token is remembered (its expiry is still checked on every use). A valid token whose user does not
-exist (a deleted user, a database restored without them) is a 401 on every route: the user's existence is
-checked once and remembered for `USER_TTL_SECONDS`, so the check costs no query on the hot path. Users are
-never deleted through the API; a user an operator deletes gets 401 on writes at once (the foreign keys tell,
-see stories/store/queries.py) and on reads within USER_TTL_SECONDS.
+verified token is remembered (its expiry is still checked on every use). Then, from memory:
+- its session (`sid`) must not be among the revoked ones (401 session_revoked);
+- its user must exist (401) and not be suspended (403 account_suspended). A user's state is looked up once and
+  remembered for `USER_TTL_SECONDS`.
+What is remembered is kept right by stories/actors/access.py's AccessWatcher: it marks revoked sessions and forgets the
+state of users whose account changed, on every process within its poll bound, whoever wrote the change.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 import orjson
 import trio
 
-from stories.errors import Unauthorized
+from stories.errors import AccountSuspended, SessionRevoked, Unauthorized
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterable
     from uuid import UUID
 
-    from stories.security import TokenIssuer
+    from stories.security import Claims, TokenIssuer
 
-__all__ = ["Callers", "token_expiry"]
+__all__ = ["Callers", "UserStore", "token_expiry"]
 
 MAX_TOKENS = 10_000
 MAX_USERS = 50_000
@@ -37,85 +39,135 @@ V = TypeVar("V")
 
 
 class _Verified(NamedTuple):
-    user_id: UUID
+    claims: Claims
     expires_at: float
 
 
+class _Known(NamedTuple):
+    until: float
+    suspended: bool
+
+
 class UserStore(Protocol):
-    async def existing_users(self, user_ids: Collection[UUID]) -> set[UUID]: ...
+    async def user_states(self, user_ids: Collection[UUID]) -> dict[UUID, bool]:
+        """For each of these users that exists: whether they are suspended."""
+        ...
 
 
 @dataclass(slots=True)
 class _Lookup:
-    """One query for every user id whose existence was asked during one scheduling round."""
+    """One query for every user whose state was asked during one scheduling round."""
 
     user_ids: set[UUID]
     done: trio.Event = field(default_factory=trio.Event)
-    found: set[UUID] | None = None
+    found: dict[UUID, bool] | None = None
 
 
 @dataclass(slots=True)
 class Callers:
-    """Authenticates requests. Both caches are bounded LRUs; safe to share between tasks."""
+    """Authenticates requests. The caches are bounded LRUs; safe to share between tasks (of one trio run)."""
 
     tokens: TokenIssuer
     store: UserStore
     _verified: OrderedDict[str, _Verified] = field(default_factory=OrderedDict)
-    _known_until: OrderedDict[UUID, float] = field(default_factory=OrderedDict)
+    _known: OrderedDict[UUID, _Known] = field(default_factory=OrderedDict)
+    # Revoked session id -> when (epoch seconds) the last token it issued expires; after that it can be dropped.
+    _revoked: dict[UUID, float] = field(default_factory=dict)
     _gathering: _Lookup | None = None
+    # Bumped whenever a user's state is forgotten: a lookup that ran across a change does not cache its answer.
+    _generation: int = 0
 
-    async def authenticate(self, token: str) -> UUID:
-        """The caller's user id; Unauthorized when the token is bad, expired, or names no user."""
+    async def authenticate(self, token: str) -> Claims:
+        """The caller's user and session; Unauthorized when the token is bad, expired, of a revoked session or
+        names no user; AccountSuspended when the user is suspended."""
         verified = self._verified.get(token)
         if verified is None:
-            user_id = self.tokens.verify(token)
-            _remember(self._verified, token, _Verified(user_id, token_expiry(token)), MAX_TOKENS)
+            claims = self.tokens.verify(token)
+            _remember(self._verified, token, _Verified(claims, token_expiry(token)), MAX_TOKENS)
         else:
             # The signature and claims were checked once; time moves on, so the expiry is checked every time.
             if verified.expires_at <= self.tokens.clock.now().timestamp():
                 del self._verified[token]
                 raise Unauthorized("the token has expired; log in again")
             self._verified.move_to_end(token)
-            user_id = verified.user_id
-        await self._ensure_exists(user_id)
-        return user_id
+            claims = verified.claims
+        self.check_session(claims.session_id)
+        await self._ensure_allowed(claims.user_id)
+        # Checked again: the session may have been revoked while the user was looked up.
+        self.check_session(claims.session_id)
+        return claims
+
+    def check_session(self, session_id: UUID) -> None:
+        if session_id in self._revoked:
+            raise SessionRevoked("this session was revoked; log in again")
+
+    def revoke(self, session_id: UUID, tokens_expire_at: float) -> None:
+        """Refuse this session's tokens from now on (until they would have expired anyway)."""
+        self._revoked[session_id] = max(tokens_expire_at, self._revoked.get(session_id, 0.0))
+
+    def revoked_sessions(self) -> int:
+        return len(self._revoked)
+
+    def drop_expired_revocations(self, now: float) -> None:
+        """Forget revocations whose tokens have all expired (expiry is checked on its own)."""
+        for session_id in [sid for sid, until in self._revoked.items() if until <= now]:
+            del self._revoked[session_id]
 
     def forget(self, user_id: UUID) -> None:
-        """Check this user's existence again at their next request."""
-        self._known_until.pop(user_id, None)
+        """Look this user's state up again at their next request."""
+        self._generation += 1
+        self._known.pop(user_id, None)
 
-    async def _ensure_exists(self, user_id: UUID) -> None:
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._known.clear()
+
+    async def states(self, user_ids: Iterable[UUID]) -> dict[UUID, bool]:
+        """For each of these users that exists: whether they are suspended (a query; nothing cached)."""
+        return await self.store.user_states(set(user_ids))
+
+    async def _ensure_allowed(self, user_id: UUID) -> None:
         """Known users cost nothing. Unknown ones are looked up together: when a thousand sockets reconnect at
         once (a deploy), they share a few queries instead of queueing a thousand for the pool."""
-        while not self._knows(user_id):
-            lookup = self._gathering
-            if lookup is None:
-                lookup = await self._look_up(user_id)
+        while True:
+            known = self._known.get(user_id)
+            if known is not None and known.until > trio.current_time():
+                suspended: bool | None = known.suspended
             else:
-                lookup.user_ids.add(user_id)
-                await lookup.done.wait()
-            if lookup.found is None:
-                continue  # another task's lookup failed, or that task gave up: run one of our own
-            if user_id not in lookup.found:
+                lookup = self._gathering
+                if lookup is None:
+                    lookup = await self._look_up(user_id)
+                else:
+                    lookup.user_ids.add(user_id)
+                    await lookup.done.wait()
+                if lookup.found is None:
+                    continue  # the task that ran the lookup was cancelled, or it failed: run one of our own
+                suspended = lookup.found.get(user_id)
+            if suspended is None:
                 raise Unauthorized("the token's user does not exist; sign up or log in again")
+            if suspended:
+                raise AccountSuspended("this account is suspended")
+            return
 
     async def _look_up(self, user_id: UUID) -> _Lookup:
+        """Run one lookup for this scheduling round. Whatever happens to this task (a cancel at any await, the
+        store failing), `done` is set, so the tasks that joined never wait for a lookup nobody runs: with no
+        answer (`found` None) they run one of their own."""
         lookup = self._gathering = _Lookup({user_id})
+        generation = self._generation
         try:
-            await trio.lowlevel.checkpoint()  # requests of this scheduling round join the lookup meanwhile
-        finally:
-            self._gathering = None
-        try:
-            lookup.found = await self.store.existing_users(lookup.user_ids)
+            try:
+                await trio.lowlevel.checkpoint()  # requests of this scheduling round join the lookup meanwhile
+            finally:
+                self._gathering = None
+            lookup.found = await self.store.user_states(lookup.user_ids)
         finally:
             lookup.done.set()
-        until = trio.current_time() + USER_TTL_SECONDS
-        for found in lookup.found:
-            _remember(self._known_until, found, until, MAX_USERS)
+        if generation == self._generation:
+            until = trio.current_time() + USER_TTL_SECONDS
+            for found, suspended in lookup.found.items():
+                _remember(self._known, found, _Known(until, suspended), MAX_USERS)
         return lookup
-
-    def _knows(self, user_id: UUID) -> bool:
-        return self._known_until.get(user_id, 0.0) > trio.current_time()
 
 
 def token_expiry(token: str) -> float:

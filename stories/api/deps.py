@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from quart.ctx import RequestContext
     from werkzeug.wrappers import Response as WerkzeugResponse
 
+    from stories.actors.access import AccessWatcher
     from stories.actors.counters import CounterFlusher
     from stories.actors.hub import Hub
     from stories.actors.ratelimit import BucketKeeper
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from stories.store import Store
     from stories.store.events import EventLog
 
-__all__ = ["AppDeps", "StoriesApp", "current_user_id", "deps"]
+__all__ = ["AppDeps", "StoriesApp", "current_session_id", "current_user_id", "deps"]
 
 log = structlog.get_logger()
 
@@ -58,6 +59,8 @@ class AppDeps:
     counters: CounterFlusher
     feeds: FeedCache
     events: EventLog
+    # Who may call: `access.account_changed(user_id)` after committing a change to an account's state.
+    access: AccessWatcher
     # None: object storage is off (MINIO_ENDPOINT=off, or nothing installed to embed).
     media: StorageLink | None = None
     # The composition root passes its own; /readyz answers 503 until `started` (tests set it when they need it).
@@ -96,3 +99,8 @@ def deps() -> AppDeps:
 def current_user_id() -> UUID:
     """The authenticated caller; set by the auth hook on every non-public route."""
     return cast("UUID", g.user_id)
+
+
+def current_session_id() -> UUID:
+    """The session of the authenticated caller's token; set by the auth hook with `current_user_id`."""
+    return cast("UUID", g.session_id)

@@ -201,10 +201,17 @@ def _error_responses(settings: Settings) -> dict[str, Any]:
             _error_example("invalid_request", "limit: must be a whole number from 1 to 100", limit="invalid"),
         ),
         "Unauthorized": _error(
-            "a missing, malformed, expired or badly signed token, or one whose user does not exist",
-            ("unauthorized",),
+            "unauthorized: a missing, malformed, expired or badly signed token, one issued before sessions (no "
+            "sid), or one whose user does not exist; session_revoked: the token's session was revoked (logout, "
+            "a password change, a revoked session, a reused refresh token) on any process within 1 s",
+            ("unauthorized", "session_revoked"),
             _error_example("unauthorized", "missing Authorization: Bearer <token> header"),
             {"WWW-Authenticate": _WWW_AUTHENTICATE},
+        ),
+        "Suspended": _error(
+            "account_suspended: a moderator suspended this account (on every process within 1 s)",
+            ("account_suspended",),
+            _error_example("account_suspended", "this account is suspended"),
         ),
         "NotFound": _error(
             "not_found: unknown, or not visible to you (a malformed id too)",
@@ -242,6 +249,7 @@ def _responses(*names: str) -> dict[str, Any]:
     statuses = {
         "BadRequest": "400",
         "Unauthorized": "401",
+        "Suspended": "403",
         "NotFound": "404",
         "PayloadTooLarge": "413",
         "UnsupportedMediaType": "415",
@@ -294,7 +302,10 @@ SESSION_EXAMPLE = {
     "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIwYjVhM2Y0ZSJ9.c2lnbmF0dXJl",
     "user_id": ALICE,
     "email": "ada@example.com",
+    "refresh_token": "q3Zk8mR1Xy0bW5nVt2LpHc9sJd4fGa7eKu6oNi-QwE_",
+    "expires_in": 86400,
 }
+SESSION_ID = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
 STORY_EXAMPLE = {
     "id": STORY,
     "author_id": ALICE,
@@ -331,7 +342,34 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "additionalProperties": False,
         },
         "Session": _object(
-            {"token": {"type": "string", "description": "HS256 JWT"}, "user_id": _UUID, "email": {"type": "string"}}
+            {
+                "token": {"type": "string", "description": "HS256 JWT (claims sub, sid, iat, exp)"},
+                "user_id": _UUID,
+                "email": {"type": "string"},
+                "refresh_token": {
+                    "type": "string",
+                    "minLength": 43,
+                    "description": "opaque, 256 random bits; works once (POST /token/refresh); lives "
+                    "REFRESH_TOKEN_DAYS from the session's last refresh",
+                },
+                "expires_in": {"type": "integer", "minimum": 1, "description": "seconds the token is valid"},
+            }
+        ),
+        "SessionList": _object(
+            {
+                "sessions": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "session_id": _UUID,
+                            "created_at": _TIME,
+                            "last_used_at": {**_TIME, "description": "the last login or refresh"},
+                            "user_agent": {"type": ["string", "null"], "maxLength": 256},
+                            "current": {"type": "boolean", "description": "the session of this request's token"},
+                        }
+                    ),
+                }
+            }
         ),
         "Author": _object({"user_id": _UUID, "display_name": _DISPLAY_NAME}),
         "Story": _object(
@@ -538,7 +576,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
     }
     bad_request = _responses("BadRequest")
-    unauthorized = _responses("Unauthorized")
+    # Every route that needs a token: its session may be revoked, its user suspended.
+    unauthorized = _responses("Unauthorized", "Suspended")
     not_found = _responses("NotFound")
     unavailable = _responses("Unavailable")
     story_links = _links(
@@ -584,8 +623,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     ),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
                 },
-                description="The email is trimmed and lower-cased. Passwords are hashed with bcrypt; when more "
-                "sign-ups and logins wait for hashing than the process finishes in about 5 s, 503 overloaded.",
+                description="Opens a session. Email is trimmed and lower-cased. Passwords: bcrypt; when "
+                "more sign-ups and logins wait for hashing than the process finishes in about 5 s, 503 overloaded.",
                 body=signup,
                 body_example={"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"},
                 public=True,
@@ -604,13 +643,125 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         ("invalid_credentials",),
                         _error_example("invalid_credentials", "email or password is incorrect"),
                     ),
+                    **_responses("Suspended"),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
                 },
-                description="After 10 failed logins for an email within 15 minutes, 429 rate_limited for that email "
-                "(existing or not) until Retry-After.",
+                description="Opens a session. After 10 failed logins for an email within 15 minutes, 429 "
+                "rate_limited for that email (existing or not) until Retry-After. A suspended account with the right "
+                "password: 403 account_suspended.",
                 body=login,
                 body_example={"email": "ada@example.com", "password": "correct horse battery"},
                 public=True,
+            )
+        },
+        "/token/refresh": {
+            "post": _operation(
+                "refreshToken",
+                "auth",
+                "Trade a refresh token for a new token and a new refresh token (rotation)",
+                {
+                    "200": _json(_ref("Session"), "refreshed: the old refresh token is used up", SESSION_EXAMPLE),
+                    **bad_request,
+                    "401": _error(
+                        "invalid_refresh_token: unknown or expired; session_revoked: the token was used already "
+                        "(its whole session is revoked now), or its session was revoked",
+                        ("invalid_refresh_token", "session_revoked"),
+                        _error_example("session_revoked", "this session was revoked; log in again"),
+                    ),
+                    **_responses("Suspended", "PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+                },
+                description="A refresh token works once. Presenting one that was used already revokes its session "
+                "(a stolen token was used), so of two concurrent refreshes with one token exactly one succeeds and "
+                "the session is revoked: refresh from one place at a time.",
+                body={
+                    "type": "object",
+                    "required": ["refresh_token"],
+                    "properties": {"refresh_token": {"type": "string"}},
+                },
+                body_example={"refresh_token": SESSION_EXAMPLE["refresh_token"]},
+                public=True,
+            )
+        },
+        "/logout": {
+            "post": _operation(
+                "logout",
+                "auth",
+                "Sign out: revoke this token's session",
+                {"204": {"description": "signed out"}, **unauthorized, **unavailable},
+                description="The session's tokens and refresh token answer 401 session_revoked on every process "
+                "within 1 s; its open WebSockets close with 1008.",
+            )
+        },
+        "/me/sessions": {
+            "get": _operation(
+                "listSessions",
+                "auth",
+                "Your active sessions, most recently used first",
+                {
+                    "200": _json(
+                        _ref("SessionList"),
+                        "your sessions",
+                        {
+                            "sessions": [
+                                {
+                                    "session_id": SESSION_ID,
+                                    "created_at": AT,
+                                    "last_used_at": AT,
+                                    "user_agent": "Stories/1.0 (iPhone)",
+                                    "current": True,
+                                }
+                            ]
+                        },
+                    ),
+                    **unauthorized,
+                    **unavailable,
+                },
+                description="Active: not revoked, and refreshed (or opened) within REFRESH_TOKEN_DAYS.",
+            )
+        },
+        "/me/sessions/{session_id}": {
+            "delete": _operation(
+                "revokeSession",
+                "auth",
+                "Revoke one of your sessions (idempotent)",
+                {"204": {"description": "revoked"}, **unauthorized, **not_found, **unavailable},
+                description="Another user's session, an unknown or a malformed id: 404.",
+                parameters=[
+                    {
+                        "name": "session_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "a session_id from GET /me/sessions (a malformed id answers 404)",
+                        "schema": {"type": "string", "format": "uuid"},
+                        "example": SESSION_ID,
+                    }
+                ],
+            )
+        },
+        "/me/password": {
+            "post": _operation(
+                "changePassword",
+                "auth",
+                "Change your password; every other session is revoked",
+                {
+                    "204": {"description": "changed"},
+                    **bad_request,
+                    **_responses("Unauthorized"),
+                    "403": _error(
+                        "wrong_password: the current password is wrong; account_suspended",
+                        ("wrong_password", "account_suspended"),
+                        _error_example("wrong_password", "the current password is wrong"),
+                    ),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                },
+                description="Wrong current passwords count against the account's email in the login throttle "
+                "(10 per 15 minutes, then 429). The session of this request stays signed in.",
+                body={
+                    "type": "object",
+                    "required": ["current_password", "new_password"],
+                    "properties": {"current_password": {"type": "string"}, "new_password": password},
+                },
+                body_example={"current_password": "correct horse battery", "new_password": "battery staple horse"},
             )
         },
         "/me": {
@@ -1224,7 +1375,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "get": _operation(
                 "metrics",
                 "operations",
-                "Prometheus metrics (README.md's Operations section lists them)",
+                "Prometheus metrics (docs/operations.md lists them)",
                 {
                     "200": {
                         "description": "Prometheus text format 0.0.4",
@@ -1289,7 +1440,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "tags": [
-            {"name": "auth", "description": "sign up and log in: a session is a bearer JWT"},
+            {
+                "name": "auth",
+                "description": "sign up, log in and sessions: a bearer JWT per session, refresh tokens that rotate",
+            },
             {"name": "profiles", "description": "display names and profiles"},
             {"name": "account", "description": "your account and your data: delete it, export it"},
             {"name": "stories", "description": "stories, the feed, views, reactions and who saw them"},

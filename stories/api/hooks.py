@@ -31,6 +31,7 @@ PUBLIC_ENDPOINTS = frozenset(
     {
         "auth.signup",
         "auth.login",
+        "sessions.refresh",
         "health.healthz",
         "health.readyz",
         "health.metrics",
@@ -86,7 +87,8 @@ async def _before_request() -> None:
     if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
         return
     # Only the API app has non-public routes (the worker's app serves the probes alone).
-    g.user_id = await deps().callers.authenticate(_bearer_token())
+    claims = await deps().callers.authenticate(_bearer_token())
+    g.user_id, g.session_id = claims
     structlog.contextvars.bind_contextvars(user_id=str(g.user_id))
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from stories.api.probes import ProbedApp
     from stories.settings import Settings
 
-__all__ = ["CLOSE_SECONDS", "DRAIN_SETTLE_SECONDS", "Drain", "bind_error", "serve_http"]
+__all__ = ["CLOSE_SECONDS", "DRAIN_SETTLE_SECONDS", "Drain", "bind_error", "hold_port", "serve_http"]
 
 log = structlog.get_logger()
 
@@ -162,6 +162,29 @@ def bind_error(error: BaseException, settings: Settings) -> ConfigError | None:
     return ConfigError("HOST", f"cannot listen on {host} port {port} ({cause.strerror or cause}); check HOST and PORT")
 
 
+def hold_port(settings: Settings) -> socket.socket:
+    """HOST:PORT bound and listening now, as hypercorn would bind it, for `serve_http(held=...)` to serve on.
+
+    Taken before anything slow starts (the embedded database and object store), so a port in use stops the start
+    at once with bind_error's one line, and no other process can take the port meanwhile. It listens because a
+    socket that only binds with SO_REUSEADDR does not keep another such socket off the port (Linux). Connections
+    made before the server is up wait in the backlog. Raises ConfigError naming PORT or HOST.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn: a previous run's connections
+        sock.bind((settings.host, settings.port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        error = bind_error(exc, settings)
+        if error is None:
+            raise
+        raise error from exc
+    return sock
+
+
 async def _hypercorn(
     app: Drain,
     config: Config,
@@ -201,6 +224,7 @@ async def serve_http(
     settings: Settings,
     shutdown: trio.Event,
     *,
+    held: socket.socket | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown` is set, then drain in-flight requests for at most DRAIN_SECONDS.
@@ -209,6 +233,9 @@ async def serve_http(
     in use or an address that cannot be bound as a one-line ConfigError naming PORT or HOST. A server that
     stops later while no shutdown was asked for is restarted with backoff.
 
+    `held` (from `hold_port`) is handed to hypercorn, which owns and closes it from then on: the first server
+    serves on it, a restarted one binds HOST:PORT again.
+
     Why the drain is ours: hypercorn's graceful wait after `shutdown_trigger` also waits for idle keep-alive
     connections (hypercorn 0.18 starts their idle timer from the app's task, which quart-trio has just
     cancelled, so the timer never runs and the connection stays open until its read timeout) and for
@@ -216,6 +243,9 @@ async def serve_http(
     DRAIN_SECONDS while nothing is owed to anyone.
     """
     config = hypercorn_config(settings)
+    address = config.bind
+    if held is not None:
+        config.bind = [f"fd://{held.detach()}"]
     drain = Drain(app, shutdown)
     backoff = Backoff()
     started = False
@@ -226,6 +256,7 @@ async def serve_http(
                 log.info("http.listening", binds=binds)
                 if not started:
                     started = True
+                    config.bind = address
                     task_status.started(binds)
         except Exception as exc:
             if not started:

@@ -8,7 +8,8 @@ the mailbox, skipping what the replay sent (`_Stream`). The socket ends when:
 - the client goes away (`_Incoming` cancels the socket's nursery; leaving `hub.subscribe` unregisters the mailbox);
 - the hub closes the mailbox: 1008 slow client or an 11th socket of the user, 1001 shutdown; events already in
   the mailbox are written first;
-- its token expires (1008), or events it is owed cannot be read from the log (1012: reconnect with after=).
+- its token expires (1008), or events it is owed cannot be read from the log (1012: reconnect with after=);
+- its session is revoked, or its user suspended or deleted (1008; stories/actors/access.py closes the mailbox).
 
 Keepalive is the server's: hypercorn sends a WebSocket ping every `ping_interval` (clients answer with a
 pong, browsers and trio-websocket do so on their own), and a connection from which nothing at all (not even
@@ -37,7 +38,16 @@ from stories.actors.hub import CloseReason
 from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
 from stories.api.bodies import JSON_CONTENT_TYPE
 from stories.api.callers import token_expiry
-from stories.errors import ApiError, InvalidRequest, Overloaded, RateLimited, Unauthorized, Unavailable
+from stories.errors import (
+    AccountSuspended,
+    ApiError,
+    InvalidRequest,
+    Overloaded,
+    RateLimited,
+    SessionRevoked,
+    Unauthorized,
+    Unavailable,
+)
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
@@ -158,7 +168,7 @@ async def serve_socket(
     query = _query(scope)
     try:
         token = _token(scope, query)
-        user_id = await app.callers.authenticate(token)
+        claims = await app.callers.authenticate(token)
         after = _after(query)
     except ApiError as exc:
         # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
@@ -166,10 +176,12 @@ async def serve_socket(
         return
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     expires_at = trio.current_time() + token_expiry(token) - app.clock.now().timestamp()
+    user_id = claims.user_id
     # user_id goes into each log line rather than into bound contextvars: a binding per socket costs memory.
     user = str(user_id)
-    with app.hub.subscribe(user_id) as mailbox:
+    with app.hub.subscribe(user_id, claims.session_id) as mailbox:
         log.info("ws.connected", user_id=user, after=None if after is None else str(after))
+        await _recheck(app, token, mailbox)
         incoming = _Incoming(receive)
         closed: CloseReason | None = None
         try:
@@ -195,6 +207,22 @@ async def serve_socket(
                 code=closed.code if closed else None,
                 dropped=mailbox.dropped,
             )
+
+
+async def _recheck(app: AppDeps, token: str, mailbox: Mailbox) -> None:
+    """Authenticate again once the mailbox is registered: a revocation or suspension processed between the
+    upgrade's check and the registration found no mailbox to close, and is caught here (closed with 1008)."""
+    try:
+        await app.callers.authenticate(token)
+    except SessionRevoked:
+        mailbox.close(CloseReason.SESSION_REVOKED)
+    except AccountSuspended:
+        mailbox.close(CloseReason.ACCOUNT_SUSPENDED)
+    except Unauthorized:
+        mailbox.close(CloseReason.ACCOUNT_GONE)
+    except Unavailable:
+        # Checked a moment ago; the access watcher closes the socket if its session or user is refused later.
+        return
 
 
 class _Incoming:

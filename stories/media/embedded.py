@@ -126,10 +126,12 @@ class EmbeddedSeaweedFS:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock)
+            # Named as the user knows it: DATA_DIR (this store lives in its `seaweedfs` directory).
             raise ConfigError(
-                "MINIO_ENDPOINT",
-                f"another process runs the embedded object store of {str(self.data_dir)!r}: use one DATA_DIR per "
-                "process (or `stories serve --workers N`), set MINIO_* to a shared store, or MINIO_ENDPOINT=off",
+                "DATA_DIR",
+                f"{str(self.data_dir.parent)!r} is in use by another process (a `stories serve` runs its embedded "
+                "object store there): stop that one, or give this one another DATA_DIR (or run one "
+                "`stories serve --workers N`; or set MINIO_* to a shared store, or MINIO_ENDPOINT=off)",
             ) from None
         self._stop_stale()
         identity = {

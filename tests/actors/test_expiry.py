@@ -1,15 +1,14 @@
 import uuid
 from datetime import timedelta
 
-import asyncpg
 import trio
-import trio_asyncio
 
 from stories.actors.expiry import ExpiryTicker
 from stories.errors import StoreUnavailable
 from stories.store import queries
 from tests.conftest import START
 from tests.helpers import signup
+from tests.sql import sql_connection
 
 
 class StubStore:
@@ -86,26 +85,20 @@ async def test_expires_only_due_stories_on_real_database(client, store, clock, m
 
 
 async def test_only_one_leader_at_a_time(store, database_url, clock):
-    holder = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
+    async with sql_connection(database_url) as holder:
+        await holder.execute("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) is None
-        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_unlock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_unlock($1)", queries.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) == 0
-    finally:
-        await trio_asyncio.aio_as_trio(holder.close)()
 
 
 async def _execute(database_url, sql, *args):
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        return await trio_asyncio.aio_as_trio(connection.fetchval)(sql, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+    async with sql_connection(database_url) as connection:
+        return await connection.fetchval(sql, *args)
 
 
 async def test_housekeeping_recounts_and_deletes_what_retention_no_longer_keeps(
-    aio_loop, client, store, clock, metrics, database_url
+    client, store, clock, metrics, database_url
 ):
     alice, bob = await signup(client), await signup(client)
     created = await client.post("/stories", json={"text": "old", "visibility": "public"}, headers=alice.auth)

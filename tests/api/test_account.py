@@ -4,19 +4,19 @@ other users see afterwards, and a deletion racing the user's own writes."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from stories.store.queries import pair_lock
 from tests.helpers import PASSWORD, Account, post_story, signup
 from tests.leftovers import leftovers
+from tests.sql import SqlConnection, connect_sql
 
-pytestmark = pytest.mark.usefixtures("aio_loop")
+if TYPE_CHECKING:
+    from stories.store.bridge import Bridge
 
 WRONG = PASSWORD + "!"
 TEN_YEARS = 10 * 365 * 86_400
@@ -160,26 +160,27 @@ async def test_cached_feeds_stop_serving_the_users_stories(client):
 
 
 class Side:
-    """A connection of its own, holding locks that stall the app's statements where the test wants them."""
+    """A connection of its own, in a transaction, holding locks that stall the app's statements where the test
+    wants them."""
 
-    def __init__(self, connection: asyncpg.Connection[Any]) -> None:
+    def __init__(self, connection: SqlConnection) -> None:
         self.connection = connection
         self.open = True
 
     @classmethod
-    async def begin(cls, database_url: str) -> Side:
-        side = cls(await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url))
+    async def begin(cls, bridge: Bridge, database_url: str) -> Side:
+        side = cls(await connect_sql(bridge, database_url))
         await side.run("BEGIN")
         return side
 
     async def run(self, statement: str, *args: Any) -> Any:
-        return await trio_asyncio.aio_as_trio(self.connection.fetchval)(statement, *args)
+        return await self.connection.fetchval(statement, *args)
 
     async def release(self) -> None:
         if self.open:
             self.open = False
             await self.run("ROLLBACK")  # nothing to undo once committed: a warning, no error
-            await trio_asyncio.aio_as_trio(self.connection.close)()
+            await self.connection.close()
 
 
 async def waiting_for_locks(side: Side, at_least: int) -> None:
@@ -190,19 +191,19 @@ async def waiting_for_locks(side: Side, at_least: int) -> None:
             await trio.sleep(0.01)
 
 
-async def test_a_deletion_racing_the_users_own_writes_leaves_nothing(client, database_url):
+async def test_a_deletion_racing_the_users_own_writes_leaves_nothing(client, bridge, database_url):
     ada, bob = await signup(client), await signup(client)
     bobs_story = await post_story(client, bob)
     # Stall three writes of Ada's half way: her reaction on Bob's story (its foreign key check waits for the
     # story row) and her follow of Bob (it waits for the pair's lock) have not written yet; her story with Bob in
     # its audience has (it holds her user row, as every insert naming her does) and waits for Bob's row.
-    story_row = await Side.begin(database_url)
+    story_row = await Side.begin(bridge, database_url)
     await story_row.run("SELECT 1 FROM stories WHERE id = $1 FOR UPDATE", UUID(bobs_story))
-    pair = await Side.begin(database_url)
+    pair = await Side.begin(bridge, database_url)
     await pair.run("SELECT pg_advisory_xact_lock($1)", pair_lock(UUID(ada.user_id), UUID(bob.user_id)))
-    bobs_row = await Side.begin(database_url)
+    bobs_row = await Side.begin(bridge, database_url)
     await bobs_row.run("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", UUID(bob.user_id))
-    observer = await Side.begin(database_url)
+    observer = await Side.begin(bridge, database_url)
     answers: dict[str, int] = {}
     deleted = trio.Event()
 
@@ -247,7 +248,7 @@ async def test_a_deletion_racing_the_users_own_writes_leaves_nothing(client, dat
     ],
 )
 async def test_another_users_write_racing_the_deletion_answers_as_for_an_unknown_target(
-    client, database_url, path, body, status
+    client, bridge, database_url, path, body, status
 ):
     """Bob follows, blocks or mutes Ada, puts her in an audience, views or reacts to her story, while her account
     is being deleted: the write read its target before the deletion committed, and its foreign key check fails
@@ -262,10 +263,10 @@ async def test_another_users_write_racing_the_deletion_answers_as_for_an_unknown
             return [filled(item) for item in value]
         return {key: filled(item) for key, item in value.items()} if isinstance(value, dict) else value
 
-    deletion = await Side.begin(database_url)  # the deletion, as DELETE /me runs it: her row locked first
+    deletion = await Side.begin(bridge, database_url)  # the deletion, as DELETE /me runs it: her row locked first
     await deletion.run("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", UUID(ada.user_id))
     await deletion.run("SELECT 1 FROM stories WHERE author_id = $1 FOR UPDATE", UUID(ada.user_id))
-    observer = await Side.begin(database_url)
+    observer = await Side.begin(bridge, database_url)
     answer: list[int] = []
 
     async def write() -> None:

@@ -52,14 +52,17 @@ async def test_signup_returns_a_working_token_and_the_normalized_email(client, a
     local = uuid.uuid4().hex[:10]
     status, body = await post(client, "/signup", {"email": f"  Mixed.{local}@Example.COM \t", "password": PASSWORD})
     assert status == 201
-    assert set(body) == {"token", "user_id", "email"}
+    assert set(body) == {"token", "user_id", "email", "refresh_token", "expires_in"}
     assert body["email"] == f"mixed.{local}@example.com"
+    assert body["expires_in"] == app_deps.settings.jwt_ttl_seconds
     user_id = uuid.UUID(body["user_id"])
-    assert TokenIssuer(TEST_JWT_SECRET, app_deps.settings.jwt_ttl_seconds, clock).verify(body["token"]) == user_id
+    verified = TokenIssuer(TEST_JWT_SECRET, app_deps.settings.jwt_ttl_seconds, clock).verify(body["token"])
+    assert verified.user_id == user_id
 
     claims = jwt.decode(body["token"], TEST_JWT_SECRET, algorithms=["HS256"], options={"verify_exp": False})
     assert jwt.get_unverified_header(body["token"])["alg"] == "HS256"
     assert claims["sub"] == str(user_id)
+    assert claims["sid"] == str(verified.session_id)
     assert claims["iat"] == int(clock.now().timestamp())
     assert claims["exp"] - claims["iat"] == 86_400
 
@@ -157,7 +160,7 @@ async def test_login_returns_the_same_shape(client):
     account = await signup(client)
     status, body = await post(client, "/login", {"email": account.email.upper(), "password": PASSWORD})
     assert status == 200
-    assert set(body) == {"token", "user_id", "email"}
+    assert set(body) == {"token", "user_id", "email", "refresh_token", "expires_in"}
     assert (body["user_id"], body["email"]) == (account.user_id, account.email)
     response = await client.get(PROTECTED, headers={"Authorization": f"Bearer {body['token']}"})
     assert response.status_code == 200
@@ -311,7 +314,12 @@ def forge(claims: dict[str, Any], *, secret: str = TEST_JWT_SECRET, algorithm: s
 
 def claims_at(clock: Any, user_id: uuid.UUID | None = None, **overrides: Any) -> dict[str, Any]:
     now = int(clock.now().timestamp())
-    claims: dict[str, Any] = {"sub": str(user_id or uuid.uuid4()), "iat": now, "exp": now + 3600}
+    claims: dict[str, Any] = {
+        "sub": str(user_id or uuid.uuid4()),
+        "sid": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + 3600,
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -369,6 +377,9 @@ async def test_every_token_failure_is_401_with_the_error_body(client, clock):
         "missing sub": f"Bearer {forge(claims_at(clock, sub=None))}",
         "missing exp": f"Bearer {forge(claims_at(clock, exp=None))}",
         "missing iat": f"Bearer {forge(claims_at(clock, iat=None))}",
+        # Issued before sessions: nothing could revoke it, so it is refused (the client logs in again).
+        "missing sid": f"Bearer {forge(claims_at(clock, sid=None))}",
+        "sid not a uuid": f"Bearer {forge(claims_at(clock, sid='not-a-uuid'))}",
         "sub not a uuid": f"Bearer {forge(claims_at(clock, sub='not-a-uuid'))}",
         "empty sub": f"Bearer {forge(claims_at(clock, sub=''))}",
         "numeric sub": f"Bearer {forge(claims_at(clock, sub=12345))}",

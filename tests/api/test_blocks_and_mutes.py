@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from tests.helpers import post_story, signup
+from tests.sql import sql_connection
 
 VISIBILITIES = ("public", "friends", "private")
 
@@ -26,11 +25,8 @@ async def status(client, method, path, account, body=None):
 
 
 async def fetch(database_url, sql, *args):
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        return await trio_asyncio.aio_as_trio(conn.fetch)(sql, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(conn.close)()
+    async with sql_connection(database_url) as conn:
+        return await conn.fetch(sql, *args)
 
 
 async def test_block_answers_the_block_idempotently(client, clock):

@@ -2,6 +2,7 @@
 schemas match what the app answers; GET /docs is Swagger UI from this process alone."""
 
 import re
+import uuid
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -106,6 +107,7 @@ async def test_every_operation_documents_its_errors_429s_and_503s(client):
         ("/login", "post"),
         ("/me", "delete"),
         ("/me/export", "get"),
+        ("/me/password", "post"),
         ("/stories", "post"),
         ("/stories/{id}/reactions", "post"),
         ("/upload/presigned", "post"),
@@ -204,6 +206,27 @@ async def test_success_answers_match_the_document(client):
     await call("get", "/metrics", "/metrics")
     await call("get", "/ws", "/ws")
     await call("get", "/me", "/me", account=Account(ada.user_id, ada.email, "not-a-token"))
+    # Sessions: a second session of Ada's, refreshed, listed, revoked; a password change; a logout.
+    login = await call("post", "/login", "/login", json={"email": ada.email, "password": "correct horse battery"})
+    second = Account(ada.user_id, ada.email, login["token"])
+    refreshed = await call("post", "/token/refresh", "/token/refresh", json={"refresh_token": login["refresh_token"]})
+    await call("post", "/token/refresh", "/token/refresh", json={"refresh_token": "not-a-refresh-token"})
+    await call("post", "/token/refresh", "/token/refresh", json={"refresh_token": 7})
+    listed = await call("get", "/me/sessions", "/me/sessions", account=second)
+    assert {entry["session_id"] for entry in listed["sessions"] if entry["current"]}
+    await call("delete", f"/me/sessions/{uuid.uuid4()}", "/me/sessions/{session_id}")
+    await call("post", "/me/password", "/me/password", json={"current_password": "nope nope", "new_password": "x" * 8})
+    await call("post", "/me/password", "/me/password", json={"current_password": "x"})
+    await call(
+        "post",
+        "/me/password",
+        "/me/password",
+        json={"current_password": "correct horse battery", "new_password": "battery staple horse"},
+    )
+    await call("get", "/me", "/me", account=second)  # revoked by the password change: 401 session_revoked
+    await call("post", "/token/refresh", "/token/refresh", json={"refresh_token": refreshed["refresh_token"]})
+    await call("post", "/logout", "/logout")
+    await call("post", "/logout", "/logout")
 
 
 async def test_the_document_states_this_process_limits(app, client):

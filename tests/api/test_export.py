@@ -16,8 +16,6 @@ from stories.store.account import EXPORT_SECTIONS
 from stories.store.uploads import Uploads
 from tests.helpers import PASSWORD, Account, post_story, signup
 
-pytestmark = pytest.mark.usefixtures("aio_loop")
-
 DAY = 86_400
 TEN_YEARS = 10 * 365 * DAY
 

@@ -17,10 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -38,6 +36,7 @@ from hypothesis.stateful import (
 from stories.clock import FixedClock
 from stories.settings import Settings
 from tests.helpers import Account, signup, walk_pages
+from tests.sql import sql_connection
 
 T = TypeVar("T")
 
@@ -63,15 +62,12 @@ def settings(settings: Settings) -> Settings:
 @asynccontextmanager
 async def open_wiper(database_url: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """An async callable that empties every table of the test database, over a connection of its own."""
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    async with sql_connection(database_url) as conn:
 
-    async def wipe() -> None:
-        await trio_asyncio.aio_as_trio(conn.execute)(f"TRUNCATE {TABLES} CASCADE")
+        async def wipe() -> None:
+            await conn.execute(f"TRUNCATE {TABLES} CASCADE")
 
-    try:
         yield wipe
-    finally:
-        await trio_asyncio.aio_as_trio(conn.close)()
 
 
 def wire_time(instant: datetime) -> str:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import pytest
-import trio_asyncio
 
 from tests.helpers import signup
+from tests.sql import sql_connection
 
 ROUTES = [
     ("GET", "/feed", None),
@@ -47,7 +46,7 @@ async def story(client):
 @pytest.mark.parametrize(("method", "template", "body"), ROUTES)
 async def test_a_token_for_a_user_who_never_existed_is_401(client, app_deps, story, method, template, body):
     author, story_id = story
-    ghost = {"Authorization": f"Bearer {app_deps.tokens.issue(uuid.uuid4())}"}
+    ghost = {"Authorization": f"Bearer {app_deps.tokens.issue(uuid.uuid4(), uuid.uuid4())}"}
     response = await _call(client, method, template.format(story=story_id, author=author.user_id), body, ghost)
     assert response.status_code == 401, await response.get_data()
     assert (await response.get_json())["error"] == "unauthorized"
@@ -58,18 +57,13 @@ CHECKED_BY_THE_STORE = [r for r in ROUTES if r[0] in ("POST", "PATCH")] + [("GET
 
 
 @pytest.mark.parametrize(("method", "template", "body"), CHECKED_BY_THE_STORE)
-async def test_a_user_deleted_while_known_gets_401_on_writes(
-    aio_loop, client, story, database_url, method, template, body
-):
+async def test_a_user_deleted_while_known_gets_401_on_writes(client, story, database_url, method, template, body):
     # The user passed the auth hook's existence check (cached for a minute), then vanished: the write's foreign
     # key tells, and the answer is still a 401, not a 500.
     author, story_id = story
     doomed = await signup(client)
     assert (await client.get("/feed", headers=doomed.auth)).status_code == 200
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        await trio_asyncio.aio_as_trio(connection.execute)("DELETE FROM users WHERE id = $1", uuid.UUID(doomed.user_id))
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+    async with sql_connection(database_url) as connection:
+        await connection.execute("DELETE FROM users WHERE id = $1", uuid.UUID(doomed.user_id))
     response = await _call(client, method, template.format(story=story_id, author=author.user_id), body, doomed.auth)
     assert response.status_code == 401, await response.get_data()

@@ -45,7 +45,7 @@ async def test_readyz_follows_the_process_from_start_to_drain(app_deps):
         nursery.cancel_scope.cancel("test done")
 
 
-async def test_readyz_is_503_while_the_database_is_down(aio_loop, settings, app_deps):
+async def test_readyz_is_503_while_the_database_is_down(settings, app_deps):
     async with (
         open_relay(settings.database_url) as proxy,
         open_database(via(proxy, settings.database_url), data_dir=settings.data_dir, pool_size=2) as database,

@@ -45,12 +45,12 @@ WAIT = 10.0
 
 
 class EveryoneExists:
-    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-        return set(user_ids)
+    async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        return dict.fromkeys(user_ids, False)
 
 
 class StoreDown:
-    async def existing_users(self, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
         raise StoreUnavailable("the database is unreachable")
 
 
@@ -80,7 +80,7 @@ class Server:
     port: int
 
     def token(self, user_id: uuid.UUID) -> str:
-        return self.deps.tokens.issue(user_id)
+        return self.deps.tokens.issue(user_id, uuid.uuid4())
 
     def sample(self, name: str) -> float | None:
         return self.deps.metrics.registry.get_sample_value(name)
@@ -152,7 +152,10 @@ async def connected(server: Server, count: int) -> None:
         ("?token=not-a-jwt", [], "malformed"),
         ("", [("Authorization", "Basic dXNlcjpwYXNz")], "Bearer"),
         (
-            "?token=" + TokenIssuer("another-secret-0123456789abcdef-0123", 60, FixedClock(NOW)).issue(uuid.uuid4()),
+            "?token="
+            + TokenIssuer("another-secret-0123456789abcdef-0123", 60, FixedClock(NOW)).issue(
+                uuid.uuid4(), uuid.uuid4()
+            ),
             [],
             "signature",
         ),
@@ -173,7 +176,9 @@ async def test_bad_or_missing_token_is_refused_with_401_before_the_upgrade(
 
 async def test_expired_token_is_refused() -> None:
     async with running() as server:
-        expired = TokenIssuer(SECRET, 60, FixedClock(datetime(2026, 1, 1, tzinfo=UTC))).issue(uuid.uuid4())
+        expired = TokenIssuer(SECRET, 60, FixedClock(datetime(2026, 1, 1, tzinfo=UTC))).issue(
+            uuid.uuid4(), uuid.uuid4()
+        )
         rejected = await refused(server, f"?token={expired}")
         assert rejected.status_code == 401
         assert b"expired" in rejected.body
@@ -266,14 +271,16 @@ async def test_a_malformed_after_is_refused_with_400_before_the_upgrade() -> Non
 async def test_an_expiring_token_closes_its_socket_with_1008() -> None:
     async with running(token_seconds=1) as server:
         with trio.fail_after(WAIT):
+            # The server counts the token's second from the upgrade, which comes after this: on a loaded machine
+            # only the close can come late (the fail_after above is the only upper bound, against a hang).
+            began = trio.current_time()
             async with open_socket(server, f"?token={server.token(uuid.uuid4())}") as socket:
                 await connected(server, 1)
-                began = trio.current_time()
                 with pytest.raises(ConnectionClosed) as closed:
                     await socket.get_message()
                 assert closed.value.reason.code == 1008
                 assert "expired" in closed.value.reason.reason
-                assert trio.current_time() - began < 2.5
+                assert trio.current_time() - began >= 0.9
 
 
 async def test_a_client_message_over_4_kib_closes_the_socket_with_1009() -> None:
@@ -318,9 +325,11 @@ async def test_live_client_answers_pings_and_a_silent_one_is_dropped() -> None:
         author = uuid.uuid4()
         with trio.fail_after(WAIT):
             async with open_socket(server, f"?token={server.token(author)}") as live:
+                # Before the silence starts (the upgrade request is the last the server hears of it): measured
+                # from later, a slow machine would shrink the silence the server saw before dropping it.
+                began = trio.current_time()
                 silent = await raw_upgrade(server, author)
                 await connected(server, 2)
-                began = trio.current_time()
                 await connected(server, 1)
                 assert trio.current_time() - began >= 0.5
                 # The live socket outlived the dead one and still gets its events.

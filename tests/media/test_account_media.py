@@ -4,13 +4,10 @@ deleted leaves no record behind."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from stories.actors.expiry import ExpiryTicker
 from stories.media.lifecycle import MediaSweeper
@@ -19,8 +16,7 @@ from stories.store.uploads import Uploads
 from tests.helpers import PASSWORD, signup
 from tests.leftovers import leftovers
 from tests.media.test_lifecycle import JPEG, deleted, story_with_media, upload
-
-pytestmark = pytest.mark.usefixtures("aio_loop")
+from tests.sql import connect_sql
 
 
 @pytest.fixture
@@ -63,14 +59,12 @@ async def test_the_users_objects_go_in_the_next_run_and_then_every_trace(
 
 
 async def test_an_upload_url_asked_for_during_the_deletion_is_refused_and_leaves_nothing(
-    media_client, database_url, storage_link
+    media_client, bridge, database_url, storage_link
 ):
     ada = await signup(media_client)
     # A deletion in progress, as DELETE /me runs it: the user row locked, then deleted.
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-
-    async def run(statement: str, *args: Any) -> Any:
-        return await trio_asyncio.aio_as_trio(connection.fetchval)(statement, *args)
+    connection = await connect_sql(bridge, database_url)
+    run = connection.fetchval
 
     answer: list[int] = []
 
@@ -92,7 +86,7 @@ async def test_an_upload_url_asked_for_during_the_deletion_is_refused_and_leaves
             await run("DELETE FROM users WHERE id = $1", UUID(ada.user_id))
             await run("COMMIT")
     finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+        await connection.close()
 
     assert answer == [401]
     assert await leftovers(database_url, ada.user_id, ada.email) == {}

@@ -52,8 +52,9 @@ async def test_one_data_dir_has_one_embedded_store(tmp_path):
     async with trio.open_nursery() as nursery:
         config = await nursery.start(EmbeddedSeaweedFS(tmp_path, weed, "media", "us-east-1").run)
         assert config.endpoint.startswith("http://127.0.0.1:")
-        with pytest.raises(ConfigError, match="another process runs the embedded object store"):
+        with pytest.raises(ConfigError, match=r"^DATA_DIR '.*' is in use by another process") as refused:
             await nursery.start(EmbeddedSeaweedFS(tmp_path, weed, "media", "us-east-1").run)
+        assert refused.value.variable == "DATA_DIR"
         nursery.cancel_scope.cancel("done")
 
 

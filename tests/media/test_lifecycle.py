@@ -7,9 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
-import trio_asyncio
 
 from stories.actors.expiry import ExpiryTicker
 from stories.media.lifecycle import MediaSweeper
@@ -18,19 +16,15 @@ from stories.store import queries
 from stories.store.uploads import Uploads
 from tests.fixtures.redis import capture_all_logs
 from tests.helpers import signup
-
-pytestmark = pytest.mark.usefixtures("aio_loop")
+from tests.sql import sql_connection
 
 JPEG = b"\xff\xd8\xff" + bytes(range(256)) * 4 + b"\xff\xd9"
 DAY = 86_400
 
 
 async def sql(database_url: str, statement: str, *args: Any) -> Any:
-    connection = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        return await trio_asyncio.aio_as_trio(connection.fetchval)(statement, *args)
-    finally:
-        await trio_asyncio.aio_as_trio(connection.close)()
+    async with sql_connection(database_url) as connection:
+        return await connection.fetchval(statement, *args)
 
 
 async def upload(client: Any, http: Any, account: Any) -> dict[str, Any]:
@@ -200,10 +194,7 @@ async def test_only_the_expiry_leader_sweeps(media_client, http, sweeper, clock,
     alice = await signup(media_client)
     await upload(media_client, http, alice)
     clock.advance(DAY)
-    holder = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
-    try:
-        await trio_asyncio.aio_as_trio(holder.execute)("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
+    async with sql_connection(database_url) as holder:
+        await holder.execute("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
         assert await sweeper.sweep(clock.now()) is None
-    finally:
-        await trio_asyncio.aio_as_trio(holder.close)()
     assert (await sweeper.sweep(clock.now())).deleted == {"unused": 1}

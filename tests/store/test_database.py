@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import socket
 import sys
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 import structlog
 import trio
+import trio.testing
 
 from stories.errors import ConfigError, Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
 from stories.store.embedded import EmbeddedPostgres
 from stories.store.models import IdempotencyClaim, Story
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Real seconds that only a hang explains: a deadline for waits that are otherwise unbounded, never a measure.
+HANG_SECONDS = 10.0
 
 
 async def aio_sleep(pool: asyncpg.Pool, seconds: float) -> None:
@@ -31,25 +40,40 @@ async def aio_one(pool: asyncpg.Pool) -> int:
         return int(await conn.fetchval("SELECT 1"))
 
 
+async def aio_hold(pool: asyncpg.Pool, holding: Callable[[], None], release: asyncio.Event) -> None:
+    """Keep one pool connection until `release` is set (from the trio side, through the bridge)."""
+    async with pool.acquire():
+        holding()
+        await release.wait()
+
+
 async def test_a_busy_pool_answers_overloaded_after_the_acquire_deadline(settings, tmp_path):
     async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1, acquire_timeout=0.2) as database:
+        holding, release, held = trio.Event(), asyncio.Event(), trio.Event()
+
+        async def hold() -> None:
+            await database.call(aio_hold, database.bridge.to_trio(holding.set), release)
+            held.set()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(database.call, aio_sleep, 1.0)
-            await trio.sleep(0.1)
-            started = trio.current_time()
-            with pytest.raises(Overloaded):
+            nursery.start_soon(hold)
+            with trio.fail_after(HANG_SECONDS):
+                await holding.wait()
+            # Bounded by the deadline, not by the call holding the connection: that one holds it until told.
+            with trio.fail_after(HANG_SECONDS), pytest.raises(Overloaded):
                 await database.call(aio_one)
-            # Bounded by the deadline, not by the query holding the connection.
-            assert trio.current_time() - started < 0.9
+            assert not held.is_set()
             # The health check has a connection of its own: a busy pool is not a dead database.
             await database.ping()
+            database.bridge.call_soon(release.set)
         assert await database.call(aio_one) == 1
 
 
 async def test_an_abandoned_call_keeps_its_slot_until_its_query_ends(settings, tmp_path):
     async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1, acquire_timeout=5) as database:
+        # A query far longer than the caller's patience (however slow the machine): it ends only when abandoned.
         with trio.move_on_after(0.1):
-            await database.call(aio_sleep, 0.5)
+            await database.call(aio_sleep, HANG_SECONDS)
         # The caller gave up, but the query still runs on the only connection: the slot is not free yet, so the
         # next call waits for it (instead of queueing inside asyncpg's pool, where no deadline reaches).
         assert database.slots_free == 0
@@ -88,16 +112,41 @@ async def test_operations_arm_no_asyncio_timers(settings, tmp_path):
         assert len(loop._scheduled) <= 2
 
 
-async def test_an_unreachable_database_is_retried_for_30_seconds_then_named(tmp_path, autojump_clock):
-    # Nothing listens on the port: every attempt is refused at once; the clock jumps through the backoff.
+async def test_an_unreachable_database_is_retried_for_30_seconds_then_named(tmp_path, mock_clock):
+    # Nothing listens on the port: every attempt is refused at once. The attempts run on the bridge's thread,
+    # which trio's clock cannot see: an autojump clock would leap to the 30 s deadline while the first attempt is
+    # in flight, and no attempt would ever fail. So virtual time moves only once an attempt has failed (its log
+    # line): to the next deadline, the end of the backoff sleep if the loop sleeps. The autojump is left only as
+    # a guard against a hang.
+    mock_clock.autojump_threshold = HANG_SECONDS
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"postgres://root@127.0.0.1:{port}/stories"
     started = trio.current_time()
-    with trio.fail_after(120), pytest.raises(StoreUnavailable, match="DATABASE_URL"):
-        async with open_database(url, data_dir=tmp_path, pool_size=1):
-            pytest.fail("connected to nothing")
+    failed_at: list[float] = []
+    failures_in, failures = trio.open_memory_channel[None](math.inf)
+
+    def note_failure(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event["event"] == "db.connect_failed":
+            failed_at.append(trio.current_time() - started)
+            failures_in.send_nowait(None)
+        return event
+
+    async def move_time_after_each_failure() -> None:
+        async for _ in failures:
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(trio.lowlevel.current_statistics().seconds_to_next_deadline)
+
+    with structlog.testing.capture_logs(processors=[note_failure]):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(move_time_after_each_failure)
+            with trio.fail_after(120), pytest.raises(StoreUnavailable, match="DATABASE_URL"):
+                async with open_database(url, data_dir=tmp_path, pool_size=1):
+                    pytest.fail("connected to nothing")
+            nursery.cancel_scope.cancel()
+    # Backoff 0.25 s doubling up to 5 s: the tenth attempt, at 27.75 s, is the last before the 30 s deadline.
+    assert failed_at == [0, 0.25, 0.75, 1.75, 3.75, 7.75, 12.75, 17.75, 22.75, 27.75]
     assert 30 <= trio.current_time() - started < 40
 
 

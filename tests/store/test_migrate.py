@@ -7,27 +7,20 @@ from pathlib import Path
 
 import asyncpg
 import trio
-import trio_asyncio
 
 from stories.store import migrate, open_database
 from stories.store.migrate import load_migrations
+from tests.sql import sql_connection
 
 MIGRATORS = 3
 
 
 async def fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    rows: list[asyncpg.Record] = await trio_asyncio.aio_as_trio(run)()
-    return rows
+    async with sql_connection(database_url) as conn:
+        return await conn.fetch(sql)
 
 
-async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_database, tmp_path: Path):
+async def test_concurrent_migrators_on_an_empty_database(fresh_database, tmp_path: Path):
     versions = [m.version for m in load_migrations()]
     assert versions == sorted(versions)
     applied: list[list[int]] = []
@@ -71,6 +64,6 @@ async def test_concurrent_migrators_on_an_empty_database(aio_loop, fresh_databas
     assert locks[0]["n"] == 0
 
 
-async def test_migrating_a_migrated_database_applies_nothing(aio_loop, database_url, tmp_path: Path):
+async def test_migrating_a_migrated_database_applies_nothing(database_url, tmp_path: Path):
     async with open_database(database_url, data_dir=tmp_path, pool_size=1) as store:
         assert await migrate(store) == []
