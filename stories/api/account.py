@@ -1,7 +1,7 @@
 """DELETE /me and GET /me/export (API.md "Your account and your data").
 
-Confirming a deletion with the password is throttled like a login, in the same bucket (the account's email): a
-stolen token cannot guess the password faster by asking here. The export is streamed section by section
+Confirming a deletion with the password is throttled like a login, in the same budget (stories/api/reauth.py). The
+export is streamed section by section
 (stories/store/account.py), so a large account costs no more memory than a small one.
 """
 
@@ -15,15 +15,16 @@ import orjson
 import structlog
 from quart import Blueprint, Response
 
-from stories.actors.ratelimit import ACTION_EXPORT, ACTION_LOGIN
-from stories.api.auth import login_subject
+from stories.actors.ratelimit import ACTION_EXPORT
 from stories.api.bodies import JSON_CONTENT_TYPE, read_json_object
 from stories.api.deps import current_user_id, deps
 from stories.api.rate import check_rate
+from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import Forbidden, RateLimited, Unauthorized
+from stories.errors import Unauthorized
 from stories.store.account import EXPORT_SECTIONS, AccountStore
+from stories.store.sessions import SessionStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -52,44 +53,15 @@ def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
     app.access.account_changed(user_id)
 
 
-async def _confirm_password(app: AppDeps, user_id: UUID, password: str) -> None:
-    """Returns once the password is the account's; else 403 wrong_password, 429 after too many wrong ones.
-
-    As POST /login: a token of the email's failed-login window is taken first and given back unless the password
-    turns out wrong, so only failures count, and they count together with failed logins."""
-    credentials = await AccountStore(app.store.database).credentials(user_id)
-    if credentials is None:
-        raise _gone()
-    email, password_hash = credentials
-    subject = login_subject(email)
-    decision = await app.limiter.acquire(subject, ACTION_LOGIN)
-    if not decision.allowed:
-        app.metrics.rate_limited.labels(action=ACTION_LOGIN).inc()
-        app.metrics.auth_events.labels(action="delete_account", outcome="rate_limited").inc()
-        message = "too many wrong passwords for this account; try again later"
-        raise RateLimited(message, retry_after=decision.retry_after)
-    failure: Exception | None = None
-    ok = False
-    try:
-        ok = await app.passwords.verify(password, password_hash)
-    except Exception as error:  # re-raised below, after the refund (a 503 overloaded is no verdict)
-        failure = error
-    if ok or failure is not None:
-        await app.limiter.refund(subject, ACTION_LOGIN)
-    if failure is not None:
-        raise failure
-    if not ok:
-        app.metrics.auth_events.labels(action="delete_account", outcome="wrong_password").inc()
-        log.info("auth", action="delete_account", outcome="wrong_password", user_id=str(user_id))
-        raise Forbidden("the password is not this account's", code="wrong_password")
-
-
 @blueprint.delete("/me")
 async def delete_me() -> Response:
     password = required_string(await read_json_object(), "password")
     app = deps()
     user_id = current_user_id()
-    await _confirm_password(app, user_id, password)
+    account = await SessionStore(app.store.database).account(user_id)
+    if account is None:
+        raise _gone()
+    await confirm_password(app, account, password, "delete_account")
     deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
     if deleted is None:
         raise _gone()

@@ -750,7 +750,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "403": _error(
                         "wrong_password: the current password is wrong; account_suspended",
                         ("wrong_password", "account_suspended"),
-                        _error_example("wrong_password", "the current password is wrong"),
+                        _error_example("wrong_password", "the password is wrong"),
                     ),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
                 },
@@ -810,9 +810,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     **bad_request,
                     **unauthorized,
                     "403": _error(
-                        "wrong_password: the password is not this account's",
+                        "wrong_password: the password is wrong",
                         ("wrong_password",),
-                        _error_example("wrong_password", "the password is not this account's"),
+                        _error_example("wrong_password", "the password is wrong"),
                     ),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
                 },

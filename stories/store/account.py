@@ -116,13 +116,6 @@ EXPORT_SECTIONS: tuple[ExportSection, ...] = (
 )
 
 
-async def aio_password_hash(pool: asyncpg.Pool, user_id: UUID) -> tuple[str, str] | None:
-    """(email, password hash) of the user, None when there is no such user."""
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT email, password_hash FROM users WHERE id = $1", user_id)
-    return None if row is None else (row["email"], row["password_hash"])
-
-
 async def aio_delete_account(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> DeletedAccount | None:
     """Erase the user and everything of theirs in one transaction; None when there is no such user."""
     async with pool.acquire() as conn, conn.transaction():
@@ -191,10 +184,6 @@ class AccountStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-
-    async def credentials(self, user_id: UUID) -> tuple[str, str] | None:
-        """(email, password hash), None when the user does not exist."""
-        return await self.database.call(aio_password_hash, user_id)
 
     async def delete(self, user_id: UUID, now: datetime) -> DeletedAccount | None:
         return await self.database.call(aio_delete_account, user_id, now)

@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from stories.store.queries import pair_lock
-from tests.helpers import PASSWORD, Account, post_story, signup
+from tests.api.test_sessions import closed_code, serve_app
+from tests.helpers import PASSWORD, Account, open_ws, post_story, refused_ws, signup
 from tests.leftovers import leftovers
 from tests.sql import SqlConnection, connect_sql
 
@@ -284,3 +285,14 @@ async def test_another_users_write_racing_the_deletion_answers_as_for_an_unknown
 
     assert answer == [status]
     assert await leftovers(database_url, ada.user_id, ada.email) == {}
+
+
+async def test_the_users_open_sockets_close_1008(app, client, nursery, live_access):
+    port = await serve_app(app, nursery)
+    ada = await signup(client)
+    with trio.fail_after(10):
+        async with open_ws(port, f"/ws?token={ada.token}") as socket:
+            assert (await delete_me(client, ada)).status_code == 204
+            assert await closed_code(socket) == 1008
+        rejected = await refused_ws(port, f"/ws?token={ada.token}")
+    assert rejected.status_code == 401
