@@ -437,8 +437,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "additionalProperties": {
                 "type": "array",
                 "items": {"type": "object"},
-                "description": "one list per kind of data: stories, views, reactions, following, followers, "
-                "blocks, mutes, uploads",
+                "description": "one list per kind of data: sessions, stories, views, reactions, following, "
+                "followers, blocks, mutes, uploads",
             },
         },
         "Profile": _object(
@@ -848,6 +848,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "followers_count": 1,
                                 "following_count": 1,
                             },
+                            "sessions": [
+                                {
+                                    "session_id": STORY,
+                                    "created_at": AT,
+                                    "last_used_at": AT,
+                                    "user_agent": "StoriesApp/1.0",
+                                    "revoked_at": None,
+                                }
+                            ],
                             "stories": [],
                             "views": [{"story_id": STORY, "viewed_at": AT}],
                             "reactions": [],
@@ -861,10 +870,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     **unauthorized,
                     **_responses("RateLimited", "Unavailable"),
                 },
-                description="Your profile, your stories (expired and deleted ones still kept, with their audience), "
-                "your views and reactions, follows both ways, blocks, mutes and upload records; no token or "
-                "password material. Limited to 1 per 10 minutes (429 rate_limited with Retry-After). The body is "
-                "streamed: a response cut short (the database lost half way) is not valid JSON.",
+                description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
+                "their audience), your views and reactions, follows both ways, blocks, mutes and upload records; "
+                "no token or password material. Limited to 1 per 10 minutes (429 rate_limited with Retry-After). "
+                "The body is streamed: a response cut short (the database lost half way) is not valid JSON.",
             )
         },
         "/users/{id}": {

@@ -52,6 +52,15 @@ class ExportSection:
 
 
 EXPORT_SECTIONS: tuple[ExportSection, ...] = (
+    # Sessions without their refresh tokens' hashes (session_tokens): no token material.
+    ExportSection(
+        "sessions",
+        """SELECT s.id AS session_id, s.created_at, s.last_used_at, s.user_agent, s.revoked_at FROM sessions s
+           WHERE s.user_id = $1 AND (s.last_used_at, s.id) < ($2, $3)
+           ORDER BY s.last_used_at DESC, s.id DESC LIMIT $4""",
+        ("last_used_at", "session_id"),
+        (_LAST_TIME, _LAST_ID),
+    ),
     ExportSection(
         "stories",
         """SELECT s.id, s.text, s.media_key, s.visibility, s.created_at, s.expires_at, s.deleted_at,

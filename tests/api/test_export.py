@@ -67,6 +67,8 @@ async def test_the_document_holds_everything_of_the_caller_and_no_secret(client,
         "followers_count": 0,
         "following_count": 1,
     }
+    (session,) = document["sessions"]  # the signup's
+    assert set(session) == {"session_id", "created_at", "last_used_at", "user_agent", "revoked_at"}
     by_id = {story["id"]: story for story in document["stories"]}
     assert set(by_id) == {friends_id, deleted}
     assert by_id[friends_id]["audience_user_ids"] == [bob.user_id]
@@ -81,7 +83,7 @@ async def test_the_document_holds_everything_of_the_caller_and_no_secret(client,
     assert [m["user_id"] for m in document["mutes"]] == [bob.user_id]
     assert [u["media_key"] for u in document["uploads"]] == [f"uploads/{ada.user_id}/a.jpg"]
     # No secrets: neither the password, nor its hash, nor a token.
-    for secret in (PASSWORD, "$2b$", ada.token, "password", "token"):
+    for secret in (PASSWORD, "$2b$", ada.token, ada.refresh_token, "password", "token"):
         assert secret.encode() not in raw
 
 
