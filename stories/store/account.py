@@ -19,13 +19,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-if TYPE_CHECKING:
-    import asyncpg
+import asyncpg
 
+if TYPE_CHECKING:
     from stories.store.database import Database
 
 __all__ = ["EXPORT_SECTIONS", "AccountStore", "DeletedAccount", "ExportSection"]
 
+# A deletion aborted by a deadlock is run again this many times in all.
+DEADLOCK_ATTEMPTS = 3
 _FIRST_TIME = datetime.min.replace(tzinfo=UTC)
 _LAST_TIME = datetime.max.replace(tzinfo=UTC)
 _FIRST_ID = UUID(int=0)
@@ -126,7 +128,22 @@ EXPORT_SECTIONS: tuple[ExportSection, ...] = (
 
 
 async def aio_delete_account(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> DeletedAccount | None:
-    """Erase the user and everything of theirs in one transaction; None when there is no such user."""
+    """Erase the user and everything of theirs in one transaction; None when there is no such user.
+
+    The recount locks other users' stories, which a counter flush (or a cascade of another deletion) may lock in
+    another order: PostgreSQL then aborts one of the two, and the deletion, which wrote nothing yet that stays,
+    runs again."""
+    attempt = 1
+    while True:
+        try:
+            return await _delete_account(pool, user_id, now)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+async def _delete_account(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> DeletedAccount | None:
     async with pool.acquire() as conn, conn.transaction():
         # Waits for the user's writes in flight (their foreign keys hold KEY SHARE on this row), fails later
         # ones; the statements below run after those committed and see their rows (READ COMMITTED).

@@ -296,3 +296,34 @@ async def test_the_users_open_sockets_close_1008(app, client, nursery, live_acce
             assert await closed_code(socket) == 1008
         rejected = await refused_ws(port, f"/ws?token={ada.token}")
     assert rejected.status_code == 401
+
+
+async def test_a_deletion_aborted_by_a_deadlock_runs_again(client, bridge, database_url):
+    """The deletion locks Ada's row, then the stories she viewed (to recount them). Another transaction that holds
+    one of those stories and then wants Ada's row closes a cycle: PostgreSQL aborts the deletion, which must run
+    again, not answer 500."""
+    ada, bob = await signup(client), await signup(client)
+    story = await post_story(client, bob)
+    await client.post(f"/stories/{story}/view", headers=ada.auth)
+    other = await Side.begin(bridge, database_url)
+    await other.run("SELECT 1 FROM stories WHERE id = $1 FOR UPDATE", UUID(story))
+    observer = await Side.begin(bridge, database_url)
+    answer: list[int] = []
+
+    async def delete() -> None:
+        answer.append((await delete_me(client, ada)).status_code)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delete)
+            await waiting_for_locks(observer, 1)
+            # Waits for the deletion, which waits for this transaction: after deadlock_timeout (1 s) PostgreSQL
+            # aborts the deletion, and this lock is granted.
+            await other.run("SELECT 1 FROM users WHERE id = $1 FOR KEY SHARE", UUID(ada.user_id))
+            await other.release()  # the deletion's second run goes through
+    finally:
+        await other.release()
+        await observer.release()
+
+    assert answer == [204]
+    assert await leftovers(database_url, ada.user_id, ada.email) == {}
