@@ -1,4 +1,4 @@
-"""HTTP load benchmark: the six scenarios of the load profile, driven by wrk against two or more targets.
+"""HTTP load benchmark: the eight scenarios of the load profile, driven by wrk against two or more targets.
 
     .venv/bin/python -m bench.http --build before=/tmp/stories-baseline --build after=. --dataset 5k
     .venv/bin/python -m bench.http --build before=/tmp/stories-baseline --build after=. \\
@@ -17,10 +17,11 @@ Targets:
                      and allow many stories and reactions per minute; with PID its CPU and RSS are sampled
                      (summed over its process tree). Only loopback URLs unless --allow-remote.
 
-Per target the bench logs in --users seeded users, collects the stories each can see from its feed, and
-writes them for the wrk script (bench/http_lua/stories.lua). Then, run by run, targets interleaved (A run 1,
-B run 1, A run 2, ...), each target gets a --warmup of the mixed scenario and every scenario for --duration:
-feed, story_get, view, react, create, mixed (70/15/8/5/2 %). Per run it records req/s, latency p50/p90/p99,
+Per target the bench logs in --users seeded users, collects the stories each can see from its feed (and their
+authors), and writes them for the wrk script (bench/http_lua/stories.lua). Then, run by run, targets interleaved
+(A run 1, B run 1, A run 2, ...), each target gets a --warmup of the mixed scenario and every scenario for
+--duration: feed, tray, author_stories, story_get, view, react, create, mixed (55/10/5/15/8/5/2 %: a client opens
+the feed or the tray, then reads, views and reacts to stories). Per run it records req/s, latency p50/p90/p99,
 status counts, socket errors, server CPU and PostgreSQL CPU per request, and server RSS before and after.
 Medians over the runs are printed and written to --json (default bench/results/http-<time>.json),
 --report (markdown) and --plots (PNGs, needs matplotlib: pip install -e '.[bench]').
@@ -64,7 +65,9 @@ from bench.server import DEFAULT_ADMIN_URL, free_port, fresh_database, stories_e
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-SCENARIOS = ("feed", "story_get", "view", "react", "create", "mixed")
+# A logged-in user for the wrk script: token, the story ids it may see, their authors.
+UserData = tuple[str, list[str], list[str]]
+SCENARIOS = ("feed", "tray", "author_stories", "story_get", "view", "react", "create", "mixed")
 SEED_PASSWORD = "seed-password"  # stories.seed.DEFAULT_SEED_PASSWORD
 LUA_SCRIPT = Path(__file__).resolve().with_name("http_lua") / "stories.lua"
 RESULTS_DIR = Path(__file__).resolve().with_name("results")
@@ -442,7 +445,7 @@ def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, wo
     if args.hot:
         hot = trio.run(hot_story, endpoint.base_url, users[0][0])
         print(f"  --hot: every user drives story {hot}")
-        users = [(token, [hot]) for token, _ in users]
+        users = [(token, [hot], authors) for token, _, authors in users]
     write_users(data_path, users)
     return Target(spec.name, endpoint, data_path)
 
@@ -466,9 +469,12 @@ async def login(http: httpx.AsyncClient, limiter: trio.CapacityLimiter, email: s
     return str(response.json()["token"])
 
 
-async def visible_stories(http: httpx.AsyncClient, limiter: trio.CapacityLimiter, token: str, pages: int) -> list[str]:
-    """The ids of up to `pages` feed pages of 100: the newest stories this user may see."""
+async def visible_stories(
+    http: httpx.AsyncClient, limiter: trio.CapacityLimiter, token: str, pages: int
+) -> tuple[list[str], list[str]]:
+    """The ids of up to `pages` feed pages of 100 (the newest stories this user may see), and their authors."""
     ids: list[str] = []
+    authors: dict[str, None] = {}
     cursor = None
     for _ in range(pages):
         params: dict[str, str | int] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
@@ -477,20 +483,21 @@ async def visible_stories(http: httpx.AsyncClient, limiter: trio.CapacityLimiter
         response.raise_for_status()
         page = response.json()
         ids.extend(story["id"] for story in page["stories"])
+        authors.update(dict.fromkeys(story["author_id"] for story in page["stories"]))
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    return ids
+    return ids, list(authors)
 
 
-async def prepare_users(base_url: str, tag: str, count: int, pages: int) -> list[tuple[str, list[str]]]:
-    """Log in seeded users 0..count-1 and collect the stories each may see: [(token, story ids)]."""
-    users: list[tuple[str, list[str]]] = [("", [])] * count
+async def prepare_users(base_url: str, tag: str, count: int, pages: int) -> list[UserData]:
+    """Log in seeded users 0..count-1 and collect the stories each may see: [(token, story ids, author ids)]."""
+    users: list[UserData] = [("", [], [])] * count
     limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
 
     async def one(index: int) -> None:
         token = await login(http, limiter, f"{tag}-{index:06d}@example.com")
-        users[index] = (token, await visible_stories(http, limiter, token, pages))
+        users[index] = (token, *await visible_stories(http, limiter, token, pages))
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http, trio.open_nursery() as nursery:
         for index in range(count):
@@ -510,10 +517,10 @@ async def hot_story(base_url: str, token: str) -> str:
     return str(response.json()["id"])
 
 
-def write_users(path: Path, users: list[tuple[str, list[str]]]) -> None:
-    """The wrk script's data: one line per user, `<token>\\t<story id> <story id> ...`."""
-    path.write_text("".join(f"{token}\t{' '.join(ids)}\n" for token, ids in users))
-    stories = sum(len(ids) for _, ids in users)
+def write_users(path: Path, users: list[UserData]) -> None:
+    """The wrk script's data: one line per user, `<token>\\t<story id> <story id> ...\\t<author id> ...`."""
+    path.write_text("".join(f"{token}\t{' '.join(ids)}\t{' '.join(authors)}\n" for token, ids, authors in users))
+    stories = sum(len(ids) for _, ids, _ in users)
     print(f"  logged in {len(users)} users; {stories} (user, visible story) pairs")
 
 

@@ -1,4 +1,4 @@
-"""Command line: `stories serve | worker | migrate | seed | listen`.
+"""Command line: `stories serve | worker | migrate | seed | listen | admin`.
 
 A bad configuration exits 2 with one line naming the variable, before trio.run; an unreachable or refused
 database at start exits 3 with one line. No tracebacks for either.
@@ -36,6 +36,7 @@ EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_CONFLICT = 4
 EXIT_LISTEN_FAILED = 5
+EXIT_UNKNOWN_USER = 6
 # `stories listen` takes its token from here when --token is not given (a token on the command line shows in `ps`).
 TOKEN_VARIABLE = "STORIES_TOKEN"
 
@@ -86,6 +87,12 @@ _DESCRIPTIONS = {
         "Reads:\n"
         f"  {TOKEN_VARIABLE}  the user's token when --token is not given\n"
         "  PORT           the port of --url's default, http://127.0.0.1:$PORT (default 5000)\n"
+    ),
+    "admin": (
+        'Grant or revoke the moderator role (API.md "Reports and moderation") of the user with this email,\n'
+        "in the configured database; the change applies to the user's next /admin request on every process\n"
+        "and is written to the moderation audit log. Exits 6, with one line on stderr, for an unknown email.\n\n"
+        f"Reads:\n{_DATABASE}"
     ),
     "seed": (
         "Fill the database with generated users, follows, stories, views and reactions\n"
@@ -141,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     listener.add_argument("--url", help="the service's base URL (default http://127.0.0.1:$PORT), or ws(s)://.../ws")
     listener.add_argument("--token", help=f"the user's token (a sign-up's or login's; default ${TOKEN_VARIABLE})")
     listener.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (default: run until Ctrl-C)")
+    admin = command("admin", "grant or revoke the moderator role of a user")
+    verbs = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    for verb, summary in (("grant", "make the user a moderator"), ("revoke", "take the moderator role away")):
+        verbs.add_parser(verb, help=summary, description=f"{summary[0].upper()}{summary[1:]}.").add_argument(
+            "email", help="the user's email, as they signed up with it (case does not matter)"
+        )
     return parser
 
 
@@ -178,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trio.run(runtime.worker, settings)
         elif args.command == "migrate":
             trio.run(runtime.run_migrations, settings)
+        elif args.command == "admin":
+            exit_code = _admin(args, settings)
         elif args.command == "seed":
             print(
                 f"stories: seeding {_database_name(settings)} with {args.users} users ({args.tag}-000000@example.com "
@@ -252,6 +267,20 @@ def _listen(args: argparse.Namespace, settings: Settings) -> int:
     except* KeyboardInterrupt:
         exit_code = 130
     return exit_code
+
+
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    email: str = args.email.strip().lower()  # as sign-up stores it
+    grant = args.admin_command == "grant"
+    changed = trio.run(partial(runtime.set_moderator, settings, email, grant=grant))
+    if changed is None:
+        print(f"stories: no user has the email {email!r}; nothing changed", file=sys.stderr)
+        return EXIT_UNKNOWN_USER
+    if grant:
+        print(f"stories: {email} {'is now' if changed else 'was already'} a moderator")
+    else:
+        print(f"stories: {email} {'is no longer' if changed else 'was not'} a moderator")
+    return 0
 
 
 def _database_name(settings: Settings) -> str:

@@ -2,12 +2,13 @@
 
 A page is cached per (viewer, cursor, limit) with the viewer's *graph version* at the time it was read, for
 FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by their own doing or by a
-block: their own story (created or deleted), display name, follow, unfollow, mute or unmute, and a block or
-unblock either way (both users' versions change). So the next read after such a change never matches an old
-page. Expiry applies at read time: a cached page is filtered by `expires_at > now`. A story deleted by its
-author leaves a *deletion mark* for a while; a cached page holding a marked story is not served, so the delete
-applies at once to every feed. Other users' new stories, display names and the counters may lag by up to
-FEED_CACHE_SECONDS, which API.md allows.
+block: their own story (created or deleted), display name, follow, unfollow, mute, unmute or report of a
+story, and a block or unblock either way (both users' versions change). So the next read after such a change
+never matches an old page. Expiry applies at read time: a cached page is filtered by `expires_at > now`. A story
+deleted by its author leaves a *deletion mark* for a while; a cached page holding a marked story is not served,
+so the delete applies at once to every feed; so does moderation that hides a story from others (held for review,
+removed, its author suspended), with the same mark. Other users' new stories, display names and the counters may
+lag by up to FEED_CACHE_SECONDS, which API.md allows.
 
 Versions and marks are shared through Redis when it is configured: a read costs one MGET (the viewer's version
 and the marks of the cached page's stories), a change one INCR, a delete one SET; so the rules hold across
@@ -217,10 +218,19 @@ class FeedCache:
 
     async def changed(self, *user_ids: UUID) -> None:
         """Call after a change of what these users may see has committed: their own story or display name, a
-        follow, unfollow, mute or unmute of theirs, a block or unblock between them."""
+        follow, unfollow, mute, unmute or story report of theirs, a block or unblock between them."""
         if self.ttl > 0:
             for user_id in user_ids:
                 await self.versions.changed(user_id)
+
+    async def stories_hidden(self, story_ids: Sequence[UUID]) -> None:
+        """Call after a moderation change that took these stories out of other users' reads has committed (held
+        for review, removed, their author suspended): it applies at once to every feed, as a delete does. Their
+        marks outlive a dismissal or an unsuspension by VERSION_KEY_SECONDS: pages holding the stories are then
+        read afresh each time (misses, never stale), a price paid only for moderated stories."""
+        if self.ttl > 0:
+            for story_id in story_ids:
+                await self.versions.deleted(story_id)
 
     async def story_deleted(self, author_id: UUID, story_id: UUID) -> None:
         """Call after the author's delete has committed: it applies at once to every feed, the author's too."""

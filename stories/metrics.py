@@ -58,6 +58,23 @@ class Metrics:
         self.feed_cache_requests = Counter(
             "feed_cache_requests", "Feed pages asked of the feed cache, by result", ["result"], registry=r
         )
+        self.reports = Counter("reports", "Reports filed (not repeats), by reason", ["reason"], registry=r)
+        self.moderation_actions = Counter(
+            "moderation_actions", "Moderator decisions and unsuspensions, by kind", ["action"], registry=r
+        )
+        # Read from the database by the ReportBacklog actor, so every process shows the same (shared) number:
+        # aggregate with max(), never sum().
+        self.open_reports = Gauge(
+            "moderation_open_reports", "Reported targets awaiting a moderator's decision", registry=r
+        )
+        self.oldest_open_report_age = Gauge(
+            "moderation_oldest_open_report_age_seconds",
+            "How long the oldest undecided report has waited (0 when none)",
+            registry=r,
+        )
+        self.tray_cache_requests = Counter(
+            "tray_cache_requests", "Tray pages asked of the tray cache, by result", ["result"], registry=r
+        )
         self.gc_pauses = Histogram(
             "python_gc_pause_seconds",
             "Time the process stood still in the cycle collector, by generation",

@@ -19,6 +19,7 @@ import trio
 
 from stories.actors import ActorSpec, MetricsExporter, supervise
 from stories.actors.access import AccessWatcher, build_access_watcher
+from stories.actors.backlog import ReportBacklog
 from stories.actors.counters import CounterFlusher
 from stories.actors.expiry import ExpiryTicker
 from stories.actors.hub import Hub
@@ -26,7 +27,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
 from stories.api.callers import Callers
-from stories.api.present import story_fragment
+from stories.api.present import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
@@ -43,6 +44,7 @@ from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
 from stories.store.uploads import Uploads
+from stories.tray_cache import CLOCK_SLACK, LocalSeenLog, RedisSeenLog, SeenLog, TrayCache
 
 if TYPE_CHECKING:
     import socket
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
     from stories.redis import RedisLink
 
-__all__ = ["run_migrations", "seed", "serve", "worker"]
+__all__ = ["run_migrations", "seed", "serve", "set_moderator", "worker"]
 
 log = structlog.get_logger()
 
@@ -152,6 +154,7 @@ def actor_specs(
         ActorSpec("access", access.run),
         ActorSpec("access_push", access.listen),
         ActorSpec("counters", counters.run),
+        ActorSpec("backlog", ReportBacklog(store, clock, metrics).run),
         *([ActorSpec("storage", media.run)] if media is not None else []),
         expiry_spec(settings, store, clock, metrics, media),
     ]
@@ -169,6 +172,17 @@ def feed_cache(settings: Settings, store: Store, redis: RedisLink | None, metric
             ttl = 0
             log.info("feed_cache.off", reason="several processes without Redis share no graph versions")
     return FeedCache(store, versions, metrics, ttl, present=story_fragment)
+
+
+def tray_cache(feeds: FeedCache, store: Store, redis: RedisLink | None, metrics: Metrics) -> TrayCache:
+    """The tray reads under the feed cache's versions and lifetime (off when it is), with the seen log next to
+    them: in Redis when the versions are."""
+    seen: SeenLog
+    if redis is not None:
+        seen = RedisSeenLog(redis, timedelta(seconds=feeds.ttl) + CLOCK_SLACK)
+    else:
+        seen = LocalSeenLog(feeds.ttl)
+    return TrayCache(store, feeds.versions, seen, metrics, feeds.ttl, present=story_head)
 
 
 def _jwt_secret(settings: Settings) -> str:
@@ -212,6 +226,7 @@ async def serve(
         relay = build_relay(hub, database=database, redis=redis)
         counters = CounterFlusher(store)
         tokens = TokenIssuer(secret, settings.jwt_ttl_seconds, clock)
+        feeds = feed_cache(settings, store, redis, metrics)
         callers = Callers(tokens, SessionStore(database))
         access = build_access_watcher(callers, hub, clock, database=database, redis=redis, settings=settings)
         # Before serving: no token of a session revoked earlier may get through this process.
@@ -234,7 +249,8 @@ async def serve(
                     relay=relay,
                     callers=callers,
                     counters=counters,
-                    feeds=feed_cache(settings, store, redis, metrics),
+                    feeds=feeds,
+                    trays=tray_cache(feeds, store, redis, metrics),
                     events=EventLog(database),
                     access=access,
                     media=media,
@@ -251,6 +267,14 @@ async def serve(
 async def run_migrations(settings: Settings) -> None:
     async with signals_handled(), open_store_for(settings, pool_size=1) as database:
         await migrate(database)
+
+
+async def set_moderator(settings: Settings, email: str, *, grant: bool) -> bool | None:
+    """`stories admin grant|revoke`: migrate, then grant or revoke the role. None for an unknown email, else
+    whether anything changed."""
+    async with signals_handled(), open_store_for(settings, pool_size=1) as database:
+        await migrate(database)
+        return await Store(database).set_moderator(email, grant, SystemClock().now())
 
 
 async def worker(

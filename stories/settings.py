@@ -51,6 +51,7 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
+DEFAULT_REPORT_HIDE_THRESHOLD = 5
 # API.md: a refresh token lives this long from its session's last refresh.
 DEFAULT_REFRESH_TOKEN_DAYS = 30
 DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
@@ -137,6 +138,8 @@ class Settings:
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     workers: int = DEFAULT_WORKERS
     retention_days: int = DEFAULT_RETENTION_DAYS
+    # Distinct reporters that hold a story for review: hidden from all but its author until a moderator decides.
+    report_hide_threshold: int = DEFAULT_REPORT_HIDE_THRESHOLD
     refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS
     ws_ping_interval_seconds: float = DEFAULT_WS_PING_INTERVAL_SECONDS
     ws_dead_after_seconds: float = DEFAULT_WS_DEAD_AFTER_SECONDS
@@ -223,6 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
         workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
+        report_hide_threshold=env.integer("REPORT_HIDE_THRESHOLD", DEFAULT_REPORT_HIDE_THRESHOLD, 1, 1_000_000),
         refresh_token_days=env.integer("REFRESH_TOKEN_DAYS", DEFAULT_REFRESH_TOKEN_DAYS, 1, 3_650),
         ws_ping_interval_seconds=ws_ping,
         ws_dead_after_seconds=ws_dead_after,

@@ -16,7 +16,7 @@ from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, StoriesApp, create_app
 from stories.api.callers import Callers
-from stories.api.present import story_fragment
+from stories.api.present import story_fragment, story_head
 from stories.clock import FixedClock
 from stories.feed_cache import FeedCache, LocalVersions
 from stories.logging import configure_logging
@@ -27,6 +27,7 @@ from stories.store import Store, open_database
 from stories.store.bridge import Bridge, open_bridge
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
+from stories.tray_cache import LocalSeenLog, TrayCache
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.storage"]
 
@@ -90,6 +91,9 @@ def app_deps(
     settings: Settings, store: Store, metrics: Metrics, clock: FixedClock, hub: Hub, counters: CounterFlusher
 ) -> AppDeps:
     tokens = TokenIssuer(TEST_JWT_SECRET, settings.jwt_ttl_seconds, clock)
+    feeds = FeedCache(
+        store, LocalVersions(settings.feed_cache_seconds), metrics, settings.feed_cache_seconds, present=story_fragment
+    )
     callers = Callers(tokens, SessionStore(store.database))
     return AppDeps(
         settings=settings,
@@ -106,12 +110,14 @@ def app_deps(
         callers=callers,
         # Not running: tests flush it when they read counters.
         counters=counters,
-        feeds=FeedCache(
+        feeds=feeds,
+        trays=TrayCache(
             store,
-            LocalVersions(settings.feed_cache_seconds),
+            feeds.versions,
+            LocalSeenLog(settings.feed_cache_seconds),
             metrics,
             settings.feed_cache_seconds,
-            present=story_fragment,
+            present=story_head,
         ),
         events=EventLog(store.database),
         # Not running: a test that needs other processes' revocations read asks for `live_access`.

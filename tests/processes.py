@@ -89,6 +89,7 @@ SERVICE_VARIABLES = frozenset(
         "REQUEST_TIMEOUT_SECONDS",
         "WORKERS",
         "RETENTION_DAYS",
+        "REPORT_HIDE_THRESHOLD",
         "REFRESH_TOKEN_DAYS",
         "MEDIA_URL_SECONDS",
     }

@@ -101,8 +101,17 @@ def test_the_dashboard_covers_what_operators_watch():
         "stories_expired_total",
         "rate_limited_total",
         "actor_restarts_total",
+        "reports_total",
+        "moderation_actions_total",
+        "moderation_open_reports",
+        "moderation_oldest_open_report_age_seconds",
     ):
         assert name in used, name
+
+
+def test_the_alert_rules_watch_the_moderation_queue():
+    used = set().union(*(metric_names(expr) for expr in rule_expressions()))
+    assert {"moderation_oldest_open_report_age_seconds", "reports_total"} <= used
 
 
 def manifests() -> dict[tuple[str, str], dict]:

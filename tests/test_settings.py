@@ -46,6 +46,7 @@ FULL_ENV = {
     "CORS_ORIGINS": "https://app.example, http://localhost:8000/",
     "LOG_LEVEL": "DEBUG",
     "STORIES_ENV": "production",
+    "REPORT_HIDE_THRESHOLD": "3",
     "REFRESH_TOKEN_DAYS": "14",
 }
 
@@ -70,6 +71,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.log_level == "info"
     assert settings.minio_endpoint is None
     assert settings.max_body_bytes == 65_536
+    assert settings.report_hide_threshold == 5
     assert settings.refresh_token_days == 30
 
 
@@ -99,6 +101,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.cors_origins == ("https://app.example", "http://localhost:8000")
     assert settings.log_level == "debug"
     assert settings.production
+    assert settings.report_hide_threshold == 3
     assert settings.refresh_token_days == 14
 
 
@@ -158,6 +161,8 @@ def test_blank_values_mean_unset() -> None:
         ("MINIO_PUBLIC_ENDPOINT", "ftp://media.example"),
         ("WS_PING_INTERVAL_SECONDS", "0"),
         ("WS_DEAD_AFTER_SECONDS", "10"),
+        ("REPORT_HIDE_THRESHOLD", "0"),
+        ("REPORT_HIDE_THRESHOLD", "few"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:

@@ -2,13 +2,18 @@
 --
 --   wrk -t2 -c32 -d15s -s bench/http_lua/stories.lua http://127.0.0.1:PORT -- DATA SCENARIO [PROGRESS]
 --
--- DATA: one line per user, "<token>\t<story id> <story id> ..." (stories that user may see).
--- SCENARIO: feed | story_get | view | react | create | mixed (70/15/8/5/2 % of the first five).
+-- DATA: one line per user, "<token>\t<story id> <story id> ...\t<author id> ..." (stories that user may see,
+-- and their authors).
+-- SCENARIO: feed | tray | author_stories | story_get | view | react | create | mixed (55/10/5/15/8/5/2 % of the
+-- first seven: a client opens the feed or the tray, then reads, views and reacts to stories).
 -- PROGRESS (optional): each thread writes its response count to PROGRESS.<thread>, at most once a second.
 -- done() prints one JSON line: requests, duration, latency percentiles (µs), status counts, socket errors.
 
 local EMOJIS = { "👍", "❤️", "😂", "😮", "😢", "🔥" }
-local MIX = { { 70, "feed" }, { 85, "story_get" }, { 93, "view" }, { 98, "react" }, { 100, "create" } }
+local MIX = {
+  { 55, "feed" }, { 65, "tray" }, { 70, "author_stories" }, { 85, "story_get" }, { 93, "view" }, { 98, "react" },
+  { 100, "create" },
+}
 
 local threads = {}
 
@@ -27,13 +32,16 @@ statuses = {}
 
 local function load_users(path)
   for line in io.lines(path) do
-    local token, ids = line:match("^(%S+)\t(.*)$")
-    local stories = {}
+    local token, ids, author_ids = line:match("^(%S+)\t([^\t]*)\t?(.*)$")
+    local stories, authors = {}, {}
     for id in ids:gmatch("%S+") do
       table.insert(stories, id)
     end
+    for id in author_ids:gmatch("%S+") do
+      table.insert(authors, id)
+    end
     if #stories > 0 then
-      table.insert(users, { auth = "Bearer " .. token, stories = stories })
+      table.insert(users, { auth = "Bearer " .. token, stories = stories, authors = authors })
     end
   end
   assert(#users > 0, "no user with a visible story in " .. path)
@@ -57,6 +65,13 @@ end
 local builders = {
   feed = function(user)
     return wrk.format("GET", "/feed?limit=20", { ["Authorization"] = user.auth })
+  end,
+  tray = function(user)
+    return wrk.format("GET", "/tray?limit=20", { ["Authorization"] = user.auth })
+  end,
+  author_stories = function(user)
+    local author = user.authors[math.random(#user.authors)]
+    return wrk.format("GET", "/users/" .. author .. "/stories", { ["Authorization"] = user.auth })
   end,
   story_get = function(user)
     return wrk.format("GET", "/stories/" .. any_story(user), { ["Authorization"] = user.auth })

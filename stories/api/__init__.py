@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from quart_cors import cors
 
-from stories.api import account, auth, blocks, docs, events, health, media, profiles, sessions, social, stories, ws
+from stories.api import (
+    account,
+    admin,
+    auth,
+    blocks,
+    docs,
+    events,
+    health,
+    media,
+    profiles,
+    reports,
+    sessions,
+    social,
+    stories,
+    tray,
+    ws,
+)
 from stories.api.deps import AppDeps, StoriesApp
 from stories.api.hooks import install_hooks
 from stories.api.probes import ProbedApp, Probes
@@ -41,6 +57,9 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(blocks.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(events.blueprint)
+    app.register_blueprint(reports.blueprint)
+    app.register_blueprint(admin.blueprint)
+    app.register_blueprint(tray.blueprint)
     app.register_blueprint(account.blueprint)
     # Routing only, no view: upgrades of /ws never reach Quart (StoriesApp.asgi_app serves them, ws.py says
     # why). The rule makes a plain HTTP GET of /ws a WebsocketMismatch, which the hooks answer 426.

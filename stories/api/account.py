@@ -66,9 +66,8 @@ async def delete_me() -> Response:
     if deleted is None:
         raise _gone()
     announce_account_deleted(app, user_id)
-    # Feed pages cached by other users may hold the user's live stories: each is marked as deleted by its author.
-    for story_id in deleted.live_story_ids:
-        await app.feeds.story_deleted(user_id, story_id)
+    # Feed and tray pages cached for other users may hold the user's live stories: each gets a deletion mark.
+    await app.feeds.stories_hidden(deleted.live_story_ids)
     app.metrics.auth_events.labels(action="delete_account", outcome="ok").inc()
     log.info("account_deleted", user_id=str(user_id), live_stories=len(deleted.live_story_ids))
     return Response(b"", 204)

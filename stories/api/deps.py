@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from stories.settings import Settings
     from stories.store import Store
     from stories.store.events import EventLog
+    from stories.tray_cache import TrayCache
 
 __all__ = ["AppDeps", "StoriesApp", "current_session_id", "current_user_id", "deps"]
 
@@ -58,6 +59,7 @@ class AppDeps:
     callers: Callers
     counters: CounterFlusher
     feeds: FeedCache
+    trays: TrayCache
     events: EventLog
     # Who may call: `access.account_changed(user_id)` after committing a change to an account's state.
     access: AccessWatcher

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response, request
 
 from stories import __version__
+from stories.api.admin import ACTIONS, DEFAULT_AUDIT_LIMIT, DEFAULT_REPORTS_LIMIT, STATUSES
 from stories.api.bodies import json_response
 from stories.api.deps import deps
 from stories.api.events import MAX_EVENTS_LIMIT
 from stories.api.media import CONTENT_TYPES, MAX_FILE_NAME_LENGTH
 from stories.api.paging import MAX_LIMIT
 from stories.api.profiles import DEFAULT_LIST_LIMIT
+from stories.api.reports import MAX_NOTE_LENGTH, REPORT_REASONS
 from stories.api.stories import (
     DEFAULT_FEED_LIMIT,
     DEFAULT_VIEWERS_LIMIT,
@@ -32,6 +34,7 @@ from stories.api.stories import (
     MAX_TEXT_LENGTH,
     REACTION_EMOJIS,
 )
+from stories.api.tray import DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
 from stories.errors import NotFound
 from stories.media.storage import UPLOAD_URL_SECONDS
@@ -319,12 +322,26 @@ STORY_EXAMPLE = {
     "view_count": 3,
     "reaction_count": 1,
 }
+TRAY_EXAMPLE = {
+    "authors": [
+        {
+            "author": {"user_id": ALICE, "display_name": "Ada"},
+            "stories": [{**STORY_EXAMPLE, "seen": False}],
+            "has_unseen": True,
+            "latest_at": AT,
+        }
+    ],
+    "next_cursor": None,
+}
 USERS_EXAMPLE = {"users": [{"user_id": BOB, "display_name": "Bob", "followed_at": AT}], "next_cursor": None}
+
+
+_FOLLOW_COUNTS = {"followers": _COUNT, "following": _COUNT}
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route `create_app` serves, with this process's limits."""
-    counts = {"followers": _COUNT, "following": _COUNT}
+    counts = _FOLLOW_COUNTS
     emoji = {"enum": list(REACTION_EMOJIS)}
     schemas: dict[str, Any] = {
         "Error": {
@@ -438,7 +455,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "type": "array",
                 "items": {"type": "object"},
                 "description": "one list per kind of data: sessions, stories, views, reactions, following, "
-                "followers, blocks, mutes, uploads",
+                "followers, blocks, mutes, reports (those you filed), uploads",
             },
         },
         "Profile": _object(
@@ -519,6 +536,23 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             }
         ),
     }
+    seen_story = _object(
+        {
+            **schemas["Story"]["properties"],
+            "seen": {"type": "boolean", "description": "you have recorded a view of it (never your own stories)"},
+        }
+    )
+    schemas["SeenStory"] = seen_story
+    schemas["TrayAuthor"] = _object(
+        {
+            "author": _ref("Author"),
+            "stories": {"type": "array", "items": _ref("SeenStory"), "description": "oldest first, at most 100"},
+            "has_unseen": {"type": "boolean"},
+            "latest_at": _TIME,
+        }
+    )
+    schemas["Tray"] = _page("authors", _ref("TrayAuthor"))
+    schemas["AuthorStories"] = _object({"stories": {"type": "array", "items": _ref("SeenStory")}})
 
     email = {
         "type": "string",
@@ -864,6 +898,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "followers": [{"user_id": BOB, "followed_at": AT}],
                             "blocks": [],
                             "mutes": [],
+                            "reports": [],
                             "uploads": [],
                         },
                     ),
@@ -871,9 +906,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     **_responses("RateLimited", "Unavailable"),
                 },
                 description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
-                "their audience), your views and reactions, follows both ways, blocks, mutes and upload records; "
-                "no token or password material. Limited to 1 per 10 minutes (429 rate_limited with Retry-After). "
-                "The body is streamed: a response cut short (the database lost half way) is not valid JSON.",
+                "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
+                "filed and upload records; no token or password material. Limited to 1 per 10 minutes "
+                "(429 rate_limited with Retry-After). The body is streamed: a response cut short (the database "
+                "lost half way) is not valid JSON.",
             )
         },
         "/users/{id}": {
@@ -1100,6 +1136,41 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
                 "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
                 parameters=_paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
+            )
+        },
+        "/tray": {
+            "get": _operation(
+                "getTray",
+                "stories",
+                "Your feed's stories grouped by author: your own, then unseen, then seen",
+                {
+                    "200": _json(_ref("Tray"), "a page of authors", TRAY_EXAMPLE),
+                    **bad_request,
+                    **unauthorized,
+                    **unavailable,
+                },
+                description="Exactly the active stories of your feed, grouped by author (oldest first, at most the "
+                "author's 100 newest), each with `seen`. Your own group first, then authors with an unseen story, "
+                "then the rest, each part by latest_at descending, then author id. `limit` counts authors. The "
+                "cursor keeps the walk's start: views during a walk move no author between the parts. Your own "
+                "views apply at once; the rest may lag by FEED_CACHE_SECONDS, as the feed.",
+                parameters=_paging(DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT),
+            )
+        },
+        "/users/{id}/stories": {
+            "get": _operation(
+                "getAuthorStories",
+                "stories",
+                "A user's active stories you may see, oldest first (at most 100), with `seen`",
+                {
+                    "200": _json(_ref("AuthorStories"), "the stories", {"stories": [{**STORY_EXAMPLE, "seen": True}]}),
+                    **unauthorized,
+                    **not_found,
+                    **unavailable,
+                },
+                description="404 when the user is unknown or in a block with you (either way). Muting hides a user "
+                "from your feed and tray, not from this list.",
+                parameters=_path_id("id", "user"),
             )
         },
         "/follow/{user_id}": {
@@ -1435,6 +1506,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             )
         },
     }
+    schemas |= _moderation_schemas()
+    paths |= _moderation_paths(bad_request | unauthorized | not_found | unavailable)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1460,6 +1533,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             {"name": "stats", "description": "your figures"},
             {"name": "media", "description": "uploads, straight to the object store"},
             {"name": "realtime", "description": "the WebSocket"},
+            {"name": "reports", "description": "report a story or a user"},
+            {
+                "name": "moderation",
+                "description": "the reports queue, decisions, suspensions and the audit log: moderators only "
+                "(`stories admin grant <email>`); everyone else gets 404",
+            },
             {"name": "operations", "description": "probes, metrics and this document"},
         ],
         "paths": paths,
@@ -1476,6 +1555,247 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports and moderation
+
+REPORT = "5d41402a-bc4b-4a76-9b19-9c9bd3f0c2a1"
+REPORT_EXAMPLE = {"report_id": REPORT, "status": "open"}
+_NOTE = {
+    "type": ["string", "null"],
+    "maxLength": MAX_NOTE_LENGTH,
+    "description": f"at most {MAX_NOTE_LENGTH} characters",
+}
+REPORT_ENTRY_EXAMPLE = {
+    "report_id": REPORT,
+    "target_type": "story",
+    "target_id": STORY,
+    "reasons": {"spam": 3, "hate": 2},
+    "reporters": 5,
+    "first_reported_at": AT,
+    "status": "resolved",
+    "user_suspended": False,
+    "resolution": {"action": "remove_story", "note": "scam link", "resolved_at": AT, "moderator_id": BOB},
+    "story": {**STORY_EXAMPLE, "media_url": None},
+}
+AUDIT_EXAMPLE = {
+    "actor_id": BOB,
+    "action": "remove_story",
+    "target_type": "story",
+    "target_id": STORY,
+    "note": "scam link",
+    "at": AT,
+}
+
+
+def _moderation_schemas() -> dict[str, Any]:
+    target_type = {"enum": ["story", "user"]}
+    return {
+        "Report": _object({"report_id": _UUID, "status": {"enum": list(STATUSES)}}),
+        "ReportEntry": _object(
+            {
+                "report_id": {**_UUID, "description": "names the entry (its first report); resolve takes it"},
+                "target_type": target_type,
+                "target_id": _UUID,
+                "reasons": {
+                    "type": "object",
+                    "propertyNames": {"enum": list(REPORT_REASONS)},
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                    "description": "reports per reason",
+                },
+                "reporters": {"type": "integer", "minimum": 1},
+                "first_reported_at": _TIME,
+                "status": {"enum": list(STATUSES)},
+                "user_suspended": {
+                    "type": "boolean",
+                    "description": "whether the reported user (or the story's author) is suspended now",
+                },
+                "resolution": {
+                    "oneOf": [
+                        {"type": "null"},
+                        _object(
+                            {
+                                "action": {"enum": list(ACTIONS)},
+                                "note": {"type": ["string", "null"]},
+                                "resolved_at": _TIME,
+                                "moderator_id": {**_UUID, "type": ["string", "null"]},
+                            }
+                        ),
+                    ]
+                },
+                "story": {**_ref("Story"), "description": "story reports: the story as its author sees it, any state"},
+                "user": _object(
+                    {"user_id": _UUID, "display_name": _DISPLAY_NAME, "created_at": _TIME, **_FOLLOW_COUNTS}
+                ),
+            },
+            optional=("story", "user"),
+        ),
+        "ReportPage": _page("reports", _ref("ReportEntry")),
+        "AuditEntry": _object(
+            {
+                "actor_id": {
+                    **_UUID,
+                    "type": ["string", "null"],
+                    "description": "the moderator; null for an operator's grant or revoke, or a deleted account",
+                },
+                "action": {
+                    "enum": [*ACTIONS, "unsuspend_user", "grant_moderator", "revoke_moderator"],
+                },
+                "target_type": target_type,
+                "target_id": _UUID,
+                "note": {"type": ["string", "null"]},
+                "at": _TIME,
+            }
+        ),
+        "AuditPage": _page("entries", _ref("AuditEntry")),
+    }
+
+
+def _moderation_paths(errors: dict[str, Any]) -> dict[str, Any]:
+    """`errors`: the 400, 401, 404 and 503 references."""
+    bad_body = _responses("BadRequest", "PayloadTooLarge", "UnsupportedMediaType")
+    report_body = {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {"reason": {"enum": list(REPORT_REASONS)}, "note": _NOTE},
+    }
+    reused = {
+        "422": _error(
+            "idempotency_key_reused: this Idempotency-Key came with another body or target",
+            ("idempotency_key_reused",),
+            _error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        )
+    }
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h (as for POST /stories)",
+        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+        "example": "c1a0-report-1",
+    }
+
+    def report(operation_id: str, what: str) -> dict[str, Any]:
+        return {
+            "post": _operation(
+                operation_id,
+                "reports",
+                f"Report {what}",
+                {
+                    "201": _json(
+                        _ref("Report"),
+                        "filed (or, for a retry with the same Idempotency-Key and body, the original report)",
+                        REPORT_EXAMPLE,
+                    ),
+                    "200": _json(_ref("Report"), "you had reported it already: your existing report", REPORT_EXAMPLE),
+                    **errors,
+                    **bad_body,
+                    **reused,
+                },
+                description=f"Only for {what} you may see (else 404); yourself or your own story: 400. One report "
+                "per reporter and target. A reported story leaves your reads at once; REPORT_HIDE_THRESHOLD "
+                "reporters hide it from everyone but its author until a moderator decides.",
+                body=report_body,
+                body_example={"reason": "spam", "note": "links to a scam"},
+                parameters=[*_path_id("id", "story" if what == "a story" else "user"), idempotency_key],
+            )
+        }
+
+    moderators_only = " Moderators only: 404 (as an unknown route) to everyone else."
+    entry = _json(_ref("ReportEntry"), "the entry, resolved", REPORT_ENTRY_EXAMPLE)
+    conflict = {
+        "409": _error(
+            "own_case: the report is about you or your story (another moderator must decide); already_resolved: "
+            "it was decided otherwise before",
+            ("own_case", "already_resolved"),
+            _error_example("already_resolved", "this report was already resolved with dismiss"),
+        )
+    }
+    unsuspend = _operation(
+        "unsuspendUser",
+        "moderation",
+        "Lift a user's suspension",
+        {
+            "200": _json(
+                _object({"user_id": _UUID, "suspended": {"const": False}}),
+                "not suspended (any more); idempotent",
+                {"user_id": BOB, "suspended": False},
+            ),
+            **errors,
+            **bad_body,
+            "409": _error(
+                "own_case: your own account",
+                ("own_case",),
+                _error_example("own_case", "another moderator must decide about your own account"),
+            ),
+        },
+        description="Audited (with the optional note) when it changes anything." + moderators_only,
+        body={"type": "object", "properties": {"note": _NOTE}},
+        body_example={"note": "appeal accepted"},
+        parameters=_path_id("id", "user"),
+    )
+    unsuspend["requestBody"]["required"] = False
+    return {
+        "/stories/{id}/report": report("reportStory", "a story"),
+        "/users/{id}/report": report("reportUser", "a user"),
+        "/admin/reports": {
+            "get": _operation(
+                "listReports",
+                "moderation",
+                "The reports queue, one entry per reported target",
+                {
+                    "200": _json(
+                        _ref("ReportPage"), "a page", {"reports": [REPORT_ENTRY_EXAMPLE], "next_cursor": None}
+                    ),
+                    **errors,
+                },
+                description="open: oldest first (the queue); resolved: latest decision first." + moderators_only,
+                parameters=[
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "open (default) or resolved (400 else)",
+                        "schema": {"enum": list(STATUSES), "default": "open"},
+                    },
+                    *_paging(DEFAULT_REPORTS_LIMIT),
+                ],
+            )
+        },
+        "/admin/reports/{id}/resolve": {
+            "post": _operation(
+                "resolveReport",
+                "moderation",
+                "Decide a reported target",
+                {"200": entry, **errors, **bad_body, **conflict},
+                description="dismiss: a held story is visible again; remove_story: deleted for everyone as by its "
+                "author (400 for a user report); suspend_user: the user (or the story's author) is suspended, "
+                "their stories leave every read. One transaction with its audit entry; the same decision again "
+                "answers the entry unchanged. The id is the entry's report_id or any report's id in it."
+                + moderators_only,
+                body={
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {"action": {"enum": list(ACTIONS)}, "note": _NOTE},
+                },
+                body_example={"action": "remove_story", "note": "scam link"},
+                parameters=_path_id("id", "report"),
+            )
+        },
+        "/admin/users/{id}/unsuspend": {"post": unsuspend},
+        "/admin/audit": {
+            "get": _operation(
+                "listAudit",
+                "moderation",
+                "Every moderator action, newest first",
+                {
+                    "200": _json(_ref("AuditPage"), "a page", {"entries": [AUDIT_EXAMPLE], "next_cursor": None}),
+                    **errors,
+                },
+                description="Kept forever: retention never deletes it." + moderators_only,
+                parameters=_paging(DEFAULT_AUDIT_LIMIT),
+            )
+        },
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from datetime import timedelta
@@ -16,13 +15,14 @@ from quart import Blueprint, Response, request
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.idempotency import idempotency_claim, replayed
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
-from stories.store.models import IdempotencyClaim, Replay, Story
+from stories.store.models import Replay, Story
 from stories.store.uploads import UploadClaim
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ VIEWERS_WINDOW = timedelta(days=7)
 REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
 # Clients often send the heart without its variation selector; it means the same reaction.
 _EMOJI_ALIASES = {"❤": "❤️"}
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -99,20 +98,10 @@ def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
     return ids
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not _IDEMPOTENCY_KEY.match(key):
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-    return key
-
-
 @blueprint.post("/stories")
 async def create_story() -> Response:
     body = await read_json_object()
     user_id = current_user_id()
-    key = _idempotency_key()
     visibility = required_string(body, "visibility")
     if visibility not in VISIBILITIES:
         raise invalid("visibility", f"must be one of {', '.join(VISIBILITIES)}")
@@ -138,15 +127,12 @@ async def create_story() -> Response:
     def render(created: Story) -> bytes:
         return orjson.dumps(story_json(created, media_url))
 
-    claim = None
-    if key is not None:
-        # Same key + same JSON (key order and spacing aside) = the same request.
-        request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
-        claim = IdempotencyClaim(key=key, request_hash=request_hash, render=render)
+    claim = idempotency_claim(body, render)
+    if claim is not None:
         # A retry is answered before the rate limit: it creates nothing, so it never costs a token.
         replay = await app.store.idempotent_replay(user_id, claim, now)
         if replay is not None:
-            return _replayed(replay, key)
+            return replayed(replay, claim)
     await check_rate(ACTION_STORIES, "story creation")
     upload = None
     if media_key is not None:
@@ -155,16 +141,11 @@ async def create_story() -> Response:
         upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
     created = await app.store.create_story(story, audience, claim, upload)
     if isinstance(created, Replay):
-        return _replayed(created, key)
+        return replayed(created, claim)
     await app.feeds.changed(user_id)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
-
-
-def _replayed(replay: Replay, key: str | None) -> Response:
-    log.info("story.replayed", idempotency_key=key)
-    return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
 
 
 # Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
@@ -222,6 +203,9 @@ async def view_story(id: str) -> Response:
     if view.first_view:
         app.metrics.story_views.inc()
         app.counters.touch(view.story_id)
+    if view.author_id != view.viewer_id:
+        # The caller's tray shows it seen at once, whatever is cached (a repeat re-records it: harmless).
+        await app.trays.viewed(view.viewer_id, view.story_id, view.viewed_at)
     log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
     return json_response(view_json(view))
 

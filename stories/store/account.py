@@ -117,6 +117,15 @@ EXPORT_SECTIONS: tuple[ExportSection, ...] = (
         ("user_id",),
         (_FIRST_ID,),
     ),
+    # The reports the user filed (what they reported, why, and its note), not what others reported about them.
+    ExportSection(
+        "reports",
+        """SELECT r.id AS report_id, r.target_type, r.story_id, r.user_id, r.reason, r.note, r.created_at
+           FROM reports r WHERE r.reporter_id = $1 AND (r.created_at, r.id) > ($2, $3)
+           ORDER BY r.created_at, r.id LIMIT $4""",
+        ("created_at", "report_id"),
+        (_FIRST_TIME, _FIRST_ID),
+    ),
     ExportSection(
         "uploads",
         """SELECT u.key AS media_key, u.content_type, u.size, u.issued_at, u.story_id, u.deleted_at
@@ -173,8 +182,19 @@ async def _delete_account(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> D
             user_id,
             now,
         )
+        # Moderation's audit log outlives what it is about (docs/choices.md), so its entries about the user or
+        # their stories stay, under a new random id per target: the decisions remain, nothing links them to the
+        # person any more.
+        await conn.execute(
+            """WITH gone AS (SELECT $1::uuid AS id, gen_random_uuid() AS alias
+                             UNION ALL SELECT id, gen_random_uuid() FROM stories WHERE author_id = $1)
+               UPDATE moderation_audit a SET target_id = gone.alias FROM gone WHERE a.target_id = gone.id""",
+            user_id,
+        )
         # The foreign keys cascade: stories (with their audience, views and reactions), the user's audience
-        # entries, views and reactions on other stories, follows both ways, blocks, mutes, idempotency keys.
+        # entries, views and reactions on other stories, follows both ways, blocks, mutes, idempotency keys,
+        # sessions, the moderator role, reports about the user; reports they filed lose their reporter, and
+        # audit entries of their decisions as a moderator their actor.
         await conn.execute("DELETE FROM users WHERE id = $1", user_id)
         if touched:
             await conn.execute(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
     from uuid import UUID
 
+T = TypeVar("T")
+
 __all__ = [
+    "AuditEntry",
+    "Backlog",
     "Block",
     "FeedCursor",
     "Follow",
@@ -22,8 +26,12 @@ __all__ = [
     "Profile",
     "Reaction",
     "Replay",
+    "Report",
+    "ReportCase",
+    "Resolution",
     "Stats",
     "Story",
+    "TrayStory",
     "User",
     "View",
     "Viewer",
@@ -61,13 +69,14 @@ class Story:
 
 
 @dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    """An Idempotency-Key to claim with a story: the request's hash, and how to render the response to replay
-    later from the story as created (which holds the author's display name, read in the same transaction)."""
+class IdempotencyClaim(Generic[T]):
+    """An Idempotency-Key to claim with what a request creates (a story, a report): the request's hash, and how
+    to render the response to replay later from the record as created (a story holds the author's display name,
+    read in the same transaction)."""
 
     key: str
     request_hash: bytes
-    render: Callable[[Story], bytes]
+    render: Callable[[T], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +190,89 @@ class Mute:
     muter_id: UUID
     muted_id: UUID
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report as its reporter sees it: `status` is its case's (open until a moderator decides); `created` is
+    False when the reporter had already reported this target (the existing report is returned); `hid_story`
+    is True when this report held the story for review (the REPORT_HIDE_THRESHOLD-th reporter)."""
+
+    id: UUID
+    status: str
+    created: bool
+    hid_story: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportCase:
+    """An entry of GET /admin/reports: the reports of one target since the last decision, and the decision.
+    `story` is the reported story as its author sees it (any state; None for a user target), `profile` the
+    reported user (for a user target)."""
+
+    id: UUID
+    target_type: str
+    target_id: UUID
+    user_id: UUID
+    reasons: dict[str, int]
+    reporters: int
+    opened_at: datetime
+    resolved_at: datetime | None
+    resolved_by: UUID | None
+    action: str | None
+    note: str | None
+    story: Story | None = None
+    profile: Profile | None = None
+    suspended: bool = False
+
+    @property
+    def status(self) -> str:
+        return "open" if self.resolved_at is None else "resolved"
+
+    @property
+    def position(self) -> Position:
+        """Keyset position: open cases are listed oldest first, resolved ones latest decision first."""
+        return Position(self.opened_at if self.resolved_at is None else self.resolved_at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A moderator's (or an operator's, actor None) action, as GET /admin/audit shows it."""
+
+    id: UUID
+    actor_id: UUID | None
+    action: str
+    target_type: str
+    target_id: UUID
+    note: str | None
+    at: datetime
+
+    @property
+    def position(self) -> Position:
+        return Position(self.at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a resolve did: the case as it now stands, whether this call changed it (the same decision again
+    changes nothing), and for the caches the stories that left every read (removed, or a suspended author's)."""
+
+    case: ReportCase
+    changed: bool
+    hidden_story_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Open cases (targets awaiting a decision) and when the oldest of them was opened (None: none is open)."""
+
+    open: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrayStory:
+    """A story of the reader's tray or of an author's stories, and when the reader viewed it (None: never)."""
+
+    story: Story
+    viewed_at: datetime | None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -52,6 +52,9 @@ _CALLER_FOREIGN_KEYS = frozenset(
         "idempotency_keys_user_id_fkey",
         "blocks_blocker_id_fkey",
         "mutes_muter_id_fkey",
+        "reports_reporter_id_fkey",
+        "report_cases_resolved_by_fkey",
+        "moderation_audit_actor_id_fkey",
     }
 )
 
@@ -131,10 +134,24 @@ _STORY_COLUMNS = (
 # The author's display name, read by primary key for each story returned (never for the candidates a feed drops).
 _AUTHOR_NAME = "(SELECT u.display_name FROM users u WHERE u.id = s.author_id) AS author_name"
 
+# What every read of stories asks of a story besides who may see it, for reader $1 at instant $2: the ONE place
+# that says it (point reads through _VISIBLE; the feed's and the tray's three branches through feed_stories).
+# Live (not deleted, not expired), and what moderation hides (API.md "Reports and moderation"):
+# a story the reader reported, a story held for review (REPORT_HIDE_THRESHOLD reporters) from all but its author,
+# and every story of a suspended author. The two lists are uncorrelated, so PostgreSQL reads each once per query
+# and probes a hash of it (`NOT IN (hashed SubPlan)`): the reader's reports by reports_story_once_idx, the
+# suspended users by users_suspended_idx (only they are in it). Neither holds NULLs, so NOT IN is safe.
+READABLE = """
+    s.deleted_at IS NULL AND s.expires_at > $2
+    AND s.id NOT IN (SELECT r.story_id FROM reports r WHERE r.reporter_id = $1 AND r.target_type = 'story')
+    AND (s.held_at IS NULL OR s.author_id = $1)
+    AND s.author_id NOT IN (SELECT u.id FROM users u WHERE u.suspended_at IS NOT NULL)
+"""
+
 # Who may see an active story (API.md "Visibility rules"), for viewer $1 at instant $2. Used by every read.
 # A block either way hides every story of the pair (two primary-key probes of `blocks`).
-_VISIBLE = """
-    s.deleted_at IS NULL AND s.expires_at > $2 AND (
+_VISIBLE = f"""
+    {READABLE} AND (
         s.author_id = $1
         OR s.visibility = 'public'
         OR (s.visibility = 'friends'
@@ -144,6 +161,9 @@ _VISIBLE = """
     AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = s.author_id AND b.blocked_id = $1)
     AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1 AND b.blocked_id = s.author_id)
 """
+
+# The author of story $3 when reader $1 may see it at $2 (a report's target check).
+VISIBLE_AUTHOR_SQL = f"SELECT s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}"
 
 # The users whose stories the feed of viewer $1 leaves out: blocked by them, blocking them, muted by them.
 # Uncorrelated, so PostgreSQL runs it once per query and probes a hash of it (`NOT IN (hashed SubPlan)`): three
@@ -178,7 +198,7 @@ def _story(row: asyncpg.Record) -> Story:
 
 
 async def aio_idempotent_replay(
-    pool: asyncpg.Pool, user_id: UUID, claim: IdempotencyClaim, now: datetime
+    pool: asyncpg.Pool, user_id: UUID, claim: IdempotencyClaim[Any], now: datetime
 ) -> Replay | None:
     """The stored response for this key and body when the key is held (< 24 h); IdempotencyKeyReused when it is
     held for another body; None when it is free. Read before the rate limit, so a retry never costs a token."""
@@ -194,17 +214,54 @@ async def aio_idempotent_replay(
     return None if held is None else _replay(held, claim)
 
 
-def _replay(held: asyncpg.Record, claim: IdempotencyClaim) -> Replay:
+def _replay(held: asyncpg.Record, claim: IdempotencyClaim[Any]) -> Replay:
     if held["request_hash"] != claim.request_hash:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
     return Replay(response=held["response"])
+
+
+async def claim_key(
+    conn: PoolConnectionProxy[asyncpg.Record],
+    user_id: UUID,
+    claim: IdempotencyClaim[Any],
+    response: bytes,
+    now: datetime,
+) -> Replay | None:
+    """Claim the Idempotency-Key, inside the caller's transaction, with the response a replay will answer; None
+    when claimed (a new key, or one older than 24 h): the caller goes on and creates. A Replay when the key is
+    held by a request with the same body; IdempotencyKeyReused when held by another body. A concurrent request
+    with the same key blocks on the key's primary key until this transaction commits or rolls back, so exactly
+    one of them creates."""
+    claimed = await conn.fetchval(
+        """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (user_id, key) DO UPDATE
+               SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
+                   created_at = EXCLUDED.created_at
+               WHERE idempotency_keys.created_at <= $5 - make_interval(secs => $6)
+           RETURNING true""",
+        user_id,
+        claim.key,
+        claim.request_hash,
+        response,
+        now,
+        IDEMPOTENCY_TTL_SECONDS,
+    )
+    if claimed:
+        return None
+    held = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2", user_id, claim.key
+    )
+    if held is None:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return _replay(held, claim)
 
 
 async def aio_create_story(
     pool: asyncpg.Pool,
     story: Story,
     audience: Sequence[UUID],
-    claim: IdempotencyClaim | None,
+    claim: IdempotencyClaim[Story] | None,
     upload: UploadClaim | None = None,
 ) -> Story | Replay:
     """Insert the story and its audience in one transaction; return it as created, with the author's display
@@ -228,30 +285,9 @@ async def aio_create_story(
                 story,
                 author_name=await conn.fetchval("SELECT display_name FROM users WHERE id = $1", story.author_id),
             )
-            claimed = await conn.fetchval(
-                """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (user_id, key) DO UPDATE
-                       SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
-                           created_at = EXCLUDED.created_at
-                       WHERE idempotency_keys.created_at <= $5 - make_interval(secs => $6)
-                   RETURNING true""",
-                story.author_id,
-                claim.key,
-                claim.request_hash,
-                claim.render(story),
-                story.created_at,
-                IDEMPOTENCY_TTL_SECONDS,
-            )
-            if not claimed:
-                held = await conn.fetchrow(
-                    "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                    story.author_id,
-                    claim.key,
-                )
-                if held is None:
-                    raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
-                return _replay(held, claim)
+            replay = await claim_key(conn, story.author_id, claim, claim.render(story), story.created_at)
+            if replay is not None:
+                return replay
         if audience:
             known = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", list(audience))
             unknown = set(audience) - {row["id"] for row in known}
@@ -310,23 +346,19 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
     return None if row is None else _story(row)
 
 
-def _feed_sql(with_cursor: bool) -> str:
-    """The feed as three index-ordered branches merged by one sort, each bounded by the page size ($3).
+def feed_stories(after: str = "", order: str = "") -> str:
+    """What the feed of viewer $1 at instant $2 holds: the one definition the feed and the tray both read.
 
-    public: newest live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
+    Three disjoint index-ordered branches (no DISTINCT needed), each filtered by `after` and ordered/bounded by
+    `order` when given:
+    public: live public stories (stories_public_feed_idx) of authors not hidden from the viewer;
     own: the viewer's non-public stories (stories_author_feed_idx);
-    friends: per followee not hidden from the viewer, their newest friends stories (stories_friends_feed_idx),
+    friends: per followee not hidden from the viewer, their friends stories (stories_friends_feed_idx),
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
-    The branches are disjoint, so no DISTINCT is needed. Keyset: ($4, $5) is the last (created_at, id) served.
-    The page's authors' display names are read last, by primary key, for the `$3` stories served only.
     """
-    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
-    live = f"s.deleted_at IS NULL AND s.expires_at > $2 {after}"
-    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
+    live = f"{READABLE} {after}"
     return f"""
-        SELECT s.*, {_AUTHOR_NAME} FROM (
-            SELECT * FROM (
                 (SELECT {_STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
                 UNION ALL
@@ -339,7 +371,20 @@ def _feed_sql(with_cursor: bool) -> str:
                        AND (NOT s.has_audience
                             OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
                      {order}) fs
-                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+
+
+def _feed_sql(with_cursor: bool) -> str:
+    """The feed: `feed_stories`, each branch bounded by the page size ($3), merged by one sort.
+
+    Keyset: ($4, $5) is the last (created_at, id) served. The page's authors' display names are read last, by
+    primary key, for the `$3` stories served only.
+    """
+    after = "AND (s.created_at, s.id) < ($4, $5)" if with_cursor else ""
+    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $3"
+    return f"""
+        SELECT s.*, {_AUTHOR_NAME} FROM (
+            SELECT * FROM ({feed_stories(after, order)}
             ) feed
             ORDER BY created_at DESC, id DESC
             LIMIT $3

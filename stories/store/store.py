@@ -5,9 +5,9 @@ The SQL is in queries.py; the pool, its deadline and error translation in databa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from stories.store import queries, social
+from stories.store import moderation, queries, social, tray
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from stories.store.database import Database
     from stories.store.models import (
+        AuditEntry,
+        Backlog,
         Block,
         FeedCursor,
         Follow,
@@ -26,8 +28,12 @@ if TYPE_CHECKING:
         Profile,
         Reaction,
         Replay,
+        Report,
+        ReportCase,
+        Resolution,
         Stats,
         Story,
+        TrayStory,
         User,
         View,
         Viewer,
@@ -59,13 +65,17 @@ class Store:
     async def existing_users(self, user_ids: Collection[UUID]) -> set[UUID]:
         return await self.database.call(queries.aio_existing_users, user_ids)
 
-    async def idempotent_replay(self, user_id: UUID, claim: IdempotencyClaim, now: datetime) -> Replay | None:
+    async def idempotent_replay(self, user_id: UUID, claim: IdempotencyClaim[Any], now: datetime) -> Replay | None:
         """The original response when this key was used with this body (< 24 h); IdempotencyKeyReused when it
         was used with another body; None when it is free."""
         return await self.database.call(queries.aio_idempotent_replay, user_id, claim, now)
 
     async def create_story(
-        self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None, upload: UploadClaim | None = None
+        self,
+        story: Story,
+        audience: Sequence[UUID],
+        claim: IdempotencyClaim[Story] | None,
+        upload: UploadClaim | None = None,
     ) -> Story | Replay:
         """Create a story (+audience, +its upload key) atomically and return it as created (with the author's
         display name); a Replay when the Idempotency-Key was already used with this body. Raises
@@ -78,6 +88,14 @@ class Store:
 
     async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
         return await self.database.call(queries.aio_feed, viewer_id, now, limit, cursor)
+
+    async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]:
+        """The viewer's tray stories (the feed's, at most 100 per author) with their views, unordered."""
+        return await self.database.call(tray.aio_tray, viewer_id, now)
+
+    async def author_stories(self, viewer_id: UUID, now: datetime, author_id: UUID) -> list[TrayStory] | None:
+        """The author's newest 100 stories visible to the viewer, oldest first; None: unknown or blocked."""
+        return await self.database.call(tray.aio_author_stories, viewer_id, now, author_id)
 
     async def record_view(self, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
         return await self.database.call(queries.aio_record_view, viewer_id, now, story_id)
@@ -167,3 +185,57 @@ class Store:
     ) -> list[Viewer] | None:
         """None when the story is not the author's or was created before `since`."""
         return await self.database.call(social.aio_viewers, author_id, story_id, since, limit, cursor)
+
+    # --- reports and moderation (stories/store/moderation.py) ------------------------------------------------
+
+    async def file_report(
+        self,
+        reporter_id: UUID,
+        target_type: str,
+        target_id: UUID,
+        reason: str,
+        note: str | None,
+        now: datetime,
+        hide_threshold: int,
+        claim: IdempotencyClaim[Report] | None,
+    ) -> Report | Replay:
+        """File a report of a story or a user (the reporter's existing one when they already reported it); a
+        Replay for a retried Idempotency-Key. Raises NotFound (a target the reporter may not see),
+        InvalidRequest (their own story, themself), IdempotencyKeyReused."""
+        return await self.database.call(
+            moderation.aio_file_report,
+            reporter_id,
+            target_type,
+            target_id,
+            reason,
+            note,
+            now,
+            hide_threshold,
+            claim,
+        )
+
+    async def is_moderator(self, user_id: UUID) -> bool:
+        return await self.database.call(moderation.aio_is_moderator, user_id)
+
+    async def set_moderator(self, email: str, grant: bool, now: datetime) -> bool | None:
+        """Grant or revoke the moderator role; None for an unknown email, else whether it changed."""
+        return await self.database.call(moderation.aio_set_moderator, email, grant, now)
+
+    async def report_cases(self, status: str, limit: int, cursor: Position | None) -> list[ReportCase]:
+        return await self.database.call(moderation.aio_report_cases, status, limit, cursor)
+
+    async def resolve(
+        self, moderator_id: UUID, entry_id: UUID, action: str, note: str | None, now: datetime
+    ) -> Resolution:
+        """Decide a case with its audit entry, in one transaction (see moderation.aio_resolve for the errors)."""
+        return await self.database.call(moderation.aio_resolve, moderator_id, entry_id, action, note, now)
+
+    async def unsuspend(self, moderator_id: UUID, user_id: UUID, note: str | None, now: datetime) -> bool | None:
+        """Lift a suspension; None for an unknown user, else whether it changed."""
+        return await self.database.call(moderation.aio_unsuspend, moderator_id, user_id, note, now)
+
+    async def audit(self, limit: int, cursor: Position | None) -> list[AuditEntry]:
+        return await self.database.call(moderation.aio_audit, limit, cursor)
+
+    async def report_backlog(self) -> Backlog:
+        return await self.database.call(moderation.aio_report_backlog)

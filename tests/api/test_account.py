@@ -14,7 +14,7 @@ from stories.store.queries import pair_lock
 from tests.api.test_sessions import closed_code, serve_app
 from tests.helpers import PASSWORD, Account, open_ws, post_story, refused_ws, signup
 from tests.leftovers import leftovers
-from tests.sql import SqlConnection, connect_sql
+from tests.sql import SqlConnection, connect_sql, sql_connection
 
 if TYPE_CHECKING:
     from stories.store.bridge import Bridge
@@ -26,6 +26,11 @@ TEN_YEARS = 10 * 365 * 86_400
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_reactions_per_minute=1_000_000)
+
+
+async def fetch(database_url: str, statement: str, *args: Any) -> list[Any]:
+    async with sql_connection(database_url) as connection:
+        return await connection.fetch(statement, *args)
 
 
 async def delete_me(client: Any, account: Account, password: str = PASSWORD) -> Any:
@@ -61,7 +66,19 @@ async def test_a_body_without_a_password_is_400(client):
     assert (await client.get("/me", headers=ada.auth)).status_code == 200
 
 
-async def test_nothing_of_the_user_is_left_in_any_table(client, database_url, counters):
+async def moderate(client: Any, moderator: Account, report_id: str, action: str) -> None:
+    response = await client.post(f"/admin/reports/{report_id}/resolve", json={"action": action}, headers=moderator.auth)
+    assert response.status_code == 200, await response.get_data()
+
+
+async def report(client: Any, reporter: Account, path: str) -> str:
+    response = await client.post(path, json={"reason": "spam"}, headers=reporter.auth)
+    assert response.status_code == 201, await response.get_data()
+    report_id: str = (await response.get_json())["report_id"]
+    return report_id
+
+
+async def test_nothing_of_the_user_is_left_in_any_table(client, database_url, counters, app_deps, clock):
     ada, bob, cy = await signup(client, display_name="Ada"), await signup(client), await signup(client)
     # Everything a user can leave: stories with an audience, views, reactions (on their own and on others'
     # stories), follows both ways, blocks and mutes both ways, audience entries on others' stories, an
@@ -90,13 +107,30 @@ async def test_nothing_of_the_user_is_left_in_any_table(client, database_url, co
     await client.post(f"/blocks/{cy.user_id}", headers=ada.auth)
     await client.post(f"/mutes/{bob.user_id}", headers=ada.auth)
     await client.post(f"/mutes/{ada.user_id}", headers=cy.auth)
+    # Reports and moderation: Bob reports Ada's story, Cy (a moderator) suspends her for it and lifts the
+    # suspension; Ada reports Bob; Ada, a moderator too, dismisses a report of Bob's about Cy.
+    for moderator in (ada, cy):
+        assert await app_deps.store.set_moderator(moderator.email, True, clock.now())
+    await moderate(client, cy, await report(client, bob, f"/stories/{public}/report"), "suspend_user")
+    unsuspended = await client.post(f"/admin/users/{ada.user_id}/unsuspend", json={}, headers=cy.auth)
+    assert unsuspended.status_code == 200
+    await report(client, ada, f"/users/{bob.user_id}/report")
+    await moderate(client, ada, await report(client, bob, f"/users/{cy.user_id}/report"), "dismiss")
     await counters.flush()
     assert await leftovers(database_url, ada.user_id, ada.email)  # the scan does see the user before
+    audit_entries = len(await fetch(database_url, "SELECT id FROM moderation_audit"))
 
     response = await delete_me(client, ada)
     assert (response.status_code, await response.get_data()) == (204, b"")
 
     assert await leftovers(database_url, ada.user_id, ada.email) == {}
+    # The report she filed stays, anonymous; the decisions stay in the audit log, unlinked from her.
+    # Left: her report of Bob without its reporter, and Bob's report of Cy; Bob's report of her story went with it.
+    reports = await fetch(database_url, "SELECT reporter_id, user_id FROM reports")
+    assert sorted((str(r["reporter_id"]), str(r["user_id"])) for r in reports) == sorted(
+        [("None", bob.user_id), (bob.user_id, cy.user_id)]
+    )
+    assert len(await fetch(database_url, "SELECT id FROM moderation_audit")) == audit_entries
     # The others' own rows are intact.
     assert (await client.get(f"/stories/{bobs_id}", headers=bob.auth)).status_code == 200
     assert (await client.get("/me", headers=bob.auth)).status_code == 200
@@ -142,7 +176,7 @@ async def test_other_users_counters_stats_and_viewers_stop_counting_the_user(cli
     assert [v["user_id"] for v in viewers["viewers"]] == [cy.user_id]
 
 
-async def test_cached_feeds_stop_serving_the_users_stories(client):
+async def test_cached_feeds_and_trays_stop_serving_the_users_stories(client):
     ada, bob = await signup(client), await signup(client)
     await client.post(f"/follow/{ada.user_id}", headers=bob.auth)
     stories = {await post_story(client, ada), await post_story(client, ada, "friends")}
@@ -151,10 +185,16 @@ async def test_cached_feeds_stop_serving_the_users_stories(client):
         response = await client.get("/feed", headers=bob.auth)
         return {s["id"] for s in (await response.get_json())["stories"]}
 
-    assert stories <= await feed()
-    assert stories <= await feed()  # now a cached page
+    async def tray() -> set[str]:
+        response = await client.get("/tray", headers=bob.auth)
+        return {s["id"] for author in (await response.get_json())["authors"] for s in author["stories"]}
+
+    for _ in range(2):  # the second read is served from the caches
+        assert stories <= await feed()
+        assert stories <= await tray()
     assert (await delete_me(client, ada)).status_code == 204
     assert not stories & await feed()
+    assert not stories & await tray()
 
 
 # --- a deletion racing the user's own writes ---------------------------------------------------------------

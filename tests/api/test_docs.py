@@ -139,7 +139,7 @@ async def test_examples_match_their_schemas(client):
     assert checked >= 40
 
 
-async def test_success_answers_match_the_document(client):
+async def test_success_answers_match_the_document(app, client):
     """A walk through the API: each answer validates against its documented status and schema (Schemathesis
     does this at scale in .ci/run, against a real server)."""
     doc = await _document(client)
@@ -199,6 +199,22 @@ async def test_success_answers_match_the_document(client):
     await call("delete", f"/blocks/{bob.user_id}", "/blocks/{user_id}")
     await call("delete", f"/follow/{ada.user_id}", "/follow/{user_id}", account=bob)
     await call("post", "/upload/presigned", "/upload/presigned", json={"content_type": "image/png", "size": 1})
+    report = await call("post", f"{story_path}/report", "/stories/{id}/report", json={"reason": "spam"}, account=bob)
+    await call("post", f"{story_path}/report", "/stories/{id}/report", json={"reason": "spam"}, account=bob)
+    await call("post", f"/users/{ada.user_id}/report", "/users/{id}/report", json={"reason": "other"}, account=bob)
+    await call("post", f"/users/{bob.user_id}/report", "/users/{id}/report", json={"reason": "x"}, account=bob)
+    await call("get", "/admin/reports", "/admin/reports", account=bob)  # not a moderator: 404
+    assert await app.deps.store.set_moderator(bob.email, True, app.deps.clock.now())
+    await call("get", "/admin/reports?status=open&limit=1", "/admin/reports", account=bob)
+    resolve = "/admin/reports/{id}/resolve"
+    await call("post", resolve.format(id=report["report_id"]), resolve, json={"action": "nope"}, account=bob)
+    await call("post", resolve.format(id=report["report_id"]), resolve, json={"action": "dismiss"}, account=bob)
+    await call("post", resolve.format(id=report["report_id"]), resolve, json={"action": "remove_story"}, account=bob)
+    await call("get", "/admin/reports?status=resolved", "/admin/reports", account=bob)
+    unsuspend = f"/admin/users/{ada.user_id}/unsuspend"
+    await call("post", unsuspend, "/admin/users/{id}/unsuspend", account=bob)
+    await call("post", unsuspend, "/admin/users/{id}/unsuspend", json={"note": "ok"}, account=bob)
+    await call("get", "/admin/audit?limit=1", "/admin/audit", account=bob)
     await call("delete", story_path, "/stories/{id}")
     await call("get", story_path, "/stories/{id}")
     await call("get", "/healthz", "/healthz")

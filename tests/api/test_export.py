@@ -51,6 +51,10 @@ async def test_the_document_holds_everything_of_the_caller_and_no_secret(client,
     bobs = await post_story(client, bob)
     await client.post(f"/stories/{bobs}/view", headers=ada.auth)
     await client.post(f"/stories/{bobs}/reactions", json={"emoji": "🔥"}, headers=ada.auth)
+    filed = await client.post(f"/users/{bob.user_id}/report", json={"reason": "spam"}, headers=ada.auth)
+    assert filed.status_code == 201
+    reported = await client.post(f"/users/{ada.user_id}/report", json={"reason": "spam"}, headers=cy.auth)
+    assert reported.status_code in (201, 404)  # Ada blocks Cy: what Cy reports of her is not hers either way
     await Uploads(store.database).issue(
         f"uploads/{ada.user_id}/a.jpg", UUID(ada.user_id), "image/jpeg", 10, clock.now()
     )
@@ -81,6 +85,9 @@ async def test_the_document_holds_everything_of_the_caller_and_no_secret(client,
     assert document["followers"] == []
     assert [b["user_id"] for b in document["blocks"]] == [cy.user_id]
     assert [m["user_id"] for m in document["mutes"]] == [bob.user_id]
+    assert [(r["target_type"], r["user_id"], r["reason"]) for r in document["reports"]] == [
+        ("user", bob.user_id, "spam")
+    ]
     assert [u["media_key"] for u in document["uploads"]] == [f"uploads/{ada.user_id}/a.jpg"]
     # No secrets: neither the password, nor its hash, nor a token.
     for secret in (PASSWORD, "$2b$", ada.token, ada.refresh_token, "password", "token"):

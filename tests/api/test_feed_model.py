@@ -1,5 +1,5 @@
-"""The feed, story and profile reads against a small pure-Python model of API.md's visibility rules, with
-follows, blocks, mutes, deletes and display names.
+"""The feed, tray, story and profile reads against a small pure-Python model of API.md's visibility rules, with
+follows, blocks, mutes, views, deletes and display names.
 
 Hypothesis state machines are synchronous, while the app, its store and asyncpg live in the test's trio run.
 The machine therefore runs in a worker thread (`trio.to_thread.run_sync`) and every HTTP step re-enters the
@@ -48,6 +48,8 @@ ADVANCE_MS = (1, 1_000, 60_000, 3_600_000, 86_399_999, 86_400_000, 90_000_000)
 # Tokens must outlive the days the clock is moved; rate limits and the feed cache are not what is tested here.
 TEN_YEARS = 10 * 365 * 86_400
 MAX_USERS = 5
+# API.md: a tray group and an author's list hold the author's newest 100 stories.
+MAX_GROUP = 100
 # Display names drawn by the machine: none, plain, padded (stored trimmed), non-ASCII.
 NAMES = (None, "Ada", "  Bob  ", "Zoë 🔥")
 
@@ -99,6 +101,7 @@ class Model:
     mutes: set[tuple[str, str]] = field(default_factory=set)  # (muter, muted)
     deleted: set[UUID] = field(default_factory=set)
     names: dict[str, str | None] = field(default_factory=dict)
+    views: set[tuple[str, UUID]] = field(default_factory=set)  # (viewer, story): recorded views
 
     def blocked_between(self, a: str, b: str) -> bool:
         return (a, b) in self.blocks or (b, a) in self.blocks
@@ -115,10 +118,37 @@ class Model:
             return follows and (story.audience is None or viewer in story.audience)
         return False
 
+    def feed_stories(self, viewer: str, now: datetime) -> list[ModelStory]:
+        return [s for s in self.stories if self.can_see(viewer, s, now) and (viewer, s.author) not in self.mutes]
+
     def feed(self, viewer: str, now: datetime) -> list[str]:
-        visible = [s for s in self.stories if self.can_see(viewer, s, now) and (viewer, s.author) not in self.mutes]
+        visible = self.feed_stories(viewer, now)
         visible.sort(key=lambda s: (s.created_at, s.id), reverse=True)
         return [str(s.id) for s in visible]
+
+    def group(self, viewer: str, stories: list[ModelStory]) -> list[tuple[str, bool]]:
+        """The author's newest MAX_GROUP stories, oldest first, each with whether the viewer recorded a view."""
+        newest = sorted(stories, key=lambda s: (s.created_at, s.id))[-MAX_GROUP:]
+        return [(str(s.id), (viewer, s.id) in self.views) for s in newest]
+
+    def tray(self, viewer: str, now: datetime) -> list[tuple[str, list[tuple[str, bool]]]]:
+        """API.md "The tray": the feed by author; own group, then unseen, then seen, by latest_at, author id."""
+        by_author: dict[str, list[ModelStory]] = {}
+        for story in self.feed_stories(viewer, now):
+            by_author.setdefault(story.author, []).append(story)
+
+        def place(author: str) -> tuple[int, float, UUID]:
+            group = self.group(viewer, by_author[author])
+            part = 0 if author == viewer else 1 if not all(seen for _, seen in group) else 2
+            return part, -max(s.created_at for s in by_author[author]).timestamp(), UUID(author)
+
+        return [(author, self.group(viewer, by_author[author])) for author in sorted(by_author, key=place)]
+
+    def author_stories(self, viewer: str, author: str, now: datetime) -> list[tuple[str, bool]] | None:
+        """GET /users/{id}/stories: None (404) in a block either way; mutes do not hide an author here."""
+        if self.blocked_between(viewer, author):
+            return None
+        return self.group(viewer, [s for s in self.stories if s.author == author and self.can_see(viewer, s, now)])
 
 
 async def post_story(
@@ -264,6 +294,35 @@ class FeedMachine(RuleBasedStateMachine):
         assert status == 204, body
         self.model.deleted.add(story.id)
 
+    @precondition(lambda self: self.model.stories)
+    @rule(viewer=users, index=st.integers(0, 1_000))
+    def view_story(self, viewer: Account, index: int) -> None:
+        self._view(viewer, self.model.stories[index % len(self.model.stories)])
+
+    @rule(viewer=users, author=users)
+    def view_all_of(self, viewer: Account, author: Account) -> None:
+        """Tap through an author's whole group, as a client does: makes all-seen groups common."""
+        for story in self.model.stories:
+            if story.author == author.user_id:
+                self._view(viewer, story)
+
+    @rule(viewer=users)
+    def tap_through_every_other_author(self, viewer: Account) -> None:
+        """View the whole group of every second author of the viewer's tray: seen and unseen parts interleave."""
+        stories = {str(s.id): s for s in self.model.stories}
+        for _, group in self.model.tray(viewer.user_id, self.env.clock.now())[1::2]:
+            for story_id, _ in group:
+                self._view(viewer, stories[story_id])
+
+    def _view(self, viewer: Account, story: ModelStory) -> None:
+        status, body = self.env.call("POST", f"/stories/{story.id}/view", viewer)
+        if not self.model.can_see(viewer.user_id, story, self.env.clock.now()):
+            assert (status, body["error"]) == (404, "not_found"), body
+            return
+        assert status == 200, body
+        if viewer.user_id != story.author:  # the author's own views are not recorded
+            self.model.views.add((viewer.user_id, story.id))
+
     @rule(account=users, name=st.sampled_from(NAMES))
     def set_display_name(self, account: Account, name: str | None) -> None:
         status, body = self.env.call("PATCH", "/me", account, {"display_name": name})
@@ -279,6 +338,13 @@ class FeedMachine(RuleBasedStateMachine):
     @rule(author=users, audience=st.lists(users, min_size=1, max_size=3))
     def create_friends_story_for(self, author: Account, audience: list[Account]) -> None:
         self._create(author, "friends", audience)
+
+    @rule(visibility=st.sampled_from(VISIBILITIES))
+    def everyone_posts(self, visibility: str) -> None:
+        """Each user posts, 1 ms apart: trays with several authors (and ties on latest_at) become common."""
+        for author in self.accounts:
+            self.env.clock.advance(0.001)
+            self._create(author, visibility, None)
 
     def _create(self, author: Account, visibility: str, audience: list[Account] | None) -> None:
         story = self.env.run(post_story, self.env.client, self.env.clock, self.env.ttl, author, visibility, audience)
@@ -321,6 +387,36 @@ class FeedMachine(RuleBasedStateMachine):
                 assert body["error"] == "not_found"
         for other in self.accounts:
             await self._check_profile(account, other)
+            await self._check_author_stories(account, other, now)
+        await self._check_tray(account, now, self.rng.randint(1, 4))
+
+    async def _check_tray(self, account: Account, now: datetime, limit: int) -> None:
+        """A whole walk of GET /tray: the model's groups, order, `seen`, `has_unseen` and `latest_at`."""
+        model = self.model
+        expected = model.tray(account.user_id, now)
+        got = await walk_pages(
+            self.env.client, account, "/tray", "authors", limit, max_pages=len(expected) // limit + 2
+        )
+        shape = [
+            (group["author"]["user_id"], [(story["id"], story["seen"]) for story in group["stories"]]) for group in got
+        ]
+        assert shape == expected, f"tray of {account.user_id} (limit {limit})"
+        stories = {str(s.id): s for s in model.stories}
+        for group in got:
+            author = group["author"]["user_id"]
+            assert group["author"]["display_name"] == model.names[author]
+            assert group["has_unseen"] == (not all(story["seen"] for story in group["stories"]))
+            assert group["latest_at"] == wire_time(max(stories[s["id"]].created_at for s in group["stories"]))
+
+    async def _check_author_stories(self, reader: Account, author: Account, now: datetime) -> None:
+        response = await self.env.client.get(f"/users/{author.user_id}/stories", headers=reader.auth)
+        expected = self.model.author_stories(reader.user_id, author.user_id, now)
+        if expected is None:
+            assert response.status_code == 404
+            return
+        assert response.status_code == 200
+        got = (await response.get_json())["stories"]
+        assert [(story["id"], story["seen"]) for story in got] == expected, (reader.user_id, author.user_id)
 
     async def _check_profile(self, reader: Account, user: Account) -> None:
         """GET /users/{id}: 404 when the user blocked the reader, else names, counts and relations."""
