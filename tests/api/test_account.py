@@ -367,3 +367,13 @@ async def test_a_deletion_aborted_by_a_deadlock_runs_again(client, bridge, datab
 
     assert answer == [204]
     assert await leftovers(database_url, ada.user_id, ada.email) == {}
+
+
+async def test_a_suspended_user_can_neither_delete_nor_export_the_account(client, app_deps, database_url):
+    ada = await signup(client)
+    await fetch(database_url, "UPDATE users SET suspended_at = now() WHERE id = $1", UUID(ada.user_id))
+    app_deps.access.account_changed(UUID(ada.user_id))
+    for response in (await delete_me(client, ada), await client.get("/me/export", headers=ada.auth)):
+        assert response.status_code == 403
+        assert (await response.get_json())["error"] == "account_suspended"
+    assert await leftovers(database_url, ada.user_id, ada.email)  # nothing was deleted
