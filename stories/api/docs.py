@@ -444,6 +444,20 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 **counts,
             }
         ),
+        "Export": {
+            "type": "object",
+            "required": ["exported_at", "profile"],
+            "properties": {
+                "exported_at": _TIME,
+                "profile": {"type": "object", "description": "your account, email included"},
+            },
+            "additionalProperties": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "one list per kind of data: sessions, stories, views, reactions, following, "
+                "followers, blocks, mutes, reports (those you filed), uploads",
+            },
+        },
         "Profile": _object(
             {
                 "user_id": _UUID,
@@ -770,7 +784,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "403": _error(
                         "wrong_password: the current password is wrong; account_suspended",
                         ("wrong_password", "account_suspended"),
-                        _error_example("wrong_password", "the current password is wrong"),
+                        _error_example("wrong_password", "the password is wrong"),
                     ),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
                 },
@@ -821,6 +835,82 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 body={"type": "object", "properties": {"display_name": _DISPLAY_NAME}, "additionalProperties": False},
                 body_example={"display_name": "Ada L."},
             ),
+            "delete": _operation(
+                "deleteMe",
+                "account",
+                "Delete your account and everything of it",
+                {
+                    "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
+                    **bad_request,
+                    **unauthorized,
+                    "403": _error(
+                        "wrong_password: the password is wrong",
+                        ("wrong_password",),
+                        _error_example("wrong_password", "the password is wrong"),
+                    ),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                },
+                description="Erases, in one transaction, the user, their stories (with audience, views and "
+                "reactions), their own views, reactions and audience entries, follows both ways, blocks, mutes, "
+                "upload records and events; their media objects are deleted from storage by the next expiry-worker "
+                "run. Other users' counters, stats and viewers lists stop counting them. Wrong passwords count "
+                "with the email's failed logins: after 10 within 15 minutes, 429 rate_limited until Retry-After.",
+                body={
+                    "type": "object",
+                    "required": ["password"],
+                    "properties": {"password": {"type": "string", "description": "your current password"}},
+                },
+                body_example={"password": "correct horse battery"},
+            ),
+        },
+        "/me/export": {
+            "get": _operation(
+                "exportMe",
+                "account",
+                "Everything the service stores about you, as one JSON document",
+                {
+                    "200": _json(
+                        _ref("Export"),
+                        "the document, streamed (offered as a download: stories-export.json)",
+                        {
+                            "exported_at": AT,
+                            "profile": {
+                                "user_id": ALICE,
+                                "email": "ada@example.com",
+                                "display_name": "Ada",
+                                "created_at": AT,
+                                "followers_count": 1,
+                                "following_count": 1,
+                            },
+                            "sessions": [
+                                {
+                                    "session_id": STORY,
+                                    "created_at": AT,
+                                    "last_used_at": AT,
+                                    "user_agent": "StoriesApp/1.0",
+                                    "revoked_at": None,
+                                }
+                            ],
+                            "stories": [],
+                            "views": [{"story_id": STORY, "viewed_at": AT}],
+                            "reactions": [],
+                            "following": [{"user_id": BOB, "followed_at": AT}],
+                            "followers": [{"user_id": BOB, "followed_at": AT}],
+                            "blocks": [],
+                            "mutes": [],
+                            "reports": [],
+                            "uploads": [],
+                        },
+                    ),
+                    **unauthorized,
+                    **_responses("RateLimited", "Unavailable"),
+                },
+                description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
+                "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
+                "filed and upload records; no token or password material. Limited to 1 per 10 minutes "
+                "(429 rate_limited with Retry-After). The body is streamed: a response cut short (the database "
+                "lost half way) is not valid JSON.",
+            )
         },
         "/users/{id}": {
             "get": _operation(
@@ -1437,6 +1527,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "description": "sign up, log in and sessions: a bearer JWT per session, refresh tokens that rotate",
             },
             {"name": "profiles", "description": "display names and profiles"},
+            {"name": "account", "description": "your account and your data: delete it, export it"},
             {"name": "stories", "description": "stories, the feed, views, reactions and who saw them"},
             {"name": "social", "description": "follows, blocks and mutes"},
             {"name": "stats", "description": "your figures"},

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from stories.errors import IdempotencyKeyReused, InvalidRequest, MediaNotUploaded, Unauthorized
+from stories.errors import ApiError, IdempotencyKeyReused, InvalidRequest, MediaNotUploaded, NotFound, Unauthorized
 from stories.store.models import (
     FeedCursor,
     Follow,
@@ -28,7 +28,7 @@ from stories.store.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Sequence
+    from collections.abc import AsyncIterator, Callable, Collection, Sequence
     from datetime import datetime
     from uuid import UUID
 
@@ -59,6 +59,24 @@ _CALLER_FOREIGN_KEYS = frozenset(
 )
 
 
+_NO_SUCH_USER = "no such user"
+_NO_SUCH_STORY = "no such story (it may have expired, or is not visible to you)"
+# The foreign keys that name what a write is about. The write read its target first, so a violation means the
+# target was deleted while the write ran (an account deletion, a retention purge): answered as for a target that
+# never existed, never a 500.
+_TARGET_FOREIGN_KEYS: dict[str, Callable[[], ApiError]] = {
+    "follows_followee_id_fkey": lambda: NotFound(_NO_SUCH_USER),
+    "blocks_blocked_id_fkey": lambda: NotFound(_NO_SUCH_USER),
+    "mutes_muted_id_fkey": lambda: NotFound(_NO_SUCH_USER),
+    "story_views_story_id_fkey": lambda: NotFound(_NO_SUCH_STORY),
+    "reactions_story_id_fkey": lambda: NotFound(_NO_SUCH_STORY),
+    "story_audience_user_id_fkey": lambda: InvalidRequest(
+        "audience_user_ids: a user of the audience no longer exists",
+        fields={"audience_user_ids": "a user no longer exists"},
+    ),
+}
+
+
 @asynccontextmanager
 async def _caller_exists() -> AsyncIterator[None]:
     try:
@@ -66,6 +84,9 @@ async def _caller_exists() -> AsyncIterator[None]:
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name in _CALLER_FOREIGN_KEYS:
             raise Unauthorized("the token's user does not exist; sign up or log in again") from exc
+        target_gone = _TARGET_FOREIGN_KEYS.get(exc.constraint_name or "")
+        if target_gone is not None:
+            raise target_gone() from exc
         raise
 
 
@@ -276,8 +297,6 @@ async def aio_create_story(
                     f"audience_user_ids: unknown users {listed}",
                     fields={"audience_user_ids": f"unknown users: {listed}"},
                 )
-        if upload is not None:
-            await _take_upload(conn, story, upload)
         inserted_name = await conn.fetchval(
             """INSERT INTO stories (id, author_id, text, media_key, visibility, has_audience, created_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -296,6 +315,10 @@ async def aio_create_story(
                 "INSERT INTO story_audience (story_id, user_id) VALUES ($1, $2)",
                 [(story.id, user_id) for user_id in audience],
             )
+        if upload is not None:
+            # After the insert, whose foreign key locks the author's row first: an account deletion locks that
+            # row, then the user's upload rows; taking the upload row first could deadlock with it.
+            await _take_upload(conn, story, upload)
     return story if claim is not None else replace(story, author_name=inserted_name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stories.errors import Unauthorized
 from stories.store.queries import EXPIRY_LOCK_ID
 
 if TYPE_CHECKING:
@@ -45,11 +46,17 @@ class DueObject:
 
 async def aio_issue_upload(
     pool: asyncpg.Pool, key: str, user_id: UUID, content_type: str, size: int, now: datetime
-) -> None:
+) -> bool:
+    """Record the issued key; False when the user does not exist (any more). The row has no foreign key, so the
+    user row is locked here as a foreign key would (KEY SHARE): an account deletion waits for this insert and
+    hands its key to the sweeper, or this insert waits for the deletion and finds no user."""
     async with pool.acquire() as conn:
-        await conn.execute(
+        issued = await conn.fetchval(
             """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
-               VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')""",
+               SELECT $1::text, u.id, $3::text, $4::bigint, $5::timestamptz,
+                      $5::timestamptz + make_interval(secs => $6), 'unused'
+               FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u
+               RETURNING true""",
             key,
             user_id,
             content_type,
@@ -57,6 +64,7 @@ async def aio_issue_upload(
             now,
             UPLOAD_KEY_LIFETIME_SECONDS,
         )
+    return bool(issued)
 
 
 async def aio_attach_upload(
@@ -132,7 +140,9 @@ class Uploads:
         self.database = database
 
     async def issue(self, key: str, user_id: UUID, content_type: str, size: int, now: datetime) -> None:
-        await self.database.call(aio_issue_upload, key, user_id, content_type, size, now)
+        """Unauthorized when the user does not exist (any more)."""
+        if not await self.database.call(aio_issue_upload, key, user_id, content_type, size, now):
+            raise Unauthorized("the token's user does not exist; sign up or log in again")
 
     async def claim_due(self, now: datetime, limit: int, retry_at: datetime) -> list[DueObject] | None:
         """Objects due for deletion, reserved for this caller until `retry_at`; None when not the leader."""
