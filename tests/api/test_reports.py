@@ -32,6 +32,13 @@ async def feed_ids(client, account):
     return {story["id"] for story in (await response.get_json())["stories"]}
 
 
+async def tray_ids(client, account):
+    """Every story of the caller's tray (one page of 50 authors is all these tests have)."""
+    response = await client.get("/tray?limit=50", headers=account.auth)
+    assert response.status_code == 200
+    return {story["id"] for group in (await response.get_json())["authors"] for story in group["stories"]}
+
+
 async def report(client, account, path, body=None, headers=None):
     response = await client.post(
         path, json={"reason": "spam"} if body is None else body, headers={**account.auth, **(headers or {})}
@@ -139,6 +146,31 @@ async def test_a_reported_story_leaves_the_reporters_reads_at_once_and_no_one_el
     # Reporting the author is not reporting the story: their other stories stay.
     assert (await report(client, ada, f"/users/{bob.user_id}/report"))[0] == 201
     assert other in await feed_ids(client, ada)
+
+
+async def test_a_reported_story_leaves_the_reporters_cached_tray_at_once_and_no_one_elses(client):
+    ada, bob, cy = await signup(client), await signup(client), await signup(client)
+    story_id = await post_story(client, bob)
+    other = await post_story(client, bob)
+    assert {story_id, other} <= await tray_ids(client, ada)  # cached
+    assert story_id in await tray_ids(client, cy)
+    assert (await report(client, ada, f"/stories/{story_id}/report"))[0] == 201
+    assert await tray_ids(client, ada) >= {other}
+    assert story_id not in await tray_ids(client, ada)
+    assert story_id in await tray_ids(client, cy)
+    author_stories = await client.get(f"/users/{bob.user_id}/stories", headers=ada.auth)
+    assert [story["id"] for story in (await author_stories.get_json())["stories"]] == [other]
+
+
+async def test_a_held_story_leaves_every_cached_tray_but_its_authors(client):
+    author, reader = await signup(client), await signup(client)
+    reporters = [await signup(client) for _ in range(THRESHOLD)]
+    story_id = await post_story(client, author)
+    assert story_id in await tray_ids(client, reader)  # cached
+    for reporter in reporters:
+        assert (await report(client, reporter, f"/stories/{story_id}/report"))[0] == 201
+    assert story_id not in await tray_ids(client, reader)
+    assert story_id in await tray_ids(client, author)
 
 
 async def test_the_threshold_holds_a_story_for_everyone_but_its_author(client, app_deps):
