@@ -56,7 +56,15 @@ async def test_events_over_http_oldest_first_paged_and_only_the_callers(client):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=x", "limit"), ("?after=abc", "after")],
+    [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=x", "limit"),
+        ("?after=abc", "after"),
+        # Well-formed, but a sequence number past the bigint range (it answered 500).
+        (f"?after={'0' * 16}8000000000000000", "after"),
+        (f"?after={'f' * 32}", "after"),
+    ],
 )
 async def test_bad_parameters_are_400(client, query, field):
     account = await signup(client)

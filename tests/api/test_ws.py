@@ -254,9 +254,10 @@ async def test_shutdown_closes_sockets_with_1001() -> None:
                 assert closed.value.reason.code == 1001
 
 
-async def test_a_malformed_after_is_refused_with_400_before_the_upgrade() -> None:
+@pytest.mark.parametrize("after", ["yesterday", "f" * 32])
+async def test_a_malformed_after_is_refused_with_400_before_the_upgrade(after: str) -> None:
     async with running() as server:
-        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}&after=yesterday")
+        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}&after={after}")
         assert rejected.status_code == 400
         body = orjson.loads(rejected.body)
         assert body["error"] == "invalid_request"
