@@ -140,21 +140,28 @@ class Database:
 
 
 class _HealthLink:
-    """A connection of its own for health checks (asyncio side), reopened after any failure."""
+    """A connection of its own for health checks (asyncio side), reopened after any failure.
+
+    Concurrent probes take turns: a connection runs one query at a time, and a probe that failed (or was
+    abandoned) must not terminate the connection under another one's query. A turn is a `SELECT 1`, so turns are
+    short; on a hung database each waiting probe is bounded by its caller's deadline (Database.ping).
+    """
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._conn: asyncpg.Connection[Any] | None = None
+        self._turn = asyncio.Lock()
 
     async def aio_ping(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
-        try:
-            await self._conn.fetchval("SELECT 1")
-        except BaseException:
-            self._conn.terminate()
-            self._conn = None
-            raise
+        async with self._turn:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
+            try:
+                await self._conn.fetchval("SELECT 1")
+            except BaseException:
+                self._conn.terminate()
+                self._conn = None
+                raise
 
     async def aio_close(self) -> None:
         if self._conn is not None:
