@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import structlog
 import trio
 
-from stories.errors import StoreUnavailable
+from stories.errors import Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -49,7 +49,7 @@ class ExpiryTicker:
     sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
-    A database outage skips runs (logged) instead of crashing."""
+    A database outage or a saturated pool skips runs (logged) instead of crashing."""
 
     store: ExpiryStore
     clock: Clock
@@ -113,6 +113,7 @@ class ExpiryTicker:
         while True:
             try:
                 await self.run_once()
-            except StoreUnavailable:
-                log.warning("expiry.skipped", reason="database unavailable")
+            except Unavailable as exc:
+                # The database down or its pool saturated (Overloaded): skip this run, the next one catches up.
+                log.warning("expiry.skipped", reason=exc.code)
             await trio.sleep(self.interval)

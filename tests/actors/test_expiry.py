@@ -6,7 +6,7 @@ import trio
 import trio_asyncio
 
 from stories.actors.expiry import ExpiryTicker
-from stories.errors import StoreUnavailable
+from stories.errors import Overloaded, StoreUnavailable
 from stories.store import queries
 from tests.conftest import START
 from tests.helpers import signup
@@ -58,14 +58,15 @@ async def test_not_leader_does_nothing(clock, metrics):
 
 
 async def test_ticks_every_interval_and_survives_outage(clock, metrics, autojump_clock):
-    store = StubStore([0, StoreUnavailable("down"), 2, 0])
+    # Overloaded (the pool's slots all taken for DB_ACQUIRE_TIMEOUT_SECONDS) crashed the actor.
+    store = StubStore([0, StoreUnavailable("down"), 2, Overloaded("busy", retry_after=1), 0])
     ticker = ExpiryTicker(store, clock, metrics, interval=60)
     with trio.fail_after(3600):  # virtual time: a deadlock jumps straight here
         async with trio.open_nursery() as nursery:
             await nursery.start(ticker.run)
-            await trio.sleep(60 * 3 + 1)
+            await trio.sleep(60 * 4 + 1)
             nursery.cancel_scope.cancel()
-    assert store.calls == 4
+    assert store.calls == 5
     assert metrics.stories_expired._value.get() == 2
 
 
