@@ -45,6 +45,9 @@ DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_DRAIN_SECONDS = 5.0
+# How long an idle HTTP/1.1 keep-alive connection is kept open between requests (WebSockets are not idle
+# connections: WS_DEAD_AFTER_SECONDS bounds them).
+DEFAULT_HTTP_KEEP_ALIVE_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
 DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS = 2.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
@@ -130,6 +133,7 @@ class Settings:
     environment: str = "development"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    http_keep_alive_seconds: float = DEFAULT_HTTP_KEEP_ALIVE_SECONDS
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     db_acquire_timeout_seconds: float = DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
@@ -213,6 +217,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, DEFAULT_LOG_LEVEL),
         environment=environment,
         drain_seconds=env.number("DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0.0, 60.0),
+        http_keep_alive_seconds=env.number("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_HTTP_KEEP_ALIVE_SECONDS, 0.1, 3_600.0),
         db_pool_size=env.integer("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 1_000),
         db_acquire_timeout_seconds=env.number(
             "DB_ACQUIRE_TIMEOUT_SECONDS", DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS, 0.01, 60.0

@@ -46,6 +46,7 @@ FULL_ENV = {
     "CORS_ORIGINS": "https://app.example, http://localhost:8000/",
     "LOG_LEVEL": "DEBUG",
     "STORIES_ENV": "production",
+    "HTTP_KEEP_ALIVE_SECONDS": "2.5",
 }
 
 
@@ -69,6 +70,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.log_level == "info"
     assert settings.minio_endpoint is None
     assert settings.max_body_bytes == 65_536
+    assert settings.http_keep_alive_seconds == 5.0
 
 
 def test_every_variable_is_parsed() -> None:
@@ -97,6 +99,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.cors_origins == ("https://app.example", "http://localhost:8000")
     assert settings.log_level == "debug"
     assert settings.production
+    assert settings.http_keep_alive_seconds == 2.5
 
 
 def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
@@ -153,6 +156,8 @@ def test_blank_values_mean_unset() -> None:
         ("MINIO_PUBLIC_ENDPOINT", "ftp://media.example"),
         ("WS_PING_INTERVAL_SECONDS", "0"),
         ("WS_DEAD_AFTER_SECONDS", "10"),
+        ("HTTP_KEEP_ALIVE_SECONDS", "0"),
+        ("HTTP_KEEP_ALIVE_SECONDS", "never"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:

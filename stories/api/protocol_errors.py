@@ -9,6 +9,10 @@ documented body, a fresh request id, and one log line.
 It also enforces the 64 KiB limit on the head itself: h11 refuses only a head it is still waiting for once its
 buffer exceeds the limit, so a head that arrives whole in two reads of the socket (up to about 128 KiB) got
 through. A parsed head over the limit is refused the same way.
+
+And it makes the keep-alive timeout (HTTP_KEEP_ALIVE_SECONDS) work: hypercorn 0.18 starts a connection's idle
+timer when a response has been sent, from the app's task, which quart-trio has cancelled by then, so the timer
+never started and an idle connection lived until the read timeout (WS_DEAD_AFTER_SECONDS).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from itertools import chain
 import h11
 import hypercorn.protocol
 import structlog
+import trio
 from hypercorn.events import Closed
 from hypercorn.protocol.h11 import H11Protocol
 
@@ -46,7 +51,17 @@ def head_size(request: h11.Request) -> int:
     return line + fields + len(b"\r\n")
 
 
+# Bounds the shielded recycling of a connection between requests (a few scheduler ticks normally).
+RECYCLE_SECONDS = 1.0
+
+
 class _JsonErrorsH11Protocol(H11Protocol):
+    async def _maybe_recycle(self) -> None:
+        # Cleanup after the response, hence the shield (with a deadline): unshielded, the cancelled app task
+        # that runs it loses the start of the keep-alive timer.
+        with trio.move_on_after(RECYCLE_SECONDS, shield=True):
+            await super()._maybe_recycle()
+
     async def _create_stream(self, request: h11.Request) -> None:
         if head_size(request) > self.config.h11_max_incomplete_size:
             # As hypercorn does for a head h11 refuses: answer, then close. With no stream, the events that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 
@@ -64,3 +65,17 @@ async def test_a_head_within_64_kib_is_served(app, settings, nursery):
     raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60_000 + b"\r\nConnection: close\r\n\r\n"
     head, _ = await _exchange(port, raw)
     assert head.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(app, settings, nursery):
+    # It lived WS_DEAD_AFTER_SECONDS (hypercorn's read timeout): its own keep-alive timer never started.
+    settings = dataclasses.replace(settings, http_keep_alive_seconds=1.0, ws_dead_after_seconds=60.0)
+    port = await _serve(app, settings, nursery)
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        with trio.fail_after(WAIT):
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _ = await _response(stream)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"connection: close" not in head.lower()
+            # Well before the read timeout (60 s), the server closes the idle connection.
+            assert await stream.receive_some() == b""
