@@ -156,10 +156,19 @@ async def serve_socket(
     if (await receive())["type"] != "websocket.connect":
         return
     query = _query(scope)
+    upgrading = False
+    timeout = app.settings.request_timeout_seconds
     try:
-        token = _token(scope, query)
-        user_id = await app.callers.authenticate(token)
-        after = _after(query)
+        # The upgrade is a request: it gets the same deadline (REQUEST_TIMEOUT_SECONDS), so a hung dependency
+        # answers 503 instead of holding the connection, and the drain, without end.
+        with trio.move_on_after(timeout):
+            token = _token(scope, query)
+            user_id = await app.callers.authenticate(token)
+            after = _after(query)
+            upgrading = True
+        if not upgrading:
+            log.warning("ws.upgrade_timeout", seconds=timeout)
+            raise Overloaded(f"the upgrade took longer than {timeout:g} s; retry shortly", retry_after=1)
     except ApiError as exc:
         # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
         await _refuse(send, exc)
