@@ -33,6 +33,7 @@ from stories.clock import FixedClock
 from stories.errors import StoreUnavailable
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
+from stories.settings import Settings
 from stories.store.events import ReplayPage
 from tests.helpers import open_ws
 
@@ -67,6 +68,8 @@ class RealtimeStandIn:
     clock: FixedClock
     events: EmptyLog
     users: EveryoneExists | StoreDown = field(default_factory=EveryoneExists)
+    # The upgrade's deadline is REQUEST_TIMEOUT_SECONDS.
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def callers(self) -> Callers:
