@@ -51,6 +51,9 @@ DEFAULT_HTTP_KEEP_ALIVE_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
 DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS = 2.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+# Bounds every statement on the server (and a transaction left idle): well above any request's (10 s) and the
+# expiry worker's bounded batches, so only a statement that can never finish is cut.
+DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
@@ -136,6 +139,7 @@ class Settings:
     http_keep_alive_seconds: float = DEFAULT_HTTP_KEEP_ALIVE_SECONDS
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     db_acquire_timeout_seconds: float = DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS
+    db_statement_timeout_seconds: float = DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     workers: int = DEFAULT_WORKERS
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -223,6 +227,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
             "DB_ACQUIRE_TIMEOUT_SECONDS", DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS, 0.01, 60.0
         ),
         request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
+        db_statement_timeout_seconds=env.number(
+            "DB_STATEMENT_TIMEOUT_SECONDS", DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS, 1.0, 86_400.0
+        ),
         workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
         ws_ping_interval_seconds=ws_ping,

@@ -47,6 +47,7 @@ FULL_ENV = {
     "LOG_LEVEL": "DEBUG",
     "STORIES_ENV": "production",
     "HTTP_KEEP_ALIVE_SECONDS": "2.5",
+    "DB_STATEMENT_TIMEOUT_SECONDS": "45",
 }
 
 
@@ -71,6 +72,7 @@ def test_defaults_match_api_md() -> None:
     assert settings.minio_endpoint is None
     assert settings.max_body_bytes == 65_536
     assert settings.http_keep_alive_seconds == 5.0
+    assert settings.db_statement_timeout_seconds == 30.0
 
 
 def test_every_variable_is_parsed() -> None:
@@ -100,6 +102,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.log_level == "debug"
     assert settings.production
     assert settings.http_keep_alive_seconds == 2.5
+    assert settings.db_statement_timeout_seconds == 45.0
 
 
 def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
@@ -158,6 +161,7 @@ def test_blank_values_mean_unset() -> None:
         ("WS_DEAD_AFTER_SECONDS", "10"),
         ("HTTP_KEEP_ALIVE_SECONDS", "0"),
         ("HTTP_KEEP_ALIVE_SECONDS", "never"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
