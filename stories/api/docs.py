@@ -826,24 +826,48 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 {
                     "201": _json(
                         _ref("Reaction"),
-                        "the reaction",
+                        "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
                         {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry and nothing was added",
+                                "schema": {"const": "true"},
+                            }
+                        },
                     ),
                     **bad_request,
                     **unauthorized,
                     **not_found,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body or story",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited", "Unavailable"),
                 },
                 description=f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
                 f"A user may react more than once. Sends story.reacted to the author. Rate limit: {reactions_limit} "
-                "per minute per user (429).",
+                "per minute per user (429). With an Idempotency-Key, a retry with the same key, story and body "
+                "within 24 h answers the original 201 and adds nothing: a retried reaction is never counted twice.",
                 body={
                     "type": "object",
                     "required": ["emoji"],
                     "properties": {"emoji": {"enum": [*REACTION_EMOJIS, "❤"]}},
                 },
                 body_example={"emoji": "🔥"},
-                parameters=_path_id("id", "story"),
+                parameters=[
+                    *_path_id("id", "story"),
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    },
+                ],
             )
         },
         "/feed": {

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -16,13 +15,14 @@ from quart import Blueprint, Response, request
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.idempotency import replayed, request_claim
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
-from stories.store.models import IdempotencyClaim, Replay, Story
+from stories.store.models import Reaction, Replay, Story
 from stories.store.uploads import UploadClaim
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ VIEWERS_WINDOW = timedelta(days=7)
 REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
 # Clients often send the heart without its variation selector; it means the same reaction.
 _EMOJI_ALIASES = {"❤": "❤️"}
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -99,20 +98,10 @@ def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
     return ids
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not _IDEMPOTENCY_KEY.match(key):
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-    return key
-
-
 @blueprint.post("/stories")
 async def create_story() -> Response:
     body = await read_json_object()
     user_id = current_user_id()
-    key = _idempotency_key()
     visibility = required_string(body, "visibility")
     if visibility not in VISIBILITIES:
         raise invalid("visibility", f"must be one of {', '.join(VISIBILITIES)}")
@@ -138,15 +127,12 @@ async def create_story() -> Response:
     def render(created: Story) -> bytes:
         return orjson.dumps(story_json(created, media_url))
 
-    claim = None
-    if key is not None:
-        # Same key + same JSON (key order and spacing aside) = the same request.
-        request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
-        claim = IdempotencyClaim(key=key, request_hash=request_hash, render=render)
+    claim = request_claim(body, render)
+    if claim is not None:
         # A retry is answered before the rate limit: it creates nothing, so it never costs a token.
         replay = await app.store.idempotent_replay(user_id, claim, now)
         if replay is not None:
-            return _replayed(replay, key)
+            return _replayed(replay, claim.key)
     await check_rate(ACTION_STORIES, "story creation")
     upload = None
     if media_key is not None:
@@ -155,16 +141,29 @@ async def create_story() -> Response:
         upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
     created = await app.store.create_story(story, audience, claim, upload)
     if isinstance(created, Replay):
-        return _replayed(created, key)
+        return _replayed(created, claim.key if claim else "")
     await app.feeds.changed(user_id)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
 
 
-def _replayed(replay: Replay, key: str | None) -> Response:
-    log.info("story.replayed", idempotency_key=key)
-    return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
+def _replayed(replay: Replay, key: str) -> Response:
+    """A story's stored response, with a fresh media_url: the stored one may have expired (API.md)."""
+    app = deps()
+    stored = orjson.loads(replay.response)
+    if app.media is not None and stored.get("media_key") is not None:
+        story = Story(
+            id=UUID(stored["id"]),
+            author_id=UUID(stored["author_id"]),
+            text=stored["text"],
+            media_key=stored["media_key"],
+            visibility=stored["visibility"],
+            created_at=datetime.fromisoformat(stored["created_at"]),
+            expires_at=datetime.fromisoformat(stored["expires_at"]),
+        )
+        replay = Replay(orjson.dumps({**stored, "media_url": _media_url(story)}))
+    return replayed(replay, key)
 
 
 # Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
@@ -234,19 +233,31 @@ def _emoji(body: dict[str, Any]) -> str:
     return emoji
 
 
+def _render_reaction(reaction: Reaction) -> bytes:
+    return orjson.dumps(reaction_json(reaction))
+
+
 @blueprint.post("/stories/<id>/reactions")
 async def react(id: str) -> Response:
     parsed_id = parse_story_id(id)
-    emoji = _emoji(await read_json_object())
+    body = await read_json_object()
+    emoji = _emoji(body)
     app = deps()
+    user_id, now = current_user_id(), to_millis(app.clock.now())
+    # The story is part of the request: one key on two stories is a reuse (422), not a replay.
+    claim = request_claim(body, _render_reaction, scope=f"reactions {parsed_id}")
+    if claim is not None:
+        replay = await app.store.idempotent_replay(user_id, claim, now)
+        if replay is not None:
+            return replayed(replay, claim.key)
     await check_rate(ACTION_REACTIONS, "reacting")
     try:
-        reaction = await app.store.add_reaction(
-            current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
-        )
+        reaction = await app.store.add_reaction(user_id, now, parsed_id, uuid.uuid4(), emoji, claim)
     finally:
         # As for views: the event is the stored reaction (self-reactions are stored but are no event).
         app.relay.wake()
+    if isinstance(reaction, Replay):
+        return replayed(reaction, claim.key if claim else "")
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,14 +60,19 @@ class Story:
     author_name: str | None = None
 
 
+# What a claimed request creates (a Story, a Reaction, ...), which its stored response is rendered from.
+Created = TypeVar("Created")
+
+
 @dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    """An Idempotency-Key to claim with a story: the request's hash, and how to render the response to replay
-    later from the story as created (which holds the author's display name, read in the same transaction)."""
+class IdempotencyClaim(Generic[Created]):
+    """An Idempotency-Key to claim with what a request creates: the request's hash (include the route in it, so
+    one key on two routes is a reuse), and how to render the response to replay later from what was created (a
+    story holds the author's display name, read in the same transaction)."""
 
     key: str
     request_hash: bytes
-    render: Callable[[Story], bytes]
+    render: Callable[[Created], bytes]
 
 
 @dataclass(frozen=True, slots=True)

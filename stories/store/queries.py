@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -157,7 +157,7 @@ def _story(row: asyncpg.Record) -> Story:
 
 
 async def aio_idempotent_replay(
-    pool: asyncpg.Pool, user_id: UUID, claim: IdempotencyClaim, now: datetime
+    pool: asyncpg.Pool, user_id: UUID, claim: IdempotencyClaim[Any], now: datetime
 ) -> Replay | None:
     """The stored response for this key and body when the key is held (< 24 h); IdempotencyKeyReused when it is
     held for another body; None when it is free. Read before the rate limit, so a retry never costs a token."""
@@ -173,17 +173,65 @@ async def aio_idempotent_replay(
     return None if held is None else _replay(held, claim)
 
 
-def _replay(held: asyncpg.Record, claim: IdempotencyClaim) -> Replay:
+def _replay(held: asyncpg.Record, claim: IdempotencyClaim[Any]) -> Replay:
     if held["request_hash"] != claim.request_hash:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
     return Replay(response=held["response"])
+
+
+async def aio_claim_idempotency_key(
+    conn: PoolConnectionProxy[asyncpg.Record],
+    user_id: UUID,
+    claim: IdempotencyClaim[Any],
+    now: datetime,
+    response: bytes | None = None,
+) -> Replay | None:
+    """Claim the key inside the caller's transaction: None when it is the caller's now (new, or older than
+    24 h); a Replay when a request with the same hash holds it; IdempotencyKeyReused for another hash.
+
+    A concurrent request with the same key blocks on the key's primary key until this transaction ends, then
+    reads its response: exactly one of them creates anything. Without `response` here, the caller stores it
+    with `aio_keep_response` once it has created what the response shows, in the same transaction.
+    """
+    claimed = await conn.fetchval(
+        """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (user_id, key) DO UPDATE
+               SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
+                   created_at = EXCLUDED.created_at
+               WHERE idempotency_keys.created_at <= $5 - make_interval(secs => $6)
+           RETURNING true""",
+        user_id,
+        claim.key,
+        claim.request_hash,
+        response,
+        now,
+        IDEMPOTENCY_TTL_SECONDS,
+    )
+    if claimed:
+        return None
+    held = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2", user_id, claim.key
+    )
+    if held is None:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return _replay(held, claim)
+
+
+async def aio_keep_response(
+    conn: PoolConnectionProxy[asyncpg.Record], user_id: UUID, claim: IdempotencyClaim[Any], response: bytes
+) -> None:
+    """Store the response of a key claimed in this transaction by `aio_claim_idempotency_key`."""
+    await conn.execute(
+        "UPDATE idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2", user_id, claim.key, response
+    )
 
 
 async def aio_create_story(
     pool: asyncpg.Pool,
     story: Story,
     audience: Sequence[UUID],
-    claim: IdempotencyClaim | None,
+    claim: IdempotencyClaim[Story] | None,
     upload: UploadClaim | None = None,
 ) -> Story | Replay:
     """Insert the story and its audience in one transaction; return it as created, with the author's display
@@ -207,30 +255,11 @@ async def aio_create_story(
                 story,
                 author_name=await conn.fetchval("SELECT display_name FROM users WHERE id = $1", story.author_id),
             )
-            claimed = await conn.fetchval(
-                """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (user_id, key) DO UPDATE
-                       SET request_hash = EXCLUDED.request_hash, response = EXCLUDED.response,
-                           created_at = EXCLUDED.created_at
-                       WHERE idempotency_keys.created_at <= $5 - make_interval(secs => $6)
-                   RETURNING true""",
-                story.author_id,
-                claim.key,
-                claim.request_hash,
-                claim.render(story),
-                story.created_at,
-                IDEMPOTENCY_TTL_SECONDS,
+            replay = await aio_claim_idempotency_key(
+                conn, story.author_id, claim, story.created_at, claim.render(story)
             )
-            if not claimed:
-                held = await conn.fetchrow(
-                    "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                    story.author_id,
-                    claim.key,
-                )
-                if held is None:
-                    raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
-                return _replay(held, claim)
+            if replay is not None:
+                return replay
         if audience:
             known = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", list(audience))
             unknown = set(audience) - {row["id"] for row in known}
@@ -379,23 +408,46 @@ async def aio_record_view(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, st
     return View(story_id, author_id, viewer_id, viewed_at, first_view=False)
 
 
+_ADD_REACTION_SQL = f"""
+    WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
+         added AS (INSERT INTO reactions (id, story_id, author_id, user_id, emoji, created_at)
+                   SELECT $4, id, author_id, $1, $5, $2 FROM target RETURNING id)
+    SELECT t.author_id FROM target t, added"""
+
+
+class _NotVisible(Exception):
+    """Rolls back a claimed key when the story is not visible: a 404 stores no response to replay."""
+
+
 async def aio_add_reaction(
-    pool: asyncpg.Pool, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
-) -> Reaction | None:
-    """Add a reaction to a visible story (None when not visible). One statement; the counter is the flusher's."""
+    pool: asyncpg.Pool,
+    user_id: UUID,
+    now: datetime,
+    story_id: UUID,
+    reaction_id: UUID,
+    emoji: str,
+    claim: IdempotencyClaim[Reaction] | None = None,
+) -> Reaction | Replay | None:
+    """Add a reaction to a visible story (None when not visible); the counter is the flusher's. Without a claim,
+    one statement. With one, the key is claimed in the same transaction: a retry gets the first response as a
+    Replay and adds nothing (IdempotencyKeyReused for another body)."""
     async with pool.acquire() as conn, _caller_exists():
-        author_id = await conn.fetchval(
-            f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
-                     added AS (INSERT INTO reactions (id, story_id, author_id, user_id, emoji, created_at)
-                               SELECT $4, id, author_id, $1, $5, $2 FROM target RETURNING id)
-                SELECT t.author_id FROM target t, added""",
-            user_id,
-            now,
-            story_id,
-            reaction_id,
-            emoji,
-        )
-    return None if author_id is None else Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+        if claim is None:
+            author_id = await conn.fetchval(_ADD_REACTION_SQL, user_id, now, story_id, reaction_id, emoji)
+            return None if author_id is None else Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+        try:
+            async with conn.transaction():
+                replay = await aio_claim_idempotency_key(conn, user_id, claim, now)
+                if replay is not None:
+                    return replay
+                author_id = await conn.fetchval(_ADD_REACTION_SQL, user_id, now, story_id, reaction_id, emoji)
+                if author_id is None:
+                    raise _NotVisible
+                reaction = Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+                await aio_keep_response(conn, user_id, claim, claim.render(reaction))
+                return reaction
+        except _NotVisible:
+            return None
 
 
 async def aio_recount(pool: asyncpg.Pool, story_ids: Sequence[UUID]) -> None:

@@ -5,7 +5,7 @@ The SQL is in queries.py; the pool, its deadline and error translation in databa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stories.store import queries, social
 
@@ -59,13 +59,17 @@ class Store:
     async def existing_users(self, user_ids: Collection[UUID]) -> set[UUID]:
         return await self.database.call(queries.aio_existing_users, user_ids)
 
-    async def idempotent_replay(self, user_id: UUID, claim: IdempotencyClaim, now: datetime) -> Replay | None:
+    async def idempotent_replay(self, user_id: UUID, claim: IdempotencyClaim[Any], now: datetime) -> Replay | None:
         """The original response when this key was used with this body (< 24 h); IdempotencyKeyReused when it
         was used with another body; None when it is free."""
         return await self.database.call(queries.aio_idempotent_replay, user_id, claim, now)
 
     async def create_story(
-        self, story: Story, audience: Sequence[UUID], claim: IdempotencyClaim | None, upload: UploadClaim | None = None
+        self,
+        story: Story,
+        audience: Sequence[UUID],
+        claim: IdempotencyClaim[Story] | None,
+        upload: UploadClaim | None = None,
     ) -> Story | Replay:
         """Create a story (+audience, +its upload key) atomically and return it as created (with the author's
         display name); a Replay when the Idempotency-Key was already used with this body. Raises
@@ -83,9 +87,17 @@ class Store:
         return await self.database.call(queries.aio_record_view, viewer_id, now, story_id)
 
     async def add_reaction(
-        self, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
-    ) -> Reaction | None:
-        return await self.database.call(queries.aio_add_reaction, user_id, now, story_id, reaction_id, emoji)
+        self,
+        user_id: UUID,
+        now: datetime,
+        story_id: UUID,
+        reaction_id: UUID,
+        emoji: str,
+        claim: IdempotencyClaim[Reaction] | None = None,
+    ) -> Reaction | Replay | None:
+        """The reaction added (None: the story is not visible); with a claim, a Replay when the Idempotency-Key
+        was already used with this body (IdempotencyKeyReused for another)."""
+        return await self.database.call(queries.aio_add_reaction, user_id, now, story_id, reaction_id, emoji, claim)
 
     async def recount(self, story_ids: Sequence[UUID]) -> None:
         """Set these stories' view and reaction counters from their rows (idempotent)."""
