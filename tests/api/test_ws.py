@@ -56,6 +56,9 @@ class StoreDown:
 
 
 class EmptyLog:
+    async def position(self) -> EventId:
+        return EventId(0, 0)
+
     async def replay(self, author_id, after, limit, since, *, vouched=False, settle=False) -> ReplayPage:
         return ReplayPage([], more=False, stale=False, horizon=0, next_xid=0)
 
