@@ -11,10 +11,12 @@ or Redis `PUBLISH` when Redis is configured.
 
 So nothing depends on a message getting through: a lost, late or repeated hint costs latency, never an event,
 and never a duplicate (the cursor only moves forward). Whatever the hints do, the tail reads the log every
-`poll_seconds`. A relay that restarts keeps its cursor and carries on where it stopped: no socket is closed.
+`poll_seconds`, whether or not the broker is up: a broker that fails is resubscribed with backoff beside the
+tail. A relay that restarts (its database connection failed) keeps its cursor and carries on where it stopped:
+no socket is closed, and no event a socket is owed is skipped.
 
 Health is the relay's own: each hint (and, when idle, a probe every `keepalive_seconds`) must come back to this
-process through the broker within `io_seconds`, or the subscription is declared dead and the relay restarts.
+process through the broker within `io_seconds`, or the subscription is declared dead and replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import trio
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
+from stories.actors.supervisor import Backoff
 from stories.errors import StoriesError
 from stories.store.events import open_tail, tail_connector
 
@@ -73,6 +76,9 @@ SETTLE_SECONDS = 0.002
 # A horizon held back this long (a transaction left open) is logged: events wait for it.
 STALL_WARNING_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
+# Between attempts to subscribe to a broker that is down (full jitter); the tail reads the log meanwhile.
+BROKER_BACKOFF_INITIAL = 0.5
+BROKER_BACKOFF_CAP = 10.0
 RELAY_APPLICATION_NAME = "stories-relay"
 
 
@@ -172,6 +178,8 @@ class EventRelay:
         self._echo = trio.Event()
         self._listening = False
         self._changed = trio.Event()
+        # Between subscriptions to the broker; reset once a hint has come back through one.
+        self._backoff = Backoff(initial=BROKER_BACKOFF_INITIAL, cap=BROKER_BACKOFF_CAP)
 
     @property
     def listening(self) -> bool:
@@ -194,32 +202,52 @@ class EventRelay:
         self._wakes += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Tail the log, and keep a broker subscription beside it. The tail runs whatever the broker does
+        (hints only wake it; without them it reads every `poll_seconds`): a broker that is down or drops the
+        subscription is resubscribed with backoff here, and costs latency, never delivery. Only the tail's own
+        database connection failing ends the run (RelayDisconnected: the supervisor restarts it, and the next
+        incarnation reads on from the same cursor)."""
         # Started before connecting: a broker or database that is down at boot must not fail the boot; the
         # supervisor retries the connection.
         task_status.started()
-        feed = Feed()
         try:
-            async with self.open_log() as tail, self.transport.open(feed) as session:
+            async with self.open_log() as tail:
                 if self.cursor is None:
                     with trio.fail_after(self.io_seconds):
                         self.cursor = await tail.start()
                     self.hub.advance(self.cursor)
-                # Hints sent while this process was not subscribed are lost: read the log at once.
                 self._read_wanted.set()
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._tail_loop, tail)
-                        nursery.start_soon(self._hint_loop, session)
-                        log.info("relay.listening", transport=self.transport.name, origin=self.origin)
-                        self._set_listening(True)
-                        async for item in feed.receive:
-                            self._heard(item, feed)
-                        raise RelayDisconnected(f"the {self.transport.name} subscription ended")
-                finally:
-                    self._set_listening(False)
-                    await self._flush(session)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tail_loop, tail)
+                    await self._broker_loop()
         except* trio.TooSlowError as group:
-            raise RelayDisconnected(f"the relay's {self.transport.name} or database connection hung") from group
+            raise RelayDisconnected("the relay's database connection hung") from group
+
+    async def _broker_loop(self) -> NoReturn:
+        """Subscribe to the broker; after any loss of the subscription, subscribe again after a backoff."""
+        while True:
+            try:
+                await self._subscribed()
+            except* RelayDisconnected as group:
+                log.warning("relay.broker_lost", transport=self.transport.name, error=repr(group.exceptions[0]))
+            await trio.sleep(self._backoff.next_delay())
+
+    async def _subscribed(self) -> NoReturn:
+        feed = Feed()
+        async with self.transport.open(feed) as session:
+            # Hints sent while this process was not subscribed are lost: read the log at once.
+            self._read_wanted.set()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._hint_loop, session)
+                    log.info("relay.listening", transport=self.transport.name, origin=self.origin)
+                    self._set_listening(True)
+                    async for item in feed.receive:
+                        self._heard(item, feed)
+                    raise RelayDisconnected(f"the {self.transport.name} subscription ended")
+            finally:
+                self._set_listening(False)
+                await self._flush(session)
 
     async def _flush(self, session: RelaySession) -> None:
         """On the way out (shutdown included), send a pending hint: the other processes read at once."""
@@ -299,6 +327,7 @@ class EventRelay:
                 await session.publish(self.origin)
                 self._hinted = owed
                 await echo.wait()
+                self._backoff.reset()
             if waiting.cancelled_caught:
                 raise RelayDisconnected(
                     f"a hint did not come back through {self.transport.name} within {self.io_seconds:g} s"
