@@ -15,6 +15,7 @@ from quart import Blueprint, Response, request
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.effects import after_commit
 from stories.api.idempotency import replayed, request_claim
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
@@ -139,10 +140,12 @@ async def create_story() -> Response:
         # Asked before the transaction (no network call while it holds locks); None when the store is off or
         # silent, and the story is created all the same (API.md "Graceful degradation").
         upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
-    created = await app.store.create_story(story, audience, claim, upload)
+    async with after_commit(app) as effects:
+        # The author's own new story shows in their feed at once.
+        effects.feed_changed(user_id)
+        created = await app.store.create_story(story, audience, claim, upload)
     if isinstance(created, Replay):
         return _replayed(created, claim.key if claim else "")
-    await app.feeds.changed(user_id)
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
@@ -208,19 +211,20 @@ async def feed() -> Response:
 @blueprint.post("/stories/<id>/view")
 async def view_story(id: str) -> Response:
     app = deps()
-    view = None
-    try:
-        view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(id))
-    finally:
+    story_id = parse_story_id(id)
+    async with after_commit(app) as effects:
         # The event is the stored view: the relay reads it from the log, also when this call was cut off while
-        # its statement still committed. The author's own views are not recorded, so first_view is never true.
-        if view is None or view.first_view:
-            app.relay.wake()
+        # its statement still committed.
+        effects.wake_relay()
+        effects.counters_changed(story_id)
+        view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), story_id)
+        if view is not None and not view.first_view:
+            # A repeat (or the author's own view, never recorded): nothing changed.
+            effects.discard()
     if view is None:
         raise _not_found()
     if view.first_view:
         app.metrics.story_views.inc()
-        app.counters.touch(view.story_id)
     log.info("story_viewed", story_id=str(view.story_id), viewer_id=str(view.viewer_id), first_view=view.first_view)
     return json_response(view_json(view))
 
@@ -251,17 +255,16 @@ async def react(id: str) -> Response:
         if replay is not None:
             return replayed(replay, claim.key)
     await check_rate(ACTION_REACTIONS, "reacting")
-    try:
-        reaction = await app.store.add_reaction(user_id, now, parsed_id, uuid.uuid4(), emoji, claim)
-    finally:
+    async with after_commit(app) as effects:
         # As for views: the event is the stored reaction (self-reactions are stored but are no event).
-        app.relay.wake()
+        effects.wake_relay()
+        effects.counters_changed(parsed_id)
+        reaction = await app.store.add_reaction(user_id, now, parsed_id, uuid.uuid4(), emoji, claim)
     if isinstance(reaction, Replay):
         return replayed(reaction, claim.key if claim else "")
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()
-    app.counters.touch(reaction.story_id)
     log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
     return json_response(reaction_json(reaction), 201)
 
@@ -271,10 +274,14 @@ async def delete_story(id: str) -> Response:
     story_id = parse_story_id(id)
     app = deps()
     author_id = current_user_id()
-    if not await app.store.delete_story(author_id, story_id, to_millis(app.clock.now())):
+    async with after_commit(app) as effects:
+        # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
+        effects.story_deleted(author_id, story_id)
+        deleted = await app.store.delete_story(author_id, story_id, to_millis(app.clock.now()))
+        if not deleted:
+            effects.discard()
+    if not deleted:
         raise NotFound("no such story of yours")
-    # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
-    await app.feeds.story_deleted(author_id, story_id)
     log.info("story_deleted", story_id=str(story_id))
     return Response(b"", 204)
 
