@@ -36,7 +36,9 @@ DEFAULT_RETENTION = timedelta(days=7)
 
 class ExpiryStore(Protocol):
     async def expire_batch(self, now: datetime, limit: int) -> int | None: ...
-    async def recount_since(self, since: datetime) -> int | None: ...
+    async def recount_since(
+        self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+    ) -> int | None: ...
     async def purge_stories(self, before: datetime, limit: int) -> int | None: ...
     async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None: ...
 
@@ -82,7 +84,8 @@ class ExpiryTicker:
     async def _keep_house(self, now: datetime) -> None:
         began = trio.current_time()
         since = self._recounted_until or now - RECOUNT_FIRST_LOOKBACK
-        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP)
+        # The store also reaches back to where the last recount of any process got (a start after a long outage).
+        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP, now, RECOUNT_OVERLAP.total_seconds())
         if recounted is not None:
             self._recounted_until = now
         stories = await self._drain(self.store.purge_stories, now - self.retention)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -556,12 +557,22 @@ async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int
     return int(status.rsplit(" ", 1)[1])
 
 
-async def aio_recount_since(pool: asyncpg.Pool, since: datetime) -> int | None:
+async def aio_recount_since(
+    pool: asyncpg.Pool, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+) -> int | None:
     """Recount the stories that got views or reactions after `since` (leader-only; None when not the leader):
-    the net under the counter flusher, for increments a crashed process never flushed."""
+    the net under the counter flusher, for increments a crashed process never flushed.
+
+    With `now`, the recount also reaches back to where the last one got (counter_recount, less
+    `overlap_seconds` for the clocks of the processes that stamped the rows), and records `now` as where this
+    one got: counters converge after any outage, however long, and a steady run covers one interval."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
             return None
+        if now is not None:
+            last = await conn.fetchval("SELECT recounted_until FROM counter_recount")
+            if last is not None:
+                since = min(since, last - timedelta(seconds=overlap_seconds))
         status = await conn.execute(
             """UPDATE stories s
                SET view_count = (SELECT count(*) FROM story_views v WHERE v.story_id = s.id),
@@ -570,6 +581,12 @@ async def aio_recount_since(pool: asyncpg.Pool, since: datetime) -> int | None:
                               UNION SELECT story_id FROM reactions WHERE created_at > $1)""",
             since,
         )
+        if now is not None:
+            await conn.execute(
+                """INSERT INTO counter_recount (recounted_until) VALUES ($1)
+                   ON CONFLICT (singleton) DO UPDATE SET recounted_until = EXCLUDED.recounted_until""",
+                now,
+            )
     return int(status.rsplit(" ", 1)[1])
 
 

@@ -116,9 +116,12 @@ class Store:
         """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
         return await self.database.call(queries.aio_expire_batch, now, limit)
 
-    async def recount_since(self, since: datetime) -> int | None:
-        """Recount stories viewed or reacted to after `since`; None when another process is the leader."""
-        return await self.database.call(queries.aio_recount_since, since)
+    async def recount_since(
+        self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+    ) -> int | None:
+        """Recount stories viewed or reacted to after `since` (and, with `now`, after where the last recount
+        got: see `aio_recount_since`); None when another process is the leader."""
+        return await self.database.call(queries.aio_recount_since, since, now, overlap_seconds)
 
     async def purge_stories(self, before: datetime, limit: int) -> int | None:
         """Delete for good up to `limit` stories soft-deleted before `before`; None when not the leader."""
