@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +77,7 @@ SETTLE_SECONDS = 0.002
 # A horizon held back this long (a transaction left open) is logged: events wait for it.
 STALL_WARNING_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
+WAITING_GRANULARITY_SECONDS = 1.0
 # Between attempts to subscribe to a broker that is down (full jitter); the tail reads the log meanwhile.
 BROKER_BACKOFF_INITIAL = 0.5
 BROKER_BACKOFF_CAP = 10.0
@@ -281,6 +283,8 @@ class EventRelay:
         awaited: int | None = None
         settle = SETTLE_SECONDS
         stalled_since: float | None = None
+        waiting = _Waiting()
+        horizon_age = self.hub.metrics.events_horizon_age
         while True:
             woken = self._read_wanted.is_set()
             self._read_wanted = trio.Event()
@@ -295,6 +299,8 @@ class EventRelay:
                 continue
             if woken:
                 awaited = max(awaited or 0, page.next_xid)
+                waiting.woken(page.next_xid)
+            horizon_age.set(waiting.age(page.horizon))
             if awaited is not None and page.horizon >= awaited:
                 awaited, settle, stalled_since = None, SETTLE_SECONDS, None
             if awaited is None:
@@ -332,6 +338,30 @@ class EventRelay:
                 raise RelayDisconnected(
                     f"a hint did not come back through {self.transport.name} within {self.io_seconds:g} s"
                 )
+
+
+class _Waiting:
+    """For the horizon-age gauge: since when each wake-up's transactions have waited for the horizon, oldest
+    first. Wake-ups within WAITING_GRANULARITY_SECONDS share an entry (the oldest time, the latest xid), so the
+    queue stays short during a long stall, and the age errs by at most that much, upwards."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[int, float]] = deque()
+
+    def woken(self, next_xid: int) -> None:
+        now = trio.current_time()
+        if self._entries and now - self._entries[-1][1] < WAITING_GRANULARITY_SECONDS:
+            self._entries[-1] = (max(self._entries[-1][0], next_xid), self._entries[-1][1])
+        else:
+            self._entries.append((next_xid, now))
+
+    def age(self, horizon: int) -> float:
+        """Seconds the oldest events still below `horizon`'s reach have waited; 0 when none wait."""
+        while self._entries and self._entries[0][0] <= horizon:
+            self._entries.popleft()
+        return trio.current_time() - self._entries[0][1] if self._entries else 0.0
 
 
 def build_relay(

@@ -405,3 +405,32 @@ async def test_a_feed_overflow_closes_no_socket_and_loses_no_event(store: Store)
             relay.wake()
             assert await next_viewer(mailbox) == viewer
             assert mailbox.close_reason is None
+
+
+async def test_the_horizon_age_gauge_shows_how_long_events_wait_for_a_long_transaction(
+    store: Store, database_url: str
+) -> None:
+    relay = pg_relay(store, f"events_{uuid.uuid4().hex[:8]}", poll_seconds=0.1)
+    gauge = relay.hub.metrics.events_horizon_age
+    scene = await Scene(store).setup()
+    blocker = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+    try:
+        async with running(relay):
+            with relay.hub.subscribe(scene.author) as mailbox:
+                # A transaction left open (it holds an xid) holds the horizon back, and the event with it.
+                transaction = blocker.transaction()
+                await trio_asyncio.aio_as_trio(transaction.start)()
+                await trio_asyncio.aio_as_trio(blocker.fetchval)("SELECT pg_current_xact_id()")
+                viewer = await scene.view()
+                relay.wake()
+                with trio.fail_after(WAIT):
+                    while gauge._value.get() < 0.3:  # noqa: ASYNC110 (a gauge has nothing to wait on)
+                        await trio.sleep(0.05)
+                assert nothing_more(mailbox)
+                await trio_asyncio.aio_as_trio(transaction.rollback)()
+                assert await next_viewer(mailbox) == viewer
+                with trio.fail_after(WAIT):
+                    while gauge._value.get() != 0:  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+    finally:
+        await trio_asyncio.aio_as_trio(blocker.close)()
