@@ -57,8 +57,14 @@ RECYCLE_SECONDS = 1.0
 
 class _JsonErrorsH11Protocol(H11Protocol):
     async def _maybe_recycle(self) -> None:
-        # Cleanup after the response, hence the shield (with a deadline): unshielded, the cancelled app task
-        # that runs it loses the start of the keep-alive timer.
+        connection = self.connection
+        if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            # Not a keep-alive cycle (a response sent before the whole request was read, a closing one): as
+            # hypercorn does it.
+            await super()._maybe_recycle()
+            return
+        # The connection goes back to idle: cleanup after the response, hence the shield (with a deadline):
+        # unshielded, the cancelled app task that runs it loses the start of the keep-alive timer.
         with trio.move_on_after(RECYCLE_SECONDS, shield=True):
             await super()._maybe_recycle()
 
