@@ -98,13 +98,17 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def open_store_for(settings: Settings, pool_size: int | None = None) -> AbstractAsyncContextManager[Database]:
-    """The database the settings name (or the embedded one), with this process's pool."""
+def open_store_for(
+    settings: Settings, pool_size: int | None = None, *, bounded: bool = True
+) -> AbstractAsyncContextManager[Database]:
+    """The database the settings name (or the embedded one), with this process's pool. `bounded`: every
+    statement within DB_STATEMENT_TIMEOUT_SECONDS (all but a seed, which bulk-loads)."""
     return open_database(
         settings.database_url,
         data_dir=settings.data_dir,
         pool_size=pool_size or settings.db_pool_size,
         acquire_timeout=settings.db_acquire_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds if bounded else None,
     )
 
 
@@ -323,7 +327,7 @@ async def seed(
     DEFAULT_SEED_PASSWORD. `progress` hears of each phase."""
     if progress is not None:
         progress.phase("connecting to the database" if settings.database_url else "starting the embedded database")
-    async with open_store_for(settings, pool_size=1) as database:
+    async with open_store_for(settings, pool_size=1, bounded=False) as database:
         if progress is not None:
             progress.phase("migrating")
         await migrate(database)

@@ -10,9 +10,11 @@ What a seed holds (all from one seeded random generator, so the same plan gives 
 - views and reactions only by users allowed to see the story, with `view_count` / `reaction_count` equal to
   their rows, as the store keeps them.
 
-Rows are generated in Python and written with COPY (asyncpg `copy_records_to_table`), batch by batch, in one
-transaction: 100k stories take seconds. The bulk loader (`aio_copy_seed`, below) is for seeding only: it is not
-part of the serving `Store`.
+Rows are generated in Python and written with COPY (asyncpg `copy_records_to_table`), one transaction per
+batch (the people, then `batch_stories` stories with their rows): a seed never holds one transaction for long,
+so on a live database it holds the realtime event horizon back for one batch at most, not for the whole seed
+(stories/store/events.py). The bulk loader (`aio_copy_seed`, below) is for seeding only: it is not part of the
+serving `Store`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 TABLE_ORDER = ("users", "follows", "stories", "story_audience", "story_views", "reactions")
 
 
+# Stories per batch, each batch one transaction (with its audiences, views and reactions): about a second.
+DEFAULT_BATCH_STORIES = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class SeedPlan:
     """What to generate. Shares are fractions in 0..1; ages count back from `now`."""
@@ -135,7 +141,7 @@ class SeedPlan:
     mean_views: float = 8.0
     stranger_view_share: float = 0.25  # of views on public stories, by non-followers
     reacted_share: float = 0.4  # of viewed stories
-    batch_stories: int = 10_000
+    batch_stories: int = DEFAULT_BATCH_STORIES
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.stories < 0 or self.follows_per_user < 0 or self.batch_stories < 1:
@@ -429,6 +435,7 @@ async def seed(
     tag: str = "seed",
     random_seed: int = 1,
     progress: SeedProgress | None = None,
+    batch_stories: int = DEFAULT_BATCH_STORIES,
 ) -> SeedSummary:
     """Seed users, follows and stories (with audiences, views, reactions) over the 48 h before `now`.
 
@@ -446,6 +453,7 @@ async def seed(
         story_ttl=timedelta(seconds=story_ttl_seconds),
         tag=tag,
         random_seed=random_seed,
+        batch_stories=batch_stories,
     )
     dataset = SeedDataset(plan)
     progress = progress or _Silent()
@@ -472,36 +480,24 @@ async def aio_copy_seed(
     tables: Sequence[str],
     progress: SeedProgress | None = None,
 ) -> None:
-    """COPY every batch in one transaction (all or nothing), then ANALYZE so the planner sees the new rows.
+    """COPY each batch in a transaction of its own, then ANALYZE so the planner sees the new rows.
 
-    Foreign keys of the seeded tables are dropped for the copy and re-added (from their catalog definitions)
-    before commit: re-adding checks every row with one join per key, about three times faster than the
-    per-row checks COPY would run. The tables are locked (ACCESS EXCLUSIVE) until commit: seed a database
-    that is not serving. With `first_email` (the first seeded user's), refuse with Conflict when that user
-    exists: the tag was seeded before, and COPY would otherwise fail on the unique email half-way.
+    A batch is all or nothing, and a seed is a sequence of short transactions, safe on a live database: no
+    table lock beyond COPY's, the foreign keys checked as the rows go in, and the event horizon held back for
+    one batch at most. (It used to drop the foreign keys and copy everything in one transaction, about three
+    times faster, locking the tables and stalling every realtime event for the whole seed.) A seed that fails
+    half-way leaves the batches it committed. With `first_email` (the first seeded user's), refuse with
+    Conflict when that user exists: the tag was seeded before, and COPY would otherwise fail on the unique email.
     """
     progress = progress or _Silent()
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            if first_email is not None and await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", first_email
-            ):
-                raise Conflict(f"users with email {first_email} already exist: seed with another tag", code="seeded")
-            foreign_keys = await conn.fetch(
-                """SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) AS drop_sql,
-                          format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
-                                 pg_get_constraintdef(oid)) AS add_sql
-                   FROM pg_constraint
-                   WHERE contype = 'f' AND conrelid::regclass::text = ANY($1::text[])""",
-                list(tables),
-            )
-            for key in foreign_keys:
-                await conn.execute(key["drop_sql"])
-            for batch in batches:
+        if first_email is not None and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", first_email
+        ):
+            raise Conflict(f"users with email {first_email} already exist: seed with another tag", code="seeded")
+        for batch in batches:
+            async with conn.transaction():
                 for table, columns, records in batch.tables():
                     await conn.copy_records_to_table(table, columns=list(columns), records=records)
-            progress.phase("checking foreign keys")
-            for key in foreign_keys:
-                await conn.execute(key["add_sql"])
         progress.phase("analyzing")
         await conn.execute(f"ANALYZE {', '.join(tables)}")

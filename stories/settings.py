@@ -45,9 +45,15 @@ DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173")
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_DRAIN_SECONDS = 5.0
+# How long an idle HTTP/1.1 keep-alive connection is kept open between requests (WebSockets are not idle
+# connections: WS_DEAD_AFTER_SECONDS bounds them).
+DEFAULT_HTTP_KEEP_ALIVE_SECONDS = 5.0
 DEFAULT_DB_POOL_SIZE = 10
 DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS = 2.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+# Bounds every statement on the server (and a transaction left idle): well above any request's (10 s) and the
+# expiry worker's bounded batches, so only a statement that can never finish is cut.
+DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 DEFAULT_RETENTION_DAYS = 7
@@ -133,8 +139,10 @@ class Settings:
     environment: str = "development"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    http_keep_alive_seconds: float = DEFAULT_HTTP_KEEP_ALIVE_SECONDS
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     db_acquire_timeout_seconds: float = DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS
+    db_statement_timeout_seconds: float = DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     workers: int = DEFAULT_WORKERS
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -219,11 +227,15 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, DEFAULT_LOG_LEVEL),
         environment=environment,
         drain_seconds=env.number("DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS, 0.0, 60.0),
+        http_keep_alive_seconds=env.number("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_HTTP_KEEP_ALIVE_SECONDS, 0.1, 3_600.0),
         db_pool_size=env.integer("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 1_000),
         db_acquire_timeout_seconds=env.number(
             "DB_ACQUIRE_TIMEOUT_SECONDS", DEFAULT_DB_ACQUIRE_TIMEOUT_SECONDS, 0.01, 60.0
         ),
         request_timeout_seconds=env.number("REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, 0.1, 600.0),
+        db_statement_timeout_seconds=env.number(
+            "DB_STATEMENT_TIMEOUT_SECONDS", DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS, 1.0, 86_400.0
+        ),
         workers=env.integer("WORKERS", DEFAULT_WORKERS, 1, MAX_WORKERS),
         retention_days=env.integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3_650),
         report_hide_threshold=env.integer("REPORT_HIDE_THRESHOLD", DEFAULT_REPORT_HIDE_THRESHOLD, 1, 1_000_000),

@@ -82,6 +82,8 @@ SERVICE_VARIABLES = frozenset(
         "LOG_LEVEL",
         "STORIES_ENV",
         "DRAIN_SECONDS",
+        "DB_STATEMENT_TIMEOUT_SECONDS",
+        "HTTP_KEEP_ALIVE_SECONDS",
         "DB_POOL_SIZE",
         "WS_PING_INTERVAL_SECONDS",
         "WS_DEAD_AFTER_SECONDS",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import structlog
 import trio
 
-from stories.errors import StoreUnavailable
+from stories.errors import Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -36,7 +36,9 @@ DEFAULT_RETENTION = timedelta(days=7)
 
 class ExpiryStore(Protocol):
     async def expire_batch(self, now: datetime, limit: int) -> int | None: ...
-    async def recount_since(self, since: datetime) -> int | None: ...
+    async def recount_since(
+        self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+    ) -> int | None: ...
     async def purge_stories(self, before: datetime, limit: int) -> int | None: ...
     async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None: ...
 
@@ -49,7 +51,7 @@ class ExpiryTicker:
     sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
-    A database outage skips runs (logged) instead of crashing."""
+    A database outage or a saturated pool skips runs (logged) instead of crashing."""
 
     store: ExpiryStore
     clock: Clock
@@ -82,7 +84,8 @@ class ExpiryTicker:
     async def _keep_house(self, now: datetime) -> None:
         began = trio.current_time()
         since = self._recounted_until or now - RECOUNT_FIRST_LOOKBACK
-        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP)
+        # The store also reaches back to where the last recount of any process got (a start after a long outage).
+        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP, now, RECOUNT_OVERLAP.total_seconds())
         if recounted is not None:
             self._recounted_until = now
         stories = await self._drain(self.store.purge_stories, now - self.retention)
@@ -113,6 +116,7 @@ class ExpiryTicker:
         while True:
             try:
                 await self.run_once()
-            except StoreUnavailable:
-                log.warning("expiry.skipped", reason="database unavailable")
+            except Unavailable as exc:
+                # The database down or its pool saturated (Overloaded): skip this run, the next one catches up.
+                log.warning("expiry.skipped", reason=exc.code)
             await trio.sleep(self.interval)

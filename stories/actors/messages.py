@@ -28,6 +28,9 @@ RESYNC_TEXT = orjson.dumps({"type": "resync"}).decode("utf-8")
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _HALF = 16
+# The halves' real ranges: the xid is an xid8 (unsigned 64 bits, any 16 hex digits), the sequence number a
+# bigint (signed 64 bits, never negative). A larger sequence number would overflow the query: a 400, not a 500.
+_SEQ_LIMIT = 2**63
 
 
 class MalformedEventId(ValueError):
@@ -51,7 +54,10 @@ class EventId:
     def parse(cls, text: str) -> EventId:
         if not _ID.match(text):
             raise MalformedEventId("an event id is 32 lower-case hex digits, as the server sent it")
-        return cls(int(text[:_HALF], 16), int(text[_HALF:], 16))
+        seq = int(text[_HALF:], 16)
+        if seq >= _SEQ_LIMIT:
+            raise MalformedEventId("not an event id this server issued (out of range)")
+        return cls(int(text[:_HALF], 16), seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1101,24 +1101,48 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 {
                     "201": _json(
                         _ref("Reaction"),
-                        "the reaction",
+                        "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
                         {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry and nothing was added",
+                                "schema": {"const": "true"},
+                            }
+                        },
                     ),
                     **bad_request,
                     **unauthorized,
                     **not_found,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body or story",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited", "Unavailable"),
                 },
                 description=f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
                 f"A user may react more than once. Sends story.reacted to the author. Rate limit: {reactions_limit} "
-                "per minute per user (429).",
+                "per minute per user (429). With an Idempotency-Key, a retry with the same key, story and body "
+                "within 24 h answers the original 201 and adds nothing: a retried reaction is never counted twice.",
                 body={
                     "type": "object",
                     "required": ["emoji"],
                     "properties": {"emoji": {"enum": [*REACTION_EMOJIS, "❤"]}},
                 },
                 body_example={"emoji": "🔥"},
-                parameters=_path_id("id", "story"),
+                parameters=[
+                    *_path_id("id", "story"),
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    },
+                ],
             )
         },
         "/feed": {
@@ -1338,10 +1362,33 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
                             "expires_in": UPLOAD_URL_SECONDS,
                         },
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry: the same media_key, a fresh URL",
+                                "schema": {"const": "true"},
+                            }
+                        },
                     ),
                     **bad_request,
                     **unauthorized,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "409": _error(
+                        "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
+                        ("upload_used",),
+                        _error_example(
+                            "upload_used",
+                            "this upload's key is used by a story (or was deleted); ask for a new upload with a new "
+                            "Idempotency-Key",
+                        ),
+                    ),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited"),
                     "503": _error(
                         "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
                         "database_unavailable, overloaded: as on every route",
@@ -1359,9 +1406,19 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 },
                 description="The API never sees the file: the client PUTs it straight to the object store. The "
                 "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "
-                f"{uploads_limit} per minute per user (429).",
+                f"{uploads_limit} per minute per user (429). With an Idempotency-Key, a retry with the same key and "
+                "body within 24 h answers the same media_key with a fresh upload URL and issues no new key.",
                 body=upload_request,
                 body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
+                parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    }
+                ],
             )
         },
         "/ws": {

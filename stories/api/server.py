@@ -130,6 +130,9 @@ def hypercorn_config(settings: Settings) -> Config:
     configure_websockets(
         config, ping_interval=settings.ws_ping_interval_seconds, dead_after=settings.ws_dead_after_seconds
     )
+    # Idle HTTP/1.1 connections close after this (protocol_errors.py makes hypercorn's timer run at all); the
+    # read timeout above stays the WebSocket liveness bound.
+    config.keep_alive_timeout = settings.http_keep_alive_seconds
     return config
 
 

@@ -166,10 +166,19 @@ async def serve_socket(
     if (await receive())["type"] != "websocket.connect":
         return
     query = _query(scope)
+    upgrading = False
+    timeout = app.settings.request_timeout_seconds
     try:
-        token = _token(scope, query)
-        claims = await app.callers.authenticate(token)
-        after = _after(query)
+        # The upgrade is a request: it gets the same deadline (REQUEST_TIMEOUT_SECONDS), so a hung dependency
+        # answers 503 instead of holding the connection, and the drain, without end.
+        with trio.move_on_after(timeout):
+            token = _token(scope, query)
+            claims = await app.callers.authenticate(token)
+            after = _after(query)
+            upgrading = True
+        if not upgrading:
+            log.warning("ws.upgrade_timeout", seconds=timeout)
+            raise Overloaded(f"the upgrade took longer than {timeout:g} s; retry shortly", retry_after=1)
     except ApiError as exc:
         # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
         await _refuse(send, exc)
@@ -268,7 +277,10 @@ class _Stream:
 
     async def run(self, after: EventId | None) -> None:
         """Until the mailbox is closed (by the hub, or here when the log cannot be read)."""
-        if after is not None and not await self._catch_up(after):
+        if after is None:
+            if not await self._start_now():
+                return
+        elif not await self._catch_up(after):
             return
         async for event_id, text in self.mailbox.receive:
             if self.cursor is None or event_id > self.cursor:
@@ -299,6 +311,19 @@ class _Stream:
         self.cursor = after if self.cursor is None or after > self.cursor else self.cursor
         for event in page.events:
             await self._send(event.id, event.client_text())
+        return True
+
+    async def _start_now(self) -> bool:
+        """Without `after`, the stream starts at the log's position now (the mailbox is already open, so it
+        holds every later event): the hub's position can lag behind the log, and an event committed before
+        the socket opened (a view answered before the upgrade) would otherwise arrive as if it were live."""
+        try:
+            position = await self.log.position()
+        except Unavailable as exc:
+            log.warning("ws.position_failed", user_id=str(self.mailbox.user_id), error=exc.message)
+            self.mailbox.close(CloseReason.RESYNC)
+            return False
+        self.cursor = position if self.cursor is None else max(self.cursor, position)
         return True
 
     async def _refill(self) -> bool:

@@ -181,6 +181,14 @@ async def aio_horizon(conn: asyncpg.Connection[Any]) -> EventId:
     return EventId(await conn.fetchval(_HORIZON_SQL), 0)
 
 
+async def aio_position(pool: asyncpg.Pool) -> EventId:
+    """The log's position now: every event committed before this call has a lower id (its transaction's id is
+    below the next one). A transaction still running gets a lower id too, whenever it commits."""
+    async with pool.acquire() as conn:
+        next_xid = await conn.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())")
+    return EventId(next_xid, 0)
+
+
 async def aio_connect_tail(connect: Callable[[], Awaitable[asyncpg.Connection[Any]]]) -> asyncpg.Connection[Any]:
     return await connect()
 
@@ -194,6 +202,10 @@ class EventLog:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+
+    async def position(self) -> EventId:
+        """See `aio_position`: where a socket opened now, without `after`, starts its live stream."""
+        return await self.database.call(aio_position)
 
     async def replay(
         self,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from stories.errors import Conflict, InvalidRequest, NotFound
 from stories.store.models import AuditEntry, Backlog, Profile, Report, ReportCase, Resolution, Story
-from stories.store.queries import VISIBLE_AUTHOR_SQL, _caller_exists, claim_key
+from stories.store.queries import VISIBLE_AUTHOR_SQL, _caller_exists, aio_claim_idempotency_key
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -80,7 +80,9 @@ async def aio_file_report(
     report_id = uuid.uuid4()
     async with pool.acquire() as conn, _caller_exists(), conn.transaction():
         if claim is not None:
-            replay = await claim_key(conn, reporter_id, claim, claim.render(Report(report_id, "open", True)), now)
+            replay = await aio_claim_idempotency_key(
+                conn, reporter_id, claim, now, claim.render(Report(report_id, "open", True))
+            )
             if replay is not None:
                 return replay
         existing = await _existing_report(conn, reporter_id, target_type, target_id)

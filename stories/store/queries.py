@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -220,18 +221,20 @@ def _replay(held: asyncpg.Record, claim: IdempotencyClaim[Any]) -> Replay:
     return Replay(response=held["response"])
 
 
-async def claim_key(
+async def aio_claim_idempotency_key(
     conn: PoolConnectionProxy[asyncpg.Record],
     user_id: UUID,
     claim: IdempotencyClaim[Any],
-    response: bytes,
     now: datetime,
+    response: bytes | None = None,
 ) -> Replay | None:
-    """Claim the Idempotency-Key, inside the caller's transaction, with the response a replay will answer; None
-    when claimed (a new key, or one older than 24 h): the caller goes on and creates. A Replay when the key is
-    held by a request with the same body; IdempotencyKeyReused when held by another body. A concurrent request
-    with the same key blocks on the key's primary key until this transaction commits or rolls back, so exactly
-    one of them creates."""
+    """Claim the key inside the caller's transaction: None when it is the caller's now (new, or older than
+    24 h); a Replay when a request with the same hash holds it; IdempotencyKeyReused for another hash.
+
+    A concurrent request with the same key blocks on the key's primary key until this transaction ends, then
+    reads its response: exactly one of them creates anything. Without `response` here, the caller stores it
+    with `aio_keep_response` once it has created what the response shows, in the same transaction.
+    """
     claimed = await conn.fetchval(
         """INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
            VALUES ($1, $2, $3, $4, $5)
@@ -255,6 +258,15 @@ async def claim_key(
     if held is None:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
     return _replay(held, claim)
+
+
+async def aio_keep_response(
+    conn: PoolConnectionProxy[asyncpg.Record], user_id: UUID, claim: IdempotencyClaim[Any], response: bytes
+) -> None:
+    """Store the response of a key claimed in this transaction by `aio_claim_idempotency_key`."""
+    await conn.execute(
+        "UPDATE idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2", user_id, claim.key, response
+    )
 
 
 async def aio_create_story(
@@ -285,7 +297,9 @@ async def aio_create_story(
                 story,
                 author_name=await conn.fetchval("SELECT display_name FROM users WHERE id = $1", story.author_id),
             )
-            replay = await claim_key(conn, story.author_id, claim, claim.render(story), story.created_at)
+            replay = await aio_claim_idempotency_key(
+                conn, story.author_id, claim, story.created_at, claim.render(story)
+            )
             if replay is not None:
                 return replay
         if audience:
@@ -447,23 +461,46 @@ async def aio_record_view(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, st
     return View(story_id, author_id, viewer_id, viewed_at, first_view=False)
 
 
+_ADD_REACTION_SQL = f"""
+    WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
+         added AS (INSERT INTO reactions (id, story_id, author_id, user_id, emoji, created_at)
+                   SELECT $4, id, author_id, $1, $5, $2 FROM target RETURNING id)
+    SELECT t.author_id FROM target t, added"""
+
+
+class _NotVisible(Exception):
+    """Rolls back a claimed key when the story is not visible: a 404 stores no response to replay."""
+
+
 async def aio_add_reaction(
-    pool: asyncpg.Pool, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
-) -> Reaction | None:
-    """Add a reaction to a visible story (None when not visible). One statement; the counter is the flusher's."""
+    pool: asyncpg.Pool,
+    user_id: UUID,
+    now: datetime,
+    story_id: UUID,
+    reaction_id: UUID,
+    emoji: str,
+    claim: IdempotencyClaim[Reaction] | None = None,
+) -> Reaction | Replay | None:
+    """Add a reaction to a visible story (None when not visible); the counter is the flusher's. Without a claim,
+    one statement. With one, the key is claimed in the same transaction: a retry gets the first response as a
+    Replay and adds nothing (IdempotencyKeyReused for another body)."""
     async with pool.acquire() as conn, _caller_exists():
-        author_id = await conn.fetchval(
-            f"""WITH target AS (SELECT s.id, s.author_id FROM stories s WHERE s.id = $3 AND {_VISIBLE}),
-                     added AS (INSERT INTO reactions (id, story_id, author_id, user_id, emoji, created_at)
-                               SELECT $4, id, author_id, $1, $5, $2 FROM target RETURNING id)
-                SELECT t.author_id FROM target t, added""",
-            user_id,
-            now,
-            story_id,
-            reaction_id,
-            emoji,
-        )
-    return None if author_id is None else Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+        if claim is None:
+            author_id = await conn.fetchval(_ADD_REACTION_SQL, user_id, now, story_id, reaction_id, emoji)
+            return None if author_id is None else Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+        try:
+            async with conn.transaction():
+                replay = await aio_claim_idempotency_key(conn, user_id, claim, now)
+                if replay is not None:
+                    return replay
+                author_id = await conn.fetchval(_ADD_REACTION_SQL, user_id, now, story_id, reaction_id, emoji)
+                if author_id is None:
+                    raise _NotVisible
+                reaction = Reaction(reaction_id, story_id, author_id, user_id, emoji, now)
+                await aio_keep_response(conn, user_id, claim, claim.render(reaction))
+                return reaction
+        except _NotVisible:
+            return None
 
 
 async def aio_recount(pool: asyncpg.Pool, story_ids: Sequence[UUID]) -> None:
@@ -572,12 +609,22 @@ async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int
     return int(status.rsplit(" ", 1)[1])
 
 
-async def aio_recount_since(pool: asyncpg.Pool, since: datetime) -> int | None:
+async def aio_recount_since(
+    pool: asyncpg.Pool, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+) -> int | None:
     """Recount the stories that got views or reactions after `since` (leader-only; None when not the leader):
-    the net under the counter flusher, for increments a crashed process never flushed."""
+    the net under the counter flusher, for increments a crashed process never flushed.
+
+    With `now`, the recount also reaches back to where the last one got (counter_recount, less
+    `overlap_seconds` for the clocks of the processes that stamped the rows), and records `now` as where this
+    one got: counters converge after any outage, however long, and a steady run covers one interval."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EXPIRY_LOCK_ID):
             return None
+        if now is not None:
+            last = await conn.fetchval("SELECT recounted_until FROM counter_recount")
+            if last is not None:
+                since = min(since, last - timedelta(seconds=overlap_seconds))
         status = await conn.execute(
             """UPDATE stories s
                SET view_count = (SELECT count(*) FROM story_views v WHERE v.story_id = s.id),
@@ -586,6 +633,12 @@ async def aio_recount_since(pool: asyncpg.Pool, since: datetime) -> int | None:
                               UNION SELECT story_id FROM reactions WHERE created_at > $1)""",
             since,
         )
+        if now is not None:
+            await conn.execute(
+                """INSERT INTO counter_recount (recounted_until) VALUES ($1)
+                   ON CONFLICT (singleton) DO UPDATE SET recounted_until = EXCLUDED.recounted_until""",
+                now,
+            )
     return int(status.rsplit(" ", 1)[1])
 
 

@@ -101,9 +101,17 @@ class Store:
         return await self.database.call(queries.aio_record_view, viewer_id, now, story_id)
 
     async def add_reaction(
-        self, user_id: UUID, now: datetime, story_id: UUID, reaction_id: UUID, emoji: str
-    ) -> Reaction | None:
-        return await self.database.call(queries.aio_add_reaction, user_id, now, story_id, reaction_id, emoji)
+        self,
+        user_id: UUID,
+        now: datetime,
+        story_id: UUID,
+        reaction_id: UUID,
+        emoji: str,
+        claim: IdempotencyClaim[Reaction] | None = None,
+    ) -> Reaction | Replay | None:
+        """The reaction added (None: the story is not visible); with a claim, a Replay when the Idempotency-Key
+        was already used with this body (IdempotencyKeyReused for another)."""
+        return await self.database.call(queries.aio_add_reaction, user_id, now, story_id, reaction_id, emoji, claim)
 
     async def recount(self, story_ids: Sequence[UUID]) -> None:
         """Set these stories' view and reaction counters from their rows (idempotent)."""
@@ -122,9 +130,12 @@ class Store:
         """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
         return await self.database.call(queries.aio_expire_batch, now, limit)
 
-    async def recount_since(self, since: datetime) -> int | None:
-        """Recount stories viewed or reacted to after `since`; None when another process is the leader."""
-        return await self.database.call(queries.aio_recount_since, since)
+    async def recount_since(
+        self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+    ) -> int | None:
+        """Recount stories viewed or reacted to after `since` (and, with `now`, after where the last recount
+        got: see `aio_recount_since`); None when another process is the leader."""
+        return await self.database.call(queries.aio_recount_since, since, now, overlap_seconds)
 
     async def purge_stories(self, before: datetime, limit: int) -> int | None:
         """Delete for good up to `limit` stories soft-deleted before `before`; None when not the leader."""
