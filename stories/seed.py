@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from stories.clock import to_millis
+from stories.domain import REACTION_EMOJIS
 from stories.errors import Conflict
 from stories.settings import DEFAULT_STORY_TTL_SECONDS
 
@@ -75,9 +76,6 @@ class _Silent:
     def advance(self, amount: int) -> None:
         pass
 
-
-# The values the schema's CHECK on reactions.emoji accepts; COPY fails loudly if they ever drift.
-_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
 
 _TAG = re.compile(r"[a-z0-9-]{1,32}")
 
@@ -336,7 +334,9 @@ class SeedDataset:
         if view_rows and rng.random() < plan.reacted_share:
             for _, _, viewer_id, viewed_at in rng.sample(view_rows, rng.randint(1, min(len(view_rows), 3))):
                 for _ in range(rng.choice((1, 1, 1, 2))):
-                    reaction_rows.append((_uuid4(rng), story_id, author_id, viewer_id, rng.choice(_EMOJIS), viewed_at))
+                    reaction_rows.append(
+                        (_uuid4(rng), story_id, author_id, viewer_id, rng.choice(REACTION_EMOJIS), viewed_at)
+                    )
 
         out["stories"].append(
             (

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from dotenv import dotenv_values
 
+from stories.domain import DEFAULT_RETENTION
 from stories.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
-DEFAULT_RETENTION_DAYS = 7
+DEFAULT_RETENTION_DAYS = DEFAULT_RETENTION.days
 DEFAULT_REPORT_HIDE_THRESHOLD = 5
 # API.md: a refresh token lives this long from its session's last refresh.
 DEFAULT_REFRESH_TOKEN_DAYS = 30

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from stories.actors.supervisor import Backoff
 from stories.api.server import bind_error
+from stories.backoff import Backoff
 from stories.errors import ConfigError
 from stories.media.embedded import EmbeddedSeaweedFS, find_weed
 from stories.runtime import signals_handled
@@ -132,9 +132,7 @@ async def _supervise_child(index: int, env: dict[str, str], life: Lifecycle, dra
             return
         if code == CHILD_EXIT_CONFIG:
             raise ConfigError("WORKERS", f"worker {index} refused its configuration (exit {code}); see its log")
-        if trio.current_time() - started > backoff.cap:
-            backoff.reset()
-        delay = backoff.next_delay()
+        delay = backoff.delay_after(trio.current_time() - started)
         log.error("worker.crashed", worker=index, exit_code=code, restart_in=round(delay, 3))
         with trio.move_on_after(delay):
             await life.shutdown.wait()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import structlog
 import trio
 
+from stories.domain import DEFAULT_RETENTION, IDEMPOTENCY_KEY_LIFETIME
 from stories.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ DEFAULT_BATCH_SIZE = 500
 # of the processes that stamped the views may differ a little).
 RECOUNT_FIRST_LOOKBACK = timedelta(minutes=10)
 RECOUNT_OVERLAP = timedelta(minutes=1)
-IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
-DEFAULT_RETENTION = timedelta(days=7)
 
 
 class ExpiryStore(Protocol):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from uuid import UUID
 
-    from stories.actors.messages import Event, EventId
+    from stories.domain import EventId
+    from stories.events import Event
     from stories.metrics import Metrics
 
 __all__ = [

@@ -35,7 +35,7 @@ import trio
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
-from stories.actors.supervisor import Backoff
+from stories.backoff import Backoff
 from stories.errors import StoriesError
 from stories.store.events import open_tail, tail_connector
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from stories.actors.hub import Hub
-    from stories.actors.messages import EventId
+    from stories.domain import EventId
     from stories.redis import RedisLink
     from stories.store.bridge import Bridge
     from stories.store.database import Database

@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 import trio
 
+from stories.backoff import Backoff
 from stories.errors import Overloaded, StoreUnavailable
 from stories.store.bridge import Bridge, open_bridge
 from stories.store.embedded import EmbeddedPostgres
@@ -34,6 +35,7 @@ R = TypeVar("R")
 DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
 POOL_CLOSE_SECONDS = 3.0
 EMBEDDED_STOP_SECONDS = 10.0
+CONNECT_RETRY_FIRST_SECONDS = 0.25
 CONNECT_RETRY_CAP_SECONDS = 5.0
 # API.md: an unreachable database is retried for at most 30 s at start, then the process exits 3.
 CONNECT_DEADLINE_SECONDS = 30.0
@@ -264,7 +266,8 @@ async def _aio_create_pool(database_url: str, pool_size: int, server_settings: d
 
 
 async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
-    delay = 0.25
+    backoff = Backoff(initial=CONNECT_RETRY_FIRST_SECONDS, cap=CONNECT_RETRY_CAP_SECONDS, jitter=False)
+    delay = backoff.next_delay()
     last_error: BaseException | None = None
     with trio.move_on_after(CONNECT_DEADLINE_SECONDS):
         while True:
@@ -278,7 +281,7 @@ async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_set
             except asyncpg.InvalidAuthorizationSpecificationError as exc:
                 raise StoreUnavailable(f"DATABASE_URL credentials were refused: {exc}") from exc
             await trio.sleep(delay)
-            delay = min(delay * 2, CONNECT_RETRY_CAP_SECONDS)
+            delay = backoff.next_delay()
     raise StoreUnavailable(
         f"could not connect within {CONNECT_DEADLINE_SECONDS:g} s ({last_error!r}); check DATABASE_URL "
         "and that PostgreSQL is running"

@@ -25,8 +25,9 @@ import asyncpg
 import structlog
 import trio
 
-from stories.actors.messages import Event, EventId, StoryReacted, StoryViewed
+from stories.domain import EventId
 from stories.errors import StoreUnavailable
+from stories.events import Event, StoryReacted, StoryViewed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine

@@ -16,7 +16,8 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from stories.actors.supervisor import ActorReturned, ActorSpec, Backoff, supervise
+from stories.actors.supervisor import ActorReturned, ActorSpec, supervise
+from stories.backoff import Backoff
 from stories.metrics import Metrics
 
 GUARD_SECONDS = 10_000  # virtual seconds under autojump; only a deadlock reaches it

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import trio
 
-from stories.store.queries import pair_lock
+from stories.store.locks import pair_lock
 from tests.api.test_sessions import closed_code, serve_app
 from tests.helpers import PASSWORD, Account, open_ws, post_story, refused_ws, signup
 from tests.leftovers import leftovers
