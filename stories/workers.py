@@ -30,8 +30,8 @@ from stories.runtime import signals_handled
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
-    from stories.lifecycle import Lifecycle
     from stories.media.storage import StorageConfig
+    from stories.process_phase import Lifecycle
     from stories.settings import Settings
 
 __all__ = ["serve_workers"]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from stories.clock import Clock
-    from stories.media.lifecycle import MediaSweeper
+    from stories.media.sweeper import MediaSweeper
     from stories.metrics import Metrics
 
 __all__ = ["ExpiryTicker"]
@@ -47,7 +47,7 @@ class ExpiryTicker:
     """Soft-deletes expired stories in bounded batches, then keeps the house: recounts counters a crashed process
     never flushed, and deletes for good what retention no longer keeps (stories soft-deleted more than
     `retention` ago, with their audience, views and reactions; idempotency keys after 24 h), and has the media
-    sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
+    sweeper delete the objects no reader can reach any more (stories/media/sweeper.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
     A database outage or a saturated pool skips runs (logged) instead of crashing."""

@@ -21,7 +21,6 @@ process through the broker within `io_seconds`, or the subscription is declared 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import deque
 from contextlib import asynccontextmanager, suppress
@@ -37,6 +36,7 @@ from coredis.retry import NoRetryPolicy
 
 from stories.backoff import Backoff
 from stories.errors import StoriesError
+from stories.store.bridge import CONNECTION_FAILURES, cross
 from stories.store.events import open_tail, tail_connector
 
 if TYPE_CHECKING:
@@ -471,17 +471,15 @@ async def aio_close(conn: asyncpg.Connection[Any]) -> None:
 
 
 async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    """One bridge crossing; connection failures become RelayDisconnected (a crash, hence a restart).
-
-    An asyncio CancelledError with no trio cancel behind it means the loop tore the operation down; as a
-    BaseException it would end the process instead of restarting the relay (STYLE R15).
-    """
-    try:
-        return await bridge.run(fn, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise RelayDisconnected(f"postgres relay connection failed: {exc!r}") from exc
-    except asyncio.CancelledError as exc:
-        raise RelayDisconnected("postgres relay operation was interrupted") from exc
+    """A crossing whose failures are RelayDisconnected: a crash, hence a restart."""
+    return await cross(
+        bridge,
+        fn,
+        *args,
+        failures=CONNECTION_FAILURES,
+        error=RelayDisconnected,
+        lost="the relay connection failed",
+    )
 
 
 class PostgresTransport:

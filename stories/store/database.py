@@ -19,7 +19,7 @@ import trio
 
 from stories.backoff import Backoff
 from stories.errors import Overloaded, StoreUnavailable
-from stories.store.bridge import Bridge, open_bridge
+from stories.store.bridge import POOL_FAILURES, Bridge, cross, open_bridge
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -48,18 +48,6 @@ KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_COUNT = 3
 USER_TIMEOUT_SECONDS = 30
-
-# What "the database is not there" looks like from asyncpg: refused/reset sockets, a server shutting down
-# or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the server.
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,
-)
 
 
 # No asyncio timer is armed per operation (trio-asyncio, the bridge before this one, kept every cancelled timer
@@ -162,15 +150,15 @@ class Database:
     async def _cross(
         self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object, finished: Callable[[], None] | None = None
     ) -> R:
-        try:
-            return await self._bridge.run(fn, *args, finished=finished)
-        except _UNAVAILABLE as exc:
-            log.warning("db.unavailable", operation=fn.__name__, error=repr(exc))
-            raise StoreUnavailable("the database is unavailable; retry shortly") from exc
-        except asyncio.CancelledError as exc:
-            # Cancelled on the asyncio side with no trio cancel behind it: the pool was torn down under us.
-            # As a BaseException it would kill the process: answer 503.
-            raise StoreUnavailable("the database operation was interrupted") from exc
+        return await cross(
+            self._bridge,
+            fn,
+            *args,
+            failures=POOL_FAILURES,
+            error=StoreUnavailable,
+            lost="the database is unavailable; retry shortly",
+            finished=finished,
+        )
 
     async def close(self) -> None:
         await self._bridge.run(self._health.aio_close)

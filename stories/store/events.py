@@ -15,7 +15,6 @@ The `aio_*` functions run on the bridge's asyncio loop (no trio); the classes ar
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,7 @@ import trio
 from stories.domain import EventId
 from stories.errors import StoreUnavailable
 from stories.events import Event, StoryReacted, StoryViewed
+from stories.store.bridge import CONNECTION_FAILURES, cross
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -259,13 +259,14 @@ class EventTail:
 
 
 async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    """Connection failures become StoreUnavailable; an asyncio cancel with no trio cancel behind it too."""
-    try:
-        return await bridge.run(fn, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StoreUnavailable(f"the event tail's connection failed: {exc!r}") from exc
-    except asyncio.CancelledError as exc:
-        raise StoreUnavailable("the event tail's operation was interrupted") from exc
+    return await cross(
+        bridge,
+        fn,
+        *args,
+        failures=CONNECTION_FAILURES,
+        error=StoreUnavailable,
+        lost="the event tail failed",
+    )
 
 
 @asynccontextmanager

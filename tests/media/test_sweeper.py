@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from stories.actors.expiry import ExpiryTicker
-from stories.media.lifecycle import MediaSweeper
 from stories.media.storage import UPLOAD_URL_SECONDS
+from stories.media.sweeper import MediaSweeper
 from stories.store import locks
 from stories.store.uploads import Uploads
 from tests.fixtures.redis import capture_all_logs
