@@ -28,8 +28,25 @@ __all__ = ["RESYNC_TEXT", "Event", "EventId", "MalformedEventId", "StoryReacted"
 RESYNC_TEXT = orjson.dumps({"type": "resync"}).decode("utf-8")
 
 
+class _ClientEvent:
+    """What every event sends a client: API.md's `{"type", "id", "payload"}`."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+    id: EventId
+
+    def client_payload(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def client_json(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": str(self.id), "payload": self.client_payload()}
+
+    def client_text(self) -> str:
+        return orjson.dumps(self.client_json()).decode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
-class StoryViewed:
+class StoryViewed(_ClientEvent):
     """Someone other than the author viewed `story_id` for the first time."""
 
     TYPE: ClassVar[str] = "story.viewed"
@@ -47,15 +64,9 @@ class StoryViewed:
     def at(self) -> datetime:
         return self.viewed_at
 
-    def client_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "id": str(self.id), "payload": self.client_payload()}
-
-    def client_text(self) -> str:
-        return orjson.dumps(self.client_json()).decode("utf-8")
-
 
 @dataclass(frozen=True, slots=True)
-class StoryReacted:
+class StoryReacted(_ClientEvent):
     """`user_id` (not the author) reacted to `story_id` with `emoji`."""
 
     TYPE: ClassVar[str] = "story.reacted"
@@ -78,12 +89,6 @@ class StoryReacted:
     @property
     def at(self) -> datetime:
         return self.created_at
-
-    def client_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "id": str(self.id), "payload": self.client_payload()}
-
-    def client_text(self) -> str:
-        return orjson.dumps(self.client_json()).decode("utf-8")
 
 
 Event: TypeAlias = StoryViewed | StoryReacted

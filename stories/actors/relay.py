@@ -36,11 +36,11 @@ from coredis.retry import NoRetryPolicy
 
 from stories.backoff import Backoff
 from stories.errors import StoriesError
-from stories.store.bridge import CONNECTION_FAILURES, cross
+from stories.store.bridge import own_connection_crossing
 from stories.store.events import open_tail, tail_connector
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from contextlib import AbstractAsyncContextManager
 
     from stories.actors.hub import Hub
@@ -470,16 +470,8 @@ async def aio_close(conn: asyncpg.Connection[Any]) -> None:
     await conn.close()
 
 
-async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    """A crossing whose failures are RelayDisconnected: a crash, hence a restart."""
-    return await cross(
-        bridge,
-        fn,
-        *args,
-        failures=CONNECTION_FAILURES,
-        error=RelayDisconnected,
-        lost="the relay connection failed",
-    )
+# A failure of the relay's connection is RelayDisconnected: a crash, hence a restart.
+_cross = own_connection_crossing(RelayDisconnected, "the relay connection failed")
 
 
 class PostgresTransport:

@@ -30,7 +30,7 @@ import uvloop
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
 
-__all__ = ["CONNECTION_FAILURES", "POOL_FAILURES", "Bridge", "cross", "open_bridge"]
+__all__ = ["CONNECTION_FAILURES", "POOL_FAILURES", "Bridge", "cross", "open_bridge", "own_connection_crossing"]
 
 log = structlog.get_logger()
 
@@ -188,3 +188,12 @@ async def cross(
     except asyncio.CancelledError as exc:
         log.warning("bridge.interrupted", operation=fn.__name__)
         raise error(f"{lost} (interrupted)") from exc
+
+
+def own_connection_crossing(error: Callable[[str], Exception], lost: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """`cross` for the operations of a connection of its own: any CONNECTION_FAILURES raised as `error(lost)`."""
+
+    async def crossing(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        return await cross(bridge, fn, *args, failures=CONNECTION_FAILURES, error=error, lost=lost)
+
+    return crossing

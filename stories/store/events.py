@@ -27,10 +27,10 @@ import trio
 from stories.domain import EventId
 from stories.errors import StoreUnavailable
 from stories.events import Event, StoryReacted, StoryViewed
-from stories.store.bridge import CONNECTION_FAILURES, cross
+from stories.store.bridge import own_connection_crossing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from datetime import datetime
     from uuid import UUID
 
@@ -258,15 +258,7 @@ class EventTail:
         return page
 
 
-async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    return await cross(
-        bridge,
-        fn,
-        *args,
-        failures=CONNECTION_FAILURES,
-        error=StoreUnavailable,
-        lost="the event tail failed",
-    )
+_cross = own_connection_crossing(StoreUnavailable, "the event tail failed")
 
 
 @asynccontextmanager

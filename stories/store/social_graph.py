@@ -26,6 +26,34 @@ if TYPE_CHECKING:
     from stories.store.models import Position
 
 
+def _add_edge_sql(table: str, owner: str, other: str, *, target: str = "", also: str = "") -> str:
+    """Add the edge ($1 -> $2, at $3) of `table` when user $2 exists and `target` holds of them (idempotent): the
+    new edge's time (`added`), the standing one's (`existing`), and whether the target exists. `also`: more CTEs
+    run in the same statement."""
+    return f"""WITH target AS (SELECT u.id FROM users u WHERE u.id = $2 {target}),
+                    added AS (INSERT INTO {table} ({owner}, {other}, created_at)
+                              SELECT $1, id, $3 FROM target
+                              ON CONFLICT ({owner}, {other}) DO NOTHING
+                              RETURNING created_at){also}
+               SELECT (SELECT created_at FROM added) AS added,
+                      (SELECT created_at FROM {table} WHERE {owner} = $1 AND {other} = $2) AS existing,
+                      EXISTS (SELECT 1 FROM target) AS target_exists"""
+
+
+# A follow needs no block between the two, either way; a block removes the follows between them, both ways.
+FOLLOW_SQL = _add_edge_sql("follows", "follower_id", "followee_id", target=f"AND {not_blocked_between('$1', '$2')}")
+BLOCK_SQL = _add_edge_sql(
+    "blocks",
+    "blocker_id",
+    "blocked_id",
+    also=""",
+                    unfollowed AS (DELETE FROM follows
+                                   WHERE (follower_id = $1 AND followee_id = $2)
+                                      OR (follower_id = $2 AND followee_id = $1))""",
+)
+MUTE_SQL = _add_edge_sql("mutes", "muter_id", "muted_id")
+
+
 async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
     """Follow (idempotent: the original follow is returned). None when the followee does not exist or a block
     stands between the two, either way (API.md: as for an unknown user).
@@ -37,14 +65,7 @@ async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, n
     async with pool.acquire() as conn, caller_exists(), conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(follower_id, followee_id))
         row = await conn.fetchrow(
-            f"""WITH target AS (SELECT u.id FROM users u WHERE u.id = $2 AND {not_blocked_between("$1", "$2")}),
-                    added AS (INSERT INTO follows (follower_id, followee_id, created_at)
-                              SELECT $1, id, $3 FROM target
-                              ON CONFLICT (follower_id, followee_id) DO NOTHING
-                              RETURNING created_at)
-               SELECT (SELECT created_at FROM added) AS added,
-                      (SELECT created_at FROM follows WHERE follower_id = $1 AND followee_id = $2) AS existing,
-                      EXISTS (SELECT 1 FROM target) AS target_exists""",
+            FOLLOW_SQL,
             follower_id,
             followee_id,
             now,
@@ -113,17 +134,7 @@ async def aio_block(pool: asyncpg.Pool, blocker_id: UUID, blocked_id: UUID, now:
     async with pool.acquire() as conn, caller_exists(), conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(blocker_id, blocked_id))
         row = await conn.fetchrow(
-            """WITH target AS (SELECT id FROM users WHERE id = $2),
-                    added AS (INSERT INTO blocks (blocker_id, blocked_id, created_at)
-                              SELECT $1, id, $3 FROM target
-                              ON CONFLICT (blocker_id, blocked_id) DO NOTHING
-                              RETURNING created_at),
-                    unfollowed AS (DELETE FROM follows
-                                   WHERE (follower_id = $1 AND followee_id = $2)
-                                      OR (follower_id = $2 AND followee_id = $1))
-               SELECT (SELECT created_at FROM added) AS added,
-                      (SELECT created_at FROM blocks WHERE blocker_id = $1 AND blocked_id = $2) AS existing,
-                      EXISTS (SELECT 1 FROM target) AS target_exists""",
+            BLOCK_SQL,
             blocker_id,
             blocked_id,
             now,
@@ -143,14 +154,7 @@ async def aio_mute(pool: asyncpg.Pool, muter_id: UUID, muted_id: UUID, now: date
     """Mute (idempotent: the original mute is returned). None when the user does not exist."""
     async with pool.acquire() as conn, caller_exists():
         row = await conn.fetchrow(
-            """WITH target AS (SELECT id FROM users WHERE id = $2),
-                    added AS (INSERT INTO mutes (muter_id, muted_id, created_at)
-                              SELECT $1, id, $3 FROM target
-                              ON CONFLICT (muter_id, muted_id) DO NOTHING
-                              RETURNING created_at)
-               SELECT (SELECT created_at FROM added) AS added,
-                      (SELECT created_at FROM mutes WHERE muter_id = $1 AND muted_id = $2) AS existing,
-                      EXISTS (SELECT 1 FROM target) AS target_exists""",
+            MUTE_SQL,
             muter_id,
             muted_id,
             now,

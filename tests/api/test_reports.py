@@ -12,7 +12,7 @@ import trio
 from stories.store import stories as story_sql
 from stories.store import visibility
 from tests.helpers import post_story, signup
-from tests.sql import sql_connection
+from tests.sql import fetch
 
 THRESHOLD = 3
 
@@ -20,11 +20,6 @@ THRESHOLD = 3
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, report_hide_threshold=THRESHOLD)
-
-
-async def fetch(database_url, sql, *args):
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql, *args)
 
 
 async def feed_ids(client, account):
