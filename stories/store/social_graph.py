@@ -54,6 +54,18 @@ BLOCK_SQL = _add_edge_sql(
 MUTE_SQL = _add_edge_sql("mutes", "muter_id", "muted_id")
 
 
+async def _add_locked_edge(pool: asyncpg.Pool, sql: str, a: UUID, b: UUID, now: datetime) -> datetime | None:
+    """Run an `_add_edge_sql` statement under the pair's lock: the edge's time, None when the target is not
+    there (or not allowed)."""
+    async with pool.acquire() as conn, caller_exists(), conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(a, b))
+        row = await conn.fetchrow(sql, a, b, now)
+    if row is None or not row["target_exists"]:
+        return None
+    created_at: datetime = row["added"] or row["existing"]
+    return created_at
+
+
 async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
     """Follow (idempotent: the original follow is returned). None when the followee does not exist or a block
     stands between the two, either way (API.md: as for an unknown user).
@@ -62,17 +74,8 @@ async def aio_follow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID, n
     it; the statement after the lock reads with a snapshot taken after any block that held it committed, and
     after any concurrent follow of the same pair, so the original follow is always found.
     """
-    async with pool.acquire() as conn, caller_exists(), conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(follower_id, followee_id))
-        row = await conn.fetchrow(
-            FOLLOW_SQL,
-            follower_id,
-            followee_id,
-            now,
-        )
-    if row is None or not row["target_exists"]:
-        return None
-    return Follow(follower_id, followee_id, row["added"] or row["existing"])
+    created_at = await _add_locked_edge(pool, FOLLOW_SQL, follower_id, followee_id, now)
+    return None if created_at is None else Follow(follower_id, followee_id, created_at)
 
 
 async def aio_unfollow(pool: asyncpg.Pool, follower_id: UUID, followee_id: UUID) -> None:
@@ -131,17 +134,8 @@ async def aio_following(
 async def aio_block(pool: asyncpg.Pool, blocker_id: UUID, blocked_id: UUID, now: datetime) -> Block | None:
     """Block (idempotent: the original block is returned) and remove the follows between the two, both ways, in
     the same transaction. None when the user does not exist. Under the pair's lock, as follows are."""
-    async with pool.acquire() as conn, caller_exists(), conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", pair_lock(blocker_id, blocked_id))
-        row = await conn.fetchrow(
-            BLOCK_SQL,
-            blocker_id,
-            blocked_id,
-            now,
-        )
-    if row is None or not row["target_exists"]:
-        return None
-    return Block(blocker_id, blocked_id, row["added"] or row["existing"])
+    created_at = await _add_locked_edge(pool, BLOCK_SQL, blocker_id, blocked_id, now)
+    return None if created_at is None else Block(blocker_id, blocked_id, created_at)
 
 
 async def aio_unblock(pool: asyncpg.Pool, blocker_id: UUID, blocked_id: UUID) -> None:
