@@ -1,5 +1,7 @@
 """Demo and benchmark data: a realistic Stories workload written in bulk.
 
+(Over 450 lines on purpose: the plan, the generator and the bulk loader change together, column for column.)
+
 What a seed holds (all from one seeded random generator, so the same plan gives the same rows):
 - users, with a skewed follow graph: a few celebrities followed by most users, ~`follows_per_user` follows
   each, a couple of heavy followers, and every `lonely_every`-th user following nobody;

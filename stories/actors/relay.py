@@ -1,5 +1,8 @@
 """EventRelay: delivers the event log to this process's sockets, and wakes the other processes (DESIGN.md, R16).
 
+(Over 450 lines on purpose: the relay and its two broker transports, with their asyncio sides, change together
+and serve nothing else.)
+
 Events are stored rows (first views and reactions, stories/store/events.py). The relay tails them: it reads
 every author's events after its cursor, in id order, from a connection of its own, and hands each to the hub.
 What travels between processes is only a wake-up ("read the log now"), through a broker: PostgreSQL `NOTIFY`,
