@@ -121,7 +121,7 @@ class SeedPlan:
     password_hash: str
     tag: str = "seed"  # email namespace (`<tag>-000001@example.com`) and part of the random seed
     random_seed: int = 1
-    story_ttl: timedelta = timedelta(hours=24)
+    story_ttl: timedelta = timedelta(seconds=DEFAULT_STORY_TTL_SECONDS)
     newest_age: timedelta = timedelta(0)
     oldest_age: timedelta = timedelta(hours=48)
     # Expired stories whose expiry is older than this are soft-deleted, as the worker would have done.
