@@ -7,7 +7,7 @@ the port, reserved here so that PORT=0 gives one port for all), then runs each c
   stops everything instead: restarting it would only fail again);
 - forwards SIGTERM/SIGINT to every child and exits 0 once all have drained; a second signal kills them.
 The children bind the port with SO_REUSEPORT, so the kernel spreads connections evenly across them. Everything
-they share beyond that already goes through PostgreSQL or Redis, exactly as N machines would (DESIGN.md).
+they share beyond that already goes through PostgreSQL or Redis, exactly as N machines would (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The supervised actors of one process (DESIGN.md) and the supervisor that keeps them running."""
+"""The supervised actors of one process (docs/ARCHITECTURE.md) and the supervisor that keeps them running."""
 
 from stories.actors.gauge_sampler import MetricsExporter
 from stories.actors.supervisor import ActorSpec, supervise

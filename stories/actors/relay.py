@@ -1,4 +1,4 @@
-"""EventRelay: delivers the event log to this process's sockets, and wakes the other processes (DESIGN.md, R16).
+"""EventRelay: delivers the event log to this process's sockets, and wakes the other processes (STYLE R16).
 
 (Over 450 lines on purpose: the relay and its two broker transports, with their asyncio sides, change together
 and serve nothing else.)
