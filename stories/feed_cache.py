@@ -1,4 +1,4 @@
-"""The feed cache (API.md "Freshness", DESIGN.md "Caching and Redis"): fresh by construction, not by invalidation.
+"""The feed cache (API.md "Freshness", docs/ARCHITECTURE.md "Caches"): fresh by construction, not by invalidation.
 
 A page is cached per (viewer, cursor, limit) with the viewer's *graph version* at the time it was read, for
 FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by their own doing or by a

@@ -326,3 +326,18 @@ def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
         timeout=60,
         check=False,
     )
+
+
+async def serve_until_exit(cwd: Path, env: dict[str, str], seconds: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """`python -m stories serve` in `cwd` that must stop on its own (a start that fails): its exit code and
+    output. None of the service's variables are inherited but `env`'s."""
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    with trio.fail_after(seconds):
+        return await trio.run_process(
+            [sys.executable, "-m", "stories", "serve"],
+            env={**base, **env},
+            cwd=cwd,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )

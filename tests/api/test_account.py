@@ -11,11 +11,11 @@ import asyncpg
 import pytest
 import trio
 
-from stories.store.queries import pair_lock
+from stories.store.locks import pair_lock
 from tests.api.test_sessions import closed_code, serve_app
 from tests.helpers import PASSWORD, Account, open_ws, post_story, refused_ws, signup
 from tests.leftovers import leftovers
-from tests.sql import SqlConnection, connect_sql, sql_connection
+from tests.sql import SqlConnection, connect_sql, fetch
 
 if TYPE_CHECKING:
     from stories.store.bridge import Bridge
@@ -27,11 +27,6 @@ TEN_YEARS = 10 * 365 * 86_400
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, jwt_ttl_seconds=TEN_YEARS, rate_limit_reactions_per_minute=1_000_000)
-
-
-async def fetch(database_url: str, statement: str, *args: Any) -> list[Any]:
-    async with sql_connection(database_url) as connection:
-        return await connection.fetch(statement, *args)
 
 
 async def delete_me(client: Any, account: Account, password: str = PASSWORD) -> Any:

@@ -20,7 +20,7 @@ from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story
 from tests.fixtures.redis import RedisProcess
-from tests.helpers import post_story, signup
+from tests.helpers import post_story, signup, two_processes
 
 
 class CountingStore:
@@ -210,15 +210,7 @@ async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_re
 ):
     """Two processes (two apps with their own page caches), one database, one Redis: every change made through
     A applies to the very next read through B, whatever B has cached."""
-    a, b = (
-        create_app(
-            dataclasses.replace(
-                app_deps,
-                feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment),
-            )
-        ).test_client()
-        for _ in range(2)
-    )
+    a, b = two_processes(app_deps, redis_link, metrics)
     alice, bob, cy = await signup(a), await signup(a), await signup(a)
     story = await post_story(a, alice)
     cy_story = await post_story(a, cy)
