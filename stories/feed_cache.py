@@ -1,4 +1,4 @@
-"""The feed cache (API.md "Freshness", DESIGN.md "Caching and Redis"): fresh by construction, not by invalidation.
+"""The feed cache (API.md "Freshness", docs/ARCHITECTURE.md "Caches"): fresh by construction, not by invalidation.
 
 A page is cached per (viewer, cursor, limit) with the viewer's *graph version* at the time it was read, for
 FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by their own doing or by a
@@ -23,12 +23,14 @@ a hit serves the page without rendering it again.
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import structlog
 import trio
+from coredis.tokens import PureToken
 
 from stories.redis import RedisUnavailable
 
@@ -116,20 +118,46 @@ class LocalVersions:
             self._deleted = {s: at for s, at in self._deleted.items() if at > since}
 
 
+def _fresh_version() -> int:
+    """A version no key has held: random, so a key Redis lost (a restart without persistence, an eviction)
+    cannot come back with a value that a page cached before the loss still carries (a counter would restart
+    at 0 and count up through the old values)."""
+    return secrets.randbits(63)
+
+
 @dataclass(slots=True)
 class RedisVersions:
     """Versions and deletion marks in Redis, shared by every process: `<prefix>feedver:<user>`,
-    `<prefix>feeddel:<story>`."""
+    `<prefix>feeddel:<story>`. A version is a random number, replaced on every change: versions never repeat."""
 
     redis: RedisLink
 
     async def current(self, user_id: UUID, story_ids: Sequence[UUID]) -> Snapshot | None:
-        keys = [self.redis.key("feedver", str(user_id)), *(self.redis.key("feeddel", str(s)) for s in story_ids)]
+        version_key = self.redis.key("feedver", str(user_id))
+        keys = [version_key, *(self.redis.key("feeddel", str(s)) for s in story_ids)]
+
+        async def start_version(client: coredis.Redis[bytes]) -> bytes | None:
+            # No version (a new user, an idle one whose key expired, or a key Redis lost): start a fresh one,
+            # unless another process just did; never read a missing key as a value a cached page could hold.
+            await client.set(
+                version_key, str(_fresh_version()).encode(), condition=PureToken.NX, ex=VERSION_KEY_SECONDS
+            )
+            return await client.get(version_key)
+
         try:
             version, *marks = await self.redis.execute(lambda client: client.mget(keys))
+            if version is None:
+                version = await self.redis.execute(start_version)
         except RedisUnavailable:
             return None
-        return Snapshot(0 if version is None else int(version), any(mark is not None for mark in marks))
+        if version is None:
+            return None
+        # A deletion mark or a version bump made while Redis was down is lost, and Redis can come back with its
+        # data (persistence, a healed partition): the key then holds the version a page cached before the outage
+        # carries, and that page would show a deleted or blocked story again. So a page is kept under the key's
+        # version and this process's count of Redis outages (the version is below 2**63): a page read before an
+        # outage this process saw never matches after it.
+        return Snapshot(self.redis.outages << 63 | int(version), any(mark is not None for mark in marks))
 
     async def deleted(self, story_id: UUID) -> None:
         key = self.redis.key("feeddel", str(story_id))
@@ -143,8 +171,7 @@ class RedisVersions:
         key = self.redis.key("feedver", str(user_id))
 
         async def bump(client: coredis.Redis[bytes]) -> None:
-            await client.incr(key)
-            await client.expire(key, VERSION_KEY_SECONDS)
+            await client.set(key, str(_fresh_version()).encode(), ex=VERSION_KEY_SECONDS)
 
         try:
             await self.redis.execute(bump)

@@ -53,6 +53,12 @@ class Metrics:
         self.ws_connections = Gauge("ws_connections", "Open WebSocket connections", registry=r)
         self.ws_events_sent = Counter("ws_events_sent", "Events written to WebSockets", registry=r)
         self.ws_events_dropped = Counter("ws_events_dropped", "Events dropped because a mailbox was full", registry=r)
+        self.events_horizon_age = Gauge(
+            "events_horizon_age_seconds",
+            "How long committed realtime events have waited for the event horizon (a long transaction anywhere "
+            "in the database holds it back); 0 while nothing waits",
+            registry=r,
+        )
         self.db_pool_size = Gauge("db_pool_connections", "Connections open in the database pool", registry=r)
         self.db_pool_idle = Gauge("db_pool_idle_connections", "Idle connections in the database pool", registry=r)
         self.feed_cache_requests = Counter(

@@ -30,16 +30,16 @@ from stories.api.callers import Callers
 from stories.api.present import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
+from stories.dev_secret import resolve_jwt_secret
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
-from stories.lifecycle import Lifecycle
-from stories.media.lifecycle import MediaSweeper
 from stories.media.link import StorageLink, open_storage
+from stories.media.sweeper import MediaSweeper
 from stories.metrics import Metrics
+from stories.process_phase import Lifecycle
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
 from stories.seed import DEFAULT_SEED_PASSWORD, SeedProgress, SeedSummary
 from stories.seed import seed as seed_database
-from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from stories.redis import RedisLink
+    from stories.settings import Settings
 
 __all__ = ["run_migrations", "seed", "serve", "set_moderator", "worker"]
 
@@ -98,13 +99,17 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def open_store_for(settings: Settings, pool_size: int | None = None) -> AbstractAsyncContextManager[Database]:
-    """The database the settings name (or the embedded one), with this process's pool."""
+def open_store_for(
+    settings: Settings, pool_size: int | None = None, *, bounded: bool = True
+) -> AbstractAsyncContextManager[Database]:
+    """The database the settings name (or the embedded one), with this process's pool. `bounded`: every
+    statement within DB_STATEMENT_TIMEOUT_SECONDS (all but a seed, which bulk-loads)."""
     return open_database(
         settings.database_url,
         data_dir=settings.data_dir,
         pool_size=pool_size or settings.db_pool_size,
         acquire_timeout=settings.db_acquire_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds if bounded else None,
     )
 
 
@@ -323,7 +328,7 @@ async def seed(
     DEFAULT_SEED_PASSWORD. `progress` hears of each phase."""
     if progress is not None:
         progress.phase("connecting to the database" if settings.database_url else "starting the embedded database")
-    async with open_store_for(settings, pool_size=1) as database:
+    async with open_store_for(settings, pool_size=1, bounded=False) as database:
         if progress is not None:
             progress.phase("migrating")
         await migrate(database)

@@ -19,7 +19,6 @@ PHASES = [
     "hashing the password",
     "users and follows",
     "stories, audiences, views and reactions",
-    "checking foreign keys",
     "analyzing",
 ]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import stories.settings as settings_module
+from stories.dev_secret import resolve_jwt_secret
 from stories.errors import ConfigError
 from stories.settings import (
     DEFAULT_CORS_ORIGINS,
     Settings,
     load_settings,
-    resolve_jwt_secret,
 )
 from tests.processes import SERVICE_VARIABLES, run_cli
 
@@ -48,6 +48,8 @@ FULL_ENV = {
     "STORIES_ENV": "production",
     "REPORT_HIDE_THRESHOLD": "3",
     "REFRESH_TOKEN_DAYS": "14",
+    "HTTP_KEEP_ALIVE_SECONDS": "2.5",
+    "DB_STATEMENT_TIMEOUT_SECONDS": "45",
 }
 
 
@@ -73,6 +75,8 @@ def test_defaults_match_api_md() -> None:
     assert settings.max_body_bytes == 65_536
     assert settings.report_hide_threshold == 5
     assert settings.refresh_token_days == 30
+    assert settings.http_keep_alive_seconds == 5.0
+    assert settings.db_statement_timeout_seconds == 30.0
 
 
 def test_every_variable_is_parsed() -> None:
@@ -103,6 +107,8 @@ def test_every_variable_is_parsed() -> None:
     assert settings.production
     assert settings.report_hide_threshold == 3
     assert settings.refresh_token_days == 14
+    assert settings.http_keep_alive_seconds == 2.5
+    assert settings.db_statement_timeout_seconds == 45.0
 
 
 def test_redis_url_wins_over_addr_and_minio_can_be_turned_off() -> None:
@@ -163,6 +169,9 @@ def test_blank_values_mean_unset() -> None:
         ("WS_DEAD_AFTER_SECONDS", "10"),
         ("REPORT_HIDE_THRESHOLD", "0"),
         ("REPORT_HIDE_THRESHOLD", "few"),
+        ("HTTP_KEEP_ALIVE_SECONDS", "0"),
+        ("HTTP_KEEP_ALIVE_SECONDS", "never"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:

@@ -58,7 +58,8 @@ class CounterFlusher:
         return len(self._pending)
 
     async def flush(self) -> None:
-        """Recount every touched story now. A database outage keeps them pending for the next flush."""
+        """Recount every touched story now. A database outage keeps them pending for the next flush; so does
+        any other error, or a cancel, which then propagates: what was not recounted is never dropped."""
         touched, self._pending = list(self._pending), set()
         self._full = trio.Event()
         for start in range(0, len(touched), RECOUNT_CHUNK):
@@ -69,6 +70,11 @@ class CounterFlusher:
                 self._pending.update(touched[start:])
                 log.warning("counters.flush_failed", pending=len(self._pending))
                 return
+            except BaseException:
+                # Re-raised: a cancel or a crash still ends this flush, but the stories it had taken out
+                # (this chunk may or may not have committed: a recount is idempotent) are pending again.
+                self._pending.update(touched[start:])
+                raise
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()

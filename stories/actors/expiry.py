@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import structlog
 import trio
 
-from stories.errors import StoreUnavailable
+from stories.domain import DEFAULT_RETENTION, IDEMPOTENCY_KEY_LIFETIME
+from stories.errors import Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from stories.clock import Clock
-    from stories.media.lifecycle import MediaSweeper
+    from stories.media.sweeper import MediaSweeper
     from stories.metrics import Metrics
 
 __all__ = ["ExpiryTicker"]
@@ -30,13 +31,13 @@ DEFAULT_BATCH_SIZE = 500
 # of the processes that stamped the views may differ a little).
 RECOUNT_FIRST_LOOKBACK = timedelta(minutes=10)
 RECOUNT_OVERLAP = timedelta(minutes=1)
-IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
-DEFAULT_RETENTION = timedelta(days=7)
 
 
 class ExpiryStore(Protocol):
     async def expire_batch(self, now: datetime, limit: int) -> int | None: ...
-    async def recount_since(self, since: datetime) -> int | None: ...
+    async def recount_since(
+        self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
+    ) -> int | None: ...
     async def purge_stories(self, before: datetime, limit: int) -> int | None: ...
     async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None: ...
 
@@ -46,10 +47,10 @@ class ExpiryTicker:
     """Soft-deletes expired stories in bounded batches, then keeps the house: recounts counters a crashed process
     never flushed, and deletes for good what retention no longer keeps (stories soft-deleted more than
     `retention` ago, with their audience, views and reactions; idempotency keys after 24 h), and has the media
-    sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
+    sweeper delete the objects no reader can reach any more (stories/media/sweeper.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
-    A database outage skips runs (logged) instead of crashing."""
+    A database outage or a saturated pool skips runs (logged) instead of crashing."""
 
     store: ExpiryStore
     clock: Clock
@@ -82,7 +83,8 @@ class ExpiryTicker:
     async def _keep_house(self, now: datetime) -> None:
         began = trio.current_time()
         since = self._recounted_until or now - RECOUNT_FIRST_LOOKBACK
-        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP)
+        # The store also reaches back to where the last recount of any process got (a start after a long outage).
+        recounted = await self.store.recount_since(since - RECOUNT_OVERLAP, now, RECOUNT_OVERLAP.total_seconds())
         if recounted is not None:
             self._recounted_until = now
         stories = await self._drain(self.store.purge_stories, now - self.retention)
@@ -113,6 +115,7 @@ class ExpiryTicker:
         while True:
             try:
                 await self.run_once()
-            except StoreUnavailable:
-                log.warning("expiry.skipped", reason="database unavailable")
+            except Unavailable as exc:
+                # The database down or its pool saturated (Overloaded): skip this run, the next one catches up.
+                log.warning("expiry.skipped", reason=exc.code)
             await trio.sleep(self.interval)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from stories.settings import Settings
 
 __all__ = [
+    "ACTION_EXPORT",
     "ACTION_LOGIN",
     "ACTION_REACTIONS",
     "ACTION_STORIES",
@@ -60,10 +61,13 @@ ACTION_STORIES = "stories"
 ACTION_REACTIONS = "reactions"
 ACTION_LOGIN = "login"
 ACTION_UPLOADS = "uploads"
+ACTION_EXPORT = "export"
 
 # API.md: after 10 failed attempts for one email within 15 minutes, logins for it answer 429.
 LOGIN_FAILURES = 10
 LOGIN_WINDOW_SECONDS = 900.0
+# API.md: GET /me/export, 1 per 10 minutes per user (an export reads the whole account).
+EXPORT_PERIOD_SECONDS = 600.0
 
 DEFAULT_PERIOD = 60.0
 DEFAULT_PRUNE_INTERVAL = 60.0
@@ -181,8 +185,9 @@ class BucketKeeper:
                 ACTION_REACTIONS: settings.rate_limit_reactions_per_minute,
                 ACTION_UPLOADS: settings.rate_limit_uploads_per_minute,
                 ACTION_LOGIN: LOGIN_FAILURES,
+                ACTION_EXPORT: 1,
             },
-            periods={ACTION_LOGIN: LOGIN_WINDOW_SECONDS},
+            periods={ACTION_LOGIN: LOGIN_WINDOW_SECONDS, ACTION_EXPORT: EXPORT_PERIOD_SECONDS},
             windows=frozenset({ACTION_LOGIN}),
             redis=redis,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart_cors import cors
 
 from stories.api import (
+    account,
     admin,
     auth,
     blocks,
@@ -59,6 +60,7 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     app.register_blueprint(reports.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(tray.blueprint)
+    app.register_blueprint(account.blueprint)
     # Routing only, no view: upgrades of /ws never reach Quart (StoriesApp.asgi_app serves them, ws.py says
     # why). The rule makes a plain HTTP GET of /ws a WebsocketMismatch, which the hooks answer 426.
     app.url_map.add(app.url_rule_class(ws.PATH, methods={"GET"}, websocket=True, endpoint="ws"))

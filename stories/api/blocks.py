@@ -1,6 +1,6 @@
 """Blocks and mutes (API.md "Social graph"): POST/DELETE /blocks/{user_id}, /mutes/{user_id}; GET /me/blocks, /me/mutes.
 
-The rules themselves are enforced in SQL on every read (stories/store/queries.py, social.py); this module records
+The rules themselves are enforced in SQL on every read (stories/store/visibility.py); this module records
 the changes and tells the feed cache, so each applies to the very next read on any process:
 a block or unblock changes what both users may see, a mute or unmute what the muter's feed shows.
 """
@@ -12,6 +12,7 @@ from quart import Blueprint, Response
 
 from stories.api.bodies import json_response
 from stories.api.deps import current_user_id, deps
+from stories.api.effects import after_commit
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import block_json, listed_json, mute_json
 from stories.api.profiles import DEFAULT_LIST_LIMIT, parse_user_id
@@ -31,10 +32,11 @@ async def block(user_id: str) -> Response:
     if blocked_id == blocker_id:
         raise InvalidRequest("you cannot block yourself")
     app = deps()
-    result = await app.store.block(blocker_id, blocked_id, to_millis(app.clock.now()))
+    async with after_commit(app) as effects:
+        effects.feed_changed(blocker_id, blocked_id)
+        result = await app.store.block(blocker_id, blocked_id, to_millis(app.clock.now()))
     if result is None:
         raise NotFound("no such user")
-    await app.feeds.changed(blocker_id, blocked_id)
     log.info("blocked", blocked_id=str(blocked_id))
     return json_response(block_json(result))
 
@@ -43,8 +45,9 @@ async def block(user_id: str) -> Response:
 async def unblock(user_id: str) -> Response:
     blocked_id = parse_user_id(user_id)
     app = deps()
-    await app.store.unblock(current_user_id(), blocked_id)
-    await app.feeds.changed(current_user_id(), blocked_id)
+    async with after_commit(app) as effects:
+        effects.feed_changed(current_user_id(), blocked_id)
+        await app.store.unblock(current_user_id(), blocked_id)
     log.info("unblocked", blocked_id=str(blocked_id))
     return Response(b"", 204)
 
@@ -63,10 +66,11 @@ async def mute(user_id: str) -> Response:
     if muted_id == muter_id:
         raise InvalidRequest("you cannot mute yourself")
     app = deps()
-    result = await app.store.mute(muter_id, muted_id, to_millis(app.clock.now()))
+    async with after_commit(app) as effects:
+        effects.feed_changed(muter_id)
+        result = await app.store.mute(muter_id, muted_id, to_millis(app.clock.now()))
     if result is None:
         raise NotFound("no such user")
-    await app.feeds.changed(muter_id)
     log.info("muted", muted_id=str(muted_id))
     return json_response(mute_json(result))
 
@@ -75,8 +79,9 @@ async def mute(user_id: str) -> Response:
 async def unmute(user_id: str) -> Response:
     muted_id = parse_user_id(user_id)
     app = deps()
-    await app.store.unmute(current_user_id(), muted_id)
-    await app.feeds.changed(current_user_id())
+    async with after_commit(app) as effects:
+        effects.feed_changed(current_user_id())
+        await app.store.unmute(current_user_id(), muted_id)
     log.info("unmuted", muted_id=str(muted_id))
     return Response(b"", 204)
 

@@ -32,10 +32,10 @@ from stories.api.stories import (
     MAX_FEED_LIMIT,
     MAX_MEDIA_KEY_LENGTH,
     MAX_TEXT_LENGTH,
-    REACTION_EMOJIS,
 )
 from stories.api.tray import DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
+from stories.domain import REACTION_EMOJIS
 from stories.errors import NotFound
 from stories.media.storage import UPLOAD_URL_SECONDS
 
@@ -444,6 +444,20 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 **counts,
             }
         ),
+        "Export": {
+            "type": "object",
+            "required": ["exported_at", "profile"],
+            "properties": {
+                "exported_at": _TIME,
+                "profile": {"type": "object", "description": "your account, email included"},
+            },
+            "additionalProperties": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "one list per kind of data: sessions, stories, views, reactions, following, "
+                "followers, blocks, mutes, reports (those you filed), uploads",
+            },
+        },
         "Profile": _object(
             {
                 "user_id": _UUID,
@@ -770,7 +784,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "403": _error(
                         "wrong_password: the current password is wrong; account_suspended",
                         ("wrong_password", "account_suspended"),
-                        _error_example("wrong_password", "the current password is wrong"),
+                        _error_example("wrong_password", "the password is wrong"),
                     ),
                     **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
                 },
@@ -821,6 +835,82 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 body={"type": "object", "properties": {"display_name": _DISPLAY_NAME}, "additionalProperties": False},
                 body_example={"display_name": "Ada L."},
             ),
+            "delete": _operation(
+                "deleteMe",
+                "account",
+                "Delete your account and everything of it",
+                {
+                    "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
+                    **bad_request,
+                    **unauthorized,
+                    "403": _error(
+                        "wrong_password: the password is wrong",
+                        ("wrong_password",),
+                        _error_example("wrong_password", "the password is wrong"),
+                    ),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                },
+                description="Erases, in one transaction, the user, their stories (with audience, views and "
+                "reactions), their own views, reactions and audience entries, follows both ways, blocks, mutes, "
+                "upload records and events; their media objects are deleted from storage by the next expiry-worker "
+                "run. Other users' counters, stats and viewers lists stop counting them. Wrong passwords count "
+                "with the email's failed logins: after 10 within 15 minutes, 429 rate_limited until Retry-After.",
+                body={
+                    "type": "object",
+                    "required": ["password"],
+                    "properties": {"password": {"type": "string", "description": "your current password"}},
+                },
+                body_example={"password": "correct horse battery"},
+            ),
+        },
+        "/me/export": {
+            "get": _operation(
+                "exportMe",
+                "account",
+                "Everything the service stores about you, as one JSON document",
+                {
+                    "200": _json(
+                        _ref("Export"),
+                        "the document, streamed (offered as a download: stories-export.json)",
+                        {
+                            "exported_at": AT,
+                            "profile": {
+                                "user_id": ALICE,
+                                "email": "ada@example.com",
+                                "display_name": "Ada",
+                                "created_at": AT,
+                                "followers_count": 1,
+                                "following_count": 1,
+                            },
+                            "sessions": [
+                                {
+                                    "session_id": STORY,
+                                    "created_at": AT,
+                                    "last_used_at": AT,
+                                    "user_agent": "StoriesApp/1.0",
+                                    "revoked_at": None,
+                                }
+                            ],
+                            "stories": [],
+                            "views": [{"story_id": STORY, "viewed_at": AT}],
+                            "reactions": [],
+                            "following": [{"user_id": BOB, "followed_at": AT}],
+                            "followers": [{"user_id": BOB, "followed_at": AT}],
+                            "blocks": [],
+                            "mutes": [],
+                            "reports": [],
+                            "uploads": [],
+                        },
+                    ),
+                    **unauthorized,
+                    **_responses("RateLimited", "Unavailable"),
+                },
+                description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
+                "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
+                "filed and upload records; no token or password material. Limited to 1 per 10 minutes "
+                "(429 rate_limited with Retry-After). The body is streamed: a response cut short (the database "
+                "lost half way) is not valid JSON.",
+            )
         },
         "/users/{id}": {
             "get": _operation(
@@ -1011,24 +1101,48 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 {
                     "201": _json(
                         _ref("Reaction"),
-                        "the reaction",
+                        "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
                         {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry and nothing was added",
+                                "schema": {"const": "true"},
+                            }
+                        },
                     ),
                     **bad_request,
                     **unauthorized,
                     **not_found,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body or story",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited", "Unavailable"),
                 },
                 description=f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
                 f"A user may react more than once. Sends story.reacted to the author. Rate limit: {reactions_limit} "
-                "per minute per user (429).",
+                "per minute per user (429). With an Idempotency-Key, a retry with the same key, story and body "
+                "within 24 h answers the original 201 and adds nothing: a retried reaction is never counted twice.",
                 body={
                     "type": "object",
                     "required": ["emoji"],
                     "properties": {"emoji": {"enum": [*REACTION_EMOJIS, "❤"]}},
                 },
                 body_example={"emoji": "🔥"},
-                parameters=_path_id("id", "story"),
+                parameters=[
+                    *_path_id("id", "story"),
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    },
+                ],
             )
         },
         "/feed": {
@@ -1248,10 +1362,33 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
                             "expires_in": UPLOAD_URL_SECONDS,
                         },
+                        headers={
+                            "Idempotent-Replay": {
+                                "description": "true when this answers a retry: the same media_key, a fresh URL",
+                                "schema": {"const": "true"},
+                            }
+                        },
                     ),
                     **bad_request,
                     **unauthorized,
-                    **_responses("PayloadTooLarge", "UnsupportedMediaType", "RateLimited"),
+                    **_responses("PayloadTooLarge", "UnsupportedMediaType"),
+                    "409": _error(
+                        "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
+                        ("upload_used",),
+                        _error_example(
+                            "upload_used",
+                            "this upload's key is used by a story (or was deleted); ask for a new upload with a new "
+                            "Idempotency-Key",
+                        ),
+                    ),
+                    "422": _error(
+                        "idempotency_key_reused: this Idempotency-Key came with another body",
+                        ("idempotency_key_reused",),
+                        _error_example(
+                            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+                        ),
+                    ),
+                    **_responses("RateLimited"),
                     "503": _error(
                         "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
                         "database_unavailable, overloaded: as on every route",
@@ -1269,9 +1406,19 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 },
                 description="The API never sees the file: the client PUTs it straight to the object store. The "
                 "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "
-                f"{uploads_limit} per minute per user (429).",
+                f"{uploads_limit} per minute per user (429). With an Idempotency-Key, a retry with the same key and "
+                "body within 24 h answers the same media_key with a fresh upload URL and issues no new key.",
                 body=upload_request,
                 body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
+                parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+                        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        "example": "b7f3c0de-retry-1",
+                    }
+                ],
             )
         },
         "/ws": {
@@ -1437,6 +1584,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "description": "sign up, log in and sessions: a bearer JWT per session, refresh tokens that rotate",
             },
             {"name": "profiles", "description": "display names and profiles"},
+            {"name": "account", "description": "your account and your data: delete it, export it"},
             {"name": "stories", "description": "stories, the feed, views, reactions and who saw them"},
             {"name": "social", "description": "follows, blocks and mutes"},
             {"name": "stats", "description": "your figures"},

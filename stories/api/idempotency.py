@@ -1,6 +1,10 @@
-"""The `Idempotency-Key` header (API.md "Stories"), for every route that creates something: read and check the
-key, claim it with the request's hash, answer a replay. The store claims the key in the creating transaction
-(stories/store/queries.py `claim_key`)."""
+"""Idempotency-Key on the routes that create something (API.md "Stories"): the header, and the claim it makes.
+
+A route reads its claim with `request_claim` (None without the header), asks `Store.idempotent_replay` before
+its rate limit (a retry creates nothing, so it never costs a token), then passes the claim to the store method
+that creates, which claims the key in the same transaction (stories/store/idempotency.py). A replay is
+answered with `replayed`.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
 
     from stories.store.models import Replay
 
-__all__ = ["idempotency_claim", "replayed"]
+__all__ = ["idempotency_key", "replayed", "request_claim"]
 
 log = structlog.get_logger()
 
@@ -30,7 +34,8 @@ T = TypeVar("T")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-def _idempotency_key() -> str | None:
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key (1..255 visible ASCII characters, else 400), or None."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -39,20 +44,22 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def idempotency_claim(
-    body: dict[str, Any], render: Callable[[T], bytes], *, target: str = ""
+def request_claim(
+    body: dict[str, Any], render: Callable[[T], bytes], *, scope: str | None = None
 ) -> IdempotencyClaim[T] | None:
-    """The request's claim when it carries an Idempotency-Key (a malformed key: 400), else None. Same key + same
-    JSON (key order and spacing aside) + same `target` (what the route acts on, e.g. the reported story's path)
-    = the same request."""
-    key = _idempotency_key()
+    """The claim of this request's Idempotency-Key, or None without one. Same key + same JSON (key order and
+    spacing aside) + same `scope` = the same request; `scope` names what else identifies it (the route and its
+    path parameters), so one key used on two routes, or on two stories, is a reuse (422)."""
+    key = idempotency_key()
     if key is None:
         return None
-    request_hash = hashlib.sha256(target.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
-    return IdempotencyClaim(key=key, request_hash=request_hash, render=render)
+    hashed = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    if scope is not None:
+        hashed = scope.encode() + b"\n" + hashed
+    return IdempotencyClaim(key=key, request_hash=hashlib.sha256(hashed).digest(), render=render)
 
 
-def replayed(replay: Replay, claim: IdempotencyClaim[Any] | None) -> Response:
-    """The original `201` response of a retried request."""
-    log.info("idempotency.replayed", idempotency_key=None if claim is None else claim.key)
-    return Response(replay.response, 201, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})
+def replayed(replay: Replay, key: str, status: int = 201) -> Response:
+    """The stored response of the request that first used `key`, marked as a replay."""
+    log.info("request.replayed", idempotency_key=key)
+    return Response(replay.response, status, content_type=JSON_CONTENT_TYPE, headers={"Idempotent-Replay": "true"})

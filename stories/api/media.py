@@ -6,21 +6,26 @@ import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from quart import Blueprint, Response
 
 from stories.actors.ratelimit import ACTION_UPLOADS
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.idempotency import request_claim
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
-from stories.errors import StorageUnavailable
+from stories.errors import Conflict, StorageUnavailable
 from stories.media.storage import UPLOAD_URL_SECONDS
 from stories.store.uploads import Uploads
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from uuid import UUID
+
+    from stories.store.models import Replay
 
 __all__ = ["CONTENT_TYPES", "MAX_FILE_NAME_LENGTH", "blueprint", "upload_key"]
 
@@ -81,19 +86,57 @@ async def presign_upload() -> Response:
     if app.media is None:
         raise StorageUnavailable("object storage is not configured on this server: uploads are off")
     app.media.require()
-    await check_rate(ACTION_UPLOADS, "asking for upload URLs")
     user_id = current_user_id()
-    key = upload_key(user_id, content_type)
     now = to_millis(app.clock.now())
-    await Uploads(app.store.database).issue(key, user_id, content_type, size, now)
-    url = app.media.storage.presign_put(key, content_type, size)
+    uploads = Uploads(app.store.database)
+    claim = request_claim(body, _as_stored, scope="upload/presigned")
+    if claim is not None:
+        # A retry is answered before the rate limit, as for stories: it issues nothing new.
+        replay = await app.store.idempotent_replay(user_id, claim, now)
+        if replay is not None:
+            return await _replayed(uploads, replay, claim.key, user_id, now, content_type, size)
+    await check_rate(ACTION_UPLOADS, "asking for upload URLs")
+    key = upload_key(user_id, content_type)
+    answer = _answer(key, content_type, size)
+    if claim is None:
+        await uploads.issue(key, user_id, content_type, size, now)
+    else:
+        replay = await uploads.issue_once(key, user_id, content_type, size, now, claim, orjson.dumps(answer))
+        if replay is not None:
+            return await _replayed(uploads, replay, claim.key, user_id, now, content_type, size)
     log.info("upload.presigned", media_key=key, content_type=content_type, size=size)
-    return json_response(
-        {
-            "upload_url": url,
-            "method": "PUT",
-            "headers": {"Content-Type": content_type},
-            "media_key": key,
-            "expires_in": UPLOAD_URL_SECONDS,
-        }
-    )
+    return json_response(answer)
+
+
+def _as_stored(response: bytes) -> bytes:
+    return response
+
+
+def _answer(key: str, content_type: str, size: int) -> dict[str, Any]:
+    """The response for `key`, with an upload URL signed now."""
+    app = deps()
+    assert app.media is not None  # checked by the route first
+    return {
+        "upload_url": app.media.storage.presign_put(key, content_type, size),
+        "method": "PUT",
+        "headers": {"Content-Type": content_type},
+        "media_key": key,
+        "expires_in": UPLOAD_URL_SECONDS,
+    }
+
+
+async def _replayed(
+    uploads: Uploads, replay: Replay, idempotency_key: str, user_id: UUID, now: datetime, content_type: str, size: int
+) -> Response:
+    """The first response's key, issued again with a fresh upload URL (the stored one may have expired); a
+    `409 upload_used` when a story uses the key already: a new URL for it would let its bytes change."""
+    key = orjson.loads(replay.response)["media_key"]
+    if not await uploads.reissue(key, user_id, now):
+        raise Conflict(
+            "this upload's key is used by a story (or was deleted); ask for a new upload with a new Idempotency-Key",
+            code="upload_used",
+        )
+    log.info("upload.replayed", media_key=key, idempotency_key=idempotency_key)
+    response = json_response(_answer(key, content_type, size))
+    response.headers["Idempotent-Replay"] = "true"
+    return response

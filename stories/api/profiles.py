@@ -14,6 +14,7 @@ from quart import Blueprint, Response
 
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import current_user_id, deps
+from stories.api.effects import after_commit
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import listed_json, profile_json
 from stories.api.validate import display_name
@@ -65,9 +66,10 @@ async def update_me() -> Response:
     user_id = current_user_id()
     if "display_name" not in body:
         return await me()
-    profile = await app.store.set_display_name(user_id, display_name(body))
-    # The caller's own stories in their cached feed pages carry the old name.
-    await app.feeds.changed(user_id)
+    async with after_commit(app) as effects:
+        # The caller's own stories in their cached feed pages carry the old name.
+        effects.feed_changed(user_id)
+        profile = await app.store.set_display_name(user_id, display_name(body))
     log.info("display_name_changed", has_name=profile.display_name is not None)
     return json_response(profile_json(profile, own=True))
 

@@ -5,6 +5,14 @@ hypercorn's HTTP/1.1 protocol with an empty body and no `X-Request-ID`, so a cli
 "message"}` and the logs have no line to match. Hypercorn has no hook for these answers: its connection
 wrapper builds `H11Protocol` by name, so `install()` puts a subclass under that name whose refusals carry the
 documented body, a fresh request id, and one log line.
+
+It also enforces the 64 KiB limit on the head itself: h11 refuses only a head it is still waiting for once its
+buffer exceeds the limit, so a head that arrives whole in two reads of the socket (up to about 128 KiB) got
+through. A parsed head over the limit is refused the same way.
+
+And it makes the keep-alive timeout (HTTP_KEEP_ALIVE_SECONDS) work: hypercorn 0.18 starts a connection's idle
+timer when a response has been sent, from the app's task, which quart-trio has cancelled by then, so the timer
+never started and an idle connection lived until the read timeout (WS_DEAD_AFTER_SECONDS).
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from itertools import chain
 import h11
 import hypercorn.protocol
 import structlog
+import trio
+from hypercorn.events import Closed
 from hypercorn.protocol.h11 import H11Protocol
 
 __all__ = ["install"]
@@ -34,7 +44,39 @@ def error_body(status: int) -> tuple[str, bytes]:
     return error, json.dumps({"error": error, "message": message}).encode()
 
 
+def head_size(request: h11.Request) -> int:
+    """The bytes of `request`'s request line and headers, as sent less any optional whitespace h11 trimmed."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    fields = sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers.raw_items())
+    return line + fields + len(b"\r\n")
+
+
+# Bounds the shielded recycling of a connection between requests (a few scheduler ticks normally).
+RECYCLE_SECONDS = 1.0
+
+
 class _JsonErrorsH11Protocol(H11Protocol):
+    async def _maybe_recycle(self) -> None:
+        connection = self.connection
+        if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            # Not a keep-alive cycle (a response sent before the whole request was read, a closing one): as
+            # hypercorn does it.
+            await super()._maybe_recycle()
+            return
+        # The connection goes back to idle: cleanup after the response, hence the shield (with a deadline):
+        # unshielded, the cancelled app task that runs it loses the start of the keep-alive timer.
+        with trio.move_on_after(RECYCLE_SECONDS, shield=True):
+            await super()._maybe_recycle()
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        if head_size(request) > self.config.h11_max_incomplete_size:
+            # As hypercorn does for a head h11 refuses: answer, then close. With no stream, the events that
+            # follow on this connection (the body, if any) are dropped.
+            await self._send_error_response(431)
+            await self.send(Closed())
+            return
+        await super()._create_stream(request)
+
     async def _send_error_response(self, status_code: int) -> None:
         error, body = error_body(status_code)
         request_id = uuid.uuid4().hex

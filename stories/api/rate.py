@@ -14,5 +14,6 @@ async def check_rate(action: str, what: str) -> None:
     decision = await app.limiter.acquire(current_user_id(), action)
     if not decision.allowed:
         app.metrics.rate_limited.labels(action=action).inc()
-        limit = app.limiter.limits[action]
-        raise RateLimited(f"{what} is limited to {limit} per minute", retry_after=decision.retry_after)
+        limit, minutes = app.limiter.limits[action], app.limiter.period_of(action) / 60
+        per = "minute" if minutes == 1 else f"{minutes:g} minutes"
+        raise RateLimited(f"{what} is limited to {limit} per {per}", retry_after=decision.retry_after)

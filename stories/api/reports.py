@@ -15,7 +15,7 @@ from quart import Blueprint, Response, request
 
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import current_user_id, deps
-from stories.api.idempotency import idempotency_claim, replayed
+from stories.api.idempotency import replayed, request_claim
 from stories.api.present import report_json
 from stories.api.profiles import parse_user_id
 from stories.api.stories import parse_story_id
@@ -65,7 +65,7 @@ async def _report(target_type: str, target_id: UUID) -> Response:
         return orjson.dumps(report_json(report))
 
     # The route's path is part of the request: one key and body sent for two targets are two requests.
-    claim = idempotency_claim(body, render, target=request.path)
+    claim = request_claim(body, render, scope=request.path)
     filed = await app.store.file_report(
         reporter_id,
         target_type,
@@ -77,7 +77,7 @@ async def _report(target_type: str, target_id: UUID) -> Response:
         claim,
     )
     if isinstance(filed, Replay):
-        return replayed(filed, claim)
+        return replayed(filed, claim.key if claim else "")
     if target_type == "story":
         # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
         await app.feeds.changed(reporter_id)

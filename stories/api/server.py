@@ -20,9 +20,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from stories.actors.supervisor import Backoff
 from stories.api import protocol_errors
 from stories.api.ws import configure_websockets
+from stories.backoff import Backoff
 from stories.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -130,6 +130,9 @@ def hypercorn_config(settings: Settings) -> Config:
     configure_websockets(
         config, ping_interval=settings.ws_ping_interval_seconds, dead_after=settings.ws_dead_after_seconds
     )
+    # Idle HTTP/1.1 connections close after this (protocol_errors.py makes hypercorn's timer run at all); the
+    # read timeout above stays the WebSocket liveness bound.
+    config.keep_alive_timeout = settings.http_keep_alive_seconds
     return config
 
 
@@ -250,6 +253,7 @@ async def serve_http(
     backoff = Backoff()
     started = False
     while True:
+        began = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(_serve_until_drained, drain, config, shutdown, settings.drain_seconds)
@@ -268,6 +272,6 @@ async def serve_http(
         if shutdown.is_set():
             log.info("http.drained")
             return
-        delay = backoff.next_delay()
+        delay = backoff.delay_after(trio.current_time() - began)
         log.warning("http.restarting", restart_in=round(delay, 3))
         await trio.sleep(delay)

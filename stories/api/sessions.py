@@ -14,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from quart import Blueprint, Response
 
-from stories.actors.ratelimit import ACTION_LOGIN
-from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, login_subject, session_body
+from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
 from stories.api.bodies import json_response, read_json_object
 from stories.api.deps import current_session_id, current_user_id, deps
+from stories.api.reauth import confirm_password
 from stories.api.validate import invalid, required_string
 from stories.clock import rfc3339, to_millis
 from stories.errors import (
     AccountSuspended,
-    Forbidden,
     InvalidRefreshToken,
     NotFound,
-    RateLimited,
     SessionRevoked,
     Unauthorized,
 )
@@ -133,28 +131,7 @@ async def change_password() -> Response:
     account = await sessions.account(user_id)
     if account is None:
         raise Unauthorized("the token's user does not exist; sign up or log in again")
-    # The login throttle, keyed on the account's email: guesses here and at POST /login share one budget, so a
-    # stolen token does not buy a second way to guess the password. Only wrong passwords keep their token.
-    subject = login_subject(account.email)
-    decision = await app.limiter.acquire(subject, ACTION_LOGIN)
-    if not decision.allowed:
-        app.metrics.rate_limited.labels(action=ACTION_LOGIN).inc()
-        raise RateLimited(
-            "too many wrong passwords for this account; try again later", retry_after=decision.retry_after
-        )
-    failure: Exception | None = None
-    ok = False
-    try:
-        ok = await app.passwords.verify(current_password, account.password_hash)
-    except Exception as error:  # re-raised below, after the refund (as in auth.login)
-        failure = error
-    if ok or failure is not None:
-        await app.limiter.refund(subject, ACTION_LOGIN)
-    if failure is not None:
-        raise failure
-    if not ok:
-        log.info("auth", action="change_password", outcome="wrong_password")
-        raise Forbidden("the current password is wrong", code="wrong_password")
+    await confirm_password(app, account, current_password, "change_password")
     password_hash = await app.passwords.hash(new_password)
     revoked = await sessions.change_password(user_id, session_id, password_hash, to_millis(app.clock.now()))
     for other in revoked:

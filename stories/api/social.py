@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import structlog
 from quart import Blueprint, Response
 
 from stories.api.bodies import json_response
 from stories.api.deps import current_user_id, deps
+from stories.api.effects import after_commit
 from stories.api.present import follow_json, stats_json
 from stories.api.profiles import parse_user_id
 from stories.clock import to_millis
+from stories.domain import STATS_WINDOW
 from stories.errors import InvalidRequest, NotFound
 
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
 blueprint = Blueprint("social", __name__)
-
-STATS_WINDOW = timedelta(days=7)
 
 
 @blueprint.post("/follow/<user_id>")
@@ -29,10 +27,11 @@ async def follow(user_id: str) -> Response:
     if followee_id == follower_id:
         raise InvalidRequest("you cannot follow yourself")
     app = deps()
-    result = await app.store.follow(follower_id, followee_id, to_millis(app.clock.now()))
+    async with after_commit(app) as effects:
+        effects.feed_changed(follower_id)
+        result = await app.store.follow(follower_id, followee_id, to_millis(app.clock.now()))
     if result is None:
         raise NotFound("no such user")
-    await app.feeds.changed(follower_id)
     log.info("followed", followee_id=str(followee_id))
     return json_response(follow_json(result))
 
@@ -41,8 +40,9 @@ async def follow(user_id: str) -> Response:
 async def unfollow(user_id: str) -> Response:
     followee_id = parse_user_id(user_id)
     app = deps()
-    await app.store.unfollow(current_user_id(), followee_id)
-    await app.feeds.changed(current_user_id())
+    async with after_commit(app) as effects:
+        effects.feed_changed(current_user_id())
+        await app.store.unfollow(current_user_id(), followee_id)
     log.info("unfollowed", followee_id=str(followee_id))
     return Response(b"", 204)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -15,14 +15,16 @@ from quart import Blueprint, Response, request
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
 from stories.api.deps import current_user_id, deps
-from stories.api.idempotency import idempotency_claim, replayed
+from stories.api.effects import after_commit
+from stories.api.idempotency import replayed, request_claim
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
+from stories.domain import EMOJI_ALIASES, REACTION_EMOJIS, VIEWERS_WINDOW
 from stories.errors import InvalidRequest, NotFound
-from stories.store.models import Replay, Story
+from stories.store.models import Reaction, Replay, Story
 from stories.store.uploads import UploadClaim
 
 if TYPE_CHECKING:
@@ -40,11 +42,6 @@ MAX_MEDIA_KEY_LENGTH = 512
 DEFAULT_FEED_LIMIT = 20
 MAX_FEED_LIMIT = 100
 DEFAULT_VIEWERS_LIMIT = 50
-# "Seen by" looks back as far as stats do: retention keeps 7 days of stories, views and reactions.
-VIEWERS_WINDOW = timedelta(days=7)
-REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
-# Clients often send the heart without its variation selector; it means the same reaction.
-_EMOJI_ALIASES = {"❤": "❤️"}
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -127,25 +124,45 @@ async def create_story() -> Response:
     def render(created: Story) -> bytes:
         return orjson.dumps(story_json(created, media_url))
 
-    claim = idempotency_claim(body, render)
+    claim = request_claim(body, render)
     if claim is not None:
         # A retry is answered before the rate limit: it creates nothing, so it never costs a token.
         replay = await app.store.idempotent_replay(user_id, claim, now)
         if replay is not None:
-            return replayed(replay, claim)
+            return _replayed(replay, claim.key)
     await check_rate(ACTION_STORIES, "story creation")
     upload = None
     if media_key is not None:
         # Asked before the transaction (no network call while it holds locks); None when the store is off or
         # silent, and the story is created all the same (API.md "Graceful degradation").
         upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
-    created = await app.store.create_story(story, audience, claim, upload)
+    async with after_commit(app) as effects:
+        # The author's own new story shows in their feed at once.
+        effects.feed_changed(user_id)
+        created = await app.store.create_story(story, audience, claim, upload)
     if isinstance(created, Replay):
-        return replayed(created, claim)
-    await app.feeds.changed(user_id)
+        return _replayed(created, claim.key if claim else "")
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
+
+
+def _replayed(replay: Replay, key: str) -> Response:
+    """A story's stored response, with a fresh media_url: the stored one may have expired (API.md)."""
+    app = deps()
+    stored = orjson.loads(replay.response)
+    if app.media is not None and stored.get("media_key") is not None:
+        story = Story(
+            id=UUID(stored["id"]),
+            author_id=UUID(stored["author_id"]),
+            text=stored["text"],
+            media_key=stored["media_key"],
+            visibility=stored["visibility"],
+            created_at=datetime.fromisoformat(stored["created_at"]),
+            expires_at=datetime.fromisoformat(stored["expires_at"]),
+        )
+        replay = Replay(orjson.dumps({**stored, "media_url": _media_url(story)}))
+    return replayed(replay, key)
 
 
 # Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
@@ -190,19 +207,20 @@ async def feed() -> Response:
 @blueprint.post("/stories/<id>/view")
 async def view_story(id: str) -> Response:
     app = deps()
-    view = None
-    try:
-        view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), parse_story_id(id))
-    finally:
+    story_id = parse_story_id(id)
+    async with after_commit(app) as effects:
         # The event is the stored view: the relay reads it from the log, also when this call was cut off while
-        # its statement still committed. The author's own views are not recorded, so first_view is never true.
-        if view is None or view.first_view:
-            app.relay.wake()
+        # its statement still committed.
+        effects.wake_relay()
+        effects.counters_changed(story_id)
+        view = await app.store.record_view(current_user_id(), to_millis(app.clock.now()), story_id)
+        if view is not None and not view.first_view:
+            # A repeat (or the author's own view, never recorded): nothing changed.
+            effects.discard()
     if view is None:
         raise _not_found()
     if view.first_view:
         app.metrics.story_views.inc()
-        app.counters.touch(view.story_id)
     if view.author_id != view.viewer_id:
         # The caller's tray shows it seen at once, whatever is cached (a repeat re-records it: harmless).
         await app.trays.viewed(view.viewer_id, view.story_id, view.viewed_at)
@@ -212,29 +230,40 @@ async def view_story(id: str) -> Response:
 
 def _emoji(body: dict[str, Any]) -> str:
     emoji = required_string(body, "emoji")
-    emoji = _EMOJI_ALIASES.get(emoji, emoji)
+    emoji = EMOJI_ALIASES.get(emoji, emoji)
     if emoji not in REACTION_EMOJIS:
         raise invalid("emoji", f"must be one of {' '.join(REACTION_EMOJIS)}")
     return emoji
 
 
+def _render_reaction(reaction: Reaction) -> bytes:
+    return orjson.dumps(reaction_json(reaction))
+
+
 @blueprint.post("/stories/<id>/reactions")
 async def react(id: str) -> Response:
     parsed_id = parse_story_id(id)
-    emoji = _emoji(await read_json_object())
+    body = await read_json_object()
+    emoji = _emoji(body)
     app = deps()
+    user_id, now = current_user_id(), to_millis(app.clock.now())
+    # The story is part of the request: one key on two stories is a reuse (422), not a replay.
+    claim = request_claim(body, _render_reaction, scope=f"reactions {parsed_id}")
+    if claim is not None:
+        replay = await app.store.idempotent_replay(user_id, claim, now)
+        if replay is not None:
+            return replayed(replay, claim.key)
     await check_rate(ACTION_REACTIONS, "reacting")
-    try:
-        reaction = await app.store.add_reaction(
-            current_user_id(), to_millis(app.clock.now()), parsed_id, uuid.uuid4(), emoji
-        )
-    finally:
+    async with after_commit(app) as effects:
         # As for views: the event is the stored reaction (self-reactions are stored but are no event).
-        app.relay.wake()
+        effects.wake_relay()
+        effects.counters_changed(parsed_id)
+        reaction = await app.store.add_reaction(user_id, now, parsed_id, uuid.uuid4(), emoji, claim)
+    if isinstance(reaction, Replay):
+        return replayed(reaction, claim.key if claim else "")
     if reaction is None:
         raise _not_found()
     app.metrics.reactions.inc()
-    app.counters.touch(reaction.story_id)
     log.info("reaction_added", reaction_id=str(reaction.id), story_id=str(reaction.story_id), emoji=emoji)
     return json_response(reaction_json(reaction), 201)
 
@@ -244,10 +273,14 @@ async def delete_story(id: str) -> Response:
     story_id = parse_story_id(id)
     app = deps()
     author_id = current_user_id()
-    if not await app.store.delete_story(author_id, story_id, to_millis(app.clock.now())):
+    async with after_commit(app) as effects:
+        # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
+        effects.story_deleted(author_id, story_id)
+        deleted = await app.store.delete_story(author_id, story_id, to_millis(app.clock.now()))
+        if not deleted:
+            effects.discard()
+    if not deleted:
         raise NotFound("no such story of yours")
-    # Also on a repeat: the first attempt may have committed and been cut off before it told the cache.
-    await app.feeds.story_deleted(author_id, story_id)
     log.info("story_deleted", story_id=str(story_id))
     return Response(b"", 204)
 

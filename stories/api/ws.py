@@ -26,7 +26,6 @@ route parameters.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -35,9 +34,9 @@ import structlog
 import trio
 
 from stories.actors.hub import CloseReason
-from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
 from stories.api.bodies import JSON_CONTENT_TYPE
 from stories.api.callers import token_expiry
+from stories.domain import REPLAY_WINDOW, EventId, MalformedEventId
 from stories.errors import (
     AccountSuspended,
     ApiError,
@@ -48,6 +47,7 @@ from stories.errors import (
     Unauthorized,
     Unavailable,
 )
+from stories.events import RESYNC_TEXT
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
@@ -78,7 +78,6 @@ PATH = "/ws"
 MAX_CLIENT_MESSAGE_BYTES = 4096
 # API.md: a reconnecting client gets at most the last 7 days and at most 1,000 events, else `resync`.
 REPLAY_LIMIT = 1000
-REPLAY_WINDOW = timedelta(days=7)
 
 
 def configure_websockets(
@@ -166,10 +165,19 @@ async def serve_socket(
     if (await receive())["type"] != "websocket.connect":
         return
     query = _query(scope)
+    upgrading = False
+    timeout = app.settings.request_timeout_seconds
     try:
-        token = _token(scope, query)
-        claims = await app.callers.authenticate(token)
-        after = _after(query)
+        # The upgrade is a request: it gets the same deadline (REQUEST_TIMEOUT_SECONDS), so a hung dependency
+        # answers 503 instead of holding the connection, and the drain, without end.
+        with trio.move_on_after(timeout):
+            token = _token(scope, query)
+            claims = await app.callers.authenticate(token)
+            after = _after(query)
+            upgrading = True
+        if not upgrading:
+            log.warning("ws.upgrade_timeout", seconds=timeout)
+            raise Overloaded(f"the upgrade took longer than {timeout:g} s; retry shortly", retry_after=1)
     except ApiError as exc:
         # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
         await _refuse(send, exc)
@@ -268,7 +276,10 @@ class _Stream:
 
     async def run(self, after: EventId | None) -> None:
         """Until the mailbox is closed (by the hub, or here when the log cannot be read)."""
-        if after is not None and not await self._catch_up(after):
+        if after is None:
+            if not await self._start_now():
+                return
+        elif not await self._catch_up(after):
             return
         async for event_id, text in self.mailbox.receive:
             if self.cursor is None or event_id > self.cursor:
@@ -299,6 +310,19 @@ class _Stream:
         self.cursor = after if self.cursor is None or after > self.cursor else self.cursor
         for event in page.events:
             await self._send(event.id, event.client_text())
+        return True
+
+    async def _start_now(self) -> bool:
+        """Without `after`, the stream starts at the log's position now (the mailbox is already open, so it
+        holds every later event): the hub's position can lag behind the log, and an event committed before
+        the socket opened (a view answered before the upgrade) would otherwise arrive as if it were live."""
+        try:
+            position = await self.log.position()
+        except Unavailable as exc:
+            log.warning("ws.position_failed", user_id=str(self.mailbox.user_id), error=exc.message)
+            self.mailbox.close(CloseReason.RESYNC)
+            return False
+        self.cursor = position if self.cursor is None else max(self.cursor, position)
         return True
 
     async def _refill(self) -> bool:

@@ -9,6 +9,7 @@ reported as a dead database.
 from __future__ import annotations
 
 import asyncio
+import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,8 +17,9 @@ import asyncpg
 import structlog
 import trio
 
+from stories.backoff import Backoff
 from stories.errors import Overloaded, StoreUnavailable
-from stories.store.bridge import Bridge, open_bridge
+from stories.store.bridge import POOL_FAILURES, Bridge, cross, open_bridge
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -33,22 +35,19 @@ R = TypeVar("R")
 DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
 POOL_CLOSE_SECONDS = 3.0
 EMBEDDED_STOP_SECONDS = 10.0
+CONNECT_RETRY_FIRST_SECONDS = 0.25
 CONNECT_RETRY_CAP_SECONDS = 5.0
 # API.md: an unreachable database is retried for at most 30 s at start, then the process exits 3.
 CONNECT_DEADLINE_SECONDS = 30.0
 HEALTH_CHECK_SECONDS = 2.0
-
-# What "the database is not there" looks like from asyncpg: refused/reset sockets, a server shutting down
-# or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the server.
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,
-)
+# Dead peers: a connection whose other end vanished (a half-open TCP connection after a network cut or a host
+# that died) would otherwise hold its pool slot until the kernel gives up, hours later. Both ends probe an idle
+# connection after KEEPALIVE_IDLE_SECONDS, every KEEPALIVE_INTERVAL_SECONDS, KEEPALIVE_COUNT times; and data
+# sent but never acknowledged fails the connection after USER_TIMEOUT_SECONDS.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_SECONDS = 30
 
 
 # No asyncio timer is armed per operation (trio-asyncio, the bridge before this one, kept every cancelled timer
@@ -58,17 +57,48 @@ async def _no_reset(_: asyncpg.Connection[Any]) -> None:
     """Released connections skip `RESET ALL` and friends (asyncpg still rolls back an open transaction)."""
 
 
+def _server_settings(statement_timeout: float | None) -> dict[str, str]:
+    """The session settings of every pool connection: the server's side of the keepalive, and with a
+    `statement_timeout` a bound on every statement and on a transaction left idle (a client that vanished
+    mid-transaction would otherwise hold its locks, and the event horizon, forever)."""
+    settings = {
+        # No JIT: it pays off for long analytic queries, never for ours. The tray's statement
+        # (stories/store/tray.py) is estimated far above jit_above_cost (it places authors with a few probes each,
+        # each costed as a scan), and compiling it took ~10 s on 50,000 active stories (bench/feed_plans.md).
+        "jit": "off",
+        "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
+        "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
+        "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    }
+    if statement_timeout is not None:
+        millis = str(max(1, round(statement_timeout * 1000)))
+        settings["statement_timeout"] = millis
+        settings["idle_in_transaction_session_timeout"] = millis
+    return settings
+
+
+async def _aio_keepalive(conn: asyncpg.Connection[Any]) -> None:
+    """Turn on this end's TCP keepalive (asyncpg has no option for it). A unix socket has none to set."""
+    # asyncpg keeps its transport private; the socket is reachable only through it.
+    transport = getattr(conn, "_transport", None)
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_SECONDS * 1000)
+
+
 _POOL_OPTIONS: dict[str, Any] = {
+    "init": _aio_keepalive,
     "command_timeout": None,
     "max_inactive_connection_lifetime": 0,
     # Prepared statements stay cached (an LRU of 100 per connection) instead of expiring after 300 s, each expiry
     # a timer of its own, then prepared again.
     "max_cached_statement_lifetime": 0,
     "reset": _no_reset,
-    # No JIT: it pays off for long analytic queries, never for ours. The tray's statement (stories/store/tray.py)
-    # is estimated far above jit_above_cost (it places authors with a few probes each, each costed as a scan),
-    # and compiling it took ~10 s on 50,000 active stories (bench/feed_plans.md, "Tray at scale").
-    "server_settings": {"jit": "off"},
 }
 
 
@@ -124,15 +154,15 @@ class Database:
     async def _cross(
         self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object, finished: Callable[[], None] | None = None
     ) -> R:
-        try:
-            return await self._bridge.run(fn, *args, finished=finished)
-        except _UNAVAILABLE as exc:
-            log.warning("db.unavailable", operation=fn.__name__, error=repr(exc))
-            raise StoreUnavailable("the database is unavailable; retry shortly") from exc
-        except asyncio.CancelledError as exc:
-            # Cancelled on the asyncio side with no trio cancel behind it: the pool was torn down under us.
-            # As a BaseException it would kill the process: answer 503.
-            raise StoreUnavailable("the database operation was interrupted") from exc
+        return await cross(
+            self._bridge,
+            fn,
+            *args,
+            failures=POOL_FAILURES,
+            error=StoreUnavailable,
+            lost="the database is unavailable; retry shortly",
+            finished=finished,
+        )
 
     async def close(self) -> None:
         await self._bridge.run(self._health.aio_close)
@@ -144,21 +174,28 @@ class Database:
 
 
 class _HealthLink:
-    """A connection of its own for health checks (asyncio side), reopened after any failure."""
+    """A connection of its own for health checks (asyncio side), reopened after any failure.
+
+    Concurrent probes take turns: a connection runs one query at a time, and a probe that failed (or was
+    abandoned) must not terminate the connection under another one's query. A turn is a `SELECT 1`, so turns are
+    short; on a hung database each waiting probe is bounded by its caller's deadline (Database.ping).
+    """
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._conn: asyncpg.Connection[Any] | None = None
+        self._turn = asyncio.Lock()
 
     async def aio_ping(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
-        try:
-            await self._conn.fetchval("SELECT 1")
-        except BaseException:
-            self._conn.terminate()
-            self._conn = None
-            raise
+        async with self._turn:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
+            try:
+                await self._conn.fetchval("SELECT 1")
+            except BaseException:
+                self._conn.terminate()
+                self._conn = None
+                raise
 
     async def aio_close(self) -> None:
         if self._conn is not None:
@@ -173,9 +210,13 @@ async def open_database(
     data_dir: Path,
     pool_size: int,
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
+    statement_timeout: float | None = None,
     new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> AsyncIterator[Database]:
     """Yield a Database on a connected pool; close the pool (and stop an embedded server) on exit.
+
+    `statement_timeout` (seconds) bounds every statement of the pool's connections, and every transaction left
+    idle, on the server (an overrun is QueryCanceledError, a 503); None leaves them unbounded (a seed).
 
     While the database refuses connections it retries with a capped backoff and a log line per attempt (in a
     container the database often starts after the service), for at most CONNECT_DEADLINE_SECONDS; then
@@ -189,7 +230,7 @@ async def open_database(
         log.info("db.embedded.started", pgdata=str(embedded.pgdata))
     try:
         async with open_bridge(*([new_loop] if new_loop else [])) as bridge:
-            pool = await _connect(bridge, database_url, pool_size)
+            pool = await _connect(bridge, database_url, pool_size, _server_settings(statement_timeout))
             database = Database(bridge, pool, database_url, pool_size=pool_size, acquire_timeout=acquire_timeout)
             try:
                 yield database
@@ -210,17 +251,20 @@ async def _aio_close_pool(pool: asyncpg.Pool) -> None:
     await pool.close()
 
 
-async def _aio_create_pool(database_url: str, pool_size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size, **_POOL_OPTIONS)
+async def _aio_create_pool(database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        database_url, min_size=1, max_size=pool_size, server_settings=server_settings, **_POOL_OPTIONS
+    )
 
 
-async def _connect(bridge: Bridge, database_url: str, pool_size: int) -> asyncpg.Pool:
-    delay = 0.25
+async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
+    backoff = Backoff(initial=CONNECT_RETRY_FIRST_SECONDS, cap=CONNECT_RETRY_CAP_SECONDS, jitter=False)
+    delay = backoff.next_delay()
     last_error: BaseException | None = None
     with trio.move_on_after(CONNECT_DEADLINE_SECONDS):
         while True:
             try:
-                return await bridge.run(_aio_create_pool, database_url, pool_size)
+                return await bridge.run(_aio_create_pool, database_url, pool_size, server_settings)
             except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError) as exc:
                 last_error = exc
                 log.warning("db.connect_failed", error=repr(exc), retry_in=delay)
@@ -229,7 +273,7 @@ async def _connect(bridge: Bridge, database_url: str, pool_size: int) -> asyncpg
             except asyncpg.InvalidAuthorizationSpecificationError as exc:
                 raise StoreUnavailable(f"DATABASE_URL credentials were refused: {exc}") from exc
             await trio.sleep(delay)
-            delay = min(delay * 2, CONNECT_RETRY_CAP_SECONDS)
+            delay = backoff.next_delay()
     raise StoreUnavailable(
         f"could not connect within {CONNECT_DEADLINE_SECONDS:g} s ({last_error!r}); check DATABASE_URL "
         "and that PostgreSQL is running"

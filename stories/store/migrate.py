@@ -66,6 +66,9 @@ async def aio_migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> li
     """
     applied: list[int] = []
     async with pool.acquire() as conn:
+        # A migration (an index build) and the wait for another process's may take longer than the pool's
+        # statement timeout: unbounded for this session, and back to the pool's bound after.
+        await conn.execute("SET statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:
             await conn.execute(
@@ -88,4 +91,5 @@ async def aio_migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> li
                 applied.append(migration.version)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+            await conn.execute("RESET statement_timeout")
     return applied

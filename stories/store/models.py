@@ -68,15 +68,19 @@ class Story:
     author_name: str | None = None
 
 
+# What a claimed request creates (a Story, a Reaction, ...), which its stored response is rendered from.
+Created = TypeVar("Created")
+
+
 @dataclass(frozen=True, slots=True)
-class IdempotencyClaim(Generic[T]):
-    """An Idempotency-Key to claim with what a request creates (a story, a report): the request's hash, and how
-    to render the response to replay later from the record as created (a story holds the author's display name,
-    read in the same transaction)."""
+class IdempotencyClaim(Generic[Created]):
+    """An Idempotency-Key to claim with what a request creates: the request's hash (include the route in it, so
+    one key on two routes is a reuse), and how to render the response to replay later from what was created (a
+    story holds the author's display name, read in the same transaction)."""
 
     key: str
     request_hash: bytes
-    render: Callable[[T], bytes]
+    render: Callable[[Created], bytes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stories.store.queries import EXPIRY_LOCK_ID
+from stories.domain import UPLOAD_KEY_LIFETIME
+from stories.errors import Unauthorized
+from stories.store.idempotency import aio_claim_idempotency_key
+from stories.store.locks import EXPIRY_LOCK_ID
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,11 +24,13 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from stories.store.database import Database
+    from stories.store.models import IdempotencyClaim, Replay
 
 __all__ = ["DueObject", "UploadClaim", "Uploads", "aio_attach_upload"]
 
 # An issued key may be used by a story for this long; unused, its object is deleted then.
-UPLOAD_KEY_LIFETIME_SECONDS = 86_400
+# make_interval(secs => ...) takes the lifetime in seconds.
+_UPLOAD_KEY_SECONDS = UPLOAD_KEY_LIFETIME.total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +50,43 @@ class DueObject:
 
 async def aio_issue_upload(
     pool: asyncpg.Pool, key: str, user_id: UUID, content_type: str, size: int, now: datetime
-) -> None:
+) -> bool:
+    """Record the issued key; False when the user does not exist (any more). The row has no foreign key, so the
+    user row is locked here as a foreign key would (KEY SHARE): an account deletion waits for this insert and
+    hands its key to the sweeper, or this insert waits for the deletion and finds no user."""
     async with pool.acquire() as conn:
+        issued = await conn.fetchval(
+            """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
+               SELECT $1::text, u.id, $3::text, $4::bigint, $5::timestamptz,
+                      $5::timestamptz + make_interval(secs => $6), 'unused'
+               FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u
+               RETURNING true""",
+            key,
+            user_id,
+            content_type,
+            size,
+            now,
+            _UPLOAD_KEY_SECONDS,
+        )
+    return bool(issued)
+
+
+async def aio_issue_upload_once(
+    pool: asyncpg.Pool,
+    key: str,
+    user_id: UUID,
+    content_type: str,
+    size: int,
+    now: datetime,
+    claim: IdempotencyClaim[bytes],
+    response: bytes,
+) -> Replay | None:
+    """Issue the key and claim the Idempotency-Key with its response, in one transaction; the earlier
+    response (a Replay) when the key was claimed with this body, and nothing is issued."""
+    async with pool.acquire() as conn, conn.transaction():
+        replay = await aio_claim_idempotency_key(conn, user_id, claim, now, response)
+        if replay is not None:
+            return replay
         await conn.execute(
             """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
                VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')""",
@@ -55,8 +95,27 @@ async def aio_issue_upload(
             content_type,
             size,
             now,
-            UPLOAD_KEY_LIFETIME_SECONDS,
+            _UPLOAD_KEY_SECONDS,
         )
+    return None
+
+
+async def aio_reissue_upload(pool: asyncpg.Pool, key: str, user_id: UUID, now: datetime) -> bool:
+    """Issue an unused key again from `now` (a replayed request gets a fresh upload URL): its 24 hours, and the
+    lifecycle's bookkeeping of when its upload URLs expire, start again. False when a story uses the key or the
+    lifecycle is deleting it: a new URL would let the bytes change."""
+    async with pool.acquire() as conn:
+        reissued = await conn.fetchval(
+            """UPDATE media_uploads
+               SET issued_at = $3, delete_after = $3::timestamptz + make_interval(secs => $4)
+               WHERE key = $1 AND user_id = $2 AND story_id IS NULL AND NOT deleting AND deleted_at IS NULL
+               RETURNING true""",
+            key,
+            user_id,
+            now,
+            _UPLOAD_KEY_SECONDS,
+        )
+    return bool(reissued)
 
 
 async def aio_attach_upload(
@@ -74,7 +133,7 @@ async def aio_attach_upload(
         user_id,
         story_id,
         now,
-        UPLOAD_KEY_LIFETIME_SECONDS,
+        _UPLOAD_KEY_SECONDS,
     )
     return bool(taken)
 
@@ -132,7 +191,26 @@ class Uploads:
         self.database = database
 
     async def issue(self, key: str, user_id: UUID, content_type: str, size: int, now: datetime) -> None:
-        await self.database.call(aio_issue_upload, key, user_id, content_type, size, now)
+        """Unauthorized when the user does not exist (any more)."""
+        if not await self.database.call(aio_issue_upload, key, user_id, content_type, size, now):
+            raise Unauthorized("the token's user does not exist; sign up or log in again")
+
+    async def issue_once(
+        self,
+        key: str,
+        user_id: UUID,
+        content_type: str,
+        size: int,
+        now: datetime,
+        claim: IdempotencyClaim[bytes],
+        response: bytes,
+    ) -> Replay | None:
+        """`issue` under an Idempotency-Key (see `aio_issue_upload_once`)."""
+        return await self.database.call(aio_issue_upload_once, key, user_id, content_type, size, now, claim, response)
+
+    async def reissue(self, key: str, user_id: UUID, now: datetime) -> bool:
+        """See `aio_reissue_upload`."""
+        return await self.database.call(aio_reissue_upload, key, user_id, now)
 
     async def claim_due(self, now: datetime, limit: int, retry_at: datetime) -> list[DueObject] | None:
         """Objects due for deletion, reserved for this caller until `retry_at`; None when not the leader."""

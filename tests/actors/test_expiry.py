@@ -4,8 +4,8 @@ from datetime import timedelta
 import trio
 
 from stories.actors.expiry import ExpiryTicker
-from stories.errors import StoreUnavailable
-from stories.store import queries
+from stories.errors import Overloaded, StoreUnavailable
+from stories.store import locks
 from tests.conftest import START
 from tests.helpers import signup
 from tests.sql import sql_connection
@@ -25,7 +25,7 @@ class StubStore:
             raise result
         return result
 
-    async def recount_since(self, since):
+    async def recount_since(self, since, now=None, overlap_seconds=0.0):
         return 0
 
     async def purge_stories(self, before, limit):
@@ -57,14 +57,15 @@ async def test_not_leader_does_nothing(clock, metrics):
 
 
 async def test_ticks_every_interval_and_survives_outage(clock, metrics, autojump_clock):
-    store = StubStore([0, StoreUnavailable("down"), 2, 0])
+    # Overloaded (the pool's slots all taken for DB_ACQUIRE_TIMEOUT_SECONDS) crashed the actor.
+    store = StubStore([0, StoreUnavailable("down"), 2, Overloaded("busy", retry_after=1), 0])
     ticker = ExpiryTicker(store, clock, metrics, interval=60)
     with trio.fail_after(3600):  # virtual time: a deadlock jumps straight here
         async with trio.open_nursery() as nursery:
             await nursery.start(ticker.run)
-            await trio.sleep(60 * 3 + 1)
+            await trio.sleep(60 * 4 + 1)
             nursery.cancel_scope.cancel()
-    assert store.calls == 4
+    assert store.calls == 5
     assert metrics.stories_expired._value.get() == 2
 
 
@@ -86,9 +87,9 @@ async def test_expires_only_due_stories_on_real_database(client, store, clock, m
 
 async def test_only_one_leader_at_a_time(store, database_url, clock):
     async with sql_connection(database_url) as holder:
-        await holder.execute("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_lock($1)", locks.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) is None
-        await holder.execute("SELECT pg_advisory_unlock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_unlock($1)", locks.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) == 0
 
 
@@ -126,3 +127,22 @@ async def test_housekeeping_recounts_and_deletes_what_retention_no_longer_keeps(
     assert await _execute(database_url, "SELECT count(*) FROM story_views") == 0
     assert metrics.retention_deleted.labels(kind="stories")._value.get() == 2
     assert metrics.retention_deleted.labels(kind="idempotency_keys")._value.get() == 1
+
+
+async def test_counters_converge_after_an_outage_longer_than_the_first_look_back(
+    client, store, clock, metrics, database_url
+):
+    # The first recount after a start looked back 10 minutes only: a view whose process crashed before it
+    # flushed, more than 10 minutes before the next start, was never counted.
+    await _execute(database_url, "DELETE FROM counter_recount")  # the session's database is shared
+    await ExpiryTicker(store, clock, metrics, interval=60).run_once()  # a process recounted up to now
+    alice, bob = await signup(client), await signup(client)
+    story = (
+        await (await client.post("/stories", json={"text": "x", "visibility": "public"}, headers=alice.auth)).get_json()
+    )["id"]
+    clock.advance(3600)
+    assert (await client.post(f"/stories/{story}/view", headers=bob.auth)).status_code == 200
+    # Its process crashed before flushing; the next one starts two hours later.
+    clock.advance(2 * 3600)
+    await ExpiryTicker(store, clock, metrics, interval=60).run_once()
+    assert await _execute(database_url, "SELECT view_count FROM stories WHERE id = $1", uuid.UUID(story)) == 1

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from stories.actors.ratelimit import (
+    ACTION_EXPORT,
     ACTION_LOGIN,
     ACTION_REACTIONS,
     ACTION_STORIES,
@@ -99,9 +100,16 @@ def test_from_settings_uses_the_configured_limits(tmp_path):
         rate_limit_uploads_per_minute=11,
     )
     keeper = BucketKeeper.from_settings(settings, None)
-    assert keeper.limits == {ACTION_STORIES: 7, ACTION_REACTIONS: 9, ACTION_UPLOADS: 11, ACTION_LOGIN: 10}
+    assert keeper.limits == {
+        ACTION_STORIES: 7,
+        ACTION_REACTIONS: 9,
+        ACTION_UPLOADS: 11,
+        ACTION_LOGIN: 10,
+        ACTION_EXPORT: 1,
+    }
     assert keeper.period_of(ACTION_STORIES) == keeper.period_of(ACTION_UPLOADS) == 60.0
     assert keeper.period_of(ACTION_LOGIN) == 900.0  # API.md: 10 failed logins per 15 minutes
+    assert keeper.period_of(ACTION_EXPORT) == 600.0  # API.md: 1 export per 10 minutes
     assert keeper.redis is None
 
 

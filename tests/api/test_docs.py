@@ -105,6 +105,8 @@ async def test_every_operation_documents_its_errors_429s_and_503s(client):
     limited = {(path, method) for path, method, operation in _operations(doc) if "429" in operation["responses"]}
     assert limited == {
         ("/login", "post"),
+        ("/me", "delete"),
+        ("/me/export", "get"),
         ("/me/password", "post"),
         ("/stories", "post"),
         ("/stories/{id}/reactions", "post"),

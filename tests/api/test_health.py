@@ -90,3 +90,20 @@ async def test_healthz_is_degraded_but_serving_when_redis_is_down(app_deps, clos
         status, body = await healthz(client)
     assert status == 200
     assert body == {"status": "degraded", "checks": {"db": "ok", "redis": "down", "storage": "disabled"}}
+
+
+async def test_concurrent_probes_on_a_healthy_database_all_answer_200(client):
+    # They shared one health connection: 60 at once gave some 503s (another operation in progress) and 500s.
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    async def probe(path: str) -> None:
+        response = await client.get(path)
+        answers.append((response.status_code, await response.get_json()))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for n in range(60):
+                nursery.start_soon(probe, "/healthz" if n % 2 else "/readyz")
+    assert len(answers) == 60
+    assert all(answer[1]["checks"]["db"] == "ok" for answer in answers)  # type: ignore[index]
+    assert {status for status, body in answers if "relay" not in body["checks"]} == {200}  # type: ignore[operator]

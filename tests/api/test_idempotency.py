@@ -147,3 +147,67 @@ async def test_a_retry_is_never_rate_limited_and_costs_no_token(app_deps, clock)
         assert (retry.status_code, retry.headers.get("Idempotent-Replay")) == (201, "true")
     # The same key with another body is still a 422, not a 429.
     assert (await post(client, alice, {"text": "other", "visibility": "public"}, "key-0")).status_code == 422
+
+
+async def react(client: Any, account: Account, story_id: str, emoji: str, key: str | None) -> Any:
+    headers = account.auth if key is None else {**account.auth, "Idempotency-Key": key}
+    return await client.post(f"/stories/{story_id}/reactions", json={"emoji": emoji}, headers=headers)
+
+
+async def reactions_of(client: Any, author: Account, story_id: str) -> list[str]:
+    """The ids of the reaction events of the author's story (each stored reaction by someone else is one)."""
+    events = await client.get("/me/events?limit=100", headers=author.auth)
+    return [
+        event["id"]
+        for event in (await events.get_json())["events"]
+        if event["type"] == "story.reacted" and event["payload"]["story_id"] == story_id
+    ]
+
+
+async def test_a_retried_reaction_is_counted_once(client, clock):
+    # A retried reaction was counted twice: the key was honoured on POST /stories only.
+    alice, bob = await signup(client), await signup(client)
+    story_id = (await (await post(client, alice, {"text": "hi", "visibility": "public"}, None)).get_json())["id"]
+    first = await react(client, bob, story_id, "🔥", "r-1")
+    assert first.status_code == 201
+    clock.advance(60)
+    again = await react(client, bob, story_id, "🔥", "r-1")
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replay"] == "true"
+    assert await again.get_json() == await first.get_json()
+    assert len(await reactions_of(client, alice, story_id)) == 1
+    # Another emoji, or the same body on another story, with that key: a reuse.
+    other_id = (await (await post(client, alice, {"text": "2", "visibility": "public"}, None)).get_json())["id"]
+    for target, emoji in [(story_id, "😂"), (other_id, "🔥")]:
+        reused = await react(client, bob, target, emoji, "r-1")
+        assert reused.status_code == 422
+        assert (await reused.get_json())["error"] == "idempotency_key_reused"
+    # Without a key, or with another, a user may react again.
+    assert (await react(client, bob, story_id, "🔥", "r-2")).status_code == 201
+    assert (await react(client, bob, story_id, "🔥", None)).status_code == 201
+    assert len(await reactions_of(client, alice, story_id)) == 3
+
+
+async def test_concurrent_reactions_with_one_key_add_one(client):
+    alice, bob = await signup(client), await signup(client)
+    story_id = (await (await post(client, alice, {"text": "hi", "visibility": "public"}, None)).get_json())["id"]
+    answers: list[Any] = []
+
+    async def send() -> None:
+        answers.append(await react(client, bob, story_id, "❤️", "same"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(send)
+    assert {answer.status_code for answer in answers} == {201}
+    assert len({(await answer.get_json())["id"] for answer in answers}) == 1
+    assert len(await reactions_of(client, alice, story_id)) == 1
+
+
+async def test_a_reaction_to_an_invisible_story_keeps_no_key(client):
+    alice, bob = await signup(client), await signup(client)
+    private = (await (await post(client, alice, {"text": "mine", "visibility": "private"}, None)).get_json())["id"]
+    public = (await (await post(client, alice, {"text": "all", "visibility": "public"}, None)).get_json())["id"]
+    assert (await react(client, bob, private, "🔥", "k")).status_code == 404
+    # The 404 stored nothing under the key: it is free for another request.
+    assert (await react(client, bob, public, "🔥", "k")).status_code == 201

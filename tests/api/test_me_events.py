@@ -9,7 +9,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from stories.actors.messages import EventId
+from stories.domain import EventId
 from tests.conftest import START
 from tests.helpers import open_ws, signup
 
@@ -56,7 +56,15 @@ async def test_events_over_http_oldest_first_paged_and_only_the_callers(client):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=x", "limit"), ("?after=abc", "after")],
+    [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=x", "limit"),
+        ("?after=abc", "after"),
+        # Well-formed, but a sequence number past the bigint range (it answered 500).
+        (f"?after={'0' * 16}8000000000000000", "after"),
+        (f"?after={'f' * 32}", "after"),
+    ],
 )
 async def test_bad_parameters_are_400(client, query, field):
     account = await signup(client)
@@ -140,3 +148,26 @@ async def test_a_mailbox_that_overflows_is_refilled_from_the_log_for_that_socket
             assert orjson.loads(await socket.get_message())["type"] == "story.viewed"
     # The mailbox took three at most (one handed to the waiting handler, two buffered): the rest came from the log.
     assert app_deps.metrics.registry.get_sample_value("ws_events_dropped_total") > 0
+
+
+async def test_a_socket_without_after_gets_no_event_committed_before_it_opened(app, app_deps, client, nursery):
+    # The socket started at the hub's position, which lags behind the log: a view answered before the upgrade
+    # arrived on the new socket as if live, once the relay read it.
+    author, viewer = await signup(client), await signup(client)
+    story_id = await _story(client, author)
+    relay = app_deps.relay
+    port = await _serve(app, nursery)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as first_run:
+            first_run.start_soon(relay.run)
+            await relay.wait_listening()
+            first_run.cancel_scope.cancel("the relay falls behind")
+        # The relay has not read this view yet (it keeps its cursor, before the view) when the socket opens.
+        assert (await client.post(f"/stories/{story_id}/view", headers=viewer.auth)).status_code == 200
+        async with open_ws(port, f"/ws?token={author.token}") as socket:
+            while app_deps.hub.stats().connections < 1:  # noqa: ASYNC110 (registered after the upgrade)
+                await trio.sleep(0.01)
+            nursery.start_soon(relay.run)
+            await relay.wait_listening()
+            await client.post(f"/stories/{story_id}/reactions", json={"emoji": "🔥"}, headers=viewer.auth)
+            assert orjson.loads(await socket.get_message())["type"] == "story.reacted"

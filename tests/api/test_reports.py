@@ -9,9 +9,10 @@ import uuid
 import pytest
 import trio
 
-from stories.store import queries
+from stories.store import stories as story_sql
+from stories.store import visibility
 from tests.helpers import post_story, signup
-from tests.sql import sql_connection
+from tests.sql import fetch
 
 THRESHOLD = 3
 
@@ -21,15 +22,17 @@ def settings(settings):
     return dataclasses.replace(settings, report_hide_threshold=THRESHOLD)
 
 
-async def fetch(database_url, sql, *args):
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql, *args)
-
-
 async def feed_ids(client, account):
     response = await client.get("/feed?limit=100", headers=account.auth)
     assert response.status_code == 200
     return {story["id"] for story in (await response.get_json())["stories"]}
+
+
+async def tray_ids(client, account):
+    """Every story of the caller's tray (one page of 50 authors is all these tests have)."""
+    response = await client.get("/tray?limit=50", headers=account.auth)
+    assert response.status_code == 200
+    return {story["id"] for group in (await response.get_json())["authors"] for story in group["stories"]}
 
 
 async def report(client, account, path, body=None, headers=None):
@@ -139,6 +142,31 @@ async def test_a_reported_story_leaves_the_reporters_reads_at_once_and_no_one_el
     # Reporting the author is not reporting the story: their other stories stay.
     assert (await report(client, ada, f"/users/{bob.user_id}/report"))[0] == 201
     assert other in await feed_ids(client, ada)
+
+
+async def test_a_reported_story_leaves_the_reporters_cached_tray_at_once_and_no_one_elses(client):
+    ada, bob, cy = await signup(client), await signup(client), await signup(client)
+    story_id = await post_story(client, bob)
+    other = await post_story(client, bob)
+    assert {story_id, other} <= await tray_ids(client, ada)  # cached
+    assert story_id in await tray_ids(client, cy)
+    assert (await report(client, ada, f"/stories/{story_id}/report"))[0] == 201
+    assert await tray_ids(client, ada) >= {other}
+    assert story_id not in await tray_ids(client, ada)
+    assert story_id in await tray_ids(client, cy)
+    author_stories = await client.get(f"/users/{bob.user_id}/stories", headers=ada.auth)
+    assert [story["id"] for story in (await author_stories.get_json())["stories"]] == [other]
+
+
+async def test_a_held_story_leaves_every_cached_tray_but_its_authors(client):
+    author, reader = await signup(client), await signup(client)
+    reporters = [await signup(client) for _ in range(THRESHOLD)]
+    story_id = await post_story(client, author)
+    assert story_id in await tray_ids(client, reader)  # cached
+    for reporter in reporters:
+        assert (await report(client, reporter, f"/stories/{story_id}/report"))[0] == 201
+    assert story_id not in await tray_ids(client, reader)
+    assert story_id in await tray_ids(client, author)
 
 
 async def test_the_threshold_holds_a_story_for_everyone_but_its_author(client, app_deps):
@@ -267,9 +295,9 @@ async def test_reports_are_counted_by_reason(client, metrics):
 
 
 def test_every_read_of_stories_carries_the_one_moderation_fragment():
-    """queries.READABLE is where reports, holds and suspensions hide stories: the point reads (GET, view, react,
+    """visibility.READABLE is where reports, holds and suspensions hide stories: the point reads (GET, view, react,
     a report's own target check) and the feed's three branches all include it, so a list built on either does."""
-    assert queries.READABLE in queries._VISIBLE
-    assert queries._VISIBLE in queries.VISIBLE_AUTHOR_SQL
-    for sql in (queries.FEED_SQL, queries.FEED_AFTER_SQL):
-        assert sql.count(queries.READABLE) == 3
+    assert visibility.READABLE in visibility.VISIBLE
+    assert visibility.VISIBLE in visibility.VISIBLE_AUTHOR_SQL
+    for sql in (story_sql.FEED_SQL, story_sql.FEED_AFTER_SQL):
+        assert sql.count(visibility.READABLE) == 3

@@ -25,14 +25,16 @@ from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from stories.actors.hub import CloseReason, Hub
-from stories.actors.messages import EventId, StoryReacted, StoryViewed
 from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
 from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
+from stories.domain import EventId
 from stories.errors import StoreUnavailable
+from stories.events import StoryReacted, StoryViewed
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
+from stories.settings import Settings
 from stories.store.events import ReplayPage
 from tests.helpers import open_ws
 
@@ -55,6 +57,9 @@ class StoreDown:
 
 
 class EmptyLog:
+    async def position(self) -> EventId:
+        return EventId(0, 0)
+
     async def replay(self, author_id, after, limit, since, *, vouched=False, settle=False) -> ReplayPage:
         return ReplayPage([], more=False, stale=False, horizon=0, next_xid=0)
 
@@ -67,6 +72,8 @@ class RealtimeStandIn:
     clock: FixedClock
     events: EmptyLog
     users: EveryoneExists | StoreDown = field(default_factory=EveryoneExists)
+    # The upgrade's deadline is REQUEST_TIMEOUT_SECONDS.
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def callers(self) -> Callers:
@@ -259,9 +266,10 @@ async def test_shutdown_closes_sockets_with_1001() -> None:
                 assert closed.value.reason.code == 1001
 
 
-async def test_a_malformed_after_is_refused_with_400_before_the_upgrade() -> None:
+@pytest.mark.parametrize("after", ["yesterday", "f" * 32])
+async def test_a_malformed_after_is_refused_with_400_before_the_upgrade(after: str) -> None:
     async with running() as server:
-        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}&after=yesterday")
+        rejected = await refused(server, f"?token={server.token(uuid.uuid4())}&after={after}")
         assert rejected.status_code == 400
         body = orjson.loads(rejected.body)
         assert body["error"] == "invalid_request"

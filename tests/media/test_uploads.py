@@ -7,6 +7,8 @@ import dataclasses
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -53,6 +55,17 @@ async def error_code(response: Any, status: int) -> str:
 
 
 # --- the whole path -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def signing_later(storage_link: Any, *, minutes: int) -> Iterator[None]:
+    """The object store signs URLs `minutes` from now inside the block (the API's clock is the test's)."""
+    signing = storage_link.storage.clock
+    storage_link.storage.clock = FixedClock(SystemClock().now() + timedelta(minutes=minutes))
+    try:
+        yield
+    finally:
+        storage_link.storage.clock = signing
 
 
 async def test_presign_put_story_and_get_the_same_bytes(media_client, http, alice, bob):
@@ -313,3 +326,46 @@ async def test_storage_not_configured(client):
 async def test_healthz_reports_storage_ok(media_client):
     health = await (await media_client.get("/healthz")).get_json()
     assert health["checks"]["storage"] == "ok"
+
+
+async def test_a_replayed_story_carries_a_fresh_media_url(media_client, storage_link, http, alice):
+    # The stored response was replayed as it was: its media_url could have expired for up to 24 h.
+    ticket = await issued(media_client, alice)
+    assert (await put(http, ticket)).status_code == 200
+    body = {"media_key": ticket["media_key"], "visibility": "public"}
+    headers = {**alice.auth, "Idempotency-Key": "with-media"}
+    first = await (await media_client.post("/stories", json=body, headers=headers)).get_json()
+    # Twenty minutes on (on the store's clock too: it signs with the real one), the first URL has expired.
+    with signing_later(storage_link, minutes=20):
+        replay = await media_client.post("/stories", json=body, headers=headers)
+    assert replay.status_code == 201
+    again = await replay.get_json()
+    assert {k: v for k, v in again.items() if k != "media_url"} == {k: v for k, v in first.items() if k != "media_url"}
+    dates = [parse_qs(urlsplit(story["media_url"]).query)["X-Amz-Date"][0] for story in (first, again)]
+    assert dates[0] < dates[1]
+
+
+async def test_a_retried_presign_replays_its_key_with_a_fresh_upload_url(media_client, storage_link, http, alice):
+    # Idempotency-Key was honoured on POST /stories only: a retried presign issued a second key.
+    body = {"content_type": "image/jpeg", "size": len(JPEG), "file_name": "me.jpg"}
+    headers = {**alice.auth, "Idempotency-Key": "presign-1"}
+    first = await media_client.post("/upload/presigned", json=body, headers=headers)
+    assert first.status_code == 200
+    ticket = await first.get_json()
+    # Twenty minutes on (the store's clock too), the first upload URL has expired; the replay's has not.
+    with signing_later(storage_link, minutes=20):
+        replay = await media_client.post("/upload/presigned", json=body, headers=headers)
+    assert replay.status_code == 200
+    assert replay.headers["Idempotent-Replay"] == "true"
+    again = await replay.get_json()
+    assert again["media_key"] == ticket["media_key"]
+    dates = [parse_qs(urlsplit(t["upload_url"]).query)["X-Amz-Date"][0] for t in (ticket, again)]
+    assert dates[0] < dates[1]
+    # Another body with that key: a reuse.
+    reused = await media_client.post("/upload/presigned", json={**body, "size": 10}, headers=headers)
+    assert await error_code(reused, 422) == "idempotency_key_reused"
+    # Once a story uses the key, no new upload URL is given for it: its bytes must not change.
+    assert (await put(http, ticket)).status_code == 200
+    assert (await post_story(media_client, alice, ticket["media_key"])).status_code == 201
+    used = await media_client.post("/upload/presigned", json=body, headers=headers)
+    assert await error_code(used, 409) == "upload_used"

@@ -1,0 +1,137 @@
+"""DELETE /me and GET /me/export (API.md "Your account and your data").
+
+Confirming a deletion with the password is throttled like a login, in the same budget (stories/api/reauth.py). The
+export is streamed section by section
+(stories/store/account.py), so a large account costs no more memory than a small one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import orjson
+import structlog
+from quart import Blueprint, Response
+
+from stories.actors.ratelimit import ACTION_EXPORT
+from stories.api.bodies import JSON_CONTENT_TYPE, read_json_object
+from stories.api.deps import current_user_id, deps
+from stories.api.rate import check_rate
+from stories.api.reauth import confirm_password
+from stories.api.validate import required_string
+from stories.clock import rfc3339, to_millis
+from stories.errors import Unauthorized
+from stories.store.account import EXPORT_SECTIONS, AccountStore
+from stories.store.sessions import SessionStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from stories.api.deps import AppDeps
+
+__all__ = ["EXPORT_CHUNK_ROWS", "announce_account_deleted", "blueprint"]
+
+log = structlog.get_logger()
+blueprint = Blueprint("account", __name__)
+
+# Rows per query of the export: a chunk's rows and their JSON are all it holds in memory at once.
+EXPORT_CHUNK_ROWS = 500
+# Bytes of JSON gathered before they are sent: a few chunks' worth, so a small account is one write.
+EXPORT_WRITE_BYTES = 256 * 1024
+
+
+def _gone() -> Unauthorized:
+    return Unauthorized("the token's user does not exist; sign up or log in again")
+
+
+def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
+    """Tell every process the account is gone: its tokens answer 401 here at once, its sockets close, and the
+    other processes are told (they would read it from the access log within its poll period anyway: the
+    deletion of the user's sessions is logged by a trigger, stories/actors/access.py)."""
+    app.access.account_changed(user_id)
+
+
+@blueprint.delete("/me")
+async def delete_me() -> Response:
+    password = required_string(await read_json_object(), "password")
+    app = deps()
+    user_id = current_user_id()
+    account = await SessionStore(app.store.database).account(user_id)
+    if account is None:
+        raise _gone()
+    await confirm_password(app, account, password, "delete_account")
+    deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
+    if deleted is None:
+        raise _gone()
+    announce_account_deleted(app, user_id)
+    # Feed and tray pages cached for other users may hold the user's live stories: each gets a deletion mark.
+    await app.feeds.stories_hidden(deleted.live_story_ids)
+    app.metrics.auth_events.labels(action="delete_account", outcome="ok").inc()
+    log.info("account_deleted", user_id=str(user_id), live_stories=len(deleted.live_story_ids))
+    return Response(b"", 204)
+
+
+def _plain(value: Any) -> Any:
+    """A database value as the API writes it: times in RFC 3339 (UTC, Z), ids as text."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return value
+
+
+def _row_json(row: dict[str, Any]) -> bytes:
+    return orjson.dumps({name: _plain(value) for name, value in row.items()})
+
+
+async def _export_body(
+    accounts: AccountStore, user_id: UUID, profile: dict[str, Any], now: datetime
+) -> AsyncIterator[bytes]:
+    """The document, written as it is read: the profile, then each section as a list filled one chunk at a
+    time, sent in pieces of about EXPORT_WRITE_BYTES (one ASGI message per piece, not per row). A failure half way
+    (the database gone) ends the body early, so the client gets invalid JSON, never a document that looks whole
+    but is not."""
+    pending: list[bytes] = [b'{"exported_at":', orjson.dumps(rfc3339(now)), b',"profile":', _row_json(profile)]
+    size = 0
+    for section in EXPORT_SECTIONS:
+        pending.append(b"," + orjson.dumps(section.name) + b":[")
+        after, first = section.start, True
+        while True:
+            rows = await accounts.chunk(section, user_id, after, EXPORT_CHUNK_ROWS)
+            for row in rows:
+                piece = _row_json(row)
+                pending.append(piece if first else b"," + piece)
+                size += len(piece)
+                first = False
+            if rows:
+                after = tuple(rows[-1][column] for column in section.key)
+            if size >= EXPORT_WRITE_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
+            if len(rows) < EXPORT_CHUNK_ROWS:
+                break
+        pending.append(b"]")
+    pending.append(b"}")
+    yield b"".join(pending)
+
+
+@blueprint.get("/me/export")
+async def export_me() -> Response:
+    app = deps()
+    user_id = current_user_id()
+    await check_rate(ACTION_EXPORT, "exporting your data")
+    accounts = AccountStore(app.store.database)
+    profile = await accounts.profile(user_id)
+    if profile is None:
+        raise _gone()
+    log.info("account_exported", user_id=str(user_id))
+    return Response(
+        _export_body(accounts, user_id, profile, app.clock.now()),
+        200,
+        content_type=JSON_CONTENT_TYPE,
+        headers={"Content-Disposition": 'attachment; filename="stories-export.json"'},
+    )
