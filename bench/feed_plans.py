@@ -46,11 +46,14 @@ from stories.store import engagement, housekeeping, social_graph, users
 from stories.store import stories as story_sql
 from stories.store import tray as store_tray
 from stories.store.migrate import aio_migrate, load_migrations
+from stories.tray_cache import PREFETCH_AUTHORS
 
 # What pool.acquire() yields and what asyncpg.connect() returns: the bench takes either.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 DEFAULT_ADMIN_URL = "postgres://root@127.0.0.1:5432/test"
+# The session settings of the service's pool (stories/store/database.py), so the plans are the ones it runs.
+SERVER_SETTINGS = {"jit": "off"}
 BENCH_DATABASE = "stories_bench"
 PAGE = 20  # API.md's default page; the handler asks the store for limit + 1 rows to know if a next page exists
 DEEP_OFFSET = 200  # the deep page starts after this many feed rows (page 11)
@@ -211,6 +214,12 @@ async def live_estimate(conn: Connection, now: datetime) -> tuple[int, int]:
     where = f"FROM stories WHERE deleted_at IS NULL AND expires_at > {_literal(now)}"
     doc = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 {where}")
     return json.loads(doc)[0]["Plan"]["Plan Rows"], await conn.fetchval(f"SELECT count(*) {where}")
+
+
+def tray_page_args(viewer: uuid.UUID, now: datetime) -> tuple[Any, ...]:
+    """TRAY_SQL's arguments for the first page of a walk starting now, as `aio_tray` passes them for a miss of
+    the cache (which reads PREFETCH_AUTHORS authors and one more)."""
+    return (viewer, now, now, store_tray.MAX_GROUP, -1, 0, uuid.UUID(int=0), PREFETCH_AUTHORS + 1, now)
 
 
 @dataclass(frozen=True)
@@ -398,8 +407,8 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
                     runs,
                 )
             )
-        # The tray reads the whole feed at once (a miss; hits never reach PostgreSQL): its cost at this size.
-        tray = (viewer, now, store_tray.MAX_GROUP)
+        # A tray page miss (hits never reach PostgreSQL): the first page of a walk, with the cache's prefetch.
+        tray = tray_page_args(viewer, now)
         results.append(await explain(conn, scenario, f"tray miss, {label}", store_tray.TRAY_SQL, tray, runs))
         if label == "typical":
             friends_story = next(
@@ -526,7 +535,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def bench(url: str, args: argparse.Namespace) -> int:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, server_settings=SERVER_SETTINGS)
     try:
         await aio_migrate(pool, load_migrations())
         async with pool.acquire() as conn:
@@ -789,17 +798,16 @@ def _cell(r: Result) -> str:
     return f"{r.median_ms:.1f} / {r.stories_read} / {r.shared_hit + r.shared_read}"
 
 
-TRAY_FINDINGS = """**The tray: a miss reads the whole feed.** `GET /tray` reads the viewer's whole tray in one statement
-(`stories/store/tray.py` `TRAY_SQL`: the feed's own `feed_stories` without page bounds, the 100 newest per author,
-the viewer's views hashed from `story_views_viewer_idx`), once per FEED_CACHE_SECONDS per viewer; the viewer's
-other pages are cache hits that reach no database, and their own views are laid over the cached read. Its cost is
-the feed's size, not a page's, since every public story is in every feed: typical user
-{rows[base: tray miss, typical]} stories rows read, {ms[base: tray miss, typical]}; heavy follower (1,000 follows)
-{rows[base: tray miss, heavy]} rows, {ms[base: tray miss, heavy]}; lonely user (no follows)
-{rows[base: tray miss, lonely]} rows, {ms[base: tray miss, lonely]}. Issue 18's target (a miss <= 25 ms at 50,000
-active stories for a user following 500 authors) is not met: this is the floor of reading every tray story at
-once. Meeting it needs the order computed in SQL from per-author summaries and only the page's authors' stories
-read per page (open work).
+TRAY_FINDINGS = """**The tray: a miss reads a page, not the feed.** `GET /tray` on a miss runs one statement
+(`stories/store/tray.py` `TRAY_SQL`): the viewer, their followees and (when the page reaches the seen part) the
+authors they viewed are placed by a few index probes each of `feed_stories` narrowed to one author; every other
+author has only public stories in the feed, and the unseen ones come in order from a walk down
+`stories_public_feed_idx` that stops after the page; then the stories of the page's authors (the cache's 20 and
+one more). Hits never reach PostgreSQL. Its cost follows the viewer's follows, not the number of active stories:
+typical user {rows[base: tray miss, typical]} stories rows read, {ms[base: tray miss, typical]}; heavy follower
+(1,000 follows) {rows[base: tray miss, heavy]} rows, {ms[base: tray miss, heavy]}; lonely user (no follows)
+{rows[base: tray miss, lonely]} rows, {ms[base: tray miss, lonely]}. At 5k, 50k and 500k active stories: "Tray at
+scale" below (`--tray-scale`).
 """
 
 
@@ -979,6 +987,134 @@ a nested loop (`+old`, `stalled`) both forms read the same rows.
 """
 
 
+TRAY_SCALE_START = "<!-- tray-scale: written by python -m bench.feed_plans --tray-scale; the rest by a full run -->"
+TRAY_SCALE_END = "<!-- /tray-scale -->"
+TRAY_SCALE_FOLLOWS = 500
+
+
+async def follow_many(pool: asyncpg.Pool, user: uuid.UUID, count: int, now: datetime) -> int:
+    """Make `user` follow `count` more users (a fixed pseudo-random choice), as issue 18's subject does."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO follows (follower_id, followee_id, created_at)
+               SELECT $1, u.id, $2 FROM users u
+               WHERE u.id <> $1
+                 AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
+               ORDER BY md5(u.id::text) LIMIT $3""",
+            user,
+            now,
+            count,
+        )
+        return int(await conn.fetchval("SELECT count(*) FROM follows WHERE follower_id = $1", user))
+
+
+async def tray_scale_at(url: str, stories: int, args: argparse.Namespace) -> tuple[list[Result], str]:
+    """Seed `stories` stories over 48 h into an empty database and EXPLAIN a tray page miss for three users."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, server_settings=SERVER_SETTINGS)
+    try:
+        await aio_migrate(pool, load_migrations())
+        now = to_millis(datetime.now(UTC))
+        plan = SeedPlan(users=args.users, stories=stories, follows_per_user=args.follows, now=now, password_hash="x")
+        dataset, seconds = await seed_into(pool, plan, include_people=True)
+        subjects = pick_subjects(dataset, dataset.summary())
+        # The lonely user (no follows) made to follow 500: the subject of issue 18's target.
+        follows = await follow_many(pool, subjects.lonely, TRAY_SCALE_FOLLOWS, now)
+        await vacuum_analyze(pool)
+        results: list[Result] = []
+        async with pool.acquire() as conn:
+            _, live = await live_estimate(conn, now)
+            scenario = f"{live:,} active"
+            viewers = (
+                (f"typical ({subjects.typical_follows} follows)", subjects.typical),
+                (f"{follows} follows", subjects.lonely),
+                (f"heavy ({subjects.heavy_follows} follows)", subjects.heavy),
+            )
+            for label, viewer in viewers:
+                tray = tray_page_args(viewer, now)
+                results.append(
+                    await explain(conn, scenario, f"tray miss, {label}", store_tray.TRAY_SQL, tray, args.runs)
+                )
+                results.append(
+                    await explain_generic(
+                        conn, scenario, f"tray miss, {label} (generic)", store_tray.TRAY_SQL, tray, args.runs
+                    )
+                )
+        note = f"{stories:,} stories seeded over 48 h in {seconds:.0f} s: {live:,} active"
+        return results, note
+    finally:
+        await pool.close()
+
+
+async def tray_scale(args: argparse.Namespace) -> int:
+    """`--tray-scale`: the tray page miss at several sizes, written into the report's "Tray at scale" section."""
+    url = _with_database(args.admin_url, BENCH_DATABASE)
+    results: list[Result] = []
+    notes = []
+    for stories in args.tray_scale:
+        admin = await asyncpg.connect(args.admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+        finally:
+            await admin.close()
+        try:
+            found, note = await tray_scale_at(url, stories, args)
+        finally:
+            admin = await asyncpg.connect(args.admin_url)
+            try:
+                await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            finally:
+                await admin.close()
+        print(note, flush=True)
+        for r in found:
+            print(f"  {r.name}: {r.median_ms:.1f} ms, planning {r.planning_ms:.1f} ms, {r.stories_read} stories rows")
+        results += found
+        notes.append(note)
+    if args.report:
+        write_tray_scale(Path(args.report), results, notes, args)
+    return 0
+
+
+def write_tray_scale(path: Path, results: list[Result], notes: list[str], args: argparse.Namespace) -> None:
+    sizes = ",".join(str(n) for n in args.tray_scale)
+    lines = [
+        TRAY_SCALE_START,
+        "## Tray at scale",
+        "",
+        f"Generated by `python -m bench.feed_plans --tray-scale {sizes}` on {datetime.now(UTC):%Y-%m-%d},"
+        f" {args.users} users, {args.follows} follows per user (mean); medians of {args.runs} `EXPLAIN (ANALYZE,"
+        " BUFFERS)` runs after a warm-up, `jit = off` as the service's pool sets it. The statement is"
+        " `stories/store/tray.py` `TRAY_SQL` for the first page of a walk, as a miss of the cache reads it"
+        f" ({PREFETCH_AUTHORS} authors and one more, with their stories). `(generic)`: the plan a connection"
+        " switches to after 5 runs of the prepared statement. (The `tray miss` rows of the tables above are from the"
+        " full run's date: until the next full run they measure the statement this one replaced, which read the"
+        " whole feed.)",
+        "",
+        *(f"- {note}" for note in notes),
+        "",
+        "| data | query | median ms | planning ms | rows | stories rows read | shared hit | shared read |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r.scenario} | {r.name} | {r.median_ms:.3f} | {r.planning_ms:.3f} | {r.rows} | {r.stories_read}"
+            f" | {r.shared_hit} | {r.shared_read} |"
+            for r in results
+        ),
+        "",
+    ]
+    for r in results:
+        if f"{TRAY_SCALE_FOLLOWS} follows" in r.name and "generic" not in r.name:
+            lines += [f"### {r.scenario}: {r.name}", "", "```", r.text_plan, "```", ""]
+    lines.append(TRAY_SCALE_END)
+    text = path.read_text() if path.exists() else ""
+    if TRAY_SCALE_START in text and TRAY_SCALE_END in text:
+        head, rest = text.split(TRAY_SCALE_START, 1)
+        _, tail = rest.split(TRAY_SCALE_END, 1)
+        text = head + "\n".join(lines) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feed_plans", description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="an empty database to seed (default: create stories_bench)")
@@ -992,7 +1128,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--report", default="bench/feed_plans.md", help="markdown report path ('' to skip)")
     parser.add_argument("--keep", action="store_true", help="keep stories_bench after the run")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--tray-scale",
+        type=lambda raw: [int(n) for n in raw.split(",")],
+        help="only the tray page miss, seeding these numbers of stories in turn (e.g. 10000,100000,1000000)",
+    )
+    args = parser.parse_args()
+    return asyncio.run(tray_scale(args) if args.tray_scale else run(args))
 
 
 if __name__ == "__main__":

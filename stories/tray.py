@@ -6,8 +6,10 @@ of that instant: from their stories created by then (all of them if none was) an
 by then. So a view, or a story posted, during the walk moves no author, and every author comes once. (An author
 deleting their newest story during a walk may move, since that story is gone: the one exception.)
 
-Groups are gathered once per read from the store (`gather`) and ordered per page (`arrange`): an author whose
-stories all existed at the walk's start and whose views the overlay does not touch costs one comparison.
+The database places every author by these rules (stories/store/tray.py `TRAY_SQL`, keyed by `rank_key`) and
+returns the stories of the authors a page serves; those are grouped (`gather`) and placed again per page
+(`arrange`) so that the caller's later views and expiries move them: an author whose stories all existed at the
+walk's start and whose views the overlay does not touch costs one comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "encode_tray_cursor",
     "gather",
     "page_after",
+    "rank_key",
 ]
 
 OWN, UNSEEN, SEEN = 0, 1, 2
@@ -89,6 +92,11 @@ def _micros(instant: datetime) -> int:
     return (instant - _EPOCH) // _MICRO
 
 
+def rank_key(part: int, latest_at: datetime, author_id: UUID) -> Key:
+    """The place of an author in `part` whose latest story (as of the walk's start) is `latest_at`."""
+    return (OWN, 0, 0) if part == OWN else (part, -_micros(latest_at), author_id.int)
+
+
 def gather(items: Iterable[TrayItem], viewer_id: UUID) -> list[TrayAuthor]:
     """The store's rows grouped by author, each group oldest first."""
     by_author: dict[UUID, list[TrayItem]] = {}
@@ -124,7 +132,7 @@ def arrange(
     overlay: Mapping[UUID, datetime],
     overlay_authors: frozenset[UUID],
 ) -> list[Placed]:
-    """Every author with a live story, in tray order for a walk that began at `start`. `overlay`: the caller's
+    """Every author with a live story, placed for a walk that began at `start` (unsorted). `overlay`: the caller's
     views the store may not have known of when it was read (story id -> viewed at), from stories of the
     `overlay_authors`."""
     placed = []
@@ -143,7 +151,6 @@ def arrange(
             placed.append(Placed(author.key, author, stories))
         else:
             placed.append(Placed(_key_slowly(author, stories, start, overlay), author, stories))
-    placed.sort(key=lambda entry: entry.key)
     return placed
 
 

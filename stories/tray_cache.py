@@ -1,13 +1,16 @@
-"""The tray cache: a viewer's tray stories per graph version, with their own views laid over them.
+"""The tray cache: a stretch of a viewer's tray per graph version, with their own views laid over it.
 
-A read from the store (one round trip) holds every story of the viewer's tray and the viewer's views of them;
-it is kept for FEED_CACHE_SECONDS under the viewer's graph version, the feed cache's (stories/feed_cache.py), and
-is served while that version stands and no story on the page is marked deleted: the feed's rules, so the tray
-lags exactly as the feed may. The viewer's own views must apply at once, on every process, without throwing the
-read away: the view route records each in a short *seen log* (`SeenLog.viewed`), and every page lays the log
-over the stories it serves (`recent`). The log only has to outlive the reads it corrects (FEED_CACHE_SECONDS),
-so it stays small. In Redis when configured (`<prefix>trayseen:<viewer>`, a sorted set by view time), else in
-this process (exact when it is the only one; the runtime turns both caches off for several without Redis).
+A miss reads, in one round trip, the authors of the page and the next few, placed by the database, with their
+stories and the viewer's views of them (stories/store/tray.py): a *stretch* of the order, holding every author
+placed in it. It is kept for FEED_CACHE_SECONDS under the viewer's graph version, the feed cache's
+(stories/feed_cache.py), and is served while that version stands and no story on the page is marked deleted: the
+feed's rules, so the tray lags exactly as the feed may. A page past the stretch's end reads again. The viewer's
+own views must apply at once, on every process, without throwing the read away: the view route records each in a
+short *seen log* (`SeenLog.viewed`), and every page lays the log over the stretch (`recent`), moving its authors
+(a view only ever moves an author later, so views of authors outside a stretch read from the first author do not
+touch it). The log only has to outlive the reads it corrects (FEED_CACHE_SECONDS), so it stays small. In Redis
+when configured (`<prefix>trayseen:<viewer>`, a sorted set by view time), else in this process (exact when it is
+the only one; the runtime turns both caches off for several without Redis).
 
 A hit costs two Redis round trips (the seen log, then the version and the page's deletion marks) and no
 PostgreSQL one; a miss adds the store's one. When Redis is down the tray bypasses the cache, always fresh.
@@ -27,20 +30,22 @@ from coredis.response.types import ScoredMember
 
 from stories.feed_cache import PRUNE_EVERY
 from stories.redis import RedisUnavailable
-from stories.tray import TrayItem, arrange, gather, page_after
+from stories.tray import Placed, TrayItem, arrange, gather, page_after, rank_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     import coredis
+    import orjson
 
     from stories.feed_cache import GraphVersions
     from stories.metrics import Metrics
     from stories.redis import RedisLink
-    from stories.store.models import Story, TrayStory
-    from stories.tray import Key, Placed, TrayAuthor
+    from stories.store.models import Story
+    from stories.store.tray import TrayRead
+    from stories.tray import Key, TrayAuthor
 
-__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "ServedStory", "TrayCache", "TrayPage"]
+__all__ = ["LocalSeenLog", "RedisSeenLog", "SeenLog", "ServedAuthor", "TrayCache", "TrayPage"]
 
 log = structlog.get_logger()
 
@@ -48,10 +53,14 @@ log = structlog.get_logger()
 DEFAULT_MAX_STORIES = 40_000
 # A seen-log entry outlives the reads it corrects by this much more, for clocks of different hosts that disagree.
 CLOCK_SLACK = timedelta(seconds=60)
+# Authors whose stories a miss reads, at least: a walk's next pages and a tap through the first authors are hits.
+PREFETCH_AUTHORS = 20
 
 
 class TrayStore(Protocol):
-    async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]: ...
+    async def tray(
+        self, viewer_id: UUID, now: datetime, start: datetime, after: tuple[int, int, UUID] | None, authors: int
+    ) -> TrayRead: ...
 
 
 class SeenLog(Protocol):
@@ -134,45 +143,61 @@ def _decoded(value: str | bytes) -> str:
 
 @dataclass(slots=True)
 class _Tray:
-    """A read of the store, and what tells whether an order computed from it still holds."""
+    """A read of the store: a stretch of the order, the authors after the place `after` up to `end`, each with
+    their stories; every author of the tray placed in that stretch when read is in it."""
 
     version: int
     stored_at: float
+    start: datetime  # the walk start the store placed the authors for
+    fresh: bool  # read at that start with nothing newer, from the first author: it holds for later walks too
+    after: Key | None
+    end: Key | None  # the last author's place, or None: the stretch runs to the end of the tray
+    absorbed: frozenset[UUID]  # the seen log's views when read: the store knew them
     authors: list[TrayAuthor]
-    story_authors: dict[UUID, UUID]  # story id -> author id, to know which authors the seen log touches
+    story_authors: dict[UUID, UUID]  # story id -> author id
     size: int
-    newest: datetime | None  # the latest created_at or viewed_at among the stories
-    # The order for walks that began after `newest`: it then depends only on which of the tray's stories the seen
-    # log holds, and on which have expired, so pages of new walks reuse it until its first story expires.
+    # The order of the stretch for the seen log's current views, reused until its first story expires.
     arranged: _Arranged | None = None
-    # Each story's JSON, made when a page first serves it: a tray holds every story of the feed (25,000 at
-    # 50,000 active stories), most of which no page of the read's lifetime shows.
+    # Each story's JSON, made when a page first serves it, and the groups' as pages rendered them.
     heads: dict[UUID, bytes] = field(default_factory=dict)
+    rendered: dict[tuple[object, ...], orjson.Fragment] = field(default_factory=dict)
+
+    def serves(self, start: datetime, after: Key | None) -> bool:
+        """Whether this stretch holds for a page after `after` of a walk that began at `start`."""
+        if self.after is not None and (after is None or after < self.after):
+            return False
+        return start == self.start or (self.fresh and start > self.start)
 
 
 class _Arranged(NamedTuple):
     seen: frozenset[UUID]
+    start: datetime | None  # None: the order holds for every start the tray serves
     placed: list[Placed]
     until: datetime | None  # the first expiry among the stories placed
 
 
-class ServedStory(NamedTuple):
-    story: Story
-    head: bytes  # its JSON object without media and without the closing brace (`present`)
-    seen: bool
-
-
 class ServedAuthor(NamedTuple):
-    """An author of a page: their place (for the next cursor), and each live story with `seen`."""
+    """An author of a page: their place (for the next cursor), their live stories and whether each is seen."""
 
     key: Key
     author: TrayAuthor
-    stories: list[ServedStory]
+    stories: list[TrayItem]
+    seen: list[bool]
+    # Tells this group (its stories and their `seen`) from every other of the same read: the key of its
+    # rendering in `TrayPage.rendered`.
+    memo: tuple[object, ...]
 
 
-class TrayPage(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class TrayPage:
     authors: list[ServedAuthor]
     more: bool
+    # The caller's renderings of groups, by `ServedAuthor.memo`, kept with the read they come from: a page of
+    # groups unchanged since an earlier page is not rendered again.
+    rendered: dict[tuple[object, ...], orjson.Fragment]
+    # Each story's JSON object without media and without its closing brace (`TrayCache.present`), made once per
+    # read.
+    head: Callable[[Story], bytes]
 
 
 @dataclass(slots=True)
@@ -194,7 +219,7 @@ class TrayCache:
     async def page(self, viewer_id: UUID, now: datetime, start: datetime, after: Key | None, limit: int) -> TrayPage:
         """The `limit` authors after `after` of the viewer's tray, ordered for a walk that began at `start`."""
         if self.ttl <= 0:
-            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
+            return self._fresh_page(await self._read(viewer_id, now, start, after, limit, {}), now, after, limit)
         overlay = await self.seen.recent(viewer_id)
         tray = self._trays.get(viewer_id)
         if tray is not None and trio.current_time() - tray.stored_at >= self.ttl:
@@ -206,15 +231,26 @@ class TrayCache:
         snapshot = None if overlay is None else await self.versions.current(viewer_id, story_ids)
         if snapshot is None:
             self.metrics.tray_cache_requests.labels(result="bypass").inc()
-            return self._page(self._read(viewer_id, await self.store.tray(viewer_id, now)), now, start, after, limit)
+            return self._fresh_page(await self._read(viewer_id, now, start, after, limit, {}), now, after, limit)
         if tray is not None and page is not None and tray.version == snapshot.version and not snapshot.deleted:
             self._trays.move_to_end(viewer_id)
             self.metrics.tray_cache_requests.labels(result="hit").inc()
             return page
         self.metrics.tray_cache_requests.labels(result="miss").inc()
-        tray = self._read(viewer_id, await self.store.tray(viewer_id, now), snapshot.version)
-        self._keep(viewer_id, tray)
-        return self._page(tray, now, start, after, limit, overlay)
+        assert overlay is not None  # a snapshot is only taken with the seen log known
+        read = await self._read(viewer_id, now, start, after, max(limit, PREFETCH_AUTHORS), overlay, snapshot.version)
+        if after is None or tray is None or tray.version != snapshot.version or page is not None:
+            # A stretch further down a walk does not replace the first one while that still serves new walks.
+            self._keep(viewer_id, read)
+        return self._fresh_page(read, now, after, limit, overlay)
+
+    def _fresh_page(
+        self, tray: _Tray, now: datetime, after: Key | None, limit: int, overlay: dict[UUID, datetime] | None = None
+    ) -> TrayPage:
+        page = self._page(tray, now, tray.start, after, limit, overlay or {})
+        if page is None:  # the store read the stories of the authors after `after` in this very order
+            raise RuntimeError("the tray's order disagrees with the store's")
+        return page
 
     def _page(
         self,
@@ -223,26 +259,33 @@ class TrayCache:
         start: datetime,
         after: Key | None,
         limit: int,
-        overlay: dict[UUID, datetime] | None = None,
-    ) -> TrayPage:
-        views = {story: at for story, at in (overlay or {}).items() if story in tray.story_authors}
-        page, more = page_after(self._arranged(tray, now, start, views), after, limit)
-        served = [
-            ServedAuthor(
-                entry.key,
-                entry.author,
-                [
-                    ServedStory(
-                        item.story,
-                        self._head(tray, item.story),
-                        item.viewed_at is not None or item.story.id in views,
-                    )
-                    for item in entry.stories
-                ],
+        overlay: dict[UUID, datetime],
+    ) -> TrayPage | None:
+        """The page from this read, or None when it cannot tell: a walk it was not placed for, a view that may
+        move an author it did not read into its stretch, or a page running past the stretch's end."""
+        if not tray.serves(start, after):
+            return None
+        views = {}
+        for story, at in overlay.items():
+            if story in tray.story_authors:
+                views[story] = at
+            elif story not in tray.absorbed and tray.after is not None and at <= start:
+                # An author placed before the stretch may move into it. (A view only moves an author later, and
+                # a stretch from the first author has none before it: any other author is after its end.)
+                return None
+        placed = self._arranged(tray, now, start, views)
+        page, more = page_after(placed, after, limit)
+        if not more and tray.end is not None:
+            return None
+        served = []
+        for entry in page:
+            seen = [item.viewed_at is not None or item.story.id in views for item in entry.stories]
+            # The author's stories as read, or those of them still live (expiry only ever drops some).
+            stories = None if entry.stories is entry.author.items else tuple(i.story.id for i in entry.stories)
+            served.append(
+                ServedAuthor(entry.key, entry.author, entry.stories, seen, (entry.author.author_id, stories, *seen))
             )
-            for entry in page
-        ]
-        return TrayPage(served, more)
+        return TrayPage(served, more, tray.rendered, lambda story: self._head(tray, story))
 
     def _head(self, tray: _Tray, story: Story) -> bytes:
         head = tray.heads.get(story.id)
@@ -252,28 +295,49 @@ class TrayCache:
 
     @staticmethod
     def _arranged(tray: _Tray, now: datetime, start: datetime, views: dict[UUID, datetime]) -> list[Placed]:
-        stable = (tray.newest is None or tray.newest <= start) and all(at <= start for at in views.values())
-        seen = frozenset(views)
+        # Views after the start count as unseen (they were not recorded by then): the order depends on the start.
+        moved = frozenset(story for story in views if story not in tray.absorbed)
+        at = None if all(views[story] <= start for story in moved) else start
         memo = tray.arranged
-        if stable and memo is not None and memo.seen == seen and (memo.until is None or now < memo.until):
+        if memo is not None and memo.seen == moved and memo.start == at and (memo.until is None or now < memo.until):
             return memo.placed
-        touched = frozenset(tray.story_authors[story] for story in views)
+        touched = frozenset(tray.story_authors[story] for story in moved)
         placed = arrange(tray.authors, now, start, views, touched)
-        if stable:
-            until = min((item.story.expires_at for entry in placed for item in entry.stories), default=None)
-            tray.arranged = _Arranged(seen, placed, until)
+        if tray.end is not None:
+            # An author moved past the end: the authors between are not known here.
+            placed = [entry for entry in placed if entry.key <= tray.end]
+        placed.sort(key=lambda entry: entry.key)
+        until = min((item.story.expires_at for entry in placed for item in entry.stories), default=None)
+        tray.arranged = _Arranged(moved, at, placed, until)
         return placed
 
-    def _read(self, viewer_id: UUID, rows: Sequence[TrayStory], version: int = 0) -> _Tray:
-        items = [TrayItem(row.story, row.viewed_at) for row in rows]
-        instants = [item.story.created_at for item in items] + [i.viewed_at for i in items if i.viewed_at is not None]
+    async def _read(
+        self,
+        viewer_id: UUID,
+        now: datetime,
+        start: datetime,
+        after: Key | None,
+        authors: int,
+        overlay: dict[UUID, datetime],
+        version: int = 0,
+    ) -> _Tray:
+        """The `authors` first authors after `after`, and one more to tell whether the tray goes on."""
+        read = await self.store.tray(
+            viewer_id, now, start, None if after is None else (after[0], after[1], UUID(int=after[2])), authors + 1
+        )
+        items = [TrayItem(row.story, row.viewed_at) for row in read.stories]
+        last = read.ranks[-1] if len(read.ranks) > authors else None
         return _Tray(
             version=version,
             stored_at=trio.current_time(),
+            start=start,
+            fresh=after is None and start >= now and all(item.story.created_at <= start for item in items),
+            after=after,
+            end=None if last is None else rank_key(last.part, last.latest_at, last.author_id),
+            absorbed=frozenset(overlay),
             authors=gather(items, viewer_id),
             story_authors={item.story.id: item.story.author_id for item in items},
             size=len(items),
-            newest=max(instants, default=None),
         )
 
     def _keep(self, viewer_id: UUID, tray: _Tray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from quart import Blueprint, Response, request
 
 from stories.api.bodies import json_response
@@ -16,10 +17,11 @@ from stories.errors import NotFound
 from stories.tray import decode_tray_cursor, encode_tray_cursor
 
 if TYPE_CHECKING:
-    import orjson
+    from datetime import datetime
 
+    from stories.media.link import StorageLink
     from stories.store.models import Story
-    from stories.tray_cache import ServedAuthor
+    from stories.tray_cache import ServedAuthor, TrayPage
 
 __all__ = ["DEFAULT_TRAY_LIMIT", "MAX_TRAY_LIMIT", "blueprint"]
 
@@ -29,22 +31,37 @@ DEFAULT_TRAY_LIMIT = 20
 MAX_TRAY_LIMIT = 50
 
 
-def _story(story: Story, head: bytes, seen: bool) -> orjson.Fragment | dict[str, Any]:
+def _story(
+    story: Story, head: bytes, seen: bool, media: StorageLink | None, now: datetime
+) -> orjson.Fragment | dict[str, Any]:
     """The cached JSON closed with `seen`, unless the story has media: its media_url is signed for each read."""
-    media = deps().media
     if story.media_key is None or media is None:
         return seen_story(head, seen)
-    return {**story_json(story, media.media_url(story, deps().clock.now())), "seen": seen}
+    return {**story_json(story, media.media_url(story, now)), "seen": seen}
 
 
-def _group(entry: ServedAuthor) -> dict[str, Any]:
+def _group(
+    entry: ServedAuthor, page: TrayPage, media: StorageLink | None, now: datetime
+) -> orjson.Fragment | dict[str, Any]:
+    """The group's JSON: made once per read and `seen` state, unless a story's media_url is signed for this read."""
+    rendered = page.rendered.get(entry.memo)
+    if rendered is not None:
+        return rendered
     author = entry.author
-    return {
+    group = {
         "author": {"user_id": str(author.author_id), "display_name": author.author_name},
-        "stories": [_story(served.story, served.head, served.seen) for served in entry.stories],
-        "has_unseen": not all(served.seen for served in entry.stories),
+        "stories": [
+            _story(item.story, page.head(item.story), seen, media, now)
+            for item, seen in zip(entry.stories, entry.seen, strict=True)
+        ],
+        "has_unseen": not all(entry.seen),
         "latest_at": rfc3339(entry.stories[-1].story.created_at),
     }
+    if media is not None and any(item.story.media_key is not None for item in entry.stories):
+        return group
+    # A copy of orjson's output (its own buffer keeps ~4 KB alive: present.py `story_fragment`).
+    rendered = page.rendered[entry.memo] = orjson.Fragment(bytes(memoryview(orjson.dumps(group))))
+    return rendered
 
 
 @blueprint.get("/tray")
@@ -58,7 +75,8 @@ async def tray() -> Response:
     start = now if cursor is None else cursor.start
     page = await app.trays.page(current_user_id(), now, start, None if cursor is None else cursor.after, limit)
     next_cursor = encode_tray_cursor(start, page.authors[-1].key) if page.more else None
-    return json_response({"authors": [_group(entry) for entry in page.authors], "next_cursor": next_cursor})
+    groups = [_group(entry, page, app.media, now) for entry in page.authors]
+    return json_response({"authors": groups, "next_cursor": next_cursor})
 
 
 @blueprint.get("/users/<id>/stories")
@@ -66,9 +84,10 @@ async def author_stories(id: str) -> Response:
     author_id = parse_user_id(id)
     app = deps()
     viewer_id = current_user_id()
-    rows = await app.store.author_stories(viewer_id, app.clock.now(), author_id)
+    now = app.clock.now()
+    rows = await app.store.author_stories(viewer_id, now, author_id)
     if rows is None:
         raise NotFound("no such user")
     # Read from the store each time: always as fresh as the caller's own views, so nothing to overlay.
-    stories = [_story(row.story, story_head(row.story), row.viewed_at is not None) for row in rows]
+    stories = [_story(row.story, story_head(row.story), row.viewed_at is not None, app.media, now) for row in rows]
     return json_response({"stories": stories})

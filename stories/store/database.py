@@ -62,6 +62,10 @@ def _server_settings(statement_timeout: float | None) -> dict[str, str]:
     `statement_timeout` a bound on every statement and on a transaction left idle (a client that vanished
     mid-transaction would otherwise hold its locks, and the event horizon, forever)."""
     settings = {
+        # No JIT: it pays off for long analytic queries, never for ours. The tray's statement
+        # (stories/store/tray.py) is estimated far above jit_above_cost (it places authors with a few probes each,
+        # each costed as a scan), and compiling it took ~10 s on 50,000 active stories (bench/feed_plans.md).
+        "jit": "off",
         "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
         "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
         "tcp_keepalives_count": str(KEEPALIVE_COUNT),

@@ -90,9 +90,12 @@ class Store:
     async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
         return await self.database.call(stories.aio_feed, viewer_id, now, limit, cursor)
 
-    async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]:
-        """The viewer's tray stories (the feed's, at most 100 per author) with their views, unordered."""
-        return await self.database.call(tray.aio_tray, viewer_id, now)
+    async def tray(
+        self, viewer_id: UUID, now: datetime, start: datetime, after: tuple[int, int, UUID] | None, authors: int
+    ) -> tray.TrayRead:
+        """Every author of the viewer's tray placed for a walk that began at `start`, and the stories (the feed's,
+        at most 100 per author, with the viewer's views) of the `authors` first after the place `after`."""
+        return await self.database.call(tray.aio_tray, viewer_id, now, start, after, authors)
 
     async def author_stories(self, viewer_id: UUID, now: datetime, author_id: UUID) -> list[TrayStory] | None:
         """The author's newest 100 stories visible to the viewer, oldest first; None: unknown or blocked."""

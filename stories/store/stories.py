@@ -137,7 +137,7 @@ async def aio_visible_story(pool: asyncpg.Pool, viewer_id: UUID, now: datetime, 
     return None if row is None else story_from_row(row)
 
 
-def feed_stories(after: str = "", order: str = "") -> str:
+def feed_stories(after: str = "", order: str = "", author: str = "") -> str:
     """What the feed of viewer $1 at instant $2 holds: the one definition the feed and the tray both read.
 
     Three disjoint index-ordered branches (no DISTINCT needed), each filtered by `after` and ordered/bounded by
@@ -147,8 +147,26 @@ def feed_stories(after: str = "", order: str = "") -> str:
     friends: per followee not hidden from the viewer, their friends stories (stories_friends_feed_idx),
     audience-checked. (A block removes the follows between the pair, so the friends branch would drop blocked
     authors anyway; the check there is one probe per followee and keeps the rule in one place.)
+    `author` (an expression, e.g. an outer column) narrows it to that author's stories: each branch is then one
+    index range of the author, and the friends branch is gated by one probe of `follows` instead of walking
+    them (the tray places authors this way, a few probes each).
     """
-    live = f"{READABLE} {after}"
+    live = f"{READABLE} {after}" if not author else f"{READABLE} AND s.author_id = {author} {after}"
+    audience = """AND (NOT s.has_audience
+                            OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))"""
+    if author:
+        friends = f"""(SELECT {STORY_COLUMNS} FROM stories s
+                  WHERE s.visibility = 'friends' AND {live} {audience}
+                    AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = {author}
+                                                          AND f.followee_id NOT IN {HIDDEN_FROM_FEED})
+                  {order})"""
+    else:
+        friends = f"""(SELECT fs.* FROM follows f CROSS JOIN LATERAL (
+                    SELECT {STORY_COLUMNS} FROM stories s
+                     WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
+                       {audience}
+                     {order}) fs
+                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
     return f"""
                 (SELECT {STORY_COLUMNS} FROM stories s
                   WHERE s.visibility = 'public' AND {live} AND s.author_id NOT IN {HIDDEN_FROM_FEED} {order})
@@ -156,13 +174,7 @@ def feed_stories(after: str = "", order: str = "") -> str:
                 (SELECT {STORY_COLUMNS} FROM stories s
                   WHERE s.author_id = $1 AND s.visibility <> 'public' AND {live} {order})
                 UNION ALL
-                (SELECT fs.* FROM follows f CROSS JOIN LATERAL (
-                    SELECT {STORY_COLUMNS} FROM stories s
-                     WHERE s.author_id = f.followee_id AND s.visibility = 'friends' AND {live}
-                       AND (NOT s.has_audience
-                            OR EXISTS (SELECT 1 FROM story_audience a WHERE a.story_id = s.id AND a.user_id = $1))
-                     {order}) fs
-                  WHERE f.follower_id = $1 AND f.followee_id NOT IN {HIDDEN_FROM_FEED})"""
+                {friends}"""
 
 
 def _feed_sql(with_cursor: bool) -> str:

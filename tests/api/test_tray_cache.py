@@ -216,3 +216,71 @@ async def test_an_expiry_reorders_a_cached_tray_without_a_query(client, clock, c
     clock.advance(300)  # Alice's story expires; Cy's lives on
     assert await shape(client, bob) == [(cy.user_id, [(cys, False)])]
     assert counting.queries == 1
+
+
+async def authors_posting(client, clock, count):
+    """`count` authors with one public story each, a second apart: newest last."""
+    authors, stories = [], {}
+    for _ in range(count):
+        author = await signup(client)
+        clock.advance(1)
+        stories[author.user_id] = await post_story(client, author)
+        authors.append(author)
+    clock.advance(1)
+    return authors, stories
+
+
+async def walk(client, account, limit):
+    served, cursor = [], None
+    while True:
+        page = await tray(client, account, f"?limit={limit}" + ("" if cursor is None else f"&cursor={cursor}"))
+        served += [(g["author"]["user_id"], [s["seen"] for s in g["stories"]]) for g in page["authors"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return served
+
+
+async def test_a_miss_reads_a_stretch_of_the_order_and_a_walk_past_it_reads_on(client, clock, counting):
+    """A miss reads the authors of its page and the next few (20 in all, and one more), not the whole tray; a
+    page past them reads again from the cursor, and the first stretch stays cached for the next walk."""
+    me = await signup(client)
+    authors, _ = await authors_posting(client, clock, 25)
+    newest_first = [a.user_id for a in reversed(authors)]
+    assert [author for author, _ in await walk(client, me, 10)] == newest_first
+    assert counting.queries == 2  # pages 1 and 2 from the first read, page 3 past its 21 authors
+    assert [author for author, _ in await walk(client, me, 20)] == newest_first
+    assert counting.queries == 3  # page 1 from the first stretch (kept), page 2 read again
+
+
+async def test_a_view_of_an_author_past_the_stretch_keeps_it(client, clock, counting):
+    """Only the authors read can move into the stretch: a view of a story further down moves its author later
+    still, so the stretch stays whole and is served; the author shows up seen at the end of the walk."""
+    me = await signup(client)
+    authors, stories = await authors_posting(client, clock, 25)
+    first = await tray(client, me)
+    queries = counting.queries
+    oldest = authors[0].user_id
+    assert (await client.post(f"/stories/{stories[oldest]}/view", headers=me.auth)).status_code == 200
+    clock.advance(1)
+    assert (await tray(client, me))["authors"] == first["authors"]
+    assert counting.queries == queries
+    walked = await walk(client, me, 20)
+    assert walked[-1] == (oldest, [True])
+    assert [author for author, _ in walked] == [a.user_id for a in reversed(authors[1:])] + [oldest]
+
+
+async def test_views_moving_authors_out_of_the_stretch_read_it_again(client, clock, counting):
+    """A tap through the first authors moves them to the seen part, past the stretch's end: the next walk's first
+    page needs authors the stretch does not hold, so it reads again, and is right."""
+    me = await signup(client)
+    authors, stories = await authors_posting(client, clock, 25)
+    await tray(client, me)
+    queries = counting.queries
+    tapped = [a.user_id for a in reversed(authors[-3:])]
+    for author in tapped:
+        assert (await client.post(f"/stories/{stories[author]}/view", headers=me.auth)).status_code == 200
+    clock.advance(1)
+    walked = await walk(client, me, 20)
+    unseen = [a.user_id for a in reversed(authors[:-3])]
+    assert walked == [(author, [False]) for author in unseen] + [(author, [True]) for author in tapped]
+    assert counting.queries == queries + 2
