@@ -3,29 +3,64 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
-from quart import Blueprint, Response
+from quart import Response
 
 from stories.api.bodies import json_response
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.openapi import (
+    ALICE,
+    AT,
+    BAD_REQUEST,
+    BOB,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    json_answer,
+    path_id,
+    ref,
+)
 from stories.api.present import follow_json, stats_json
-from stories.api.profiles import parse_user_id
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("social", __name__)
+blueprint = DeclaredBlueprint("social", __name__)
 
 STATS_WINDOW = timedelta(days=7)
 
 
-@blueprint.post("/follow/<user_id>")
-async def follow(user_id: str) -> Response:
-    followee_id = parse_user_id(user_id)
+FOLLOW = Route(
+    "POST",
+    "/follow/{user_id}",
+    "follow",
+    "social",
+    "Follow a user (idempotent)",
+    {
+        "200": json_answer(ref("Follow"), "following", {"follower_id": ALICE, "followee_id": BOB, "created_at": AT}),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="400 for yourself; 404 for an unknown user or one in a block with you.",
+    parameters=path_id("user_id", "user"),
+    table_answer="`200` follow",
+)
+
+
+@blueprint.declare(FOLLOW)
+async def follow(user_id: UUID) -> Response:
+    followee_id = user_id
     follower_id = current_user_id()
     if followee_id == follower_id:
         raise InvalidRequest("you cannot follow yourself")
@@ -39,9 +74,21 @@ async def follow(user_id: str) -> Response:
     return json_response(follow_json(result))
 
 
-@blueprint.delete("/follow/<user_id>")
-async def unfollow(user_id: str) -> Response:
-    followee_id = parse_user_id(user_id)
+UNFOLLOW = Route(
+    "DELETE",
+    "/follow/{user_id}",
+    "unfollow",
+    "social",
+    "Unfollow a user (idempotent)",
+    {"204": {"description": "not following"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
+    parameters=path_id("user_id", "user"),
+    table_answer="`204`",
+)
+
+
+@blueprint.declare(UNFOLLOW)
+async def unfollow(user_id: UUID) -> Response:
+    followee_id = user_id
     app = deps()
     async with after_commit(app) as effects:
         effects.feed_changed(current_user_id())
@@ -50,7 +97,26 @@ async def unfollow(user_id: str) -> Response:
     return Response(b"", 204)
 
 
-@blueprint.get("/me/stats")
+GET_STATS = Route(
+    "GET",
+    "/me/stats",
+    "getStats",
+    "stats",
+    "Your stories of the last 7 days",
+    {
+        "200": json_answer(
+            ref("Stats"),
+            "posted, views, unique viewers and reactions per emoji",
+            {"posted": 4, "views": 31, "unique_viewers": 17, "reactions": {"🔥": 5, "❤️": 2}},
+        ),
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    table_answer="`200` stats",
+)
+
+
+@blueprint.declare(GET_STATS)
 async def my_stats() -> Response:
     app = deps()
     stats = await app.store.stats(current_user_id(), app.clock.now() - STATS_WINDOW)
