@@ -1,6 +1,6 @@
 """AccessWatcher: keeps this process's idea of who may call right, within `poll_seconds`, without a query per request.
 
-Each process remembers revoked sessions and users' states (stories/api/callers.py). What changes them is written to
+Each process remembers revoked sessions and users' states (api/authentication.py). What changes them is written to
 the database, and a trigger records every such change in `access_changes` (schema/0012_sessions.sql): a session
 revoked or deleted, a user suspended or unsuspended (a deleted user's sessions are deleted with them). The watcher
 reads that log after its horizon, as the relay reads the event log:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from stories.actors.hub import Hub
     from stories.actors.relay import RelaySession, RelayTransport
-    from stories.api.callers import Callers
+    from stories.api.authentication import Callers
     from stories.clock import Clock
     from stories.redis import RedisLink
     from stories.settings import Settings

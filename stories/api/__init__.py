@@ -11,20 +11,22 @@ from stories.api import (
     blocks,
     docs,
     events,
+    follows,
     health,
     media,
     profiles,
     reports,
     sessions,
-    social,
+    stats,
     stories,
     tray,
     ws,
 )
+from stories.api.app import StoriesApp
 from stories.api.declare import IdConverter, Route
-from stories.api.deps import AppDeps, StoriesApp
+from stories.api.deps import AppDeps
 from stories.api.hooks import install_hooks
-from stories.api.probes import ProbedApp, Probes
+from stories.api.probe_deps import ProbedApp, Probes
 
 __all__ = ["AppDeps", "ProbedApp", "Probes", "StoriesApp", "api_routes", "create_app", "create_probe_app"]
 
@@ -37,7 +39,8 @@ BLUEPRINTS = (
     account.blueprint,
     stories.blueprint,
     tray.blueprint,
-    social.blueprint,
+    follows.blueprint,
+    stats.blueprint,
     blocks.blueprint,
     media.blueprint,
     events.blueprint,

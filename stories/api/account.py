@@ -16,9 +16,9 @@ import structlog
 from quart import Response
 
 from stories.actors.ratelimit import ACTION_EXPORT
-from stories.api.bodies import JSON_CONTENT_TYPE, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
 from stories.api.openapi import (
     ALICE,
     AT,

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import structlog
 from quart import Response, request
 
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import audit_json, case_json
 from stories.api.openapi import (
     AT,
     BOB,
@@ -33,7 +34,6 @@ from stories.api.openapi import (
     ref,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import audit_json, case_json
 from stories.api.reports import BAD_BODY, MODERATION_ERRORS, NOTE, REPORT_EXAMPLE, note_arg
 from stories.api.validate import invalid, required_string
 from stories.clock import to_millis

@@ -16,9 +16,9 @@ import structlog
 from quart import Response, request
 
 from stories.actors.ratelimit import ACTION_LOGIN
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import deps
+from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     BAD_REQUEST,
     DISPLAY_NAME,

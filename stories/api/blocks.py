@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import structlog
 from quart import Response
 
-from stories.api.bodies import json_response
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.json_io import json_response
+from stories.api.json_shapes import block_json, listed_json, mute_json
 from stories.api.openapi import (
     ALICE,
     AT,
@@ -30,7 +31,6 @@ from stories.api.openapi import (
     ref,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import block_json, listed_json, mute_json
 from stories.api.profiles import DEFAULT_LIST_LIMIT
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound

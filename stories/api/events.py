@@ -15,9 +15,9 @@ from typing import Any
 from quart import Response, request
 
 from stories.actors.messages import EventId, MalformedEventId
-from stories.api.bodies import json_response
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response
 from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, EVENT_EXAMPLE, UNAUTHORIZED, UNAVAILABLE, json_answer, ref
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW

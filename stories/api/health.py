@@ -11,10 +11,10 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 
-from stories.api.bodies import json_response
 from stories.api.declare import DeclaredBlueprint, Route
+from stories.api.json_io import json_response
 from stories.api.openapi import json_answer, ref
-from stories.api.probes import Probes, probes
+from stories.api.probe_deps import Probes, probes
 from stories.errors import StoreUnavailable
 
 if TYPE_CHECKING:

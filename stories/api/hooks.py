@@ -17,10 +17,11 @@ from quart import Quart, Response, current_app, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from stories.api.bodies import error_response
+from stories.api.authentication import bearer_token
 from stories.api.declare import declared_routes
 from stories.api.deps import deps
-from stories.api.probes import probes
+from stories.api.json_io import error_response
+from stories.api.probe_deps import probes
 from stories.errors import ApiError, Overloaded, RateLimited, Unauthorized
 
 __all__ = ["install_hooks", "public_endpoints"]
@@ -56,13 +57,10 @@ def route_template() -> str:
 
 
 def _bearer_token() -> str:
-    header = request.headers.get("Authorization")
-    if header is None:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
         raise Unauthorized("missing Authorization: Bearer <token> header")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return token
 
 
 def public_endpoints(app: Quart) -> frozenset[str]:

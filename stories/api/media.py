@@ -10,10 +10,10 @@ import orjson
 import structlog
 
 from stories.actors.ratelimit import ACTION_UPLOADS
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.idempotency import request_claim
+from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     ALICE,
     BAD_REQUEST,

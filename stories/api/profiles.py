@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import listed_json, profile_json
 from stories.api.openapi import (
     ALICE,
     AT,
@@ -31,7 +32,6 @@ from stories.api.openapi import (
     shared,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import listed_json, profile_json
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
 

@@ -13,10 +13,11 @@ import orjson
 import structlog
 from quart import Response, request
 
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.idempotency import replayed, request_claim
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import report_json
 from stories.api.openapi import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -29,7 +30,6 @@ from stories.api.openapi import (
     ref,
     shared,
 )
-from stories.api.present import report_json
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest

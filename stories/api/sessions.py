@@ -14,9 +14,9 @@ import structlog
 from quart import Response
 
 from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
-from stories.api.bodies import json_response, read_json_object
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_session_id, current_user_id, deps
+from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     AT,
     BAD_REQUEST,

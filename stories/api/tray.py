@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 
-from stories.api.bodies import json_response
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response
+from stories.api.json_shapes import seen_story, story_head, story_json
 from stories.api.openapi import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -22,7 +23,6 @@ from stories.api.openapi import (
     ref,
 )
 from stories.api.paging import limit_arg
-from stories.api.present import seen_story, story_head, story_json
 from stories.clock import rfc3339
 from stories.errors import NotFound
 from stories.tray import decode_tray_cursor, encode_tray_cursor

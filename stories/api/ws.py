@@ -36,9 +36,9 @@ import trio
 
 from stories.actors.hub import CloseReason
 from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
-from stories.api.bodies import JSON_CONTENT_TYPE
-from stories.api.callers import token_expiry
+from stories.api.authentication import bearer_token, token_expiry
 from stories.api.declare import Route
+from stories.api.json_io import JSON_CONTENT_TYPE
 from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, UNAUTHORIZED, error_answer, error_example
 from stories.errors import (
     AccountSuspended,
@@ -158,12 +158,9 @@ def _query(scope: WebsocketScope) -> dict[str, str]:
 
 
 def _token(scope: WebsocketScope, query: dict[str, str]) -> str:
-    header = _header(scope, b"authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        return token.strip()
+    token = bearer_token(_header(scope, b"authorization"))
+    if token is not None:
+        return token
     token = query.get("token", "").strip()
     if not token:
         raise Unauthorized("missing token: send Authorization: Bearer <token> or ?token=<token>")

@@ -14,7 +14,7 @@ import pytest
 
 from stories.actors.backlog import ReportBacklog
 from stories.api import create_app
-from stories.api.present import story_fragment
+from stories.api.json_shapes import story_fragment
 from stories.feed_cache import FeedCache, RedisVersions
 from stories.store.models import Backlog
 from tests.helpers import post_story, signup, walk_pages

@@ -26,8 +26,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from stories.actors.hub import CloseReason, Hub
 from stories.actors.messages import EventId, StoryReacted, StoryViewed
-from stories.api.callers import Callers
-from stories.api.deps import StoriesApp
+from stories.api.app import StoriesApp
+from stories.api.authentication import Callers
 from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
 from stories.errors import StoreUnavailable

@@ -1,17 +1,17 @@
-"""The social graph and the caller's own stats (API.md "Social graph", "Stats")."""
+"""Follows: follow and unfollow a user (API.md "Social graph"; blocks and mutes are in blocks.py)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 from quart import Response
 
-from stories.api.bodies import json_response
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.json_io import json_response
+from stories.api.json_shapes import follow_json
 from stories.api.openapi import (
     ALICE,
     AT,
@@ -24,7 +24,6 @@ from stories.api.openapi import (
     path_id,
     ref,
 )
-from stories.api.present import follow_json, stats_json
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
 
@@ -34,9 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
-blueprint = DeclaredBlueprint("social", __name__)
-
-STATS_WINDOW = timedelta(days=7)
+blueprint = DeclaredBlueprint("follows", __name__)
 
 
 FOLLOW = Route(
@@ -95,29 +92,3 @@ async def unfollow(user_id: UUID) -> Response:
         await app.store.unfollow(current_user_id(), followee_id)
     log.info("unfollowed", followee_id=str(followee_id))
     return Response(b"", 204)
-
-
-GET_STATS = Route(
-    "GET",
-    "/me/stats",
-    "getStats",
-    "stats",
-    "Your stories of the last 7 days",
-    {
-        "200": json_answer(
-            ref("Stats"),
-            "posted, views, unique viewers and reactions per emoji",
-            {"posted": 4, "views": 31, "unique_viewers": 17, "reactions": {"🔥": 5, "❤️": 2}},
-        ),
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
-    table_answer="`200` stats",
-)
-
-
-@blueprint.declare(GET_STATS)
-async def my_stats() -> Response:
-    app = deps()
-    stats = await app.store.stats(current_user_id(), app.clock.now() - STATS_WINDOW)
-    return json_response(stats_json(stats))
