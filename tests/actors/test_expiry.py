@@ -130,7 +130,7 @@ async def test_housekeeping_recounts_and_deletes_what_retention_no_longer_keeps(
 
 
 async def test_counters_converge_after_an_outage_longer_than_the_first_look_back(
-    aio_loop, client, store, clock, metrics, database_url
+    client, store, clock, metrics, database_url
 ):
     # The first recount after a start looked back 10 minutes only: a view whose process crashed before it
     # flushed, more than 10 minutes before the next start, was never counted.

@@ -13,6 +13,7 @@ from stories.api import create_app
 from stories.api.authentication import Callers
 from stories.store import Store, open_database
 from stories.store.events import EventLog
+from stories.store.sessions import SessionStore
 from tests.helpers import refused_ws, signup
 from tests.proxy import open_relay, via
 
@@ -35,7 +36,7 @@ async def test_native_client_without_origin_gets_its_events(app, client, nursery
     shutdown.set()
 
 
-async def test_an_upgrade_gets_the_request_deadline_when_the_database_hangs(aio_loop, settings, app_deps, nursery):
+async def test_an_upgrade_gets_the_request_deadline_when_the_database_hangs(settings, app_deps, nursery):
     # The upgrade's user lookup waited on a hung database with no deadline at all (HTTP requests have one).
     settings = dataclasses.replace(settings, request_timeout_seconds=1.0)
     async with (
@@ -47,7 +48,11 @@ async def test_an_upgrade_gets_the_request_deadline_when_the_database_hangs(aio_
         tokens = app_deps.tokens
         app = create_app(
             dataclasses.replace(
-                app_deps, settings=settings, store=store, callers=Callers(tokens, store), events=EventLog(database)
+                app_deps,
+                settings=settings,
+                store=store,
+                callers=Callers(tokens, SessionStore(database)),
+                events=EventLog(database),
             )
         )
         config = Config()

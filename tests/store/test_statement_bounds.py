@@ -30,7 +30,7 @@ async def _session(pool: asyncpg.Pool) -> dict[str, Any]:
         }
 
 
-async def test_a_statement_past_the_timeout_is_cancelled_and_answers_503(aio_loop, database_url, tmp_path):
+async def test_a_statement_past_the_timeout_is_cancelled_and_answers_503(database_url, tmp_path):
     # A statement with no bound held its pool slot for as long as the server (or a dead peer) took.
     async with open_database(database_url, data_dir=tmp_path, pool_size=1, statement_timeout=1.0) as database:
         with trio.fail_after(8), pytest.raises(StoreUnavailable):
@@ -46,6 +46,6 @@ async def test_a_statement_past_the_timeout_is_cancelled_and_answers_503(aio_loo
     assert session["user_timeout"] == 30_000
 
 
-async def test_without_a_timeout_statements_are_unbounded(aio_loop, database_url, tmp_path):
+async def test_without_a_timeout_statements_are_unbounded(database_url, tmp_path):
     async with open_database(database_url, data_dir=tmp_path, pool_size=1) as database:
         assert (await database.call(_session))["statement_timeout"] == "0"
