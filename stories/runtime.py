@@ -26,8 +26,8 @@ from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, Probes, create_app, create_probe_app
-from stories.api.callers import Callers
-from stories.api.present import story_fragment, story_head
+from stories.api.authentication import Callers
+from stories.api.json_shapes import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
 from stories.dev_secret import resolve_jwt_secret

@@ -210,7 +210,7 @@ class TrayCache:
     metrics: Metrics
     ttl: float
     # The story's JSON object without media (`media_url` null) and without its closing brace, made once per
-    # read from the store, when first served: a page closes it with `"seen"` (stories/api/present.py `story_head`).
+    # read from the store, when first served: a page closes it with `"seen"` (stories/api/json_shapes.py `story_head`).
     present: Callable[[Story], bytes]
     max_stories: int = DEFAULT_MAX_STORIES
     _trays: OrderedDict[UUID, _Tray] = field(default_factory=OrderedDict)

@@ -15,8 +15,8 @@ from stories.actors.hub import Hub
 from stories.actors.ratelimit import BucketKeeper
 from stories.actors.relay import EventRelay, build_relay
 from stories.api import AppDeps, StoriesApp, create_app
-from stories.api.callers import Callers
-from stories.api.present import story_fragment, story_head
+from stories.api.authentication import Callers
+from stories.api.json_shapes import story_fragment, story_head
 from stories.clock import FixedClock
 from stories.feed_cache import FeedCache, LocalVersions
 from stories.logging import configure_logging

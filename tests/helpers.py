@@ -12,7 +12,7 @@ import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from stories.api import create_app
-from stories.api.present import story_fragment
+from stories.api.json_shapes import story_fragment
 from stories.feed_cache import FeedCache, RedisVersions
 
 PASSWORD = "correct horse battery"

@@ -1,6 +1,6 @@
 """AccessWatcher: keeps this process's idea of who may call right, within `poll_seconds`, without a query per request.
 
-Each process remembers revoked sessions and users' states (stories/api/callers.py). What changes them is written to
+Each process remembers revoked sessions and users' states (api/authentication.py). What changes them is written to
 the database, and a trigger records every such change in `access_changes` (schema/0012_sessions.sql): a session
 revoked or deleted, a user suspended or unsuspended (a deleted user's sessions are deleted with them). The watcher
 reads that log after its horizon, as the relay reads the event log:
@@ -53,7 +53,7 @@ log = structlog.get_logger()
 
 
 class Callers(Protocol):
-    """What the watcher writes into: the process's memory of callers (stories/api/callers.py's `Callers`)."""
+    """What the watcher writes into: the process's memory of callers (stories/api/authentication.py's `Callers`)."""
 
     def revoke(self, session_id: UUID, tokens_expire_at: float) -> None: ...
     def drop_expired_revocations(self, now: float) -> None: ...

@@ -11,23 +11,49 @@ from stories.api import (
     blocks,
     docs,
     events,
+    follows,
     health,
     media,
     profiles,
     reports,
     sessions,
-    social,
+    stats,
     stories,
     tray,
     ws,
 )
-from stories.api.deps import AppDeps, StoriesApp
+from stories.api.app import StoriesApp
+from stories.api.declare import IdConverter, Route
+from stories.api.deps import AppDeps
 from stories.api.hooks import install_hooks
-from stories.api.probes import ProbedApp, Probes
+from stories.api.probe_deps import ProbedApp, Probes
 
-__all__ = ["AppDeps", "ProbedApp", "Probes", "StoriesApp", "create_app", "create_probe_app"]
+__all__ = ["AppDeps", "ProbedApp", "Probes", "StoriesApp", "api_routes", "create_app", "create_probe_app"]
 
 CORS_MAX_AGE_SECONDS = 600
+# Every blueprint of the API, in the order docs/API.md's route table lists their routes.
+BLUEPRINTS = (
+    auth.blueprint,
+    sessions.blueprint,
+    profiles.blueprint,
+    account.blueprint,
+    stories.blueprint,
+    tray.blueprint,
+    follows.blueprint,
+    stats.blueprint,
+    blocks.blueprint,
+    media.blueprint,
+    events.blueprint,
+    reports.blueprint,
+    admin.blueprint,
+    health.blueprint,
+    docs.blueprint,
+)
+
+
+def api_routes() -> list[Route]:
+    """Every route `create_app` serves, declared: the blueprints' and /ws."""
+    return [*(route for blueprint in BLUEPRINTS for route in blueprint.declared.values()), ws.ROUTE]
 
 
 def create_app(app_deps: AppDeps) -> StoriesApp:
@@ -47,23 +73,12 @@ def create_app(app_deps: AppDeps) -> StoriesApp:
     # Unexpected errors go to our handler (a JSON 500 that reveals nothing), in tests too.
     app.config["PROPAGATE_EXCEPTIONS"] = False
     install_hooks(app)
-    app.register_blueprint(auth.blueprint)
-    app.register_blueprint(sessions.blueprint)
-    app.register_blueprint(health.blueprint)
-    app.register_blueprint(stories.blueprint)
-    app.register_blueprint(social.blueprint)
-    app.register_blueprint(media.blueprint)
-    app.register_blueprint(profiles.blueprint)
-    app.register_blueprint(blocks.blueprint)
-    app.register_blueprint(docs.blueprint)
-    app.register_blueprint(events.blueprint)
-    app.register_blueprint(reports.blueprint)
-    app.register_blueprint(admin.blueprint)
-    app.register_blueprint(tray.blueprint)
-    app.register_blueprint(account.blueprint)
+    app.url_map.converters["id"] = IdConverter
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     # Routing only, no view: upgrades of /ws never reach Quart (StoriesApp.asgi_app serves them, ws.py says
     # why). The rule makes a plain HTTP GET of /ws a WebsocketMismatch, which the hooks answer 426.
-    app.url_map.add(app.url_rule_class(ws.PATH, methods={"GET"}, websocket=True, endpoint="ws"))
+    app.url_map.add(app.url_rule_class(ws.ROUTE.rule, methods={"GET"}, websocket=True, endpoint="ws"))
     cors(
         app,
         allow_origin=list(settings.cors_origins),

@@ -13,11 +13,25 @@ from uuid import UUID
 
 import orjson
 import structlog
-from quart import Blueprint, Response
+from quart import Response
 
 from stories.actors.ratelimit import ACTION_EXPORT
-from stories.api.bodies import JSON_CONTENT_TYPE, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
+from stories.api.openapi import (
+    ALICE,
+    AT,
+    BAD_REQUEST,
+    BOB,
+    STORY,
+    UNAUTHORIZED,
+    error_answer,
+    error_example,
+    json_answer,
+    ref,
+    shared,
+)
 from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
@@ -34,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["EXPORT_CHUNK_ROWS", "announce_account_deleted", "blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("account", __name__)
+blueprint = DeclaredBlueprint("account", __name__)
 
 # Rows per query of the export: a chunk's rows and their JSON are all it holds in memory at once.
 EXPORT_CHUNK_ROWS = 500
@@ -53,7 +67,39 @@ def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
     app.access.account_changed(user_id)
 
 
-@blueprint.delete("/me")
+DELETE_ME = Route(
+    "DELETE",
+    "/me",
+    "deleteMe",
+    "account",
+    "Delete your account and everything of it",
+    {
+        "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        "403": error_answer(
+            "wrong_password: the password is wrong",
+            ("wrong_password",),
+            error_example("wrong_password", "the password is wrong"),
+        ),
+        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+    },
+    description="Erases, in one transaction, the user, their stories (with audience, views and "
+    "reactions), their own views, reactions and audience entries, follows both ways, blocks, mutes, "
+    "upload records and events; their media objects are deleted from storage by the next expiry-worker "
+    "run. Other users' counters, stats and viewers lists stop counting them. Wrong passwords count "
+    "with the email's failed logins: after 10 within 15 minutes, 429 rate_limited until Retry-After.",
+    body={
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": {"type": "string", "description": "your current password"}},
+    },
+    body_example={"password": "correct horse battery"},
+    table_answer="`204` account erased",
+)
+
+
+@blueprint.declare(DELETE_ME)
 async def delete_me() -> Response:
     password = required_string(await read_json_object(), "password")
     app = deps()
@@ -119,7 +165,59 @@ async def _export_body(
     yield b"".join(pending)
 
 
-@blueprint.get("/me/export")
+EXPORT_ME = Route(
+    "GET",
+    "/me/export",
+    "exportMe",
+    "account",
+    "Everything the service stores about you, as one JSON document",
+    {
+        "200": json_answer(
+            ref("Export"),
+            "the document, streamed (offered as a download: stories-export.json)",
+            {
+                "exported_at": AT,
+                "profile": {
+                    "user_id": ALICE,
+                    "email": "ada@example.com",
+                    "display_name": "Ada",
+                    "created_at": AT,
+                    "followers_count": 1,
+                    "following_count": 1,
+                },
+                "sessions": [
+                    {
+                        "session_id": STORY,
+                        "created_at": AT,
+                        "last_used_at": AT,
+                        "user_agent": "StoriesApp/1.0",
+                        "revoked_at": None,
+                    }
+                ],
+                "stories": [],
+                "views": [{"story_id": STORY, "viewed_at": AT}],
+                "reactions": [],
+                "following": [{"user_id": BOB, "followed_at": AT}],
+                "followers": [{"user_id": BOB, "followed_at": AT}],
+                "blocks": [],
+                "mutes": [],
+                "reports": [],
+                "uploads": [],
+            },
+        ),
+        **UNAUTHORIZED,
+        **shared("RateLimited", "Unavailable"),
+    },
+    description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
+    "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
+    "filed and upload records; no token or password material. Limited to 1 per 10 minutes "
+    "(429 rate_limited with Retry-After). The body is streamed: a response cut short (the database "
+    "lost half way) is not valid JSON.",
+    table_answer="`200` everything stored about you (one JSON document, streamed)",
+)
+
+
+@blueprint.declare(EXPORT_ME)
 async def export_me() -> Response:
     app = deps()
     user_id = current_user_id()

@@ -11,23 +11,37 @@ it commits, here.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 import structlog
-from quart import Blueprint, Response, request
+from quart import Response, request
 
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import audit_json, case_json
+from stories.api.openapi import (
+    AT,
+    BOB,
+    STORY,
+    STORY_EXAMPLE,
+    UUID_SCHEMA,
+    closed_object,
+    error_answer,
+    error_example,
+    json_answer,
+    paging,
+    path_id,
+    ref,
+)
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import audit_json, case_json
-from stories.api.profiles import parse_user_id
-from stories.api.reports import note_arg
+from stories.api.reports import BAD_BODY, MODERATION_ERRORS, NOTE, REPORT_EXAMPLE, note_arg
 from stories.api.validate import invalid, required_string
 from stories.clock import to_millis
 from stories.errors import NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from uuid import UUID
 
     from stories.api.deps import AppDeps
     from stories.store.models import ReportCase
@@ -35,12 +49,34 @@ if TYPE_CHECKING:
 __all__ = ["ACTIONS", "blueprint", "suspension_committed"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+blueprint = DeclaredBlueprint("admin", __name__)
 
 ACTIONS = ("dismiss", "remove_story", "suspend_user")
 STATUSES = ("open", "resolved")
 DEFAULT_REPORTS_LIMIT = 20
 DEFAULT_AUDIT_LIMIT = 50
+
+_MODERATORS_ONLY = " Moderators only: 404 (as an unknown route) to everyone else."
+REPORT_ENTRY_EXAMPLE = {
+    "report_id": REPORT_EXAMPLE["report_id"],
+    "target_type": "story",
+    "target_id": STORY,
+    "reasons": {"spam": 3, "hate": 2},
+    "reporters": 5,
+    "first_reported_at": AT,
+    "status": "resolved",
+    "user_suspended": False,
+    "resolution": {"action": "remove_story", "note": "scam link", "resolved_at": AT, "moderator_id": BOB},
+    "story": {**STORY_EXAMPLE, "media_url": None},
+}
+AUDIT_EXAMPLE = {
+    "actor_id": BOB,
+    "action": "remove_story",
+    "target_type": "story",
+    "target_id": STORY,
+    "note": "scam link",
+    "at": AT,
+}
 
 
 @blueprint.before_request
@@ -68,7 +104,31 @@ def _media_url(case: ReportCase) -> str | None:
     return app.media.media_url(case.story, app.clock.now())
 
 
-@blueprint.get("/reports")
+LIST_REPORTS = Route(
+    "GET",
+    "/admin/reports",
+    "listReports",
+    "moderation",
+    "The reports queue, one entry per reported target",
+    {
+        "200": json_answer(ref("ReportPage"), "a page", {"reports": [REPORT_ENTRY_EXAMPLE], "next_cursor": None}),
+        **MODERATION_ERRORS,
+    },
+    table_answer="`200` page of report entries (moderators; else `404`)",
+    description="open: oldest first (the queue); resolved: latest decision first." + _MODERATORS_ONLY,
+    parameters=[
+        {
+            "name": "status",
+            "in": "query",
+            "description": "open (default) or resolved (400 else)",
+            "schema": {"enum": list(STATUSES), "default": "open"},
+        },
+        *paging(DEFAULT_REPORTS_LIMIT),
+    ],
+)
+
+
+@blueprint.declare(LIST_REPORTS)
 async def reports() -> Response:
     status = request.args.get("status", "open")
     if status not in STATUSES:
@@ -78,16 +138,41 @@ async def reports() -> Response:
     return json_response(page_json("reports", rows, limit, lambda case: case_json(case, _media_url(case))))
 
 
-def _parse_entry_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound("no such report") from None
+RESOLVE_REPORT = Route(
+    "POST",
+    "/admin/reports/{id}/resolve",
+    "resolveReport",
+    "moderation",
+    "Decide a reported target",
+    {
+        "200": json_answer(ref("ReportEntry"), "the entry, resolved", REPORT_ENTRY_EXAMPLE),
+        **MODERATION_ERRORS,
+        **BAD_BODY,
+        "409": error_answer(
+            "own_case: the report is about you or your story (another moderator must decide); already_resolved: "
+            "it was decided otherwise before",
+            ("own_case", "already_resolved"),
+            error_example("already_resolved", "this report was already resolved with dismiss"),
+        ),
+    },
+    table_answer="`200` report entry (moderators; else `404`)",
+    description="dismiss: a held story is visible again; remove_story: deleted for everyone as by its "
+    "author (400 for a user report); suspend_user: the user (or the story's author) is suspended, "
+    "their stories leave every read. One transaction with its audit entry; the same decision again "
+    "answers the entry unchanged. The id is the entry's report_id or any report's id in it." + _MODERATORS_ONLY,
+    body={
+        "type": "object",
+        "required": ["action"],
+        "properties": {"action": {"enum": list(ACTIONS)}, "note": NOTE},
+    },
+    body_example={"action": "remove_story", "note": "scam link"},
+    parameters=path_id("id", "report"),
+)
 
 
-@blueprint.post("/reports/<id>/resolve")
-async def resolve(id: str) -> Response:
-    entry_id = _parse_entry_id(id)
+@blueprint.declare(RESOLVE_REPORT)
+async def resolve(id: UUID) -> Response:
+    entry_id = id
     body = await read_json_object()
     action = required_string(body, "action")
     if action not in ACTIONS:
@@ -114,9 +199,38 @@ async def resolve(id: str) -> Response:
     return json_response(case_json(case, _media_url(case)))
 
 
-@blueprint.post("/users/<id>/unsuspend")
-async def unsuspend(id: str) -> Response:
-    user_id = parse_user_id(id)
+UNSUSPEND_USER = Route(
+    "POST",
+    "/admin/users/{id}/unsuspend",
+    "unsuspendUser",
+    "moderation",
+    "Lift a user's suspension",
+    {
+        "200": json_answer(
+            closed_object({"user_id": UUID_SCHEMA, "suspended": {"const": False}}),
+            "not suspended (any more); idempotent",
+            {"user_id": BOB, "suspended": False},
+        ),
+        **MODERATION_ERRORS,
+        **BAD_BODY,
+        "409": error_answer(
+            "own_case: your own account",
+            ("own_case",),
+            error_example("own_case", "another moderator must decide about your own account"),
+        ),
+    },
+    table_answer="`200` (moderators; else `404`)",
+    description="Audited (with the optional note) when it changes anything." + _MODERATORS_ONLY,
+    body={"type": "object", "properties": {"note": NOTE}},
+    body_example={"note": "appeal accepted"},
+    body_required=False,
+    parameters=path_id("id", "user"),
+)
+
+
+@blueprint.declare(UNSUSPEND_USER)
+async def unsuspend(id: UUID) -> Response:
+    user_id = id
     # The body is optional: `{"note": "..."}` for the audit log.
     note = note_arg(await read_json_object()) if request.content_length else None
     app = deps()
@@ -131,7 +245,23 @@ async def unsuspend(id: str) -> Response:
     return json_response({"user_id": str(user_id), "suspended": False})
 
 
-@blueprint.get("/audit")
+LIST_AUDIT = Route(
+    "GET",
+    "/admin/audit",
+    "listAudit",
+    "moderation",
+    "Every moderator action, newest first",
+    {
+        "200": json_answer(ref("AuditPage"), "a page", {"entries": [AUDIT_EXAMPLE], "next_cursor": None}),
+        **MODERATION_ERRORS,
+    },
+    table_answer="`200` page of audit entries (moderators; else `404`)",
+    description="Kept forever: retention never deletes it." + _MODERATORS_ONLY,
+    parameters=paging(DEFAULT_AUDIT_LIMIT),
+)
+
+
+@blueprint.declare(LIST_AUDIT)
 async def audit() -> Response:
     limit, cursor = limit_arg(DEFAULT_AUDIT_LIMIT), cursor_arg()
     rows = await deps().store.audit(limit + 1, cursor)

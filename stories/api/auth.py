@@ -13,11 +13,25 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from quart import Blueprint, Response, request
+from quart import Response, request
 
 from stories.actors.ratelimit import ACTION_LOGIN
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import deps
+from stories.api.json_io import json_response, read_json_object
+from stories.api.openapi import (
+    BAD_REQUEST,
+    DISPLAY_NAME,
+    EMAIL,
+    PASSWORD,
+    SESSION_EXAMPLE,
+    USER_LINKS,
+    error_answer,
+    error_example,
+    json_answer,
+    ref,
+    shared,
+)
 from stories.api.validate import display_name, invalid, required_string
 from stories.clock import to_millis
 from stories.errors import AccountSuspended, Conflict, InvalidCredentials, RateLimited, Unauthorized
@@ -33,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["blueprint", "login_subject", "normalize_email", "session_body"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("auth", __name__)
+blueprint = DeclaredBlueprint("auth", __name__)
 
 MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8
@@ -110,7 +124,38 @@ def _auth_event(action: str, outcome: str, **fields: Any) -> None:
     log.info("auth", action=action, outcome=outcome, **fields)
 
 
-@blueprint.post("/signup")
+_CREDENTIALS = {"email": EMAIL, "password": PASSWORD}
+# The bodies of POST /login and POST /signup, as `login` and `signup` read them.
+LOGIN_BODY = {"type": "object", "required": list(_CREDENTIALS), "properties": _CREDENTIALS}
+SIGNUP_BODY = {**LOGIN_BODY, "properties": {**_CREDENTIALS, "display_name": DISPLAY_NAME}}
+
+
+SIGNUP = Route(
+    "POST",
+    "/signup",
+    "signup",
+    "auth",
+    "Create an account",
+    {
+        "201": json_answer(ref("Session"), "created: a session for the new user", SESSION_EXAMPLE, links=USER_LINKS),
+        **shared("BadRequest"),
+        "409": error_answer(
+            "email_taken: an account with this email (after trimming and lower-casing) exists",
+            ("email_taken",),
+            error_example("email_taken", "an account with this email already exists"),
+        ),
+        **shared("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+    },
+    description="Opens a session. Email is trimmed and lower-cased. Passwords: bcrypt; when "
+    "more sign-ups and logins wait for hashing than the process finishes in about 5 s, 503 overloaded.",
+    body=SIGNUP_BODY,
+    body_example={"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"},
+    public=True,
+    table_answer="`201` session",
+)
+
+
+@blueprint.declare(SIGNUP)
 async def signup() -> Response:
     body = await read_json_object()
     raw_email, password = _credentials(body)
@@ -131,7 +176,34 @@ async def signup() -> Response:
     return response
 
 
-@blueprint.post("/login")
+LOGIN = Route(
+    "POST",
+    "/login",
+    "login",
+    "auth",
+    "Log in",
+    {
+        "200": json_answer(ref("Session"), "logged in", SESSION_EXAMPLE),
+        **BAD_REQUEST,
+        "401": error_answer(
+            "invalid_credentials: unknown email or wrong password (the same answer, in comparable time)",
+            ("invalid_credentials",),
+            error_example("invalid_credentials", "email or password is incorrect"),
+        ),
+        **shared("Suspended"),
+        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+    },
+    description="Opens a session. After 10 failed logins for an email within 15 minutes, 429 "
+    "rate_limited for that email (existing or not) until Retry-After. A suspended account with the right "
+    "password: 403 account_suspended.",
+    body=LOGIN_BODY,
+    body_example={"email": "ada@example.com", "password": "correct horse battery"},
+    public=True,
+    table_answer="`200` session",
+)
+
+
+@blueprint.declare(LOGIN)
 async def login() -> Response:
     raw_email, password = _credentials(await read_json_object())
     app = deps()

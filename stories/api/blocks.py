@@ -7,27 +7,66 @@ a block or unblock changes what both users may see, a mute or unmute what the mu
 
 from __future__ import annotations
 
-import structlog
-from quart import Blueprint, Response
+from typing import TYPE_CHECKING
 
-from stories.api.bodies import json_response
+import structlog
+from quart import Response
+
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.json_io import json_response
+from stories.api.json_shapes import block_json, listed_json, mute_json
+from stories.api.openapi import (
+    ALICE,
+    AT,
+    BAD_REQUEST,
+    BOB,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    json_answer,
+    paging,
+    path_id,
+    ref,
+)
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import block_json, listed_json, mute_json
-from stories.api.profiles import DEFAULT_LIST_LIMIT, parse_user_id
+from stories.api.profiles import DEFAULT_LIST_LIMIT
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("blocks", __name__)
+blueprint = DeclaredBlueprint("blocks", __name__)
 
 
-@blueprint.post("/blocks/<user_id>")
-async def block(user_id: str) -> Response:
-    blocked_id = parse_user_id(user_id)
+BLOCK = Route(
+    "POST",
+    "/blocks/{user_id}",
+    "block",
+    "social",
+    "Block a user (idempotent)",
+    {
+        "200": json_answer(ref("Block"), "blocked", {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT}),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="Removes the follows between you both ways; neither sees the other's stories nor can "
+    "follow the other. 400 for yourself; 404 for an unknown user.",
+    parameters=path_id("user_id", "user"),
+    table_answer="`200` block",
+)
+
+
+@blueprint.declare(BLOCK)
+async def block(user_id: UUID) -> Response:
+    blocked_id = user_id
     blocker_id = current_user_id()
     if blocked_id == blocker_id:
         raise InvalidRequest("you cannot block yourself")
@@ -41,9 +80,21 @@ async def block(user_id: str) -> Response:
     return json_response(block_json(result))
 
 
-@blueprint.delete("/blocks/<user_id>")
-async def unblock(user_id: str) -> Response:
-    blocked_id = parse_user_id(user_id)
+UNBLOCK = Route(
+    "DELETE",
+    "/blocks/{user_id}",
+    "unblock",
+    "social",
+    "Unblock (idempotent; removed follows are not restored)",
+    {"204": {"description": "not blocked"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
+    parameters=path_id("user_id", "user"),
+    table_answer="`204`",
+)
+
+
+@blueprint.declare(UNBLOCK)
+async def unblock(user_id: UUID) -> Response:
+    blocked_id = user_id
     app = deps()
     async with after_commit(app) as effects:
         effects.feed_changed(current_user_id(), blocked_id)
@@ -52,16 +103,56 @@ async def unblock(user_id: str) -> Response:
     return Response(b"", 204)
 
 
-@blueprint.get("/me/blocks")
+LIST_BLOCKS = Route(
+    "GET",
+    "/me/blocks",
+    "listBlocks",
+    "social",
+    "Users you blocked, most recent first",
+    {
+        "200": json_answer(
+            ref("BlockList"),
+            "a page",
+            {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
+        ),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    parameters=paging(DEFAULT_LIST_LIMIT),
+    table_answer="`200` page of users",
+)
+
+
+@blueprint.declare(LIST_BLOCKS)
 async def my_blocks() -> Response:
     limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
     rows = await deps().store.blocks(current_user_id(), limit + 1, cursor)
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
 
 
-@blueprint.post("/mutes/<user_id>")
-async def mute(user_id: str) -> Response:
-    muted_id = parse_user_id(user_id)
+MUTE = Route(
+    "POST",
+    "/mutes/{user_id}",
+    "mute",
+    "social",
+    "Mute a user (idempotent): their stories leave your feed only",
+    {
+        "200": json_answer(ref("Mute"), "muted", {"muter_id": ALICE, "muted_id": BOB, "created_at": AT}),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="400 for yourself; 404 for an unknown user.",
+    parameters=path_id("user_id", "user"),
+    table_answer="`200` mute",
+)
+
+
+@blueprint.declare(MUTE)
+async def mute(user_id: UUID) -> Response:
+    muted_id = user_id
     muter_id = current_user_id()
     if muted_id == muter_id:
         raise InvalidRequest("you cannot mute yourself")
@@ -75,9 +166,21 @@ async def mute(user_id: str) -> Response:
     return json_response(mute_json(result))
 
 
-@blueprint.delete("/mutes/<user_id>")
-async def unmute(user_id: str) -> Response:
-    muted_id = parse_user_id(user_id)
+UNMUTE = Route(
+    "DELETE",
+    "/mutes/{user_id}",
+    "unmute",
+    "social",
+    "Unmute (idempotent)",
+    {"204": {"description": "not muted"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
+    parameters=path_id("user_id", "user"),
+    table_answer="`204`",
+)
+
+
+@blueprint.declare(UNMUTE)
+async def unmute(user_id: UUID) -> Response:
+    muted_id = user_id
     app = deps()
     async with after_commit(app) as effects:
         effects.feed_changed(current_user_id())
@@ -86,7 +189,28 @@ async def unmute(user_id: str) -> Response:
     return Response(b"", 204)
 
 
-@blueprint.get("/me/mutes")
+LIST_MUTES = Route(
+    "GET",
+    "/me/mutes",
+    "listMutes",
+    "social",
+    "Users you muted, most recent first",
+    {
+        "200": json_answer(
+            ref("MuteList"),
+            "a page",
+            {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
+        ),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    parameters=paging(DEFAULT_LIST_LIMIT),
+    table_answer="`200` page of users",
+)
+
+
+@blueprint.declare(LIST_MUTES)
 async def my_mutes() -> Response:
     limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
     rows = await deps().store.mutes(current_user_id(), limit + 1, cursor)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Response, request
 
-from stories.api.bodies import json_response
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response
+from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, EVENT_EXAMPLE, UNAUTHORIZED, UNAVAILABLE, json_answer, ref
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW
 from stories.domain import EventId, MalformedEventId
 
 __all__ = ["DEFAULT_EVENTS_LIMIT", "MAX_EVENTS_LIMIT", "blueprint"]
 
-blueprint = Blueprint("events", __name__)
+blueprint = DeclaredBlueprint("events", __name__)
 
 DEFAULT_EVENTS_LIMIT = 50
 MAX_EVENTS_LIMIT = 100
@@ -49,7 +51,35 @@ def _after() -> EventId | None:
         raise invalid("after", str(exc)) from None
 
 
-@blueprint.get("/me/events")
+LIST_EVENTS = Route(
+    "GET",
+    "/me/events",
+    "listEvents",
+    "realtime",
+    "Your realtime events over HTTP, oldest first (catch-up)",
+    {
+        "200": json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None}),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    description="The same messages as /ws, read from the recorded views and reactions of the last 7 "
+    "days. `after`: the last id you have seen; when the log no longer holds it, the page starts with "
+    '{"type": "resync"}: refetch what you show. `next_cursor` is set when more events follow at once.',
+    parameters=[
+        {
+            "name": "limit",
+            "in": "query",
+            "description": f"page size, 1 to {MAX_EVENTS_LIMIT} (400 outside)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": 50},
+        },
+        AFTER_PARAM,
+    ],
+    table_answer="`200` page of events (catch-up)",
+)
+
+
+@blueprint.declare(LIST_EVENTS)
 async def my_events() -> Response:
     limit, after = _limit(), _after()
     app = deps()

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Blueprint, Response
+from quart import Response
 
-from stories.api.bodies import json_response
-from stories.api.probes import Probes, probes
+from stories.api.declare import DeclaredBlueprint, Route
+from stories.api.json_io import json_response
+from stories.api.openapi import json_answer, ref
+from stories.api.probe_deps import Probes, probes
 from stories.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["blueprint"]
 
-blueprint = Blueprint("health", __name__)
+blueprint = DeclaredBlueprint("health", __name__)
 
 # A health probe must answer quickly even when the database hangs.
 DB_CHECK_SECONDS = 2.0
@@ -73,13 +75,71 @@ def _relay_state(checked: Probes) -> str:
     return "ok" if checked.relay.listening else "down"
 
 
-@blueprint.get("/healthz")
+HEALTHZ = Route(
+    "GET",
+    "/healthz",
+    "healthz",
+    "operations",
+    "Health of the process and its dependencies (liveness)",
+    {
+        "200": json_answer(
+            ref("Health"),
+            "serving",
+            {"status": "ok", "checks": {"db": "ok", "redis": "ok", "storage": "ok"}},
+        ),
+        "503": json_answer(
+            ref("Health"),
+            "the database is down (the process keeps running and recovers when it returns)",
+            {"status": "degraded", "checks": {"db": "down", "redis": "ok", "storage": "ok"}},
+        ),
+    },
+    public=True,
+    table_answer="`200` or `503` health",
+)
+
+
+@blueprint.declare(HEALTHZ)
 async def healthz() -> Response:
     checks = await _run_checks(probes())
     return json_response({"status": _status(checks), "checks": checks}, 503 if checks["db"] == "down" else 200)
 
 
-@blueprint.get("/readyz")
+READYZ = Route(
+    "GET",
+    "/readyz",
+    "readyz",
+    "operations",
+    "Readiness: 200 only while this process should get traffic",
+    {
+        "200": json_answer(
+            ref("Readiness"),
+            "ready",
+            {
+                "status": "ok",
+                "checks": {"db": "ok", "redis": "ok", "storage": "ok", "relay": "ok", "process": "serving"},
+            },
+        ),
+        "503": json_answer(
+            ref("Readiness"),
+            "not ready: starting, draining, the database down or the event relay not subscribed",
+            {
+                "status": "ok",
+                "checks": {
+                    "db": "ok",
+                    "redis": "disabled",
+                    "storage": "disabled",
+                    "relay": "ok",
+                    "process": "draining",
+                },
+            },
+        ),
+    },
+    public=True,
+    table_answer="`200` or `503` readiness",
+)
+
+
+@blueprint.declare(READYZ)
 async def readyz() -> Response:
     """200 only while this process should get traffic: started (migrations applied, actors running), not
     draining, the database answering, and the event relay subscribed.
@@ -97,6 +157,23 @@ async def readyz() -> Response:
     return json_response({"status": _status(checks), "checks": checks}, 200 if ready else 503)
 
 
-@blueprint.get("/metrics")
+METRICS = Route(
+    "GET",
+    "/metrics",
+    "metrics",
+    "operations",
+    "Prometheus metrics (docs/operations.md lists them)",
+    {
+        "200": {
+            "description": "Prometheus text format 0.0.4",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    public=True,
+    table_answer="`200` Prometheus text",
+)
+
+
+@blueprint.declare(METRICS)
 async def metrics() -> Response:
     return Response(probes().metrics.render(), 200, content_type=CONTENT_TYPE_LATEST)

@@ -13,33 +13,21 @@ import uuid
 
 import structlog
 import trio
-from quart import Quart, Response, g, has_request_context, request
+from quart import Quart, Response, current_app, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from stories.api.bodies import error_response
+from stories.api.authentication import bearer_token
+from stories.api.declare import declared_routes
 from stories.api.deps import deps
-from stories.api.probes import probes
+from stories.api.json_io import error_response
+from stories.api.probe_deps import probes
 from stories.errors import ApiError, Overloaded, RateLimited, Unauthorized
 
-__all__ = ["PUBLIC_ENDPOINTS", "install_hooks"]
+__all__ = ["install_hooks", "public_endpoints"]
 
 log = structlog.get_logger()
 
-# Endpoints reachable without a token (API.md, Conventions).
-PUBLIC_ENDPOINTS = frozenset(
-    {
-        "auth.signup",
-        "auth.login",
-        "sessions.refresh",
-        "health.healthz",
-        "health.readyz",
-        "health.metrics",
-        "docs.openapi",
-        "docs.docs",
-        "docs.docs_file",
-    }
-)
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -69,13 +57,15 @@ def route_template() -> str:
 
 
 def _bearer_token() -> str:
-    header = request.headers.get("Authorization")
-    if header is None:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
         raise Unauthorized("missing Authorization: Bearer <token> header")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return token
+
+
+def public_endpoints(app: Quart) -> frozenset[str]:
+    """The endpoints reachable without a token (API.md, Conventions): those declared `public`."""
+    return frozenset(endpoint for endpoint, route in declared_routes(app).items() if route.public)
 
 
 async def _before_request() -> None:
@@ -84,7 +74,7 @@ async def _before_request() -> None:
     client_id = request.headers.get("X-Request-ID", "")
     g.request_id = client_id if _SANE_REQUEST_ID.match(client_id) else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
-    if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+    if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in _public(current_app):
         return
     # Only the API app has non-public routes (the worker's app serves the probes alone).
     claims = await deps().callers.authenticate(_bearer_token())
@@ -157,6 +147,13 @@ async def _http_error(error: HTTPException) -> Response:
 async def _unexpected(error: Exception) -> Response:
     log.error("http.unhandled", error=repr(error), exc_info=error)
     return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _public(app: Quart) -> frozenset[str]:
+    public: frozenset[str] | None = app.extensions.get("public_endpoints")
+    if public is None:
+        public = app.extensions["public_endpoints"] = public_endpoints(app)
+    return public
 
 
 def install_hooks(app: Quart) -> None:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from quart import Response, request
 
-from stories.api.bodies import JSON_CONTENT_TYPE
+from stories.api.json_io import JSON_CONTENT_TYPE
 from stories.errors import InvalidRequest
 from stories.store.models import IdempotencyClaim
 

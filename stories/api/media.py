@@ -8,12 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from quart import Blueprint, Response
 
 from stories.actors.ratelimit import ACTION_UPLOADS
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.idempotency import request_claim
+from stories.api.json_io import json_response, read_json_object
+from stories.api.openapi import (
+    ALICE,
+    BAD_REQUEST,
+    RETRY_AFTER,
+    UNAUTHORIZED,
+    error_answer,
+    error_example,
+    json_answer,
+    ref,
+    shared,
+)
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
@@ -25,12 +36,15 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
+    from quart import Response
+
+    from stories.settings import Settings
     from stories.store.models import Replay
 
 __all__ = ["CONTENT_TYPES", "MAX_FILE_NAME_LENGTH", "blueprint", "upload_key"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("media", __name__)
+blueprint = DeclaredBlueprint("media", __name__)
 
 # The allow-list, and the extension each type's keys get (the client's file name is never trusted for it).
 CONTENT_TYPES = {
@@ -76,7 +90,103 @@ def _check_file_name(body: dict[str, Any]) -> None:
         raise invalid("file_name", "must be a file name, without path separators or control characters")
 
 
-@blueprint.post("/upload/presigned")
+def _upload_body(settings: Settings) -> dict[str, Any]:
+    """The body of POST /upload/presigned, as `presign` reads it."""
+    return {
+        "type": "object",
+        "required": ["content_type", "size"],
+        "properties": {
+            "content_type": {"enum": list(CONTENT_TYPES)},
+            "size": {"type": "integer", "minimum": 1, "maximum": settings.max_upload_bytes, "description": "bytes"},
+            "file_name": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_FILE_NAME_LENGTH,
+                "description": "optional, only checked (no path separators, control characters or surrounding "
+                "spaces); the key never uses it",
+            },
+        },
+    }
+
+
+PRESIGN_UPLOAD = Route(
+    "POST",
+    "/upload/presigned",
+    "presignUpload",
+    "media",
+    "A presigned PUT URL for one upload",
+    {
+        "200": json_answer(
+            ref("Upload"),
+            "PUT the file to upload_url with these headers and Content-Length = size",
+            {
+                "upload_url": "http://127.0.0.1:8333/stories-media/uploads/...&X-Amz-Signature=...",
+                "method": "PUT",
+                "headers": {"Content-Type": "image/jpeg"},
+                "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
+                "expires_in": UPLOAD_URL_SECONDS,
+            },
+            headers={
+                "Idempotent-Replay": {
+                    "description": "true when this answers a retry: the same media_key, a fresh URL",
+                    "schema": {"const": "true"},
+                }
+            },
+        ),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **shared("PayloadTooLarge", "UnsupportedMediaType"),
+        "409": error_answer(
+            "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
+            ("upload_used",),
+            error_example(
+                "upload_used",
+                "this upload's key is used by a story (or was deleted); ask for a new upload with a new "
+                "Idempotency-Key",
+            ),
+        ),
+        "422": error_answer(
+            "idempotency_key_reused: this Idempotency-Key came with another body",
+            ("idempotency_key_reused",),
+            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        ),
+        **shared("RateLimited"),
+        "503": error_answer(
+            "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
+            "database_unavailable, overloaded: as on every route",
+            ("storage_unavailable", "database_unavailable", "overloaded"),
+            error_example("storage_unavailable", "object storage is not configured on this server: uploads are off"),
+            {
+                "Retry-After": {
+                    **RETRY_AFTER,
+                    "description": "with overloaded: seconds to wait before retrying",
+                }
+            },
+        ),
+    },
+    description=lambda settings: (
+        "The API never sees the file: the client PUTs it straight to the object store. The "
+        "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "
+        f"{settings.rate_limit_uploads_per_minute} per minute per user (429). With an Idempotency-Key, a retry "
+        "with the same key and body within 24 h answers the same media_key with a fresh upload URL and issues no "
+        "new key."
+    ),
+    body=_upload_body,
+    body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
+    parameters=[
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+            "example": "b7f3c0de-retry-1",
+        }
+    ],
+    table_answer="`200` presigned upload",
+)
+
+
+@blueprint.declare(PRESIGN_UPLOAD)
 async def presign_upload() -> Response:
     body = await read_json_object()
     content_type = _content_type(body)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from quart import request
 
-from stories.api.present import decode_position, encode_position
+from stories.api.json_shapes import decode_position, encode_position
 from stories.api.validate import invalid
 
 if TYPE_CHECKING:

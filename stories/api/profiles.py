@@ -7,44 +7,81 @@ and nowhere else.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 import structlog
-from quart import Blueprint, Response
 
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import listed_json, profile_json
+from stories.api.openapi import (
+    ALICE,
+    AT,
+    BAD_REQUEST,
+    BOB,
+    DISPLAY_NAME,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    USERS_EXAMPLE,
+    json_answer,
+    paging,
+    path_id,
+    ref,
+    shared,
+)
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import listed_json, profile_json
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
+    from quart import Response
+
     from stories.store.models import ListedUser
 
-__all__ = ["DEFAULT_LIST_LIMIT", "blueprint", "parse_user_id"]
+__all__ = ["DEFAULT_LIST_LIMIT", "blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("profiles", __name__)
+blueprint = DeclaredBlueprint("profiles", __name__)
 
 DEFAULT_LIST_LIMIT = 50
 _EDITABLE = frozenset({"display_name"})
-
-
-def parse_user_id(raw: str) -> UUID:
-    """A malformed id names no user: 404, like an unknown one."""
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound("no such user") from None
 
 
 def _no_such_user() -> NotFound:
     return NotFound("no such user")
 
 
-@blueprint.get("/me")
+GET_ME = Route(
+    "GET",
+    "/me",
+    "getMe",
+    "profiles",
+    "Your profile (the only place your email appears)",
+    {
+        "200": json_answer(
+            ref("Me"),
+            "you",
+            {
+                "user_id": ALICE,
+                "email": "ada@example.com",
+                "display_name": "Ada",
+                "created_at": AT,
+                "followers": 12,
+                "following": 3,
+            },
+        ),
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    table_answer="`200` own profile",
+)
+
+
+@blueprint.declare(GET_ME)
 async def me() -> Response:
     profile = await deps().store.me(current_user_id())
     if profile is None:
@@ -52,7 +89,26 @@ async def me() -> Response:
     return json_response(profile_json(profile, own=True))
 
 
-@blueprint.patch("/me")
+UPDATE_ME = Route(
+    "PATCH",
+    "/me",
+    "updateMe",
+    "profiles",
+    "Change your display name",
+    {
+        "200": json_answer(ref("Me"), "you, changed"),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **shared("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+    },
+    description="Only display_name can be changed: any other field is a 400. An empty object changes nothing.",
+    body={"type": "object", "properties": {"display_name": DISPLAY_NAME}, "additionalProperties": False},
+    body_example={"display_name": "Ada L."},
+    table_answer="`200` own profile",
+)
+
+
+@blueprint.declare(UPDATE_ME)
 async def update_me() -> Response:
     body = await read_json_object()
     unknown = sorted(set(body) - _EDITABLE)
@@ -74,9 +130,39 @@ async def update_me() -> Response:
     return json_response(profile_json(profile, own=True))
 
 
-@blueprint.get("/users/<id>")
-async def user(id: str) -> Response:
-    profile = await deps().store.profile(current_user_id(), parse_user_id(id))
+GET_USER = Route(
+    "GET",
+    "/users/{id}",
+    "getUser",
+    "profiles",
+    "A user's public profile",
+    {
+        "200": json_answer(
+            ref("Profile"),
+            "the profile",
+            {
+                "user_id": BOB,
+                "display_name": "Bob",
+                "created_at": AT,
+                "followers": 4,
+                "following": 7,
+                "followed_by_me": True,
+                "follows_me": False,
+            },
+        ),
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="404 when the user is unknown or has blocked you.",
+    parameters=path_id("id", "user"),
+    table_answer="`200` profile",
+)
+
+
+@blueprint.declare(GET_USER)
+async def user(id: UUID) -> Response:
+    profile = await deps().store.profile(current_user_id(), id)
     if profile is None:
         raise _no_such_user()
     return json_response(profile_json(profile, own=False))
@@ -88,17 +174,55 @@ def _follow_list(rows: list[ListedUser] | None, limit: int) -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
 
 
-@blueprint.get("/users/<id>/followers")
-async def followers(id: str) -> Response:
-    user_id = parse_user_id(id)
+LIST_FOLLOWERS = Route(
+    "GET",
+    "/users/{id}/followers",
+    "listFollowers",
+    "social",
+    "Who follows a user, most recent follow first",
+    {
+        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
+    table_answer="`200` page of users",
+)
+
+
+@blueprint.declare(LIST_FOLLOWERS)
+async def followers(id: UUID) -> Response:
+    user_id = id
     limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
     rows = await deps().store.followers(current_user_id(), user_id, limit + 1, cursor)
     return _follow_list(rows, limit)
 
 
-@blueprint.get("/users/<id>/following")
-async def following(id: str) -> Response:
-    user_id = parse_user_id(id)
+LIST_FOLLOWING = Route(
+    "GET",
+    "/users/{id}/following",
+    "listFollowing",
+    "social",
+    "Whom a user follows, most recent follow first",
+    {
+        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
+    table_answer="`200` page of users",
+)
+
+
+@blueprint.declare(LIST_FOLLOWING)
+async def following(id: UUID) -> Response:
+    user_id = id
     limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
     rows = await deps().store.following(current_user_id(), user_id, limit + 1, cursor)
     return _follow_list(rows, limit)

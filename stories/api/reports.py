@@ -11,14 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from quart import Blueprint, Response, request
+from quart import Response, request
 
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.idempotency import replayed, request_claim
-from stories.api.present import report_json
-from stories.api.profiles import parse_user_id
-from stories.api.stories import parse_story_id
+from stories.api.json_io import json_response, read_json_object
+from stories.api.json_shapes import report_json
+from stories.api.openapi import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    error_answer,
+    error_example,
+    json_answer,
+    path_id,
+    ref,
+    shared,
+)
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest
@@ -29,10 +40,10 @@ if TYPE_CHECKING:
 
     from stories.store.models import Report
 
-__all__ = ["MAX_NOTE_LENGTH", "REPORT_REASONS", "blueprint", "note_arg"]
+__all__ = ["BAD_BODY", "MAX_NOTE_LENGTH", "MODERATION_ERRORS", "NOTE", "REPORT_REASONS", "blueprint", "note_arg"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("reports", __name__)
+blueprint = DeclaredBlueprint("reports", __name__)
 
 REPORT_REASONS = ("spam", "harassment", "nudity", "violence", "hate", "self_harm", "other")
 MAX_NOTE_LENGTH = 500
@@ -96,12 +107,74 @@ async def _report(target_type: str, target_id: UUID) -> Response:
     return json_response(report_json(filed), 201 if filed.created else 200)
 
 
+NOTE = {
+    "type": ["string", "null"],
+    "maxLength": MAX_NOTE_LENGTH,
+    "description": f"at most {MAX_NOTE_LENGTH} characters",
+}
+REPORT_EXAMPLE = {"report_id": "5d41402a-bc4b-4a76-9b19-9c9bd3f0c2a1", "status": "open"}
+# The 400, 401, 404 and 503 of every reports and moderation route, and those of a body.
+MODERATION_ERRORS = BAD_REQUEST | UNAUTHORIZED | NOT_FOUND | UNAVAILABLE
+BAD_BODY = shared("BadRequest", "PayloadTooLarge", "UnsupportedMediaType")
+_REPORT_BODY = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {"reason": {"enum": list(REPORT_REASONS)}, "note": NOTE},
+}
+_REUSED = {
+    "422": error_answer(
+        "idempotency_key_reused: this Idempotency-Key came with another body or target",
+        ("idempotency_key_reused",),
+        error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+    )
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "1 to 255 visible ASCII characters, honoured per user for 24 h (as for POST /stories)",
+    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+    "example": "c1a0-report-1",
+}
+
+
+def _report_route(path: str, operation_id: str, what: str) -> Route:
+    return Route(
+        "POST",
+        path,
+        operation_id,
+        "reports",
+        f"Report {what}",
+        {
+            "201": json_answer(
+                ref("Report"),
+                "filed (or, for a retry with the same Idempotency-Key and body, the original report)",
+                REPORT_EXAMPLE,
+            ),
+            "200": json_answer(ref("Report"), "you had reported it already: your existing report", REPORT_EXAMPLE),
+            **MODERATION_ERRORS,
+            **BAD_BODY,
+            **_REUSED,
+        },
+        table_answer="`201` report (`200` the existing one)",
+        description=f"Only for {what} you may see (else 404); yourself or your own story: 400. One report "
+        "per reporter and target. A reported story leaves your reads at once; REPORT_HIDE_THRESHOLD "
+        "reporters hide it from everyone but its author until a moderator decides.",
+        body=_REPORT_BODY,
+        body_example={"reason": "spam", "note": "links to a scam"},
+        parameters=[*path_id("id", "story" if what == "a story" else "user"), _IDEMPOTENCY_KEY],
+    )
+
+
+REPORT_STORY = _report_route("/stories/{id}/report", "reportStory", "a story")
+REPORT_USER = _report_route("/users/{id}/report", "reportUser", "a user")
+
+
 # Route parameters are named `id` so metrics and docs show API.md's templates.
-@blueprint.post("/stories/<id>/report")
-async def report_story(id: str) -> Response:
-    return await _report("story", parse_story_id(id))
+@blueprint.declare(REPORT_STORY)
+async def report_story(id: UUID) -> Response:
+    return await _report("story", id)
 
 
-@blueprint.post("/users/<id>/report")
-async def report_user(id: str) -> Response:
-    return await _report("user", parse_user_id(id))
+@blueprint.declare(REPORT_USER)
+async def report_user(id: UUID) -> Response:
+    return await _report("user", id)

@@ -28,7 +28,7 @@ from stories.errors import ConfigError
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-    from stories.api.probes import ProbedApp
+    from stories.api.probe_deps import ProbedApp
     from stories.settings import Settings
 
 __all__ = ["CLOSE_SECONDS", "DRAIN_SETTLE_SECONDS", "Drain", "bind_error", "hold_port", "serve_http"]

@@ -7,16 +7,31 @@ stories/actors/access.py; this process applies them at once (`access.session_rev
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from quart import Blueprint, Response
+from quart import Response
 
 from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
-from stories.api.bodies import json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_session_id, current_user_id, deps
+from stories.api.json_io import json_response, read_json_object
+from stories.api.openapi import (
+    AT,
+    BAD_REQUEST,
+    NOT_FOUND,
+    PASSWORD,
+    SESSION_EXAMPLE,
+    SESSION_ID,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    error_answer,
+    error_example,
+    json_answer,
+    ref,
+    shared,
+)
 from stories.api.reauth import confirm_password
 from stories.api.validate import invalid, required_string
 from stories.clock import rfc3339, to_millis
@@ -38,13 +53,44 @@ if TYPE_CHECKING:
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("sessions", __name__)
+blueprint = DeclaredBlueprint("sessions", __name__)
 
 # A refresh token is 43 characters; anything much longer is no token of ours, and is not hashed.
 MAX_REFRESH_TOKEN_LENGTH = 512
 
 
-@blueprint.post("/token/refresh")
+REFRESH_TOKEN = Route(
+    "POST",
+    "/token/refresh",
+    "refreshToken",
+    "auth",
+    "Trade a refresh token for a new token and a new refresh token (rotation)",
+    {
+        "200": json_answer(ref("Session"), "refreshed: the old refresh token is used up", SESSION_EXAMPLE),
+        **BAD_REQUEST,
+        "401": error_answer(
+            "invalid_refresh_token: unknown or expired; session_revoked: the token was used already "
+            "(its whole session is revoked now), or its session was revoked",
+            ("invalid_refresh_token", "session_revoked"),
+            error_example("session_revoked", "this session was revoked; log in again"),
+        ),
+        **shared("Suspended", "PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
+    },
+    description="A refresh token works once. Presenting one that was used already revokes its session "
+    "(a stolen token was used), so of two concurrent refreshes with one token exactly one succeeds and "
+    "the session is revoked: refresh from one place at a time.",
+    body={
+        "type": "object",
+        "required": ["refresh_token"],
+        "properties": {"refresh_token": {"type": "string"}},
+    },
+    body_example={"refresh_token": SESSION_EXAMPLE["refresh_token"]},
+    public=True,
+    table_answer="`200` session (the refresh token rotates)",
+)
+
+
+@blueprint.declare(REFRESH_TOKEN)
 async def refresh() -> Response:
     presented = required_string(await read_json_object(), "refresh_token")
     if len(presented) > MAX_REFRESH_TOKEN_LENGTH:
@@ -75,7 +121,20 @@ async def refresh() -> Response:
     return json_response(session_body(app, result.user_id, result.session_id, result.email, fresh))
 
 
-@blueprint.post("/logout")
+LOGOUT = Route(
+    "POST",
+    "/logout",
+    "logout",
+    "auth",
+    "Sign out: revoke this token's session",
+    {"204": {"description": "signed out"}, **UNAUTHORIZED, **UNAVAILABLE},
+    description="The session's tokens and refresh token answer 401 session_revoked on every process "
+    "within 1 s; its open WebSockets close with 1008.",
+    table_answer="`204` (this token's session is revoked)",
+)
+
+
+@blueprint.declare(LOGOUT)
 async def logout() -> Response:
     app = deps()
     session_id = current_session_id()
@@ -95,7 +154,37 @@ def _session_json(session: SessionInfo, current: UUID) -> dict[str, Any]:
     }
 
 
-@blueprint.get("/me/sessions")
+LIST_SESSIONS = Route(
+    "GET",
+    "/me/sessions",
+    "listSessions",
+    "auth",
+    "Your active sessions, most recently used first",
+    {
+        "200": json_answer(
+            ref("SessionList"),
+            "your sessions",
+            {
+                "sessions": [
+                    {
+                        "session_id": SESSION_ID,
+                        "created_at": AT,
+                        "last_used_at": AT,
+                        "user_agent": "Stories/1.0 (iPhone)",
+                        "current": True,
+                    }
+                ]
+            },
+        ),
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    description="Active: not revoked, and refreshed (or opened) within REFRESH_TOKEN_DAYS.",
+    table_answer="`200` your active sessions",
+)
+
+
+@blueprint.declare(LIST_SESSIONS)
 async def my_sessions() -> Response:
     app = deps()
     since = app.clock.now() - timedelta(days=app.settings.refresh_token_days)
@@ -104,12 +193,31 @@ async def my_sessions() -> Response:
     return json_response({"sessions": [_session_json(session, current) for session in sessions]})
 
 
-@blueprint.delete("/me/sessions/<session_id>")
-async def revoke_session(session_id: str) -> Response:
-    try:
-        target = uuid.UUID(session_id)
-    except ValueError:
-        raise NotFound("no such session") from None
+REVOKE_SESSION = Route(
+    "DELETE",
+    "/me/sessions/{session_id}",
+    "revokeSession",
+    "auth",
+    "Revoke one of your sessions (idempotent)",
+    {"204": {"description": "revoked"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
+    description="Another user's session, an unknown or a malformed id: 404.",
+    parameters=[
+        {
+            "name": "session_id",
+            "in": "path",
+            "required": True,
+            "description": "a session_id from GET /me/sessions (a malformed id answers 404)",
+            "schema": {"type": "string", "format": "uuid"},
+            "example": SESSION_ID,
+        }
+    ],
+    table_answer="`204` (that session is revoked)",
+)
+
+
+@blueprint.declare(REVOKE_SESSION)
+async def revoke_session(session_id: UUID) -> Response:
+    target = session_id
     app = deps()
     if not await SessionStore(app.store.database).revoke(current_user_id(), target, to_millis(app.clock.now())):
         raise NotFound("no such session")
@@ -118,7 +226,36 @@ async def revoke_session(session_id: str) -> Response:
     return Response(b"", 204)
 
 
-@blueprint.post("/me/password")
+CHANGE_PASSWORD = Route(
+    "POST",
+    "/me/password",
+    "changePassword",
+    "auth",
+    "Change your password; every other session is revoked",
+    {
+        "204": {"description": "changed"},
+        **BAD_REQUEST,
+        **shared("Unauthorized"),
+        "403": error_answer(
+            "wrong_password: the current password is wrong; account_suspended",
+            ("wrong_password", "account_suspended"),
+            error_example("wrong_password", "the password is wrong"),
+        ),
+        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+    },
+    description="Wrong current passwords count against the account's email in the login throttle "
+    "(10 per 15 minutes, then 429). The session of this request stays signed in.",
+    body={
+        "type": "object",
+        "required": ["current_password", "new_password"],
+        "properties": {"current_password": {"type": "string"}, "new_password": PASSWORD},
+    },
+    body_example={"current_password": "correct horse battery", "new_password": "battery staple horse"},
+    table_answer="`204` (every other session is revoked)",
+)
+
+
+@blueprint.declare(CHANGE_PASSWORD)
 async def change_password() -> Response:
     body = await read_json_object()
     current_password = required_string(body, "current_password")

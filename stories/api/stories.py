@@ -1,4 +1,8 @@
-"""Stories: create, read, delete, feed, views, reactions and "seen by" (API.md "Stories")."""
+"""Stories: create, read, delete, feed, views, reactions and "seen by" (API.md "Stories").
+
+Over 450 lines because each of its seven routes has its declaration (its whole OpenAPI operation, examples
+included) beside its view; splitting the routes of one resource apart would hide more than it shows.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,37 @@ from uuid import UUID
 
 import orjson
 import structlog
-from quart import Blueprint, Response, request
+from quart import Response, request
 
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
-from stories.api.bodies import JSON_CONTENT_TYPE, json_response, read_json_object
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.idempotency import replayed, request_claim
+from stories.api.json_io import JSON_CONTENT_TYPE, json_response, read_json_object
+from stories.api.json_shapes import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
+from stories.api.openapi import (
+    ALICE,
+    AT,
+    BAD_REQUEST,
+    BOB,
+    CURSOR,
+    NOT_FOUND,
+    STORY,
+    STORY_EXAMPLE,
+    STORY_LINKS,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    VISIBILITY,
+    error_answer,
+    error_example,
+    json_answer,
+    paging,
+    path_id,
+    ref,
+    shared,
+)
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.present import decode_cursor, encode_cursor, reaction_json, story_json, view_json, viewer_json
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
@@ -30,10 +56,10 @@ from stories.store.uploads import UploadClaim
 if TYPE_CHECKING:
     from stories.feed_cache import FeedEntry
 
-__all__ = ["blueprint", "parse_story_id"]
+__all__ = ["blueprint"]
 
 log = structlog.get_logger()
-blueprint = Blueprint("stories", __name__)
+blueprint = DeclaredBlueprint("stories", __name__)
 
 VISIBILITIES = ("public", "friends", "private")
 MAX_TEXT_LENGTH = 2200
@@ -43,14 +69,6 @@ DEFAULT_FEED_LIMIT = 20
 MAX_FEED_LIMIT = 100
 DEFAULT_VIEWERS_LIMIT = 50
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
-
-
-def parse_story_id(raw: str) -> UUID:
-    """A malformed id names no story a caller can see: 404, like an unknown one."""
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound("no such story") from None
 
 
 def _not_found() -> NotFound:
@@ -95,7 +113,98 @@ def _audience(body: dict[str, Any], visibility: str) -> list[UUID]:
     return ids
 
 
-@blueprint.post("/stories")
+# The body of POST /stories, as `create_story` reads it.
+NEW_STORY = {
+    "type": "object",
+    "required": ["visibility"],
+    "anyOf": [{"required": ["text"]}, {"required": ["media_key"]}],
+    "properties": {
+        "text": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TEXT_LENGTH,
+            "pattern": r"\S",
+            "description": f"1 to {MAX_TEXT_LENGTH} characters after trimming",
+        },
+        "media_key": {
+            "type": "string",
+            "maxLength": MAX_MEDIA_KEY_LENGTH,
+            "description": "a media_key from POST /upload/presigned (yours, issued in the last 24 h, not used "
+            "by another story), its file uploaded: 400 media_not_uploaded when the store answers and has no "
+            "object under it",
+        },
+        "visibility": VISIBILITY,
+        "audience_user_ids": {
+            "type": "array",
+            "items": {"type": "string", "format": "uuid"},
+            "maxItems": MAX_AUDIENCE,
+            "description": f"only with visibility friends: at most {MAX_AUDIENCE} distinct existing users, "
+            "who must also follow you to see the story; empty: no list",
+        },
+    },
+}
+
+
+CREATE_STORY = Route(
+    "POST",
+    "/stories",
+    "createStory",
+    "stories",
+    "Create a story",
+    {
+        "201": json_answer(
+            ref("Story"),
+            "created (or, for a retry with the same Idempotency-Key and body, the original story)",
+            STORY_EXAMPLE,
+            headers={
+                "Idempotent-Replay": {
+                    "description": "true when this answers a retry and nothing was created",
+                    "schema": {"const": "true"},
+                }
+            },
+            links=STORY_LINKS,
+        ),
+        "400": error_answer(
+            "invalid_request: malformed JSON, wrong types or invalid values; media_not_uploaded: the "
+            "store has no object under media_key",
+            ("invalid_request", "media_not_uploaded"),
+            error_example(
+                "invalid_request",
+                "visibility: must be one of public, friends, private",
+                visibility="invalid",
+            ),
+        ),
+        **UNAUTHORIZED,
+        **shared("PayloadTooLarge", "UnsupportedMediaType"),
+        "422": error_answer(
+            "idempotency_key_reused: this Idempotency-Key came with another body",
+            ("idempotency_key_reused",),
+            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        ),
+        **shared("RateLimited", "Unavailable"),
+    },
+    description=lambda settings: (
+        f"At least one of text and media_key. Expires STORY_TTL_SECONDS after creation. "
+        f"Rate limit: {settings.rate_limit_stories_per_minute} per minute per user (429). With an Idempotency-Key, "
+        "a retry with the same key and body within 24 h answers the original 201 and creates nothing: retry a 503 "
+        "that way."
+    ),
+    body=NEW_STORY,
+    body_example={"text": "Hello from the lake", "visibility": "public"},
+    parameters=[
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+            "example": "b7f3c0de-retry-1",
+        }
+    ],
+    table_answer="`201` story",
+)
+
+
+@blueprint.declare(CREATE_STORY)
 async def create_story() -> Response:
     body = await read_json_object()
     user_id = current_user_id()
@@ -166,10 +275,28 @@ def _replayed(replay: Replay, key: str) -> Response:
 
 
 # Route parameters are named `id` so metrics and docs show API.md's template, /stories/{id}.
-@blueprint.get("/stories/<id>")
-async def get_story(id: str) -> Response:
+GET_STORY = Route(
+    "GET",
+    "/stories/{id}",
+    "getStory",
+    "stories",
+    "Read an active story you may see",
+    {
+        "200": json_answer(ref("Story"), "the story", STORY_EXAMPLE),
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="404 when it is unknown, expired, deleted or not visible to you.",
+    parameters=path_id("id", "story"),
+    table_answer="`200` story",
+)
+
+
+@blueprint.declare(GET_STORY)
+async def get_story(id: UUID) -> Response:
     app = deps()
-    story = await app.store.visible_story(current_user_id(), app.clock.now(), parse_story_id(id))
+    story = await app.store.visible_story(current_user_id(), app.clock.now(), id)
     if story is None:
         raise _not_found()
     return json_response(story_json(story, _media_url(story)))
@@ -188,7 +315,27 @@ def _feed_story(entry: FeedEntry, storage: bool) -> orjson.Fragment | dict[str, 
     return story_json(story, _media_url(story))
 
 
-@blueprint.get("/feed")
+GET_FEED = Route(
+    "GET",
+    "/feed",
+    "getFeed",
+    "stories",
+    "Active stories you may see, newest first",
+    {
+        "200": json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR}),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    description="Your own, friends stories of the people you follow, and public ones; blocked users' "
+    "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
+    "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
+    parameters=paging(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT),
+    table_answer="`200` page of stories",
+)
+
+
+@blueprint.declare(GET_FEED)
 async def feed() -> Response:
     limit = limit_arg(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)
     raw_cursor = request.args.get("cursor")
@@ -204,10 +351,32 @@ async def feed() -> Response:
     return json_response({"stories": live, "next_cursor": next_cursor})
 
 
-@blueprint.post("/stories/<id>/view")
-async def view_story(id: str) -> Response:
+VIEW_STORY = Route(
+    "POST",
+    "/stories/{id}/view",
+    "viewStory",
+    "stories",
+    "Record a view",
+    {
+        "200": json_answer(
+            ref("View"),
+            "the view (first_view false for a repeat, and for the author's own view, not recorded)",
+            {"story_id": STORY, "viewer_id": BOB, "viewed_at": AT, "first_view": True},
+        ),
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="Idempotent: one view per story and viewer. The first sends story.viewed to the author.",
+    parameters=path_id("id", "story"),
+    table_answer="`200` view",
+)
+
+
+@blueprint.declare(VIEW_STORY)
+async def view_story(id: UUID) -> Response:
     app = deps()
-    story_id = parse_story_id(id)
+    story_id = id
     async with after_commit(app) as effects:
         # The event is the stored view: the relay reads it from the log, also when this call was cut off while
         # its statement still committed.
@@ -240,9 +409,65 @@ def _render_reaction(reaction: Reaction) -> bytes:
     return orjson.dumps(reaction_json(reaction))
 
 
-@blueprint.post("/stories/<id>/reactions")
-async def react(id: str) -> Response:
-    parsed_id = parse_story_id(id)
+REACT_TO_STORY = Route(
+    "POST",
+    "/stories/{id}/reactions",
+    "reactToStory",
+    "stories",
+    "React with an emoji",
+    {
+        "201": json_answer(
+            ref("Reaction"),
+            "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
+            {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
+            headers={
+                "Idempotent-Replay": {
+                    "description": "true when this answers a retry and nothing was added",
+                    "schema": {"const": "true"},
+                }
+            },
+        ),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **shared("PayloadTooLarge", "UnsupportedMediaType"),
+        "422": error_answer(
+            "idempotency_key_reused: this Idempotency-Key came with another body or story",
+            ("idempotency_key_reused",),
+            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        ),
+        **shared("RateLimited", "Unavailable"),
+    },
+    description=lambda settings: (
+        f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
+        "A user may react more than once. Sends story.reacted to the author. Rate limit: "
+        f"{settings.rate_limit_reactions_per_minute} per minute per user (429). With an Idempotency-Key, a retry "
+        "with the same key, story and body within 24 h answers the original 201 and adds nothing: a retried "
+        "reaction is never counted twice."
+    ),
+    body={
+        "type": "object",
+        "required": ["emoji"],
+        "properties": {"emoji": {"enum": [*REACTION_EMOJIS, "❤"]}},
+    },
+    body_example={"emoji": "🔥"},
+    parameters=[
+        *path_id("id", "story"),
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+            "example": "b7f3c0de-retry-1",
+        },
+    ],
+    table_answer="`201` reaction",
+)
+
+
+@blueprint.declare(REACT_TO_STORY)
+async def react(id: UUID) -> Response:
+    parsed_id = id
     body = await read_json_object()
     emoji = _emoji(body)
     app = deps()
@@ -268,9 +493,28 @@ async def react(id: str) -> Response:
     return json_response(reaction_json(reaction), 201)
 
 
-@blueprint.delete("/stories/<id>")
-async def delete_story(id: str) -> Response:
-    story_id = parse_story_id(id)
+DELETE_STORY = Route(
+    "DELETE",
+    "/stories/{id}",
+    "deleteStory",
+    "stories",
+    "Delete your story",
+    {
+        "204": {"description": "deleted (also when it already was, or has expired)"},
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="It disappears from every read at once; its media is removed by the expiry worker. "
+    "404 for anyone but the author.",
+    parameters=path_id("id", "story"),
+    table_answer="`204`",
+)
+
+
+@blueprint.declare(DELETE_STORY)
+async def delete_story(id: UUID) -> Response:
+    story_id = id
     app = deps()
     author_id = current_user_id()
     async with after_commit(app) as effects:
@@ -285,9 +529,36 @@ async def delete_story(id: str) -> Response:
     return Response(b"", 204)
 
 
-@blueprint.get("/stories/<id>/viewers")
-async def viewers(id: str) -> Response:
-    story_id = parse_story_id(id)
+LIST_VIEWERS = Route(
+    "GET",
+    "/stories/{id}/viewers",
+    "listViewers",
+    "stories",
+    "Seen by: who viewed your story, most recent view first",
+    {
+        "200": json_answer(
+            ref("Viewers"),
+            "a page",
+            {
+                "viewers": [{"user_id": BOB, "display_name": "Bob", "viewed_at": AT, "reactions": ["🔥"]}],
+                "next_cursor": None,
+            },
+        ),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="For the author only, for stories created in the last 7 days (active, expired or "
+    "deleted); users the author blocked are left out.",
+    parameters=path_id("id", "story") + paging(DEFAULT_VIEWERS_LIMIT),
+    table_answer='`200` page of viewers ("seen by")',
+)
+
+
+@blueprint.declare(LIST_VIEWERS)
+async def viewers(id: UUID) -> Response:
+    story_id = id
     limit, cursor = limit_arg(DEFAULT_VIEWERS_LIMIT), cursor_arg()
     app = deps()
     since = app.clock.now() - VIEWERS_WINDOW

@@ -5,19 +5,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from quart import Blueprint, Response, request
+from quart import Response, request
 
-from stories.api.bodies import json_response
+from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
+from stories.api.json_io import json_response
+from stories.api.json_shapes import seen_story, story_head, story_json
+from stories.api.openapi import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    STORY_EXAMPLE,
+    TRAY_EXAMPLE,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    json_answer,
+    paging,
+    path_id,
+    ref,
+)
 from stories.api.paging import limit_arg
-from stories.api.present import seen_story, story_head, story_json
-from stories.api.profiles import parse_user_id
 from stories.clock import rfc3339
 from stories.errors import NotFound
 from stories.tray import decode_tray_cursor, encode_tray_cursor
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from uuid import UUID
 
     from stories.media.link import StorageLink
     from stories.store.models import Story
@@ -25,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TRAY_LIMIT", "MAX_TRAY_LIMIT", "blueprint"]
 
-blueprint = Blueprint("tray", __name__)
+blueprint = DeclaredBlueprint("tray", __name__)
 
 DEFAULT_TRAY_LIMIT = 20
 MAX_TRAY_LIMIT = 50
@@ -64,7 +77,29 @@ def _group(
     return rendered
 
 
-@blueprint.get("/tray")
+GET_TRAY = Route(
+    "GET",
+    "/tray",
+    "getTray",
+    "stories",
+    "Your feed's stories grouped by author: your own, then unseen, then seen",
+    {
+        "200": json_answer(ref("Tray"), "a page of authors", TRAY_EXAMPLE),
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        **UNAVAILABLE,
+    },
+    description="Exactly the active stories of your feed, grouped by author (oldest first, at most the "
+    "author's 100 newest), each with `seen`. Your own group first, then authors with an unseen story, "
+    "then the rest, each part by latest_at descending, then author id. `limit` counts authors. The "
+    "cursor keeps the walk's start: views during a walk move no author between the parts. Your own "
+    "views apply at once; the rest may lag by FEED_CACHE_SECONDS, as the feed.",
+    parameters=paging(DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT),
+    table_answer="`200` page of authors with their stories",
+)
+
+
+@blueprint.declare(GET_TRAY)
 async def tray() -> Response:
     limit = limit_arg(DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT)
     raw_cursor = request.args.get("cursor")
@@ -79,9 +114,28 @@ async def tray() -> Response:
     return json_response({"authors": groups, "next_cursor": next_cursor})
 
 
-@blueprint.get("/users/<id>/stories")
-async def author_stories(id: str) -> Response:
-    author_id = parse_user_id(id)
+GET_AUTHOR_STORIES = Route(
+    "GET",
+    "/users/{id}/stories",
+    "getAuthorStories",
+    "stories",
+    "A user's active stories you may see, oldest first (at most 100), with `seen`",
+    {
+        "200": json_answer(ref("AuthorStories"), "the stories", {"stories": [{**STORY_EXAMPLE, "seen": True}]}),
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+    },
+    description="404 when the user is unknown or in a block with you (either way). Muting hides a user "
+    "from your feed and tray, not from this list.",
+    parameters=path_id("id", "user"),
+    table_answer="`200` an author's stories",
+)
+
+
+@blueprint.declare(GET_AUTHOR_STORIES)
+async def author_stories(id: UUID) -> Response:
+    author_id = id
     app = deps()
     viewer_id = current_user_id()
     now = app.clock.now()

@@ -34,8 +34,10 @@ import structlog
 import trio
 
 from stories.actors.hub import CloseReason
-from stories.api.bodies import JSON_CONTENT_TYPE
-from stories.api.callers import token_expiry
+from stories.api.authentication import bearer_token, token_expiry
+from stories.api.declare import Route
+from stories.api.json_io import JSON_CONTENT_TYPE
+from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, UNAUTHORIZED, error_answer, error_example
 from stories.domain import REPLAY_WINDOW, EventId, MalformedEventId
 from stories.errors import (
     AccountSuspended,
@@ -66,6 +68,7 @@ __all__ = [
     "PATH",
     "REPLAY_LIMIT",
     "REPLAY_WINDOW",
+    "ROUTE",
     "configure_websockets",
     "serve_socket",
 ]
@@ -73,6 +76,43 @@ __all__ = [
 log = structlog.get_logger()
 
 PATH = "/ws"
+# Served by `serve_socket`, not a Quart view: the app adds its rule (a plain GET of it answers 426).
+ROUTE = Route(
+    "GET",
+    PATH,
+    "events",
+    "realtime",
+    "WebSocket: realtime events for your stories",
+    {
+        "101": {"description": "switching protocols: the server sends JSON text messages"},
+        **BAD_REQUEST,
+        **UNAUTHORIZED,
+        "426": error_answer(
+            "upgrade_required: a plain HTTP request, not a WebSocket upgrade",
+            ("upgrade_required",),
+            error_example("upgrade_required", "/ws is a WebSocket: send an upgrade request"),
+            {"Upgrade": {"description": "websocket", "schema": {"const": "websocket"}}},
+        ),
+    },
+    description="Upgrade with `Authorization: Bearer <jwt>` or `?token=<jwt>` (browsers cannot set "
+    'headers on a WebSocket). Messages: `{"type": "story.viewed", "id", "payload": {story_id, '
+    'viewer_id, viewed_at}}` and `{"type": "story.reacted", "id", "payload": {story_id, user_id, '
+    "emoji, created_at}}`, only to the story's author. With `?after=<last event id seen>`, first every "
+    'event since (oldest first, at most 7 days and 1,000, else a {"type": "resync"} message), then the '
+    "live stream, with no gap and no duplicate. Client messages are ignored and capped at 4 KiB (1009). "
+    "Close codes: 1001 server shutting down; 1008 too slow to keep up, an 11th socket of one user (the "
+    "oldest closes), or the token expired; 1012 events were missed: reconnect with after=.",
+    parameters=[
+        {
+            "name": "token",
+            "in": "query",
+            "description": "the JWT, for clients that cannot send headers",
+            "schema": {"type": "string"},
+        },
+        AFTER_PARAM,
+    ],
+    table_answer="WebSocket upgrade: realtime events",
+)
 # API.md: messages from clients are capped at 4 KiB (the API defines none; this bounds what a client can make
 # the server buffer).
 MAX_CLIENT_MESSAGE_BYTES = 4096
@@ -117,12 +157,9 @@ def _query(scope: WebsocketScope) -> dict[str, str]:
 
 
 def _token(scope: WebsocketScope, query: dict[str, str]) -> str:
-    header = _header(scope, b"authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        return token.strip()
+    token = bearer_token(_header(scope, b"authorization"))
+    if token is not None:
+        return token
     token = query.get("token", "").strip()
     if not token:
         raise Unauthorized("missing token: send Authorization: Bearer <token> or ?token=<token>")

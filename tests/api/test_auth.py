@@ -17,8 +17,8 @@ from quart import Response
 
 import stories.security as security_module
 from stories.api import create_app
-from stories.api.bodies import json_response
 from stories.api.deps import current_user_id
+from stories.api.json_io import json_response
 from stories.errors import Overloaded
 from stories.security import PasswordHasher, TokenIssuer
 from tests.conftest import TEST_JWT_SECRET

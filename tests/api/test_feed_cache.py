@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from stories.api import create_app
-from stories.api.present import story_fragment
+from stories.api.json_shapes import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story

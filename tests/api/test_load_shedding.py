@@ -8,7 +8,7 @@ import pytest
 import trio
 from quart import Response
 
-from stories.api.bodies import json_response
+from stories.api.json_io import json_response
 from tests.helpers import signup
 
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from stories.api import create_app
-from stories.api.present import story_head
+from stories.api.json_shapes import story_head
 from stories.feed_cache import PRUNE_EVERY, RedisVersions
 from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache

@@ -25,8 +25,8 @@ from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from stories.actors.hub import CloseReason, Hub
-from stories.api.callers import Callers
-from stories.api.deps import StoriesApp
+from stories.api.app import StoriesApp
+from stories.api.authentication import Callers
 from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
 from stories.domain import EventId

@@ -10,7 +10,7 @@ from hypercorn.trio import serve
 from trio_websocket import open_websocket_url
 
 from stories.api import create_app
-from stories.api.callers import Callers
+from stories.api.authentication import Callers
 from stories.store import Store, open_database
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore

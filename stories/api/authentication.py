@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from stories.security import Claims, TokenIssuer
 
-__all__ = ["Callers", "UserStore", "token_expiry"]
+__all__ = ["Callers", "UserStore", "bearer_token", "token_expiry"]
 
 MAX_TOKENS = 10_000
 MAX_USERS = 50_000
@@ -168,6 +168,17 @@ class Callers:
             for found, suspended in lookup.found.items():
                 _remember(self._known, found, _Known(until, suspended), MAX_USERS)
         return lookup
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case); None without the header.
+    The one reader of that header: the HTTP routes' hook and the WebSocket upgrade both use it."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
 
 
 def token_expiry(token: str) -> float:

@@ -1,15 +1,16 @@
-"""Callers: lookups of users' states shared by the requests of one scheduling round (stories/api/callers.py)."""
+"""Callers: lookups of users' states shared by the requests of one scheduling round (stories/api/authentication.py)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 import trio
 
-from stories.api.callers import Callers
+from stories.api.authentication import Callers, bearer_token
 from stories.clock import FixedClock
-from stories.errors import AccountSuspended, SessionRevoked
+from stories.errors import AccountSuspended, SessionRevoked, Unauthorized
 from stories.security import TokenIssuer
 
 SECRET = "callers-test-secret-0123456789abcdef-0123"
@@ -95,3 +96,11 @@ async def test_a_round_of_requests_shares_one_lookup_and_suspension_is_403(autoj
         pass
     else:
         raise AssertionError("a suspended user was let in")
+
+
+def test_the_one_bearer_reader_takes_any_case_and_refuses_other_schemes():
+    assert bearer_token(None) is None
+    assert bearer_token("Bearer abc") == bearer_token("bearer  abc ") == "abc"
+    for malformed in ("Basic abc", "Bearer", "Bearer   ", "abc"):
+        with pytest.raises(Unauthorized):
+            bearer_token(malformed)

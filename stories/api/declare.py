@@ -1,0 +1,156 @@
+"""Route declarations: each route states once its method, path, summary, request body, answers per status, errors
+and whether it needs a token; the URL rule, `/openapi.json`, docs/API.md's route table and the set of public
+endpoints all come from that one declaration.
+
+A view is registered only through `DeclaredBlueprint.declare(route)`: `route()`, `get()`, `post()` ... refuse,
+so no route is served without a declaration (tests/api/test_docs.py checks the served rules are the declared ones).
+Validation of the body stays in the view (stories/api/validate.py, with API.md's messages); the declaration
+states the same rules as JSON Schema for clients and Schemathesis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from uuid import UUID
+
+from quart import Blueprint
+from werkzeug.routing import BaseConverter, ValidationError
+
+from stories.api.openapi import operation
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from stories.settings import Settings
+
+__all__ = ["DeclaredBlueprint", "IdConverter", "Route", "declared_routes", "route_table", "with_route_table"]
+
+View = TypeVar("View", bound=Callable[..., Any])
+# A part of an operation that carries this process's limits: computed from the settings.
+Settled = Callable[["Settings"], Any]
+_PATH_PARAMETER = re.compile(r"\{([^{}]+)\}")
+
+
+class IdConverter(BaseConverter):
+    """`<id:name>`: a path segment that is a UUID (32 hex digits, dashes and braces optional, as `uuid.UUID` reads
+    them). A malformed one matches no route, so it answers 404 like an unknown id (API.md), before any token is
+    checked; the pattern (not only `to_python`) refuses it, so no other method's rule turns it into a 405."""
+
+    regex = r"\{?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}\}?"
+
+    def to_python(self, value: str) -> UUID:
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValidationError from None
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+def _settled(value: Any, settings: Settings) -> Any:
+    return value(settings) if callable(value) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One operation. `responses`, `description` and `body` may be functions of the settings (rate limits, body
+    sizes). `view=False` for a rule served outside Quart's views (/ws)."""
+
+    method: str
+    # The OpenAPI path template: `{name}` is a path parameter, a UUID (`<id:name>`) when its schema says so.
+    path: str
+    operation_id: str
+    tag: str
+    summary: str
+    responses: dict[str, Any] | Settled
+    _: KW_ONLY
+    # docs/API.md's route table, "answer" column.
+    table_answer: str
+    description: str | Settled | None = None
+    body: dict[str, Any] | Settled | None = None
+    body_example: Any = None
+    body_required: bool = True
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    public: bool = False
+
+    @property
+    def rule(self) -> str:
+        """The werkzeug rule: `{id}` becomes `<id:id>` for a UUID path parameter, else `<name>`."""
+        uuids = {
+            parameter["name"]
+            for parameter in self.parameters
+            if parameter["in"] == "path" and parameter["schema"].get("format") == "uuid"
+        }
+
+        def converted(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return f"<id:{name}>" if name in uuids else f"<{name}>"
+
+        return _PATH_PARAMETER.sub(converted, self.path)
+
+    def operation(self, settings: Settings) -> dict[str, Any]:
+        result = operation(
+            self.operation_id,
+            self.tag,
+            self.summary,
+            _settled(self.responses, settings),
+            description=_settled(self.description, settings),
+            body=_settled(self.body, settings),
+            body_example=self.body_example,
+            public=self.public,
+            parameters=self.parameters or None,
+        )
+        if "requestBody" in result and not self.body_required:
+            result["requestBody"]["required"] = False
+        return result
+
+    def table_row(self) -> str:
+        token = "no" if self.public else "yes"
+        return f"| `{self.method}` | `{self.path}` | {token} | {self.table_answer} |"
+
+
+class DeclaredBlueprint(Blueprint):
+    """A blueprint whose every route is declared: `@blueprint.declare(ROUTE)` registers the view under the
+    declaration's rule and method, and keeps the declaration by endpoint."""
+
+    def __init__(self, name: str, import_name: str) -> None:
+        super().__init__(name, import_name)
+        self.declared: dict[str, Route] = {}
+
+    def declare(self, route: Route) -> Callable[[View], View]:
+        def register(view: View) -> View:
+            super(DeclaredBlueprint, self).add_url_rule(route.rule, view_func=view, methods=[route.method])
+            self.declared[f"{self.name}.{view.__name__}"] = route
+            return view
+
+        return register
+
+    def add_url_rule(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(f"{self.name}: declare the route with `@blueprint.declare(Route(...))`")
+
+
+def declared_routes(app: Quart) -> dict[str, Route]:
+    """Endpoint -> declaration of every declared route the app serves (its declared blueprints)."""
+    routes: dict[str, Route] = {}
+    for blueprint in app.blueprints.values():
+        if isinstance(blueprint, DeclaredBlueprint):
+            routes.update(blueprint.declared)
+    return routes
+
+
+def route_table(routes: list[Route]) -> str:
+    """docs/API.md's route table, in the order given."""
+    header = "| method | path | token | answer |\n| --- | --- | --- | --- |\n"
+    return header + "".join(route.table_row() + "\n" for route in routes)
+
+
+def with_route_table(document: str, routes: list[Route]) -> str:
+    """`document` (docs/API.md) with the table under its `## Routes` heading replaced by the routes' own."""
+    head, rest = document.split("\n## Routes\n", 1)
+    intro, table_on = rest.split("\n| method |", 1)
+    after = table_on.split("\n\n", 1)[1]
+    return f"{head}\n## Routes\n{intro}\n{route_table(routes)}\n{after}"
