@@ -86,6 +86,10 @@ class DrainingTCPServer(TCPServer):
         return idle
 
     async def _idle_timeout(self) -> None:
+        if not isinstance(self.config, DrainConfig):
+            # No drain of ours to close idle connections: as hypercorn (a server a test starts by hand).
+            await super()._idle_timeout()
+            return
         # Hypercorn's timer also fires when the server stops, closing whatever it finds; here it is the
         # keep-alive timeout only (the drain closes idle connections itself). When a request is arriving, it is
         # answered and the timer starts again after it.

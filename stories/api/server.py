@@ -3,9 +3,9 @@
 Shutdown (STYLE R8, step 1). When `shutdown` is set, hypercorn closes its listeners; from then on every HTTP/1
 response says `Connection: close` (protocol_errors.py), so no client is left holding a keep-alive connection that
 will never answer again. A request that reached us is answered: idle keep-alive connections stay open until
-nothing is in flight, and are then closed only if no byte of a next request has arrived (idle_connections.py). The drain
-ends then (or after DRAIN_SECONDS): hypercorn's own graceful wait cannot end it, because it also waits for
-WebSocket connections the app has already closed (see `serve_http`).
+nothing is in flight, and are then closed only if no byte of a next request has arrived (idle_connections.py).
+The drain ends then (or after DRAIN_SECONDS): hypercorn's own graceful wait cannot end it, because it also waits
+for WebSocket connections the app has already closed (see `serve_http`).
 """
 
 from __future__ import annotations
@@ -225,9 +225,10 @@ async def _serve_until_drained(
         # hypercorn has stopped accepting and is waiting for its connections; end that wait as soon as no
         # response is owed. This also skips hypercorn's lifespan shutdown: the app has no after_serving work
         # (actors live in the root nursery, STYLE R4).
-        with trio.move_on_after(drain_seconds):
+        with trio.move_on_after(drain_seconds) as deadline:
             await _drained(app, config.connections)
-        if app.in_flight:
+        if deadline.cancelled_caught:
+            # in_flight may be 0: a connection was still receiving a request.
             log.warning("http.drain_deadline", in_flight=app.in_flight, drain_seconds=drain_seconds)
         nursery.cancel_scope.cancel("http drained")
 
