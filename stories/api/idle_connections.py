@@ -62,6 +62,8 @@ class DrainConfig(Config):
 class DrainingTCPServer(TCPServer):
     """Hypercorn's trio connection, registered for the drain, whose idle close never discards a request."""
 
+    _ended = False  # set once nothing more will be read
+
     async def run(self) -> None:
         connections = self.config.connections if isinstance(self.config, DrainConfig) else None
         if connections is not None:
@@ -71,6 +73,13 @@ class DrainingTCPServer(TCPServer):
         finally:
             if connections is not None:
                 connections.discard(self)
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client is gone (or we closed): nothing more will be read, and what is being answered counts as in
+        # flight in the app. Its keep-alive timer would only hold the connection's end (and the registry).
+        self._ended = True
+        await self.idle_task.stop()
 
     def close_if_idle(self) -> bool:
         """Close the connection now if it is idle HTTP/1 with nothing of a next request received; True when it
@@ -102,7 +111,10 @@ class DrainingTCPServer(TCPServer):
 
     def _idle_http1(self) -> bool | None:
         """For an HTTP/1 connection, whether it is between requests with no byte of the next one received
-        (in h11's buffer or unread in the socket): False while it starts, None for a WebSocket or HTTP/2 one."""
+        (in h11's buffer or unread in the socket): False while it starts, None once its reading has ended and for
+        a WebSocket or HTTP/2 one."""
+        if self._ended:
+            return None
         wrapper = getattr(self, "protocol", None)  # set once the connection has started
         if wrapper is None:
             return False

@@ -82,3 +82,15 @@ async def test_an_idle_connection_with_nothing_received_is_closed(app, settings,
             assert config.connections.close_idle() == 0
             # Closed, not reset: the client reads the end.
             assert await stream.receive_some() == b""
+
+
+async def test_a_connection_its_client_closed_does_not_hold_the_drain(app, settings, nursery):
+    # Its keep-alive timer still ran (HTTP_KEEP_ALIVE_SECONDS): the drain counted it as receiving a request.
+    config = hypercorn_config(settings)
+    port = await _serve(app, config, nursery)
+    with trio.fail_after(WAIT):
+        _, stream = await _keep_alive(port)
+        await _idle_again(stream)
+        await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert config.connections.close_idle() == 0
