@@ -12,8 +12,9 @@ Here, instead:
   nothing of a next request has arrived: no byte in h11's buffer and none unread in the socket. The check and the
   close happen with no checkpoint in between, so a request either was there (and is answered) or arrives after
   the close (the client finds the connection closed: it has sent nothing we read);
-- the keep-alive timer (HTTP_KEEP_ALIVE_SECONDS) closes an idle connection the same careful way, and no longer
-  fires early when the server stops: the drain decides that.
+- the keep-alive timer (HTTP_KEEP_ALIVE_SECONDS) never closes a connection with bytes unread in its socket
+  (they are read first: a whole request is answered; a head still incomplete goes, as in hypercorn), and no
+  longer fires early when the server stops: the drain decides that.
 
 `install()` puts `DrainingTCPServer` under the name hypercorn's trio worker builds its connections by (as
 protocol_errors.py does for the HTTP/1.1 protocol); its registry travels in `DrainConfig`, one per server.
@@ -31,6 +32,9 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
 __all__ = ["Connections", "DrainConfig", "DrainingTCPServer", "install"]
+
+# How often an expired keep-alive timer looks again while bytes wait in the socket for the reader.
+UNREAD_RECHECK_SECONDS = 0.01
 
 
 class Connections:
@@ -100,30 +104,52 @@ class DrainingTCPServer(TCPServer):
             await super()._idle_timeout()
             return
         # Hypercorn's timer also fires when the server stops, closing whatever it finds; here it is the
-        # keep-alive timeout only (the drain closes idle connections itself). When a request is arriving, it is
-        # answered and the timer starts again after it.
+        # keep-alive timeout only (the drain closes idle connections itself).
         await trio.sleep(self.config.keep_alive_timeout)
-        if self._idle_http1() is None:
-            with trio.CancelScope(shield=True):
-                await self._initiate_server_close()  # as hypercorn does (HTTP/2)
-        else:
-            self.close_if_idle()
+        while True:
+            between = self._between_requests()
+            if between is None:
+                with trio.CancelScope(shield=True):
+                    await self._initiate_server_close()  # as hypercorn (HTTP/2)
+                return
+            if not between:
+                return  # a request is being answered: the timer starts again after it
+            if not self._unread():
+                # As hypercorn, a head still incomplete after the timeout goes with the connection: the
+                # keep-alive timeout bounds how long a next request may take to arrive (slow clients).
+                self._socket().close()
+                return
+            # The reader takes those bytes first; a whole request stops this timer (Updated(idle=False)).
+            await trio.sleep(UNREAD_RECHECK_SECONDS)
 
     def _idle_http1(self) -> bool | None:
         """For an HTTP/1 connection, whether it is between requests with no byte of the next one received
         (in h11's buffer or unread in the socket): False while it starts, None once its reading has ended and for
         a WebSocket or HTTP/2 one."""
+        between = self._between_requests()
+        if not between:
+            return between
+        connection = self._h11()
+        assert connection is not None
+        return not connection.trailing_data[0] and not self._unread()
+
+    def _between_requests(self) -> bool | None:
+        """Whether an HTTP/1 connection has answered its last request and h11 has no next one (bytes of it may
+        have arrived): False while it starts, None once its reading has ended and for a WebSocket or HTTP/2 one."""
         if self._ended:
             return None
-        wrapper = getattr(self, "protocol", None)  # set once the connection has started
-        if wrapper is None:
+        if getattr(self, "protocol", None) is None:  # set once the connection has started
             return False
-        http = wrapper.protocol
-        if not isinstance(http, H11Protocol) or not isinstance(http.connection, h11.Connection):
+        connection = self._h11()
+        if connection is None:
             return None
-        connection = http.connection
-        between = connection.our_state is h11.IDLE and connection.their_state is h11.IDLE
-        return between and not connection.trailing_data[0] and not self._unread()
+        return connection.our_state is h11.IDLE and connection.their_state is h11.IDLE
+
+    def _h11(self) -> h11.Connection | None:
+        http = self.protocol.protocol
+        if isinstance(http, H11Protocol) and isinstance(http.connection, h11.Connection):
+            return http.connection
+        return None
 
     def _socket(self) -> trio.socket.SocketType:
         stream: object = self.stream
