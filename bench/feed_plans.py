@@ -1,9 +1,9 @@
 """Query plans of the hot reads on a seeded database: `python -m bench.feed_plans [--database-url URL]`.
 
 Seeds (stories.seed), VACUUM ANALYZEs, then runs EXPLAIN (ANALYZE, BUFFERS) on the exact statements of
-stories/store/queries.py: the feed constants are imported; the statements written inline in `aio_*` functions
-are read out of that module's source (so the report always shows what the service runs); the social reads'
-statements are the constants of stories/store/social.py. Scenarios:
+stories/store/: the feed, follow-list and viewers constants are imported; the statements written inline in
+`aio_*` functions are read out of their module's source (so the report always shows what the service runs).
+Scenarios:
 
   base      the seed (default 100k stories over 48 h, about half expired and soft-deleted);
   +old      plus `--extra-stories` (default 2x) stories aged 24 h .. 7 d: all expired, nearly all soft-deleted;
@@ -42,7 +42,8 @@ from bench.server import admin_failed
 from stories.actors.expiry import DEFAULT_BATCH_SIZE
 from stories.clock import to_millis
 from stories.seed import TABLE_ORDER, SeedDataset, SeedPlan, SeedSummary, aio_copy_seed
-from stories.store import queries, social
+from stories.store import engagement, housekeeping, social_graph, users
+from stories.store import stories as story_sql
 from stories.store import tray as store_tray
 from stories.store.migrate import aio_migrate, load_migrations
 
@@ -63,9 +64,9 @@ SOCIAL_READS = (
 )
 
 
-def statements_of(function_name: str, module: Any = queries) -> list[str]:
-    """The SQL strings an `aio_*` function of stories/store/queries.py (or `module`) passes to fetch/fetchrow/
-    fetchval/execute, in source order, f-strings evaluated in the module's namespace (so `{_VISIBLE}` is the real
+def statements_of(function_name: str, module: Any) -> list[str]:
+    """The SQL strings an `aio_*` function of `module` (a module of stories/store/) passes to fetch/fetchrow/
+    fetchval/execute, in source order, f-strings evaluated in the module's namespace (so `{VISIBLE}` is the real
     text)."""
     tree = ast.parse(inspect.getsource(module))
     for node in ast.walk(tree):
@@ -84,7 +85,7 @@ def statements_of(function_name: str, module: Any = queries) -> list[str]:
                 if isinstance(value, str) and "advisory" not in value:
                     found.append(value)
             return found
-    raise LookupError(f"stories.store.queries has no async function {function_name}")
+    raise LookupError(f"{module.__name__} has no async function {function_name}")
 
 
 @dataclass
@@ -352,7 +353,9 @@ async def measure_lists(
     reader = subjects.typical
     for label, user in (("10 followers", million.ten), ("1M followers", million.star)):
         page = (user, reader, LIST_PAGE + 1)
-        results.append(await explain(conn, scenario, f"followers page 1, {label}", social.FOLLOWERS_SQL, page, runs))
+        results.append(
+            await explain(conn, scenario, f"followers page 1, {label}", social_graph.FOLLOWERS_SQL, page, runs)
+        )
         depth = (million.followers if user == million.star else 10) // 2
         position = await conn.fetchrow(
             """SELECT created_at, follower_id FROM follows WHERE followee_id = $1
@@ -365,12 +368,12 @@ async def measure_lists(
                 conn,
                 scenario,
                 f"followers half way down, {label}",
-                social.FOLLOWERS_AFTER_SQL,
+                social_graph.FOLLOWERS_AFTER_SQL,
                 (*page, position["created_at"], position["follower_id"]),
                 runs,
             )
         )
-        (profile_sql,) = statements_of("aio_profile", social)
+        (profile_sql,) = statements_of("aio_profile", users)
         results.append(await explain(conn, scenario, f"profile, {label}", profile_sql, (reader, user), runs))
     return results
 
@@ -380,17 +383,17 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
     viewers = (("typical", subjects.typical), ("heavy", subjects.heavy), ("lonely", subjects.lonely))
     friends_story: uuid.UUID | None = None
     for label, viewer in viewers:
-        walked = await conn.fetch(queries.FEED_SQL, viewer, now, DEEP_OFFSET)
+        walked = await conn.fetch(story_sql.FEED_SQL, viewer, now, DEEP_OFFSET)
         last = walked[-1]
         deep = (viewer, now, PAGE + 1, last["created_at"], last["id"])
         for plan, run in (("", explain), (" (generic)", explain_generic)):
-            results.append(await run(conn, scenario, f"feed page 1, {label}{plan}", queries.FEED_SQL, deep[:3], runs))
+            results.append(await run(conn, scenario, f"feed page 1, {label}{plan}", story_sql.FEED_SQL, deep[:3], runs))
             results.append(
                 await run(
                     conn,
                     scenario,
                     f"feed page {DEEP_OFFSET // PAGE + 1}, {label}{plan}",
-                    queries.FEED_AFTER_SQL,
+                    story_sql.FEED_AFTER_SQL,
                     deep,
                     runs,
                 )
@@ -403,7 +406,7 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
                 (r["id"] for r in walked if r["visibility"] == "friends" and r["author_id"] != viewer), walked[0]["id"]
             )
     assert friends_story is not None
-    (visible_sql,) = statements_of("aio_visible_story")
+    (visible_sql,) = statements_of("aio_visible_story", story_sql)
     results.append(
         await explain(
             conn, scenario, "GET /stories/{id} (visible)", visible_sql, (subjects.typical, now, friends_story), runs
@@ -419,15 +422,15 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
             conn, scenario, "GET /stories/{id} (hidden: 404)", visible_sql, (subjects.typical, now, hidden), runs
         )
     )
-    view_sqls = statements_of("aio_record_view")
+    view_sqls = statements_of("aio_record_view", engagement)
     view_args = [(subjects.typical, now, friends_story), (friends_story, subjects.typical)]
     for number, (sql, args) in enumerate(zip(view_sqls, view_args, strict=True), 1):
         results.append(await explain(conn, scenario, f"record_view {number}/{len(view_sqls)}", sql, args, runs))
-    reaction_sqls = statements_of("aio_add_reaction")
+    reaction_sqls = statements_of("aio_add_reaction", engagement)
     reaction_args = [(subjects.typical, now, friends_story, uuid.uuid4(), "🔥")]
     for number, (sql, args) in enumerate(zip(reaction_sqls, reaction_args, strict=True), 1):
         results.append(await explain(conn, scenario, f"add_reaction {number}/{len(reaction_sqls)}", sql, args, runs))
-    for number, sql in enumerate(stats_sqls := statements_of("aio_stats"), 1):
+    for number, sql in enumerate(stats_sqls := statements_of("aio_stats", engagement), 1):
         results.append(
             await explain(
                 conn,
@@ -438,7 +441,7 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
                 runs,
             )
         )
-    (expire_sql,) = statements_of("aio_expire_batch")
+    (expire_sql,) = statements_of("aio_expire_batch", housekeeping)
     results.append(await explain(conn, scenario, "expiry batch", expire_sql, (now, DEFAULT_BATCH_SIZE), runs))
     results += await measure_social(conn, scenario, subjects, now, runs)
     return results
@@ -448,12 +451,12 @@ async def measure_social(conn: Connection, scenario: str, subjects: Subjects, no
     """The social reads: a profile, the most followed celebrity's followers (page 1 and 1,000 deep) as the
     typical user reads them, and "seen by" of the prolific author's most viewed story."""
     results = []
-    (profile_sql,) = statements_of("aio_profile", social)
+    (profile_sql,) = statements_of("aio_profile", users)
     results.append(
         await explain(conn, scenario, "GET /users/{id}", profile_sql, (subjects.typical, subjects.celebrity), runs)
     )
     page = (subjects.celebrity, subjects.typical, LIST_PAGE + 1)
-    results.append(await explain(conn, scenario, "followers page 1, celebrity", social.FOLLOWERS_SQL, page, runs))
+    results.append(await explain(conn, scenario, "followers page 1, celebrity", social_graph.FOLLOWERS_SQL, page, runs))
     deep = await conn.fetchrow(
         """SELECT created_at, follower_id FROM follows WHERE followee_id = $1
            ORDER BY created_at DESC, follower_id DESC OFFSET 1000 LIMIT 1""",
@@ -465,7 +468,7 @@ async def measure_social(conn: Connection, scenario: str, subjects: Subjects, no
                 conn,
                 scenario,
                 "followers after 1,000 entries, celebrity",
-                social.FOLLOWERS_AFTER_SQL,
+                social_graph.FOLLOWERS_AFTER_SQL,
                 (*page, deep["created_at"], deep["follower_id"]),
                 runs,
             )
@@ -476,7 +479,7 @@ async def measure_social(conn: Connection, scenario: str, subjects: Subjects, no
         now - timedelta(days=7),
     )
     viewers = (story, subjects.author, now - timedelta(days=7), LIST_PAGE + 1)
-    results.append(await explain(conn, scenario, "viewers page 1, most viewed", social.VIEWERS_SQL, viewers, runs))
+    results.append(await explain(conn, scenario, "viewers page 1, most viewed", engagement.VIEWERS_SQL, viewers, runs))
     return results
 
 
@@ -546,7 +549,7 @@ async def bench(url: str, args: argparse.Namespace) -> int:
         async with pool.acquire() as conn:
             results += await measure(conn, "base", subjects, now, args.runs)
             live["base"] = await live_estimate(conn, now)
-            cache["FEED_SQL"] = await plan_cache_choice(conn, queries.FEED_SQL, (subjects.typical, now, PAGE + 1))
+            cache["FEED_SQL"] = await plan_cache_choice(conn, story_sql.FEED_SQL, (subjects.typical, now, PAGE + 1))
         extra: SeedSummary | None = None
         extra_seconds = 0.0
         if args.extra_stories:
@@ -649,7 +652,7 @@ def report(
         f"--blockers {args.blockers} --million {args.million}` "
         f"on {datetime.now(UTC):%Y-%m-%d}, PostgreSQL {server}, Python {platform.python_version()}, "
         f"{platform.machine()}. Medians of {args.runs} `EXPLAIN (ANALYZE, BUFFERS)` runs after a warm-up "
-        "(warm cache). Statements are the exact text of `stories/store/queries.py`.",
+        "(warm cache). Statements are the exact text of `stories/store/`.",
         "",
         "## Data",
         "",

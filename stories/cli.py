@@ -19,12 +19,12 @@ import trio
 from stories import __version__, runtime
 from stories.api.server import hold_port
 from stories.errors import ConfigError, Conflict, StoreUnavailable
-from stories.listen import ListenFailed, listen
 from stories.logging import configure_logging
 from stories.progress import seed_progress
 from stories.seed import DEFAULT_SEED_PASSWORD
 from stories.settings import MAX_WORKERS, Settings, load_settings, mask_url
 from stories.workers import serve_workers
+from stories.ws_client import ListenFailed, listen
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""The feed cache (API.md "Freshness", DESIGN.md "Caching and Redis"): fresh by construction, not by invalidation.
+"""The feed cache (API.md "Freshness", docs/ARCHITECTURE.md "Caches"): fresh by construction, not by invalidation.
 
 A page is cached per (viewer, cursor, limit) with the viewer's *graph version* at the time it was read, for
 FEED_CACHE_SECONDS. The version changes whenever what the viewer may see changes by their own doing or by a
@@ -152,7 +152,12 @@ class RedisVersions:
             return None
         if version is None:
             return None
-        return Snapshot(int(version), any(mark is not None for mark in marks))
+        # A deletion mark or a version bump made while Redis was down is lost, and Redis can come back with its
+        # data (persistence, a healed partition): the key then holds the version a page cached before the outage
+        # carries, and that page would show a deleted or blocked story again. So a page is kept under the key's
+        # version and this process's count of Redis outages (the version is below 2**63): a page read before an
+        # outage this process saw never matches after it.
+        return Snapshot(self.redis.outages << 63 | int(version), any(mark is not None for mark in marks))
 
     async def deleted(self, story_id: UUID) -> None:
         key = self.redis.key("feeddel", str(story_id))

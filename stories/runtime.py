@@ -30,16 +30,16 @@ from stories.api.callers import Callers
 from stories.api.present import story_fragment, story_head
 from stories.api.server import serve_http
 from stories.clock import Clock, SystemClock
+from stories.dev_secret import resolve_jwt_secret
 from stories.feed_cache import FeedCache, GraphVersions, LocalVersions, RedisVersions
-from stories.lifecycle import Lifecycle
-from stories.media.lifecycle import MediaSweeper
 from stories.media.link import StorageLink, open_storage
+from stories.media.sweeper import MediaSweeper
 from stories.metrics import Metrics
+from stories.process_phase import Lifecycle
 from stories.redis import open_redis
 from stories.security import PasswordHasher, TokenIssuer
 from stories.seed import DEFAULT_SEED_PASSWORD, SeedProgress, SeedSummary
 from stories.seed import seed as seed_database
-from stories.settings import Settings, resolve_jwt_secret
 from stories.store import Database, Store, migrate, open_database
 from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from stories.redis import RedisLink
+    from stories.settings import Settings
 
 __all__ = ["run_migrations", "seed", "serve", "set_moderator", "worker"]
 

@@ -1,5 +1,7 @@
 """Demo and benchmark data: a realistic Stories workload written in bulk.
 
+(Over 450 lines on purpose: the plan, the generator and the bulk loader change together, column for column.)
+
 What a seed holds (all from one seeded random generator, so the same plan gives the same rows):
 - users, with a skewed follow graph: a few celebrities followed by most users, ~`follows_per_user` follows
   each, a couple of heavy followers, and every `lonely_every`-th user following nobody;
@@ -28,6 +30,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from stories.clock import to_millis
+from stories.domain import REACTION_EMOJIS
 from stories.errors import Conflict
 from stories.settings import DEFAULT_STORY_TTL_SECONDS
 
@@ -76,9 +79,6 @@ class _Silent:
         pass
 
 
-# The values the schema's CHECK on reactions.emoji accepts; COPY fails loudly if they ever drift.
-_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
-
 _TAG = re.compile(r"[a-z0-9-]{1,32}")
 
 # Column lists per table, in the order the generated tuples use.
@@ -121,7 +121,7 @@ class SeedPlan:
     password_hash: str
     tag: str = "seed"  # email namespace (`<tag>-000001@example.com`) and part of the random seed
     random_seed: int = 1
-    story_ttl: timedelta = timedelta(hours=24)
+    story_ttl: timedelta = timedelta(seconds=DEFAULT_STORY_TTL_SECONDS)
     newest_age: timedelta = timedelta(0)
     oldest_age: timedelta = timedelta(hours=48)
     # Expired stories whose expiry is older than this are soft-deleted, as the worker would have done.
@@ -336,7 +336,9 @@ class SeedDataset:
         if view_rows and rng.random() < plan.reacted_share:
             for _, _, viewer_id, viewed_at in rng.sample(view_rows, rng.randint(1, min(len(view_rows), 3))):
                 for _ in range(rng.choice((1, 1, 1, 2))):
-                    reaction_rows.append((_uuid4(rng), story_id, author_id, viewer_id, rng.choice(_EMOJIS), viewed_at))
+                    reaction_rows.append(
+                        (_uuid4(rng), story_id, author_id, viewer_id, rng.choice(REACTION_EMOJIS), viewed_at)
+                    )
 
         out["stories"].append(
             (

@@ -7,7 +7,7 @@ the port, reserved here so that PORT=0 gives one port for all), then runs each c
   stops everything instead: restarting it would only fail again);
 - forwards SIGTERM/SIGINT to every child and exits 0 once all have drained; a second signal kills them.
 The children bind the port with SO_REUSEPORT, so the kernel spreads connections evenly across them. Everything
-they share beyond that already goes through PostgreSQL or Redis, exactly as N machines would (DESIGN.md).
+they share beyond that already goes through PostgreSQL or Redis, exactly as N machines would (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from stories.actors.supervisor import Backoff
 from stories.api.server import bind_error
+from stories.backoff import Backoff
 from stories.errors import ConfigError
 from stories.media.embedded import EmbeddedSeaweedFS, find_weed
 from stories.runtime import signals_handled
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
-    from stories.lifecycle import Lifecycle
     from stories.media.storage import StorageConfig
+    from stories.process_phase import Lifecycle
     from stories.settings import Settings
 
 __all__ = ["serve_workers"]
@@ -132,9 +132,7 @@ async def _supervise_child(index: int, env: dict[str, str], life: Lifecycle, dra
             return
         if code == CHILD_EXIT_CONFIG:
             raise ConfigError("WORKERS", f"worker {index} refused its configuration (exit {code}); see its log")
-        if trio.current_time() - started > backoff.cap:
-            backoff.reset()
-        delay = backoff.next_delay()
+        delay = backoff.delay_after(trio.current_time() - started)
         log.error("worker.crashed", worker=index, exit_code=code, restart_in=round(delay, 3))
         with trio.move_on_after(delay):
             await life.shutdown.wait()

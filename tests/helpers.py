@@ -5,11 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from stories.api import create_app
+from stories.api.present import story_fragment
+from stories.feed_cache import FeedCache, RedisVersions
 
 PASSWORD = "correct horse battery"
 
@@ -108,3 +112,14 @@ async def refused_ws(port: int, path: str, headers: list[tuple[str, str]] | None
         assert isinstance(leaf, ConnectionRejected)
         return leaf
     raise AssertionError("the upgrade was accepted")
+
+
+def two_processes(app_deps: Any, redis_link: Any, metrics: Any) -> tuple[Any, Any]:
+    """Test clients of two apps as two processes would hold them: one database and one Redis, each app with a
+    page cache of its own whose graph versions are in that Redis."""
+
+    def client() -> Any:
+        feeds = FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment)
+        return create_app(replace(app_deps, feeds=feeds)).test_client()
+
+    return client(), client()

@@ -40,6 +40,7 @@ __all__ = [
     "open_socket",
     "refused_upgrade",
     "signup",
+    "start_server",
     "stories_serve",
     "stories_serve_many",
     "wait_for_connections",
@@ -205,6 +206,23 @@ async def stories_serve_many(
                     stopping.start_soon(_stop, server.process)
 
 
+async def start_server(
+    database_url: str, name: str, directory: Path, *, command: str = "serve", **env: str
+) -> ServerProcess:
+    """One process as `stories_serve` starts it, listening, and left to the caller to stop: for a run that
+    kills and restarts its processes (bench/chaos.py). Killed if it does not listen within START_SECONDS."""
+    server = await _spawn(database_url, name, directory, env, command)
+    try:
+        with trio.fail_after(START_SECONDS):
+            (listening,) = await server.wait_for("http.listening")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _stop(server.process)
+        raise
+    server.base_url = str(listening["binds"][0])
+    return server
+
+
 async def _spawn(
     database_url: str, name: str, directory: Path, env: dict[str, str], command: str = "serve"
 ) -> ServerProcess:
@@ -219,8 +237,10 @@ async def _spawn(
         DATA_DIR=str(directory / "data"),
         LOG_LEVEL="info",
         # No embedded object store unless a test asks for one (MINIO_ENDPOINT=""): it would only slow the start.
-        **{"MINIO_ENDPOINT": "off", **env},
+        MINIO_ENDPOINT="off",
     )
+    # Last: a test's own values win, a fixed PORT too.
+    child_env.update(env)
     with (directory / "stdout.jsonl").open("wb") as stdout, (directory / "stderr.txt").open("wb") as stderr:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "stories", command], env=child_env, cwd=directory, stdout=stdout, stderr=stderr
@@ -306,3 +326,18 @@ def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
         timeout=60,
         check=False,
     )
+
+
+async def serve_until_exit(cwd: Path, env: dict[str, str], seconds: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """`python -m stories serve` in `cwd` that must stop on its own (a start that fails): its exit code and
+    output. None of the service's variables are inherited but `env`'s."""
+    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    with trio.fail_after(seconds):
+        return await trio.run_process(
+            [sys.executable, "-m", "stories", "serve"],
+            env={**base, **env},
+            cwd=cwd,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )

@@ -59,3 +59,9 @@ async def sql_connection(database_url: str) -> AsyncIterator[SqlConnection]:
             yield connection
         finally:
             await connection.close()
+
+
+async def fetch(database_url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one statement, on a connection and a bridge of its own."""
+    async with sql_connection(database_url) as connection:
+        return await connection.fetch(statement, *args)

@@ -5,12 +5,10 @@ stops the start with one line naming PORT or HOST."""
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,7 +23,14 @@ from trio_websocket import ConnectionClosed
 from stories.store.bridge import Bridge
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD
-from tests.processes import SERVICE_VARIABLES, ServerProcess, open_socket, signup, stories_serve, wait_for_connections
+from tests.processes import (
+    ServerProcess,
+    open_socket,
+    serve_until_exit,
+    signup,
+    stories_serve,
+    wait_for_connections,
+)
 from tests.sql import SqlConnection, connect_sql
 
 # Long, so that waiting for it (the old behaviour) cannot pass for draining early.
@@ -367,24 +372,15 @@ def taken_port():
 
 
 async def start_failure(database_url: str, tmp_path, host: str, port: int) -> subprocess.CompletedProcess[bytes]:
-    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
-    env.update(
-        DATABASE_URL=database_url,
-        HOST=host,
-        PORT=str(port),
-        JWT_SECRET=TEST_JWT_SECRET,
-        DATA_DIR=str(tmp_path / "data"),
-        LOG_LEVEL="info",
-    )
-    with trio.fail_after(60):
-        return await trio.run_process(
-            [sys.executable, "-m", "stories", "serve"],
-            env=env,
-            cwd=tmp_path,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    env = {
+        "DATABASE_URL": database_url,
+        "HOST": host,
+        "PORT": str(port),
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "DATA_DIR": str(tmp_path / "data"),
+        "LOG_LEVEL": "info",
+    }
+    return await serve_until_exit(tmp_path, env)
 
 
 async def test_a_taken_port_stops_the_start_with_one_line_naming_port(database_url, tmp_path, taken_port):

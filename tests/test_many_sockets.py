@@ -27,8 +27,9 @@ REACTED_EVERY = 10
 # Bounds on the client side: this machine has two cores, shared with the server and PostgreSQL.
 HTTP_CONCURRENCY = 32
 HANDSHAKE_CONCURRENCY = 50
-# The bound; the body takes 13 to 15 s on the 2-core dev box at a load average of 2 to 2.5.
-LIMIT_SECONDS = 30.0
+# Only a hang fails here: the body takes 13 to 15 s on the 2-core dev box at a load average of 2 to 2.5, and
+# over 30 s at a load average of 10 (CI shares the machine). How fast it is belongs to bench/realtime.py.
+HANG_SECONDS = 120.0
 
 
 @dataclass
@@ -106,7 +107,7 @@ async def test_slow_1000_sockets_each_receive_their_authors_events(database_url,
         ) as http,
     ):
         url = server.base_url
-        with trio.fail_after(LIMIT_SECONDS):
+        with trio.fail_after(HANG_SECONDS):
             limiter = trio.CapacityLimiter(HTTP_CONCURRENCY)
             authors: list[Author] = []
             async with trio.open_nursery() as nursery:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from stories.dev_secret import JWT_SECRET_FILE, resolve_jwt_secret
 from stories.errors import ConfigError
-from stories.settings import JWT_SECRET_FILE, Settings, load_settings, mask_url, resolve_jwt_secret
+from stories.settings import Settings, load_settings, mask_url
 
 PASSWORD = "hunter2-very-secret"
 JWT = "jwt-" + "k" * 40
@@ -158,7 +159,8 @@ def test_temporary_files_of_a_crashed_writer_are_cleaned_up(tmp_path: Path) -> N
 
 
 _RESOLVE = (
-    "import sys; from pathlib import Path; from stories.settings import Settings, resolve_jwt_secret; "
+    "import sys; from pathlib import Path; from stories.settings import Settings; "
+    "from stories.dev_secret import resolve_jwt_secret; "
     "print(resolve_jwt_secret(Settings(data_dir=Path(sys.argv[1])))[0])"
 )
 

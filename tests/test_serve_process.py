@@ -25,7 +25,7 @@ import trio
 from stories.store.bridge import Bridge
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import PASSWORD
-from tests.processes import SERVICE_VARIABLES
+from tests.processes import SERVICE_VARIABLES, serve_until_exit
 from tests.sql import SqlConnection, connect_sql
 
 SHUTDOWN_LIMIT_SECONDS = 10.0
@@ -290,20 +290,6 @@ async def test_embedded_database_default_serves_a_signup(outside_tmp_path):
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists(), "the embedded server was left running"
 
 
-async def run_serve(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """`stories serve` expected to stop at start: its exit code and output."""
-    base = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    with trio.fail_after(START_LIMIT_SECONDS):
-        return await trio.run_process(
-            [sys.executable, "-m", "stories", "serve"],
-            env={**base, **env},
-            cwd=cwd,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-
-
 async def test_a_second_serve_on_a_taken_port_says_so_before_it_starts_anything(tmp_path):
     """The newcomer's second `stories serve`: with the zero-configuration defaults (embedded database and object
     store), the port is checked first; before, a whole embedded database was built in DATA_DIR, then stopped."""
@@ -313,7 +299,7 @@ async def test_a_second_serve_on_a_taken_port_says_so_before_it_starts_anything(
         port = holder.getsockname()[1]
         env = base_env(tmp_path, PORT=str(port))
         del env["JWT_SECRET"]  # the defaults, as a new user runs them: the secret would be written in DATA_DIR
-        result = await run_serve(env, tmp_path)
+        result = await serve_until_exit(tmp_path, env, START_LIMIT_SECONDS)
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr
     assert stderr.splitlines() == [
@@ -333,7 +319,9 @@ async def test_a_second_serve_on_one_data_dir_says_data_dir_is_in_use(database_u
         assert "storage.embedded.started" in first.events()
         second = tmp_path / "second"
         second.mkdir()
-        result = await run_serve({**env, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}, second)
+        result = await serve_until_exit(
+            second, {**env, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}, START_LIMIT_SECONDS
+        )
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr
     (line,) = stderr.splitlines()

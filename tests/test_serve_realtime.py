@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from stories.actors.messages import EventId
+from stories.domain import EventId
 from tests.processes import (
     Account,
     connections_gauge,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import stories.settings as settings_module
+from stories.dev_secret import resolve_jwt_secret
 from stories.errors import ConfigError
 from stories.settings import (
     DEFAULT_CORS_ORIGINS,
     Settings,
     load_settings,
-    resolve_jwt_secret,
 )
 from tests.processes import SERVICE_VARIABLES, run_cli
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import trio
 
-from tests.processes import SERVICE_VARIABLES, stories_serve
+from tests.processes import serve_until_exit, stories_serve
 
 WAIT = 60.0
 
@@ -55,24 +54,15 @@ async def test_a_second_workers_parent_on_the_same_port_says_the_port_is_taken(d
     """Both parents reserve the port with SO_REUSEPORT, which one user's sockets may share: the second used to
     start its children beside the first's."""
     async with stories_serve(database_url, tmp_path / "first", WORKERS="2") as server:
-        env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
-        env.update(
-            DATABASE_URL=database_url,
-            HOST="127.0.0.1",
-            PORT=str(server.port),
-            DATA_DIR=str(tmp_path / "second"),
-            MINIO_ENDPOINT="off",
-            WORKERS="2",
-        )
-        with trio.fail_after(WAIT):
-            result = await trio.run_process(
-                [sys.executable, "-m", "stories", "serve"],
-                env=env,
-                cwd=tmp_path,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
+        env = {
+            "DATABASE_URL": database_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(server.port),
+            "DATA_DIR": str(tmp_path / "second"),
+            "MINIO_ENDPOINT": "off",
+            "WORKERS": "2",
+        }
+        result = await serve_until_exit(tmp_path, env, WAIT)
     assert result.returncode == 2, result.stderr
     assert result.stderr.decode().splitlines() == [
         f"stories: invalid configuration: PORT {server.port} is already in use on 127.0.0.1; set PORT to a free port"

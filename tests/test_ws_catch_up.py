@@ -49,27 +49,30 @@ async def all_events(http: httpx.AsyncClient, server: ServerProcess, author: Acc
         params["after"] = body["next_cursor"]
 
 
+async def two_servers_and_a_story(
+    stack: AsyncExitStack, database_url: str, tmp_path: Path, env: dict[str, str]
+) -> tuple[ServerProcess, ServerProcess, httpx.AsyncClient, Account, Account, str]:
+    """Servers A and B (their relays listening), an HTTP client, an author signed up on A with a public story
+    and a viewer signed up on B."""
+    a, b = await stack.enter_async_context(
+        stories_serve_many(
+            database_url, {"A": tmp_path / "A", "B": tmp_path / "B"}, RATE_LIMIT_REACTIONS_PER_MINUTE="1000", **env
+        )
+    )
+    with trio.fail_after(WAIT):
+        for server in (a, b):
+            await server.wait_for("relay.listening")
+    http = await stack.enter_async_context(httpx.AsyncClient(timeout=WAIT))
+    author, viewer = await signup(http, a.base_url, "author"), await signup(http, b.base_url, "viewer")
+    created = await http.post(f"{a.base_url}/stories", json={"text": "hi", "visibility": "public"}, headers=author.auth)
+    return a, b, http, author, viewer, created.json()["id"]
+
+
 async def test_reconnecting_with_after_replays_exactly_what_was_missed_then_goes_live(
     database_url: str, tmp_path: Path, relay_env: dict[str, str]
 ) -> None:
     async with AsyncExitStack() as stack:
-        a, b = await stack.enter_async_context(
-            stories_serve_many(
-                database_url,
-                {"A": tmp_path / "A", "B": tmp_path / "B"},
-                RATE_LIMIT_REACTIONS_PER_MINUTE="1000",
-                **relay_env,
-            )
-        )
-        with trio.fail_after(WAIT):
-            for server in (a, b):
-                await server.wait_for("relay.listening")
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=WAIT))
-        author, viewer = await signup(http, a.base_url, "author"), await signup(http, b.base_url, "viewer")
-        created = await http.post(
-            f"{a.base_url}/stories", json={"text": "hi", "visibility": "public"}, headers=author.auth
-        )
-        story_id = created.json()["id"]
+        a, b, http, author, viewer, story_id = await two_servers_and_a_story(stack, database_url, tmp_path, relay_env)
 
         async def react(emoji: str = "🔥") -> dict:
             response = await http.post(
@@ -112,20 +115,7 @@ async def test_no_gap_and_no_duplicate_while_events_keep_coming_during_the_switc
     database_url: str, tmp_path: Path
 ) -> None:
     async with AsyncExitStack() as stack:
-        a, b = await stack.enter_async_context(
-            stories_serve_many(
-                database_url, {"A": tmp_path / "A", "B": tmp_path / "B"}, RATE_LIMIT_REACTIONS_PER_MINUTE="1000"
-            )
-        )
-        with trio.fail_after(WAIT):
-            for server in (a, b):
-                await server.wait_for("relay.listening")
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=WAIT))
-        author, viewer = await signup(http, a.base_url, "author"), await signup(http, b.base_url, "viewer")
-        created = await http.post(
-            f"{a.base_url}/stories", json={"text": "hi", "visibility": "public"}, headers=author.auth
-        )
-        story_id = created.json()["id"]
+        a, b, http, author, viewer, story_id = await two_servers_and_a_story(stack, database_url, tmp_path, {})
         caused = 0
 
         async def react(server: ServerProcess) -> None:

@@ -1,6 +1,6 @@
-"""The supervised actors of one process (DESIGN.md) and the supervisor that keeps them running."""
+"""The supervised actors of one process (docs/ARCHITECTURE.md) and the supervisor that keeps them running."""
 
-from stories.actors.metrics import MetricsExporter
-from stories.actors.supervisor import ActorSpec, Backoff, supervise
+from stories.actors.gauge_sampler import MetricsExporter
+from stories.actors.supervisor import ActorSpec, supervise
 
-__all__ = ["ActorSpec", "Backoff", "MetricsExporter", "supervise"]
+__all__ = ["ActorSpec", "MetricsExporter", "supervise"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
 import trio
@@ -37,19 +37,30 @@ from stories.settings import DEFAULT_REFRESH_TOKEN_DAYS
 from stories.store.sessions import AccessLog
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from uuid import UUID
 
     from stories.actors.hub import Hub
     from stories.actors.relay import RelaySession, RelayTransport
-    from stories.api.callers import Callers
     from stories.clock import Clock
     from stories.redis import RedisLink
     from stories.settings import Settings
     from stories.store.database import Database
 
-__all__ = ["ACCESS_CHANNEL", "DEFAULT_POLL_SECONDS", "AccessWatcher", "build_access_watcher"]
+__all__ = ["ACCESS_CHANNEL", "DEFAULT_POLL_SECONDS", "AccessWatcher", "Callers", "build_access_watcher"]
 
 log = structlog.get_logger()
+
+
+class Callers(Protocol):
+    """What the watcher writes into: the process's memory of callers (stories/api/callers.py's `Callers`)."""
+
+    def revoke(self, session_id: UUID, tokens_expire_at: float) -> None: ...
+    def drop_expired_revocations(self, now: float) -> None: ...
+    def forget(self, user_id: UUID) -> None: ...
+    def forget_all(self) -> None: ...
+    async def states(self, user_ids: Iterable[UUID]) -> dict[UUID, bool]: ...
+
 
 # The trigger in schema/0012_sessions.sql NOTIFYs this channel; with Redis, hints go to its Redis twin.
 ACCESS_CHANNEL = "stories_access"

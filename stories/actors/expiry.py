@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import structlog
 import trio
 
+from stories.domain import DEFAULT_RETENTION, IDEMPOTENCY_KEY_LIFETIME
 from stories.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from stories.clock import Clock
-    from stories.media.lifecycle import MediaSweeper
+    from stories.media.sweeper import MediaSweeper
     from stories.metrics import Metrics
 
 __all__ = ["ExpiryTicker"]
@@ -30,8 +31,6 @@ DEFAULT_BATCH_SIZE = 500
 # of the processes that stamped the views may differ a little).
 RECOUNT_FIRST_LOOKBACK = timedelta(minutes=10)
 RECOUNT_OVERLAP = timedelta(minutes=1)
-IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
-DEFAULT_RETENTION = timedelta(days=7)
 
 
 class ExpiryStore(Protocol):
@@ -48,7 +47,7 @@ class ExpiryTicker:
     """Soft-deletes expired stories in bounded batches, then keeps the house: recounts counters a crashed process
     never flushed, and deletes for good what retention no longer keeps (stories soft-deleted more than
     `retention` ago, with their audience, views and reactions; idempotency keys after 24 h), and has the media
-    sweeper delete the objects no reader can reach any more (stories/media/lifecycle.py). Leader-only: every
+    sweeper delete the objects no reader can reach any more (stories/media/sweeper.py). Leader-only: every
     batch takes a transaction-scoped advisory lock, so many processes may run it and one does the work at a
     time. Inbox: none. Backpressure: self-paced, one run per interval. Restart: safe, batches are idempotent.
     A database outage or a saturated pool skips runs (logged) instead of crashing."""

@@ -1,4 +1,4 @@
-"""The realtime hub: a registry of per-socket mailboxes, keyed by user (DESIGN.md, STYLE R1/R5).
+"""The realtime hub: a registry of per-socket mailboxes, keyed by user (docs/ARCHITECTURE.md, STYLE R1/R5).
 
 Not a task: `publish()` is synchronous and never blocks, so the relay is never slowed by a socket. The relay
 publishes the event log in id order, and `position` is how far it has got. Every open WebSocket gets its own
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from uuid import UUID
 
-    from stories.actors.messages import Event, EventId
+    from stories.domain import EventId
+    from stories.events import Event
     from stories.metrics import Metrics
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Supervision: run an actor, restart it with jittered backoff when it crashes (STYLE R3).
+"""Supervision: run an actor, restart it with the one backoff policy (stories/backoff.py) when it crashes
+(STYLE R3).
 
 A crash (any Exception, including an ExceptionGroup of Exceptions from the actor's own nursery) is
 logged, counted in `actor_restarts_total{actor}` and followed by a restart. A cancel, KeyboardInterrupt
@@ -9,24 +10,22 @@ before the first incarnation has started propagates, so a bad configuration fail
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 import trio
+
+from stories.backoff import DEFAULT_HEALTHY_AFTER, Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from stories.metrics import Metrics
 
-__all__ = ["ActorReturned", "ActorSpec", "Backoff", "supervise"]
+__all__ = ["ActorReturned", "ActorSpec", "supervise"]
 
 log = structlog.get_logger()
-
-DEFAULT_BACKOFF_INITIAL = 0.5
-DEFAULT_BACKOFF_CAP = 30.0
-DEFAULT_HEALTHY_RESET = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,24 +34,6 @@ class ActorSpec:
 
     name: str
     run: Callable[..., Awaitable[object]]
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: delay n is uniform in [0, min(cap, initial * 2**n)]."""
-
-    rng: random.Random = field(default_factory=random.Random)
-    initial: float = DEFAULT_BACKOFF_INITIAL
-    cap: float = DEFAULT_BACKOFF_CAP
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.initial * 2**self.attempt)
-        self.attempt += 1
-        return self.rng.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class ActorReturned(RuntimeError):
@@ -64,11 +45,11 @@ async def supervise(
     metrics: Metrics,
     *,
     rng: random.Random | None = None,
-    healthy_reset: float = DEFAULT_HEALTHY_RESET,
+    healthy_reset: float = DEFAULT_HEALTHY_AFTER,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `spec` forever. Reports started once the first incarnation has started."""
-    backoff = Backoff(rng=rng or random.Random())
+    backoff = Backoff(rng=rng or random.Random(), healthy_after=healthy_reset)
     restarts = metrics.actor_restarts.labels(actor=spec.name)
     started = False
     with structlog.contextvars.bound_contextvars(actor=spec.name):
@@ -85,9 +66,7 @@ async def supervise(
             except Exception as exc:
                 if not started:
                     raise
-                if trio.current_time() - began >= healthy_reset:
-                    backoff.reset()
-                delay = backoff.next_delay()
+                delay = backoff.delay_after(trio.current_time() - began)
                 restarts.inc()
                 log.error("actor.crashed", error=repr(exc), restart_in=round(delay, 3), exc_info=exc)
             await trio.sleep(delay)

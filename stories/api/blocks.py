@@ -1,6 +1,6 @@
 """Blocks and mutes (API.md "Social graph"): POST/DELETE /blocks/{user_id}, /mutes/{user_id}; GET /me/blocks, /me/mutes.
 
-The rules themselves are enforced in SQL on every read (stories/store/queries.py, social.py); this module records
+The rules themselves are enforced in SQL on every read (stories/store/visibility.py); this module records
 the changes and tells the feed cache, so each applies to the very next read on any process:
 a block or unblock changes what both users may see, a mute or unmute what the muter's feed shows.
 """

@@ -12,7 +12,7 @@ from quart import current_app, g
 from stories.api import ws
 from stories.api.probes import ProbedApp
 from stories.errors import Overloaded
-from stories.lifecycle import Lifecycle
+from stories.process_phase import Lifecycle
 
 if TYPE_CHECKING:
     from uuid import UUID

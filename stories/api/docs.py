@@ -32,10 +32,10 @@ from stories.api.stories import (
     MAX_FEED_LIMIT,
     MAX_MEDIA_KEY_LENGTH,
     MAX_TEXT_LENGTH,
-    REACTION_EMOJIS,
 )
 from stories.api.tray import DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
+from stories.domain import REACTION_EMOJIS
 from stories.errors import NotFound
 from stories.media.storage import UPLOAD_URL_SECONDS
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from stories.actors.messages import EventId, MalformedEventId
 from stories.api.bodies import json_response
 from stories.api.deps import current_user_id, deps
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW
+from stories.domain import EventId, MalformedEventId
 
 __all__ = ["DEFAULT_EVENTS_LIMIT", "MAX_EVENTS_LIMIT", "blueprint"]
 

@@ -2,7 +2,7 @@
 
 A route reads its claim with `request_claim` (None without the header), asks `Store.idempotent_replay` before
 its rate limit (a retry creates nothing, so it never costs a token), then passes the claim to the store method
-that creates, which claims the key in the same transaction (queries.aio_claim_idempotency_key). A replay is
+that creates, which claims the key in the same transaction (stories/store/idempotency.py). A replay is
 answered with `replayed`.
 """
 

@@ -14,9 +14,9 @@ from quart_trio import QuartTrio
 
 if TYPE_CHECKING:
     from stories.actors.relay import EventRelay
-    from stories.lifecycle import Lifecycle
     from stories.media.link import StorageLink
     from stories.metrics import Metrics
+    from stories.process_phase import Lifecycle
     from stories.redis import RedisLink
     from stories.settings import Settings
     from stories.store import Store

@@ -20,10 +20,10 @@ import structlog
 import trio
 from hypercorn.trio import serve
 
-from stories.actors.supervisor import Backoff
 from stories.api import idle_connections, protocol_errors
 from stories.api.idle_connections import Connections, DrainConfig
 from stories.api.ws import configure_websockets
+from stories.backoff import Backoff
 from stories.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -264,6 +264,7 @@ async def serve_http(
     backoff = Backoff()
     started = False
     while True:
+        began = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(_serve_until_drained, drain, config, shutdown, settings.drain_seconds)
@@ -282,6 +283,6 @@ async def serve_http(
         if shutdown.is_set():
             log.info("http.drained")
             return
-        delay = backoff.next_delay()
+        delay = backoff.delay_after(trio.current_time() - began)
         log.warning("http.restarting", restart_in=round(delay, 3))
         await trio.sleep(delay)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import structlog
 from quart import Blueprint, Response
 
@@ -13,14 +11,13 @@ from stories.api.effects import after_commit
 from stories.api.present import follow_json, stats_json
 from stories.api.profiles import parse_user_id
 from stories.clock import to_millis
+from stories.domain import STATS_WINDOW
 from stories.errors import InvalidRequest, NotFound
 
 __all__ = ["blueprint"]
 
 log = structlog.get_logger()
 blueprint = Blueprint("social", __name__)
-
-STATS_WINDOW = timedelta(days=7)
 
 
 @blueprint.post("/follow/<user_id>")

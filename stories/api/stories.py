@@ -22,6 +22,7 @@ from stories.api.present import decode_cursor, encode_cursor, reaction_json, sto
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
+from stories.domain import EMOJI_ALIASES, REACTION_EMOJIS, VIEWERS_WINDOW
 from stories.errors import InvalidRequest, NotFound
 from stories.store.models import Reaction, Replay, Story
 from stories.store.uploads import UploadClaim
@@ -41,11 +42,6 @@ MAX_MEDIA_KEY_LENGTH = 512
 DEFAULT_FEED_LIMIT = 20
 MAX_FEED_LIMIT = 100
 DEFAULT_VIEWERS_LIMIT = 50
-# "Seen by" looks back as far as stats do: retention keeps 7 days of stories, views and reactions.
-VIEWERS_WINDOW = timedelta(days=7)
-REACTION_EMOJIS = ("👍", "❤️", "😂", "😮", "😢", "🔥")
-# Clients often send the heart without its variation selector; it means the same reaction.
-_EMOJI_ALIASES = {"❤": "❤️"}
 _MEDIA_KEY_TAIL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -234,7 +230,7 @@ async def view_story(id: str) -> Response:
 
 def _emoji(body: dict[str, Any]) -> str:
     emoji = required_string(body, "emoji")
-    emoji = _EMOJI_ALIASES.get(emoji, emoji)
+    emoji = EMOJI_ALIASES.get(emoji, emoji)
     if emoji not in REACTION_EMOJIS:
         raise invalid("emoji", f"must be one of {' '.join(REACTION_EMOJIS)}")
     return emoji

@@ -26,7 +26,6 @@ route parameters.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -35,9 +34,9 @@ import structlog
 import trio
 
 from stories.actors.hub import CloseReason
-from stories.actors.messages import RESYNC_TEXT, EventId, MalformedEventId
 from stories.api.bodies import JSON_CONTENT_TYPE
 from stories.api.callers import token_expiry
+from stories.domain import REPLAY_WINDOW, EventId, MalformedEventId
 from stories.errors import (
     AccountSuspended,
     ApiError,
@@ -48,6 +47,7 @@ from stories.errors import (
     Unauthorized,
     Unavailable,
 )
+from stories.events import RESYNC_TEXT
 from stories.settings import DEFAULT_WS_DEAD_AFTER_SECONDS, DEFAULT_WS_PING_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
@@ -78,7 +78,6 @@ PATH = "/ws"
 MAX_CLIENT_MESSAGE_BYTES = 4096
 # API.md: a reconnecting client gets at most the last 7 days and at most 1,000 events, else `resync`.
 REPLAY_LIMIT = 1000
-REPLAY_WINDOW = timedelta(days=7)
 
 
 def configure_websockets(

@@ -32,7 +32,7 @@ import orjson
 import structlog
 import trio
 
-from stories.actors.supervisor import Backoff
+from stories.backoff import Backoff
 from stories.errors import ConfigError, StorageUnavailable
 from stories.media.storage import StorageConfig, open_object_storage
 
@@ -255,9 +255,7 @@ class EmbeddedSeaweedFS:
                 finally:
                     await _stop(process)
                     self._remove_sockets()
-                if trio.current_time() - began > backoff.cap:
-                    backoff.reset()
-                delay = backoff.next_delay()
+                delay = backoff.delay_after(trio.current_time() - began)
                 log.error("storage.embedded.exited", exit_code=process.returncode, restart_in=round(delay, 3))
                 await trio.sleep(delay)
         finally:

@@ -1,6 +1,6 @@
 """AWS Signature Version 4, as pure functions: no I/O, no clock, no globals.
 
-Ours rather than a cloud SDK's (DESIGN.md "Object storage"): presigned URLs and the few S3 calls the service makes
+Ours rather than a cloud SDK's: presigned URLs and the few S3 calls the service makes
 (HEAD and DELETE of objects, HEAD and PUT of the bucket) need a hundred lines, not a dependency that would pull an
 asyncio HTTP stack into a trio process. Tested against AWS's published vectors (tests/media/test_sigv4.py) and
 against a real S3-compatible server.

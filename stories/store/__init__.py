@@ -1,10 +1,15 @@
 """PostgreSQL access. Where things live:
 
-- bridge.py    the trio -> asyncio crossing that asyncpg needs;
-- database.py  open_database(): the pool, its deadline, error translation, the health connection;
-- queries.py   the use cases' SQL (asyncio side); store.py the trio-facing `Store` that runs them;
-  social.py and moderation.py the same for the social graph and for reports and moderation;
-- migrate.py   the migration engine; embedded.py the zero-setup PostgreSQL; models.py the records returned.
+- bridge.py       the trio -> asyncio crossing that asyncpg needs, and its one error translation (`cross`);
+- database.py     open_database(): the pool, its deadline, the health connection;
+- store.py        the trio-facing `Store`: one method per use case, each one bridge crossing of an `aio_*` function of
+- users.py, stories.py (stories and the feed), engagement.py (views, reactions, counters, stats, viewers),
+  social_graph.py (follows, blocks, mutes), idempotency.py, housekeeping.py (expiry, recounts, purges),
+  moderation.py, tray.py: one topic each; visibility.py the SQL of who may read what, foreign_keys.py the
+  translation of a write's foreign-key violations, locks.py the advisory lock ids, keyset.py a list's page;
+- uploads.py, sessions.py, account.py, events.py: stores of their own (media uploads, sessions and access,
+  account deletion and export, the event log);
+- migrate.py      the migration engine; embedded.py the zero-setup PostgreSQL; models.py the records returned.
 """
 
 from stories.store.database import Database, open_database

@@ -1,10 +1,11 @@
 """A user's whole account (API.md "Your account and your data"): erase it (DELETE /me), read it back in chunks
-(GET /me/export). The SQL runs on the asyncio side (`aio_*`), as in queries.py; `AccountStore` is the trio side.
+(GET /me/export). The SQL runs on the asyncio side (`aio_*`), as in the rest of the store; `AccountStore` is
+the trio side.
 
 Erasure is one transaction. It first locks the user row FOR UPDATE: every write that names the user takes a
 KEY SHARE lock on that row through its foreign key, so the deletion waits for the writes in flight and sees
-them, and a write that comes later fails its foreign key check once the row is gone (queries.py turns that into
-a 401). Upload records have no foreign key (schema/0008_media.sql): issuing one takes the same lock by hand
+them, and a write that comes later fails its foreign key check once the row is gone (foreign_keys.py turns that
+into a 401). Upload records have no foreign key (schema/0008_media.sql): issuing one takes the same lock by hand
 (stories/store/uploads.py).
 
 The export is read section by section, each in keyset-ordered chunks of one query each, so memory stays flat

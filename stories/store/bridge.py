@@ -9,24 +9,28 @@ over every 0.5 ms instead of every 5 ms (SWITCH_INTERVAL_SECONDS, below).
 
 Threading rules: asyncpg objects are touched only on the loop's thread (`run`, `call_soon`); callbacks that
 asyncpg calls on that thread reach trio through `to_trio`.
+
+Errors: `cross` is the one translation of what fails on the other side (asyncpg's errors, the socket's, an
+asyncio cancel) into the domain's errors (STYLE R15); the pool, the event tail and the relay all cross through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 import structlog
 import trio
 import uvloop
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import AsyncIterator, Callable, Coroutine
 
-__all__ = ["Bridge", "open_bridge"]
+__all__ = ["CONNECTION_FAILURES", "POOL_FAILURES", "Bridge", "cross", "open_bridge", "own_connection_crossing"]
 
 log = structlog.get_logger()
 
@@ -36,6 +40,22 @@ R = TypeVar("R")
 # reply wait up to 5 ms behind the HTTP work of the trio thread; 0.5 ms measured best (bench/bridge.md, "+burn").
 SWITCH_INTERVAL_SECONDS = 0.0005
 LOOP_STOP_SECONDS = 5.0
+
+# What "the database is not there" looks like from a pool connection: refused/reset sockets, a server shutting
+# down or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the
+# server. Any other server error (a constraint, a syntax error) is the operation's own and passes through.
+POOL_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+)
+# On a connection of its own (the event tail, the relay's LISTEN), which runs only statements known to be right,
+# any server or socket error means the connection is done.
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class _Call:
@@ -144,3 +164,36 @@ def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
     """Mark an abandoned task's outcome as seen, so asyncio does not warn that nobody retrieved it."""
     if not task.cancelled():
         task.exception()
+
+
+async def cross(
+    bridge: Bridge,
+    fn: Callable[..., Coroutine[Any, Any, R]],
+    *args: object,
+    failures: tuple[type[BaseException], ...],
+    error: Callable[[str], Exception],
+    lost: str,
+    finished: Callable[[], None] | None = None,
+) -> R:
+    """`bridge.run(fn, *args)`, with `failures` raised as `error(lost)` (the cause chained, and logged).
+
+    An asyncio CancelledError with no trio cancel behind it means the loop tore the operation down (a pool
+    closed under it): as a BaseException it would end the process, so it becomes `error` too.
+    """
+    try:
+        return await bridge.run(fn, *args, finished=finished)
+    except failures as exc:
+        log.warning("bridge.failed", operation=fn.__name__, error=repr(exc))
+        raise error(lost) from exc
+    except asyncio.CancelledError as exc:
+        log.warning("bridge.interrupted", operation=fn.__name__)
+        raise error(f"{lost} (interrupted)") from exc
+
+
+def own_connection_crossing(error: Callable[[str], Exception], lost: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """`cross` for the operations of a connection of its own: any CONNECTION_FAILURES raised as `error(lost)`."""
+
+    async def crossing(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        return await cross(bridge, fn, *args, failures=CONNECTION_FAILURES, error=error, lost=lost)
+
+    return crossing

@@ -17,8 +17,9 @@ import asyncpg
 import structlog
 import trio
 
+from stories.backoff import Backoff
 from stories.errors import Overloaded, StoreUnavailable
-from stories.store.bridge import Bridge, open_bridge
+from stories.store.bridge import POOL_FAILURES, Bridge, cross, open_bridge
 from stories.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ R = TypeVar("R")
 DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
 POOL_CLOSE_SECONDS = 3.0
 EMBEDDED_STOP_SECONDS = 10.0
+CONNECT_RETRY_FIRST_SECONDS = 0.25
 CONNECT_RETRY_CAP_SECONDS = 5.0
 # API.md: an unreachable database is retried for at most 30 s at start, then the process exits 3.
 CONNECT_DEADLINE_SECONDS = 30.0
@@ -46,18 +48,6 @@ KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_COUNT = 3
 USER_TIMEOUT_SECONDS = 30
-
-# What "the database is not there" looks like from asyncpg: refused/reset sockets, a server shutting down
-# or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the server.
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,
-)
 
 
 # No asyncio timer is armed per operation (trio-asyncio, the bridge before this one, kept every cancelled timer
@@ -160,15 +150,15 @@ class Database:
     async def _cross(
         self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object, finished: Callable[[], None] | None = None
     ) -> R:
-        try:
-            return await self._bridge.run(fn, *args, finished=finished)
-        except _UNAVAILABLE as exc:
-            log.warning("db.unavailable", operation=fn.__name__, error=repr(exc))
-            raise StoreUnavailable("the database is unavailable; retry shortly") from exc
-        except asyncio.CancelledError as exc:
-            # Cancelled on the asyncio side with no trio cancel behind it: the pool was torn down under us.
-            # As a BaseException it would kill the process: answer 503.
-            raise StoreUnavailable("the database operation was interrupted") from exc
+        return await cross(
+            self._bridge,
+            fn,
+            *args,
+            failures=POOL_FAILURES,
+            error=StoreUnavailable,
+            lost="the database is unavailable; retry shortly",
+            finished=finished,
+        )
 
     async def close(self) -> None:
         await self._bridge.run(self._health.aio_close)
@@ -264,7 +254,8 @@ async def _aio_create_pool(database_url: str, pool_size: int, server_settings: d
 
 
 async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
-    delay = 0.25
+    backoff = Backoff(initial=CONNECT_RETRY_FIRST_SECONDS, cap=CONNECT_RETRY_CAP_SECONDS, jitter=False)
+    delay = backoff.next_delay()
     last_error: BaseException | None = None
     with trio.move_on_after(CONNECT_DEADLINE_SECONDS):
         while True:
@@ -278,7 +269,7 @@ async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_set
             except asyncpg.InvalidAuthorizationSpecificationError as exc:
                 raise StoreUnavailable(f"DATABASE_URL credentials were refused: {exc}") from exc
             await trio.sleep(delay)
-            delay = min(delay * 2, CONNECT_RETRY_CAP_SECONDS)
+            delay = backoff.next_delay()
     raise StoreUnavailable(
         f"could not connect within {CONNECT_DEADLINE_SECONDS:g} s ({last_error!r}); check DATABASE_URL "
         "and that PostgreSQL is running"

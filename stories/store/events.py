@@ -15,7 +15,6 @@ The `aio_*` functions run on the bridge's asyncio loop (no trio); the classes ar
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,11 +24,13 @@ import asyncpg
 import structlog
 import trio
 
-from stories.actors.messages import Event, EventId, StoryReacted, StoryViewed
+from stories.domain import EventId
 from stories.errors import StoreUnavailable
+from stories.events import Event, StoryReacted, StoryViewed
+from stories.store.bridge import own_connection_crossing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from datetime import datetime
     from uuid import UUID
 
@@ -257,14 +258,7 @@ class EventTail:
         return page
 
 
-async def _cross(bridge: Bridge, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    """Connection failures become StoreUnavailable; an asyncio cancel with no trio cancel behind it too."""
-    try:
-        return await bridge.run(fn, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StoreUnavailable(f"the event tail's connection failed: {exc!r}") from exc
-    except asyncio.CancelledError as exc:
-        raise StoreUnavailable("the event tail's operation was interrupted") from exc
+_cross = own_connection_crossing(StoreUnavailable, "the event tail failed")
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
-"""Reports and moderation's SQL (API.md "Reports and moderation"), as asyncio coroutines like queries.py.
+"""Reports and moderation's SQL (API.md "Reports and moderation"), as asyncio coroutines like the rest of the
+store.
 
-What a reader may see of reported, held and suspended stories is not here: it is `queries.READABLE`, the one
+What a reader may see of reported, held and suspended stories is not here: it is `visibility.READABLE`, the one
 fragment every read of stories uses. Here: filing a report (which may hold a story for review), the moderator
 role, the cases moderators list and resolve, unsuspension, the audit log and the open-reports gauge's reading.
 """
@@ -11,8 +12,10 @@ import uuid
 from typing import TYPE_CHECKING
 
 from stories.errors import Conflict, InvalidRequest, NotFound
+from stories.store.foreign_keys import caller_exists
+from stories.store.idempotency import aio_claim_idempotency_key
 from stories.store.models import AuditEntry, Backlog, Profile, Report, ReportCase, Resolution, Story
-from stories.store.queries import VISIBLE_AUTHOR_SQL, _caller_exists, aio_claim_idempotency_key
+from stories.store.visibility import VISIBLE_AUTHOR_SQL, blocked_by
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -78,7 +81,7 @@ async def aio_file_report(
       one target, so that the count reaching `hide_threshold` holds the story exactly once (hid_story True).
     """
     report_id = uuid.uuid4()
-    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
+    async with pool.acquire() as conn, caller_exists(), conn.transaction():
         if claim is not None:
             replay = await aio_claim_idempotency_key(
                 conn, reporter_id, claim, now, claim.render(Report(report_id, "open", True))
@@ -170,8 +173,8 @@ async def _visible_target(
         author_id: UUID | None = await conn.fetchval(VISIBLE_AUTHOR_SQL, reader_id, now, target_id)
         return author_id
     user_id: UUID | None = await conn.fetchval(
-        """SELECT u.id FROM users u WHERE u.id = $2
-           AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = u.id AND b.blocked_id = $1)""",
+        f"""SELECT u.id FROM users u WHERE u.id = $2
+           AND NOT {blocked_by("u.id", "$1")}""",
         reader_id,
         target_id,
     )
@@ -326,7 +329,7 @@ async def aio_resolve(
     about the moderator or their story; Conflict `already_resolved` when it was decided otherwise before (the same
     decision again answers the case unchanged); InvalidRequest for remove_story on a user.
     """
-    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
+    async with pool.acquire() as conn, caller_exists(), conn.transaction():
         case = await conn.fetchrow(
             """SELECT id, target_type, story_id, user_id, action FROM report_cases
                WHERE id = $1 OR id = (SELECT case_id FROM reports WHERE id = $1)
@@ -403,7 +406,7 @@ async def aio_unsuspend(
     idempotent). Conflict `own_case` for the moderator themself."""
     if user_id == moderator_id:
         raise Conflict("another moderator must decide about your own account", code="own_case")
-    async with pool.acquire() as conn, _caller_exists(), conn.transaction():
+    async with pool.acquire() as conn, caller_exists(), conn.transaction():
         suspended_at = await conn.fetchrow("SELECT suspended_at FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
         if suspended_at is None:
             return None

@@ -1,13 +1,14 @@
 """The trio-facing store: one coarse method per use case, each one `Database.call` (one bridge crossing).
 
-The SQL is in queries.py; the pool, its deadline and error translation in database.py.
+The SQL is in one module per topic beside this one (users, stories, engagement, social_graph, idempotency,
+housekeeping, moderation, tray); the pool, its deadline and error translation in database.py.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stories.store import moderation, queries, social, tray
+from stories.store import engagement, housekeeping, idempotency, moderation, social_graph, stories, tray, users
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -57,18 +58,18 @@ class Store:
     async def create_user(
         self, user_id: UUID, email: str, password_hash: str, now: datetime, display_name: str | None = None
     ) -> User | None:
-        return await self.database.call(queries.aio_create_user, user_id, email, password_hash, now, display_name)
+        return await self.database.call(users.aio_create_user, user_id, email, password_hash, now, display_name)
 
     async def user_by_email(self, email: str) -> User | None:
-        return await self.database.call(queries.aio_user_by_email, email)
+        return await self.database.call(users.aio_user_by_email, email)
 
     async def existing_users(self, user_ids: Collection[UUID]) -> set[UUID]:
-        return await self.database.call(queries.aio_existing_users, user_ids)
+        return await self.database.call(users.aio_existing_users, user_ids)
 
     async def idempotent_replay(self, user_id: UUID, claim: IdempotencyClaim[Any], now: datetime) -> Replay | None:
         """The original response when this key was used with this body (< 24 h); IdempotencyKeyReused when it
         was used with another body; None when it is free."""
-        return await self.database.call(queries.aio_idempotent_replay, user_id, claim, now)
+        return await self.database.call(idempotency.aio_idempotent_replay, user_id, claim, now)
 
     async def create_story(
         self,
@@ -81,13 +82,13 @@ class Store:
         display name); a Replay when the Idempotency-Key was already used with this body. Raises
         IdempotencyKeyReused, InvalidRequest (unknown audience users, a media key not issued to the author or
         used), MediaNotUploaded."""
-        return await self.database.call(queries.aio_create_story, story, audience, claim, upload)
+        return await self.database.call(stories.aio_create_story, story, audience, claim, upload)
 
     async def visible_story(self, viewer_id: UUID, now: datetime, story_id: UUID) -> Story | None:
-        return await self.database.call(queries.aio_visible_story, viewer_id, now, story_id)
+        return await self.database.call(stories.aio_visible_story, viewer_id, now, story_id)
 
     async def feed(self, viewer_id: UUID, now: datetime, limit: int, cursor: FeedCursor | None) -> list[Story]:
-        return await self.database.call(queries.aio_feed, viewer_id, now, limit, cursor)
+        return await self.database.call(stories.aio_feed, viewer_id, now, limit, cursor)
 
     async def tray(self, viewer_id: UUID, now: datetime) -> list[TrayStory]:
         """The viewer's tray stories (the feed's, at most 100 per author) with their views, unordered."""
@@ -98,7 +99,7 @@ class Store:
         return await self.database.call(tray.aio_author_stories, viewer_id, now, author_id)
 
     async def record_view(self, viewer_id: UUID, now: datetime, story_id: UUID) -> View | None:
-        return await self.database.call(queries.aio_record_view, viewer_id, now, story_id)
+        return await self.database.call(engagement.aio_record_view, viewer_id, now, story_id)
 
     async def add_reaction(
         self,
@@ -111,91 +112,91 @@ class Store:
     ) -> Reaction | Replay | None:
         """The reaction added (None: the story is not visible); with a claim, a Replay when the Idempotency-Key
         was already used with this body (IdempotencyKeyReused for another)."""
-        return await self.database.call(queries.aio_add_reaction, user_id, now, story_id, reaction_id, emoji, claim)
+        return await self.database.call(engagement.aio_add_reaction, user_id, now, story_id, reaction_id, emoji, claim)
 
     async def recount(self, story_ids: Sequence[UUID]) -> None:
         """Set these stories' view and reaction counters from their rows (idempotent)."""
-        await self.database.call(queries.aio_recount, story_ids)
+        await self.database.call(engagement.aio_recount, story_ids)
 
     async def follow(self, follower_id: UUID, followee_id: UUID, now: datetime) -> Follow | None:
-        return await self.database.call(queries.aio_follow, follower_id, followee_id, now)
+        return await self.database.call(social_graph.aio_follow, follower_id, followee_id, now)
 
     async def unfollow(self, follower_id: UUID, followee_id: UUID) -> None:
-        await self.database.call(queries.aio_unfollow, follower_id, followee_id)
+        await self.database.call(social_graph.aio_unfollow, follower_id, followee_id)
 
     async def stats(self, author_id: UUID, since: datetime) -> Stats:
-        return await self.database.call(queries.aio_stats, author_id, since)
+        return await self.database.call(engagement.aio_stats, author_id, since)
 
     async def expire_batch(self, now: datetime, limit: int) -> int | None:
         """Soft-delete up to `limit` expired stories; None when another process is the expiry leader."""
-        return await self.database.call(queries.aio_expire_batch, now, limit)
+        return await self.database.call(housekeeping.aio_expire_batch, now, limit)
 
     async def recount_since(
         self, since: datetime, now: datetime | None = None, overlap_seconds: float = 0.0
     ) -> int | None:
         """Recount stories viewed or reacted to after `since` (and, with `now`, after where the last recount
         got: see `aio_recount_since`); None when another process is the leader."""
-        return await self.database.call(queries.aio_recount_since, since, now, overlap_seconds)
+        return await self.database.call(housekeeping.aio_recount_since, since, now, overlap_seconds)
 
     async def purge_stories(self, before: datetime, limit: int) -> int | None:
         """Delete for good up to `limit` stories soft-deleted before `before`; None when not the leader."""
-        return await self.database.call(queries.aio_purge_stories, before, limit)
+        return await self.database.call(housekeeping.aio_purge_stories, before, limit)
 
     async def purge_idempotency_keys(self, before: datetime, limit: int) -> int | None:
         """Delete up to `limit` idempotency keys claimed before `before`; None when not the leader."""
-        return await self.database.call(queries.aio_purge_idempotency_keys, before, limit)
+        return await self.database.call(housekeeping.aio_purge_idempotency_keys, before, limit)
 
-    # --- profiles, follow lists, blocks, mutes, a story's author (stories/store/social.py) ----------------
+    # --- profiles, follow lists, blocks, mutes, a story's author ---------------------------------------------
 
     async def me(self, user_id: UUID) -> Profile | None:
-        return await self.database.call(social.aio_me, user_id)
+        return await self.database.call(users.aio_me, user_id)
 
     async def set_display_name(self, user_id: UUID, display_name: str | None) -> Profile:
         """The caller's profile after the change; Unauthorized when the user no longer exists."""
-        return await self.database.call(social.aio_set_display_name, user_id, display_name)
+        return await self.database.call(users.aio_set_display_name, user_id, display_name)
 
     async def profile(self, reader_id: UUID, user_id: UUID) -> Profile | None:
         """None when unknown, or when the user has blocked the reader."""
-        return await self.database.call(social.aio_profile, reader_id, user_id)
+        return await self.database.call(users.aio_profile, reader_id, user_id)
 
     async def followers(
         self, reader_id: UUID, user_id: UUID, limit: int, cursor: Position | None
     ) -> list[ListedUser] | None:
-        return await self.database.call(social.aio_followers, reader_id, user_id, limit, cursor)
+        return await self.database.call(social_graph.aio_followers, reader_id, user_id, limit, cursor)
 
     async def following(
         self, reader_id: UUID, user_id: UUID, limit: int, cursor: Position | None
     ) -> list[ListedUser] | None:
-        return await self.database.call(social.aio_following, reader_id, user_id, limit, cursor)
+        return await self.database.call(social_graph.aio_following, reader_id, user_id, limit, cursor)
 
     async def block(self, blocker_id: UUID, blocked_id: UUID, now: datetime) -> Block | None:
         """Block, removing the follows between the two in the same transaction; None when the user is unknown."""
-        return await self.database.call(social.aio_block, blocker_id, blocked_id, now)
+        return await self.database.call(social_graph.aio_block, blocker_id, blocked_id, now)
 
     async def unblock(self, blocker_id: UUID, blocked_id: UUID) -> None:
-        await self.database.call(social.aio_unblock, blocker_id, blocked_id)
+        await self.database.call(social_graph.aio_unblock, blocker_id, blocked_id)
 
     async def blocks(self, user_id: UUID, limit: int, cursor: Position | None) -> list[ListedUser]:
-        return await self.database.call(social.aio_blocks, user_id, limit, cursor)
+        return await self.database.call(social_graph.aio_blocks, user_id, limit, cursor)
 
     async def mute(self, muter_id: UUID, muted_id: UUID, now: datetime) -> Mute | None:
-        return await self.database.call(social.aio_mute, muter_id, muted_id, now)
+        return await self.database.call(social_graph.aio_mute, muter_id, muted_id, now)
 
     async def unmute(self, muter_id: UUID, muted_id: UUID) -> None:
-        await self.database.call(social.aio_unmute, muter_id, muted_id)
+        await self.database.call(social_graph.aio_unmute, muter_id, muted_id)
 
     async def mutes(self, user_id: UUID, limit: int, cursor: Position | None) -> list[ListedUser]:
-        return await self.database.call(social.aio_mutes, user_id, limit, cursor)
+        return await self.database.call(social_graph.aio_mutes, user_id, limit, cursor)
 
     async def delete_story(self, author_id: UUID, story_id: UUID, now: datetime) -> bool:
         """Soft-delete the author's story (idempotent); False when no story with this id is theirs."""
-        return await self.database.call(social.aio_delete_story, author_id, story_id, now)
+        return await self.database.call(stories.aio_delete_story, author_id, story_id, now)
 
     async def viewers(
         self, author_id: UUID, story_id: UUID, since: datetime, limit: int, cursor: Position | None
     ) -> list[Viewer] | None:
         """None when the story is not the author's or was created before `since`."""
-        return await self.database.call(social.aio_viewers, author_id, story_id, since, limit, cursor)
+        return await self.database.call(engagement.aio_viewers, author_id, story_id, since, limit, cursor)
 
     # --- reports and moderation (stories/store/moderation.py) ------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The SQL of the tray and of an author's stories (API.md "The tray ... and an author's stories").
 
-Same rules as queries.py: asyncio coroutines named `aio_*`, the pool first, one statement each, frozen records
+Same rules as all the store: asyncio coroutines named `aio_*`, the pool first, one statement each, frozen records
 out. The tray reads `feed_stories`, the feed's own definition of what a feed holds, so whatever the feed leaves
 out (visibility, blocks, mutes, and any rule added there later) the tray leaves out too.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stories.store.models import TrayStory
-from stories.store.queries import _STORY_COLUMNS, _VISIBLE, _story, feed_stories
+from stories.store.stories import STORY_COLUMNS as _STORY_COLUMNS
+from stories.store.stories import feed_stories
+from stories.store.stories import story_from_row as _story
+from stories.store.visibility import VISIBLE as _VISIBLE
 
 if TYPE_CHECKING:
     from datetime import datetime

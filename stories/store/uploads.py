@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stories.domain import UPLOAD_KEY_LIFETIME
 from stories.errors import Unauthorized
-from stories.store.queries import EXPIRY_LOCK_ID, aio_claim_idempotency_key
+from stories.store.idempotency import aio_claim_idempotency_key
+from stories.store.locks import EXPIRY_LOCK_ID
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["DueObject", "UploadClaim", "Uploads", "aio_attach_upload"]
 
 # An issued key may be used by a story for this long; unused, its object is deleted then.
-UPLOAD_KEY_LIFETIME_SECONDS = 86_400
+# make_interval(secs => ...) takes the lifetime in seconds.
+_UPLOAD_KEY_SECONDS = UPLOAD_KEY_LIFETIME.total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ async def aio_issue_upload(
             content_type,
             size,
             now,
-            UPLOAD_KEY_LIFETIME_SECONDS,
+            _UPLOAD_KEY_SECONDS,
         )
     return bool(issued)
 
@@ -92,7 +95,7 @@ async def aio_issue_upload_once(
             content_type,
             size,
             now,
-            UPLOAD_KEY_LIFETIME_SECONDS,
+            _UPLOAD_KEY_SECONDS,
         )
     return None
 
@@ -110,7 +113,7 @@ async def aio_reissue_upload(pool: asyncpg.Pool, key: str, user_id: UUID, now: d
             key,
             user_id,
             now,
-            UPLOAD_KEY_LIFETIME_SECONDS,
+            _UPLOAD_KEY_SECONDS,
         )
     return bool(reissued)
 
@@ -130,7 +133,7 @@ async def aio_attach_upload(
         user_id,
         story_id,
         now,
-        UPLOAD_KEY_LIFETIME_SECONDS,
+        _UPLOAD_KEY_SECONDS,
     )
     return bool(taken)
 

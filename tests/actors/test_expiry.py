@@ -5,7 +5,7 @@ import trio
 
 from stories.actors.expiry import ExpiryTicker
 from stories.errors import Overloaded, StoreUnavailable
-from stories.store import queries
+from stories.store import locks
 from tests.conftest import START
 from tests.helpers import signup
 from tests.sql import sql_connection
@@ -87,9 +87,9 @@ async def test_expires_only_due_stories_on_real_database(client, store, clock, m
 
 async def test_only_one_leader_at_a_time(store, database_url, clock):
     async with sql_connection(database_url) as holder:
-        await holder.execute("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_lock($1)", locks.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) is None
-        await holder.execute("SELECT pg_advisory_unlock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_unlock($1)", locks.EXPIRY_LOCK_ID)
         assert await store.expire_batch(START + timedelta(days=2), 10) == 0
 
 

@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from stories.actors.hub import CloseReason, Hub
-from stories.actors.messages import EventId, MalformedEventId, StoryReacted, StoryViewed
+from stories.domain import EventId, MalformedEventId
+from stories.events import StoryReacted, StoryViewed
 from stories.metrics import Metrics
 
 AT = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)

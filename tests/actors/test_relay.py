@@ -24,7 +24,6 @@ import pytest
 import trio
 
 from stories.actors.hub import Hub, Mailbox
-from stories.actors.messages import EventId
 from stories.actors.relay import (
     RELAY_APPLICATION_NAME,
     EventRelay,
@@ -36,6 +35,7 @@ from stories.actors.relay import (
     postgres_connector,
 )
 from stories.actors.supervisor import ActorSpec, supervise
+from stories.domain import EventId
 from stories.metrics import Metrics
 from stories.redis import RedisUnavailable, open_redis
 from stories.store.events import TAIL_APPLICATION_NAME, TailPage, open_tail, tail_connector

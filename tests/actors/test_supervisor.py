@@ -16,7 +16,8 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from stories.actors.supervisor import ActorReturned, ActorSpec, Backoff, supervise
+from stories.actors.supervisor import ActorReturned, ActorSpec, supervise
+from stories.backoff import Backoff
 from stories.metrics import Metrics
 
 GUARD_SECONDS = 10_000  # virtual seconds under autojump; only a deadlock reaches it
@@ -164,6 +165,16 @@ def test_backoff_schedule_is_pure_arithmetic():
     assert max(draws) <= 4
     assert min(draws) < 0.5
     assert max(draws) > 3.5
+
+
+def test_every_restart_loop_has_the_same_rule_a_healthy_run_starts_the_backoff_over():
+    """stories/backoff.py is the one policy; the HTTP server's loop used to grow its delay for ever."""
+    backoff = Backoff(rng=MaxJitter())
+    assert [backoff.delay_after(1.0) for _ in range(3)] == [0.5, 1, 2]
+    assert backoff.delay_after(60.0) == 0.5
+    assert backoff.delay_after(59.9) == 1
+    steady = Backoff(initial=0.25, cap=5.0, jitter=False)
+    assert [steady.next_delay() for _ in range(7)] == [0.25, 0.5, 1, 2, 4, 5, 5]
 
 
 async def test_a_failure_before_the_first_start_propagates(autojump_clock):

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from tests.helpers import post_story, signup
-from tests.sql import sql_connection
+from tests.sql import fetch
 
 VISIBILITIES = ("public", "friends", "private")
 
@@ -22,11 +22,6 @@ async def feed_ids(client, account):
 async def status(client, method, path, account, body=None):
     response = await client.open(path, method=method, json=body, headers=account.auth)
     return response.status_code
-
-
-async def fetch(database_url, sql, *args):
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql, *args)
 
 
 async def test_block_answers_the_block_idempotently(client, clock):

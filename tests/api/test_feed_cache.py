@@ -7,6 +7,8 @@ A hit costs no PostgreSQL round trip.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import shutil
 import uuid
 from datetime import timedelta
 
@@ -17,7 +19,8 @@ from stories.api.present import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story
-from tests.helpers import post_story, signup
+from tests.fixtures.redis import RedisProcess
+from tests.helpers import post_story, signup, two_processes
 
 
 class CountingStore:
@@ -207,15 +210,7 @@ async def test_blocks_mutes_and_deletes_through_one_process_apply_to_the_next_re
 ):
     """Two processes (two apps with their own page caches), one database, one Redis: every change made through
     A applies to the very next read through B, whatever B has cached."""
-    a, b = (
-        create_app(
-            dataclasses.replace(
-                app_deps,
-                feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment),
-            )
-        ).test_client()
-        for _ in range(2)
-    )
+    a, b = two_processes(app_deps, redis_link, metrics)
     alice, bob, cy = await signup(a), await signup(a), await signup(a)
     story = await post_story(a, alice)
     cy_story = await post_story(a, cy)
@@ -283,3 +278,58 @@ async def test_redis_versions_never_repeat_after_redis_loses_the_key(redis_link)
     assert len(set(seen)) == len(seen), seen
     # A version read twice with no change between is the same (pages cached under it still match).
     assert (await versions.current(user, ())).version == (await versions.current(user, ())).version
+
+
+class Rows:
+    """A feed store that returns what `stories` holds now (a delete or a block is a removal from it)."""
+
+    def __init__(self, stories) -> None:
+        self.stories = stories
+
+    async def feed(self, viewer_id, now, limit, cursor):
+        return list(self.stories)
+
+
+@pytest.fixture
+def persistent_redis(tmp_path):
+    """A private redis-server that comes back with its data when killed and started again."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("no redis-server on PATH: this test kills and restarts one of its own")
+    server = RedisProcess(executable, tmp_path, persistent=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        gc.collect()
+
+
+async def test_a_delete_and_a_block_made_while_redis_was_down_apply_once_it_is_back_with_its_data(
+    metrics, clock, persistent_redis
+):
+    # Found by the chaos soak (bench/chaos.py): the delete's mark and the block's version bump were lost while
+    # Redis was down, Redis came back with the version a page cached before the outage carried, and that page
+    # showed the deleted story (and the blocked author's) for up to FEED_CACHE_SECONDS.
+    now = clock.now()
+    author, viewer = uuid.uuid4(), uuid.uuid4()
+    deleted, blocked, kept = (
+        Story(uuid.uuid4(), author, "t", None, "public", now, now + timedelta(hours=1)) for _ in range(3)
+    )
+    rows = Rows([deleted, blocked, kept])
+    async with (
+        open_redis(persistent_redis.url, retry_interval=0.0) as link_a,
+        open_redis(persistent_redis.url, retry_interval=0.0) as link_b,
+    ):
+        a = FeedCache(rows, RedisVersions(link_a), metrics, 30, present=story_fragment)
+        b = FeedCache(rows, RedisVersions(link_b), metrics, 30, present=story_fragment)
+        read = [e.story for e in await b.entries(viewer, now, 10, None)]
+        assert read == [deleted, blocked, kept]  # cached in B
+        persistent_redis.stop()
+        rows.stories = [kept]  # the delete and the block commit, through A
+        await a.story_deleted(author, deleted.id)
+        await a.changed(viewer)
+        assert [e.story for e in await b.entries(viewer, now, 10, None)] == [kept]  # B bypasses its cache
+        persistent_redis.start()
+        assert [e.story for e in await b.entries(viewer, now, 10, None)] == [kept]
+    assert metrics.registry.get_sample_value("feed_cache_requests_total", {"result": "miss"}) == 2

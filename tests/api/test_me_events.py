@@ -9,7 +9,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from stories.actors.messages import EventId
+from stories.domain import EventId
 from tests.conftest import START
 from tests.helpers import open_ws, signup
 

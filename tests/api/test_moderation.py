@@ -13,12 +13,9 @@ from datetime import timedelta
 import pytest
 
 from stories.actors.backlog import ReportBacklog
-from stories.api import create_app
-from stories.api.present import story_fragment
-from stories.feed_cache import FeedCache, RedisVersions
 from stories.store.models import Backlog
-from tests.helpers import post_story, signup, walk_pages
-from tests.sql import sql_connection
+from tests.helpers import post_story, signup, two_processes, walk_pages
+from tests.sql import fetch
 
 THRESHOLD = 2
 
@@ -26,11 +23,6 @@ THRESHOLD = 2
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, report_hide_threshold=THRESHOLD)
-
-
-async def fetch(database_url, sql, *args):
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql, *args)
 
 
 async def moderator(client, app_deps, clock):
@@ -409,15 +401,7 @@ async def test_reports_and_decisions_through_one_process_apply_to_the_next_read_
 ):
     """Two processes (two apps with their own page caches), one database, one Redis: what a report or a decision
     through A hides is gone from the very next read through B, whatever B has cached."""
-    a, b = (
-        create_app(
-            dataclasses.replace(
-                app_deps,
-                feeds=FeedCache(app_deps.store, RedisVersions(redis_link), metrics, 30, present=story_fragment),
-            )
-        ).test_client()
-        for _ in range(2)
-    )
+    a, b = two_processes(app_deps, redis_link, metrics)
     mod = await moderator(a, app_deps, clock)
     author, reader, first, second = [await signup(a) for _ in range(4)]
     reported, held, removed, other = [await post_story(a, author) for _ in range(4)]

@@ -10,7 +10,7 @@ import trio
 from stories.actors.hub import Hub
 from stories.actors.relay import build_relay
 from stories.api import create_app
-from stories.lifecycle import Lifecycle
+from stories.process_phase import Lifecycle
 from stories.redis import open_redis
 from stories.store import Store, open_database
 from tests.proxy import open_relay, via

@@ -9,9 +9,10 @@ import uuid
 import pytest
 import trio
 
-from stories.store import queries
+from stories.store import stories as story_sql
+from stories.store import visibility
 from tests.helpers import post_story, signup
-from tests.sql import sql_connection
+from tests.sql import fetch
 
 THRESHOLD = 3
 
@@ -19,11 +20,6 @@ THRESHOLD = 3
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, report_hide_threshold=THRESHOLD)
-
-
-async def fetch(database_url, sql, *args):
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql, *args)
 
 
 async def feed_ids(client, account):
@@ -299,9 +295,9 @@ async def test_reports_are_counted_by_reason(client, metrics):
 
 
 def test_every_read_of_stories_carries_the_one_moderation_fragment():
-    """queries.READABLE is where reports, holds and suspensions hide stories: the point reads (GET, view, react,
+    """visibility.READABLE is where reports, holds and suspensions hide stories: the point reads (GET, view, react,
     a report's own target check) and the feed's three branches all include it, so a list built on either does."""
-    assert queries.READABLE in queries._VISIBLE
-    assert queries._VISIBLE in queries.VISIBLE_AUTHOR_SQL
-    for sql in (queries.FEED_SQL, queries.FEED_AFTER_SQL):
-        assert sql.count(queries.READABLE) == 3
+    assert visibility.READABLE in visibility.VISIBLE
+    assert visibility.VISIBLE in visibility.VISIBLE_AUTHOR_SQL
+    for sql in (story_sql.FEED_SQL, story_sql.FEED_AFTER_SQL):
+        assert sql.count(visibility.READABLE) == 3

@@ -25,12 +25,13 @@ from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from stories.actors.hub import CloseReason, Hub
-from stories.actors.messages import EventId, StoryReacted, StoryViewed
 from stories.api.callers import Callers
 from stories.api.deps import StoriesApp
 from stories.api.ws import configure_websockets
 from stories.clock import FixedClock
+from stories.domain import EventId
 from stories.errors import StoreUnavailable
+from stories.events import StoryReacted, StoryViewed
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
 from stories.settings import Settings

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from stories.actors.expiry import ExpiryTicker
-from stories.media.lifecycle import MediaSweeper
 from stories.media.storage import UPLOAD_URL_SECONDS
+from stories.media.sweeper import MediaSweeper
 from stories.store.uploads import Uploads
 from tests.helpers import PASSWORD, signup
 from tests.leftovers import leftovers
-from tests.media.test_lifecycle import JPEG, deleted, story_with_media, upload
+from tests.media.test_sweeper import JPEG, deleted, story_with_media, upload
 from tests.sql import connect_sql
 
 

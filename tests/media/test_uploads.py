@@ -7,6 +7,8 @@ import dataclasses
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -53,6 +55,17 @@ async def error_code(response: Any, status: int) -> str:
 
 
 # --- the whole path -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def signing_later(storage_link: Any, *, minutes: int) -> Iterator[None]:
+    """The object store signs URLs `minutes` from now inside the block (the API's clock is the test's)."""
+    signing = storage_link.storage.clock
+    storage_link.storage.clock = FixedClock(SystemClock().now() + timedelta(minutes=minutes))
+    try:
+        yield
+    finally:
+        storage_link.storage.clock = signing
 
 
 async def test_presign_put_story_and_get_the_same_bytes(media_client, http, alice, bob):
@@ -321,14 +334,10 @@ async def test_a_replayed_story_carries_a_fresh_media_url(media_client, storage_
     assert (await put(http, ticket)).status_code == 200
     body = {"media_key": ticket["media_key"], "visibility": "public"}
     headers = {**alice.auth, "Idempotency-Key": "with-media"}
-    signing = storage_link.storage.clock
     first = await (await media_client.post("/stories", json=body, headers=headers)).get_json()
     # Twenty minutes on (on the store's clock too: it signs with the real one), the first URL has expired.
-    storage_link.storage.clock = FixedClock(SystemClock().now() + timedelta(minutes=20))
-    try:
+    with signing_later(storage_link, minutes=20):
         replay = await media_client.post("/stories", json=body, headers=headers)
-    finally:
-        storage_link.storage.clock = signing
     assert replay.status_code == 201
     again = await replay.get_json()
     assert {k: v for k, v in again.items() if k != "media_url"} == {k: v for k, v in first.items() if k != "media_url"}
@@ -343,13 +352,9 @@ async def test_a_retried_presign_replays_its_key_with_a_fresh_upload_url(media_c
     first = await media_client.post("/upload/presigned", json=body, headers=headers)
     assert first.status_code == 200
     ticket = await first.get_json()
-    signing = storage_link.storage.clock
     # Twenty minutes on (the store's clock too), the first upload URL has expired; the replay's has not.
-    storage_link.storage.clock = FixedClock(SystemClock().now() + timedelta(minutes=20))
-    try:
+    with signing_later(storage_link, minutes=20):
         replay = await media_client.post("/upload/presigned", json=body, headers=headers)
-    finally:
-        storage_link.storage.clock = signing
     assert replay.status_code == 200
     assert replay.headers["Idempotent-Replay"] == "true"
     again = await replay.get_json()

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import trio
 
-from stories.actors.messages import EventId, StoryReacted, StoryViewed
+from stories.domain import EventId
+from stories.events import StoryReacted, StoryViewed
 from stories.store.events import EventLog, open_tail, tail_connector
 from stories.store.models import Story
 from tests.conftest import START

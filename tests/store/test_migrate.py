@@ -5,19 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
 import trio
 
 from stories.store import migrate, open_database
 from stories.store.migrate import load_migrations
-from tests.sql import sql_connection
+from tests.sql import fetch
 
 MIGRATORS = 3
-
-
-async def fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
-    async with sql_connection(database_url) as conn:
-        return await conn.fetch(sql)
 
 
 async def test_concurrent_migrators_on_an_empty_database(fresh_database, tmp_path: Path):

@@ -14,7 +14,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
-from stories.listen import ListenFailed, listen, websocket_target
+from stories.ws_client import ListenFailed, listen, websocket_target
 from tests.processes import SERVICE_VARIABLES, signup, stories_serve, wait_for_connections
 
 WAIT = 30

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from stories.actors.expiry import ExpiryTicker
-from stories.media.lifecycle import MediaSweeper
 from stories.media.storage import UPLOAD_URL_SECONDS
-from stories.store import queries
+from stories.media.sweeper import MediaSweeper
+from stories.store import locks
 from stories.store.uploads import Uploads
 from tests.fixtures.redis import capture_all_logs
 from tests.helpers import signup
@@ -195,6 +195,6 @@ async def test_only_the_expiry_leader_sweeps(media_client, http, sweeper, clock,
     await upload(media_client, http, alice)
     clock.advance(DAY)
     async with sql_connection(database_url) as holder:
-        await holder.execute("SELECT pg_advisory_lock($1)", queries.EXPIRY_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_lock($1)", locks.EXPIRY_LOCK_ID)
         assert await sweeper.sweep(clock.now()) is None
     assert (await sweeper.sweep(clock.now())).deleted == {"unused": 1}
