@@ -1,15 +1,17 @@
 """The SIGTERM drain of a real `stories serve`: it ends as soon as nothing is in flight, every response sent
-while draining closes its connection, an in-flight request still completes, and no keep-alive client is left
-waiting; and a port or address that cannot be bound stops the start with one line naming PORT or HOST."""
+while draining closes its connection, an in-flight request still completes, every request sent on a keep-alive
+connection is answered, and no keep-alive client is left waiting; and a port or address that cannot be bound
+stops the start with one line naming PORT or HOST."""
 
 from __future__ import annotations
 
+import select
 import signal
 import socket
 import subprocess
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import h11
@@ -41,6 +43,9 @@ DRAIN_LIMIT_SECONDS = DRAIN_SECONDS / 2
 WAIT = 15.0
 SLOW_REQUESTS = 3
 POLL_SECONDS = 0.02
+LOOPING_CLIENTS = 32
+# Answers before the signal, so that it comes while every client is mid-loop.
+ANSWERS_BEFORE_SIGNAL = LOOPING_CLIENTS * 20
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,116 @@ async def test_idle_keep_alive_connections_end_the_drain_at_once_and_are_closed(
     assert "Traceback" not in server.stderr(), server.describe()
 
 
+@dataclass
+class Tally:
+    """What the looping clients saw: a request counts as sent once all its bytes went out."""
+
+    sent: int = 0
+    answered: int = 0
+    # Sent, and the connection ended without an answer: what the drain must never do.
+    dropped: int = 0
+    # Not sent, and the client knew why: the connection was closed before it sent, or told to close, or refused.
+    unsent: int = 0
+    closing_answers: int = 0
+    # Set once ANSWERS_BEFORE_SIGNAL answers came.
+    warm: trio.Event = field(default_factory=trio.Event)
+
+    def answer(self) -> None:
+        self.answered += 1
+        if self.answered >= ANSWERS_BEFORE_SIGNAL:
+            self.warm.set()
+
+
+def closed_before_sending(stream: trio.SocketStream) -> bool:
+    """Whether the server has already ended `stream` (EOF or reset waiting to be read): a client checks this
+    before it reuses a keep-alive connection, so a request it then sends was sent on a connection it believed open.
+    """
+    descriptor = stream.socket.fileno()
+    readable, _, _ = select.select([descriptor], [], [], 0)
+    if not readable:
+        return False
+    # A duplicate of the descriptor: trio's socket has no synchronous peek.
+    with socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM) as duplicate:
+        try:
+            peeked = duplicate.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return True
+    assert peeked == b"", f"the server sent {peeked!r} on an idle connection"
+    return True
+
+
+async def loop_requests(port: int, tally: Tally) -> None:
+    """GET /healthz again and again on one keep-alive connection, reconnecting when told to close, until the
+    server ends the connection before a request or refuses a new one."""
+    stream: trio.SocketStream | None = None
+    http = h11.Connection(h11.CLIENT)
+    try:
+        while True:
+            if stream is None:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    tally.unsent += 1
+                    return
+                http = h11.Connection(h11.CLIENT)
+            elif closed_before_sending(stream):
+                tally.unsent += 1
+                return
+            request = http.send(h11.Request(method="GET", target="/healthz", headers=[("Host", "127.0.0.1")]))
+            try:
+                await stream.send_all(request + http.send(h11.EndOfMessage()))
+            except trio.BrokenResourceError:
+                # Reset before the request went out: the server had closed the connection already.
+                tally.unsent += 1
+                return
+            tally.sent += 1
+            closes = False
+            try:
+                while True:
+                    event = http.next_event()
+                    if event is h11.NEED_DATA:
+                        http.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Response):
+                        closes = any(name == b"connection" and b"close" in value for name, value in event.headers)
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+            except (h11.RemoteProtocolError, trio.BrokenResourceError):
+                tally.dropped += 1
+                return
+            tally.answer()
+            if closes:
+                tally.closing_answers += 1
+                await stream.aclose()
+                stream = None
+            else:
+                http.start_next_cycle()
+    finally:
+        if stream is not None:
+            await stream.aclose()
+
+
+async def test_every_request_sent_on_a_keep_alive_connection_is_answered_through_the_drain(database_url, tmp_path):
+    """Keep-alive clients in a loop through a SIGTERM: a request the server may have read is always answered
+    (with `Connection: close` while draining); a client only stops on a connection it can tell is gone."""
+    tally = Tally()
+    async with stories_serve(database_url, tmp_path, DRAIN_SECONDS=str(DRAIN_SECONDS)) as server:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(LOOPING_CLIENTS):
+                    nursery.start_soon(loop_requests, server.port, tally)
+                await tally.warm.wait()
+                server.process.send_signal(signal.SIGTERM)
+            await server.process.wait()
+    assert tally.dropped == 0, (tally, server.describe())
+    assert tally.sent == tally.answered, tally
+    # Every client ended by learning that the server was going (and none was stranded).
+    assert tally.unsent == LOOPING_CLIENTS, tally
+    assert tally.closing_answers >= 1, tally
+    assert server.process.returncode == 0, server.describe()
+    assert not server.logged("http.drain_deadline")
+    assert "Traceback" not in server.stderr(), server.describe()
+
+
 async def admin_connection(bridge: Bridge, database_url: str) -> SqlConnection:
     return await connect_sql(bridge, database_url)
 
@@ -186,12 +301,16 @@ async def test_responses_while_draining_close_their_connection_and_the_in_flight
                     signalled = trio.current_time()
                     with trio.fail_after(WAIT):
                         await server.wait_for("shutdown.requested")
-                        # A kept-alive connection is never left open without a word: a request on it is
-                        # answered, told to go and closed, or finds it closed (hypercorn closes the idle ones
-                        # it still tracks), at once either way.
+                        # A kept-alive connection is never left open without a word, nor closed under a
+                        # request: a request on it is answered and told to go (one answered in the moment
+                        # before the listeners closed stays kept alive: the next one is told), then it closes.
                         for connection in connections:
                             answer = await connection.get("/healthz")
-                            assert answer is None or (answer.status == 200 and answer.closes), answer
+                            while answer is not None and answer.status == 200 and not answer.closes:
+                                answer = await connection.get("/healthz")
+                            assert answer is not None
+                            assert answer.status == 200
+                            assert answer.closes
                             assert await connection.closed_by_server()
                         # No new connection is accepted.
                         assert await refuses_connections(server.port)

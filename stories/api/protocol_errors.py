@@ -13,19 +13,27 @@ through. A parsed head over the limit is refused the same way.
 And it makes the keep-alive timeout (HTTP_KEEP_ALIVE_SECONDS) work: hypercorn 0.18 starts a connection's idle
 timer when a response has been sent, from the app's task, which quart-trio has cancelled by then, so the timer
 never started and an idle connection lived until the read timeout (WS_DEAD_AFTER_SECONDS).
+
+And it keeps the drain from dropping requests (with idle_connections.py): once the server has stopped accepting
+(hypercorn's `terminated`, set after its listeners are closed), every response says `Connection: close`; and a
+response that went out before without it still leaves its connection open for the next request, which is then
+answered (and closes it), where hypercorn closed it under a client that had no way to know.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from itertools import chain
 
 import h11
 import hypercorn.protocol
 import structlog
 import trio
-from hypercorn.events import Closed
+from hypercorn.events import Closed, Updated
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 
 __all__ = ["install"]
@@ -66,7 +74,29 @@ class _JsonErrorsH11Protocol(H11Protocol):
         # The connection goes back to idle: cleanup after the response, hence the shield (with a deadline):
         # unshielded, the cancelled app task that runs it loses the start of the keep-alive timer.
         with trio.move_on_after(RECYCLE_SECONDS, shield=True):
-            await super()._maybe_recycle()
+            await self._recycle()
+
+    async def _recycle(self) -> None:
+        # Hypercorn's recycling, also once the server stops: the response did not say `Connection: close`, so
+        # the client may be sending its next request already; it is answered (and told to close) instead of
+        # being cut off. The drain closes the connection if none comes (idle_connections.py).
+        await self._close_stream()
+        try:
+            self.connection.start_next_cycle()
+        except h11.LocalProtocolError:
+            await self.send(Closed())
+            return
+        await self.can_read.set()
+        await self.send(Updated(idle=True))
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, Response) and event.status_code >= 200 and self.context.terminated.is_set():
+            # Hypercorn's own way to end a keep-alive connection (as at keep_alive_max_requests). Not before
+            # `terminated`: its listeners are closed by then, so a client told to go cannot reconnect into a
+            # listen queue about to be discarded with its request.
+            headers = [(name, value) for name, value in event.headers if name.lower() != b"connection"]
+            event = replace(event, headers=[*headers, (b"connection", b"close")])
+        await super().stream_send(event)
 
     async def _create_stream(self, request: h11.Request) -> None:
         if head_size(request) > self.config.h11_max_incomplete_size:

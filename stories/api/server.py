@@ -1,10 +1,11 @@
 """serve_http(): hypercorn's trio worker serving the app until shutdown, restarted if it dies early.
 
 Shutdown (STYLE R8, step 1). When `shutdown` is set, hypercorn closes its listeners; from then on every HTTP/1
-response says `Connection: close`, so no client is left holding a keep-alive connection that will never answer
-again. The drain ends as soon as nothing is in flight (or after DRAIN_SECONDS): hypercorn's own graceful wait
-cannot end it, because it also waits for idle keep-alive connections and for WebSocket connections the app has
-already closed (see `serve_http`).
+response says `Connection: close` (protocol_errors.py), so no client is left holding a keep-alive connection that
+will never answer again. A request that reached us is answered: idle keep-alive connections stay open until
+nothing is in flight, and are then closed only if no byte of a next request has arrived (idle_connections.py).
+The drain ends then (or after DRAIN_SECONDS): hypercorn's own graceful wait cannot end it, because it also waits
+for WebSocket connections the app has already closed (see `serve_http`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 import trio
-from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from stories.api import protocol_errors
+from stories.api import idle_connections, protocol_errors
+from stories.api.idle_connections import Connections, DrainConfig
 from stories.api.ws import configure_websockets
 from stories.backoff import Backoff
 from stories.errors import ConfigError
@@ -35,8 +36,9 @@ __all__ = ["CLOSE_SECONDS", "DRAIN_SETTLE_SECONDS", "Drain", "bind_error", "hold
 
 log = structlog.get_logger()
 
-# How long nothing must be in flight before the drain ends: covers a request hypercorn has read but not yet
-# handed to the app (a few scheduler ticks), which would otherwise be cut off unanswered.
+# How long nothing must be in flight before the drain closes idle connections: covers a request hypercorn has
+# read but not yet handed to the app (a few scheduler ticks). Also how often the drain looks again at
+# connections still receiving a request.
 DRAIN_SETTLE_SECONDS = 0.05
 # Bounds the shielded last send of a response while draining (see `Drain`).
 CLOSE_SECONDS = 1.0
@@ -44,7 +46,7 @@ CLOSE_SECONDS = 1.0
 
 class Drain:
     """ASGI middleware between hypercorn and the app: counts what is in flight and, once `shutdown` is set,
-    makes every HTTP/1 response close its connection.
+    lets the last send of every HTTP/1 response complete (see `_send_shielded_when_draining`).
 
     In flight: an HTTP request until the app has sent its whole response; a WebSocket session until the app
     has closed it (the hub closes every socket with 1001 on shutdown), so its close frame is out before the
@@ -66,9 +68,9 @@ class Drain:
             await self._app(scope, receive, send)
             return
         app_send = send
-        # HTTP/2 forbids the Connection header; only HTTP/1 connections are closed this way.
+        # Only HTTP/1 connections are closed by the response (HTTP/2 forbids the Connection header).
         if scope["type"] == "http" and scope["http_version"].startswith("1."):
-            app_send = partial(self._send_closing_when_draining, send)
+            app_send = partial(self._send_shielded_when_draining, send)
         self._set_in_flight(self._in_flight + 1)
         try:
             await self._app(scope, receive, app_send)
@@ -82,14 +84,9 @@ class Drain:
             self._changed.set()
             self._changed = trio.Event()
 
-    async def _send_closing_when_draining(self, send: ASGISendCallable, message: ASGISendEvent) -> None:
+    async def _send_shielded_when_draining(self, send: ASGISendCallable, message: ASGISendEvent) -> None:
         if not self._shutdown.is_set():
             await send(message)
-        elif message["type"] == "http.response.start":
-            closing = message.copy()
-            headers = [(name, value) for name, value in message["headers"] if name.lower() != b"connection"]
-            closing["headers"] = [*headers, (b"connection", b"close")]
-            await send(closing)
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             # Cleanup, hence the shield: hypercorn closes the connection inside this call, from the app's task,
             # which quart-trio cancels as soon as hypercorn reports the request done. Unshielded, the close is
@@ -110,9 +107,10 @@ class Drain:
                 return
 
 
-def hypercorn_config(settings: Settings) -> Config:
+def hypercorn_config(settings: Settings) -> DrainConfig:
     protocol_errors.install()
-    config = Config()
+    idle_connections.install()
+    config = DrainConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     if settings.workers > 1:
@@ -190,7 +188,7 @@ def hold_port(settings: Settings) -> socket.socket:
 
 async def _hypercorn(
     app: Drain,
-    config: Config,
+    config: DrainConfig,
     shutdown: trio.Event,
     stopped: trio.CancelScope,
     *,
@@ -200,9 +198,21 @@ async def _hypercorn(
     stopped.cancel("hypercorn stopped")
 
 
+async def _drained(app: Drain, connections: Connections) -> None:
+    """Return once nothing is in flight and every HTTP/1 connection is closed or owes nothing (WebSocket and
+    HTTP/2 ones are left to the caller). Idle ones are closed here, once nothing has been in flight for a while,
+    so that a request arriving on one meanwhile is answered rather than cut off."""
+    while True:
+        await app.wait_drained()
+        if not connections.close_idle():
+            return
+        # A connection is receiving a request, or ending: look again once its answer is out.
+        await trio.sleep(DRAIN_SETTLE_SECONDS)
+
+
 async def _serve_until_drained(
     app: Drain,
-    config: Config,
+    config: DrainConfig,
     shutdown: trio.Event,
     drain_seconds: float,
     *,
@@ -215,9 +225,10 @@ async def _serve_until_drained(
         # hypercorn has stopped accepting and is waiting for its connections; end that wait as soon as no
         # response is owed. This also skips hypercorn's lifespan shutdown: the app has no after_serving work
         # (actors live in the root nursery, STYLE R4).
-        with trio.move_on_after(drain_seconds):
-            await app.wait_drained()
-        if app.in_flight:
+        with trio.move_on_after(drain_seconds) as deadline:
+            await _drained(app, config.connections)
+        if deadline.cancelled_caught:
+            # in_flight may be 0: a connection was still receiving a request.
             log.warning("http.drain_deadline", in_flight=app.in_flight, drain_seconds=drain_seconds)
         nursery.cancel_scope.cancel("http drained")
 
