@@ -105,6 +105,7 @@ def open_store_for(settings: Settings, pool_size: int | None = None) -> Abstract
         data_dir=settings.data_dir,
         pool_size=pool_size or settings.db_pool_size,
         acquire_timeout=settings.db_acquire_timeout_seconds,
+        direct_url=settings.database_direct_url,
     )
 
 

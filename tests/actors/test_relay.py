@@ -55,8 +55,8 @@ def pg_relay(store: Store, channel: str, **options: Any) -> EventRelay:
     database = store.database
     return EventRelay(
         Hub(Metrics()),
-        PostgresTransport(postgres_connector(database.dsn), channel, database.bridge),
-        partial(open_tail, database.bridge, tail_connector(database.dsn)),
+        PostgresTransport(postgres_connector(database.direct_dsn), channel, database.bridge),
+        partial(open_tail, database.bridge, tail_connector(database.direct_dsn)),
         **options,
     )
 
@@ -66,7 +66,7 @@ def redis_relay(store: Store, link: Any, **options: Any) -> EventRelay:
     return EventRelay(
         Hub(Metrics()),
         RedisTransport(link, link.key("events")),
-        partial(open_tail, database.bridge, tail_connector(database.dsn)),
+        partial(open_tail, database.bridge, tail_connector(database.direct_dsn)),
         **options,
     )
 
@@ -357,7 +357,7 @@ class FloodTransport:
 async def test_a_feed_overflow_closes_no_socket_and_loses_no_event(store: Store) -> None:
     database = store.database
     relay = EventRelay(
-        Hub(Metrics()), FloodTransport(), partial(open_tail, database.bridge, tail_connector(database.dsn))
+        Hub(Metrics()), FloodTransport(), partial(open_tail, database.bridge, tail_connector(database.direct_dsn))
     )
     scene = await Scene(store).setup()
     async with running(relay):
