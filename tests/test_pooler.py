@@ -16,9 +16,9 @@ import orjson
 import pytest
 import trio
 
+from bench.pgbouncer import pgbouncer_binary, running_pgbouncer
 from stories.store import open_database
 from stories.store.migrate import MIGRATION_LOCK_ID, load_migrations
-from tests.fixtures.pgbouncer import pgbouncer_binary, running_pgbouncer
 from tests.processes import open_socket, signup, stories_serve, wait_for_connections
 from tests.sql import sql_connection
 
