@@ -103,6 +103,8 @@ class Dataset:
     follows_per_user: int
 
 
+ERROR_LINES_SHOWN = 5
+ERROR_LINE_CHARS = 600
 # A --pooled target's PgBouncer keeps as many server connections as the server's pool (DB_POOL_SIZE's default):
 # the comparison is of the path, not of fewer connections.
 POOLER_SERVER_CONNECTIONS = 10
@@ -444,6 +446,10 @@ def build_target(spec: TargetSpec, args: argparse.Namespace) -> Iterator[Endpoin
         env = {**SERVER_ENV, **dict(args.env)}
         with ExitStack() as stack:
             served_url, pooler_pid = database_url, None
+            if spec.name in args.uncached:
+                # Another spelling of the same server: the service takes it for a pooler's other side and turns
+                # its statement cache off, with no pooler in the path.
+                env["DATABASE_DIRECT_URL"] = f"{database_url}?application_name=stories-direct"
             if spec.name in args.pooled:
                 bouncer = stack.enter_context(running_pgbouncer(database_url, pool_size=POOLER_SERVER_CONNECTIONS))
                 served_url, pooler_pid = bouncer.url_for(database_url), bouncer.pid
@@ -471,12 +477,16 @@ def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, wo
     return Target(spec.name, endpoint, data_path)
 
 
-def log_errors(target: Target) -> int:
-    """How many error lines the server logged (build targets only)."""
+def error_lines(target: Target) -> list[str]:
+    """The error lines the server logged (build targets only)."""
     log_path = target.endpoint.log_path
     if log_path is None or not log_path.exists():
-        return 0
-    return sum(1 for line in log_path.read_bytes().splitlines() if b'"level":"error"' in line)
+        return []
+    return [line.decode(errors="replace") for line in log_path.read_bytes().splitlines() if b'"level":"error"' in line]
+
+
+def log_errors(target: Target) -> int:
+    return len(error_lines(target))
 
 
 # --- preparation ------------------------------------------------------------------------------------------
@@ -920,6 +930,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--threads", type=int, default=2, help="wrk threads (default 2)")
     add("--hot", action="store_true", help="every user drives one public story (a hot row: view, react)")
     add("--pooled", action="append", default=[], metavar="NAME", help="serve build NAME through a PgBouncer")
+    add("--uncached", action="append", default=[], metavar="NAME", help="build NAME without statement cache")
     add("--env", type=parse_env, action="append", default=[], metavar="K=V", help="extra server env (builds)")
     add("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL to create the bench databases on")
     add("--soak", type=float, metavar="SECONDS", help="memory soak instead of the scenario runs")
@@ -949,8 +960,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--users {args.users} > the {args.dataset} dataset's {DATASETS[args.dataset].users} users")
     if args.runs < 1 or args.users < 1 or args.feed_pages < 1:
         parser.error("--runs, --users and --feed-pages must be >= 1")
-    if set(args.pooled) - {spec.name for spec in args.build}:
-        parser.error("--pooled names a --build target")
+    if set(args.pooled + args.uncached) - {spec.name for spec in args.build}:
+        parser.error("--pooled and --uncached name --build targets")
     if args.pooled and pgbouncer_binary() is None:
         parser.error("pgbouncer is not installed (apt-get install pgbouncer)")
     if shutil.which("wrk") is None:
@@ -1022,6 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rows = run_matrix(targets, scenarios, args.runs, opts)
         meta = metadata(args, targets, opts, load_at_start)
+        for target in targets:  # the server's log goes with its DATA_DIR: show what went wrong while it is here
+            for line in error_lines(target)[:ERROR_LINES_SHOWN]:
+                print(f"{target.name} logged: {line[:ERROR_LINE_CHARS]}")
     summaries = summarize(rows, [t.name for t in targets], scenarios) if rows else []
     print_table(summaries, scenarios)
     print("\n".join(soak_lines(soaks)))
