@@ -116,9 +116,3 @@ async def test_the_pool_prepares_nothing_a_pooler_would_lose_and_session_work_go
                 assert await database.call_direct(_session_name) == "direct"
                 assert database.direct_dsn == direct
                 await database.ping()
-
-
-async def test_without_a_direct_url_session_work_uses_database_url(database_url: str, tmp_path: Path) -> None:
-    async with open_database(database_url, data_dir=tmp_path, pool_size=1) as database:
-        assert database.direct_dsn == database.dsn == database_url
-        assert await database.call_direct(_session_name) == await database.call(_session_name)
