@@ -70,7 +70,7 @@ async def test_stories_serve_behind_pgbouncer_migrates_serves_and_delivers_event
                 assert event["type"] == "story.viewed"
                 assert event["payload"]["story_id"] == story_id
                 assert (await http.get(f"{url}/readyz")).status_code == 200
-            assert not server.logged("relay.crashed"), server.describe()
+            assert not server.logged("actor.crashed"), server.describe()
         # The app's pool went through the pooler; the migration (a session's advisory lock) did not need it.
         assert bouncer.logins(urlsplit(fresh_database).path.lstrip("/")) > 0
     async with sql_connection(fresh_database) as sql:

@@ -137,7 +137,11 @@ class Database:
         """`fn(pool, *args)` like `call`, on a one-connection pool of its own to `direct_dsn`, closed after: for
         work that holds session state across transactions (the migrations' advisory lock). Not gated by the
         pool's slots: it is not request work."""
-        return await self._cross(_aio_with_direct_pool, self.direct_dsn, fn, *args)
+        try:
+            return await self._cross(_aio_with_direct_pool, self.direct_dsn, fn, *args)
+        except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+            # The pool's URL was accepted at start: only DATABASE_DIRECT_URL can name these.
+            raise StoreUnavailable(f"DATABASE_DIRECT_URL was refused: {exc}") from exc
 
     async def ping(self) -> None:
         """One round trip on the health connection, at most HEALTH_CHECK_SECONDS; StoreUnavailable otherwise."""

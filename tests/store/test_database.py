@@ -21,6 +21,7 @@ from stories.errors import ConfigError, Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
 from stories.store.embedded import EmbeddedPostgres
+from stories.store.migrate import migrate
 from stories.store.models import IdempotencyClaim, Story
 
 if TYPE_CHECKING:
@@ -192,3 +193,10 @@ async def test_session_work_goes_to_the_direct_url_and_without_one_to_database_u
         assert database.direct_dsn == direct
         assert await database.call_direct(aio_session_name) == "direct"
         assert await database.call(aio_session_name) != "direct"
+
+
+async def test_a_direct_url_the_server_refuses_is_unavailable_naming_it(database_url, tmp_path):
+    missing = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=missing) as database:
+        with pytest.raises(StoreUnavailable, match=r"^DATABASE_DIRECT_URL was refused"):
+            await migrate(database)
