@@ -76,7 +76,9 @@ async def test_stories_serve_behind_pgbouncer_migrates_serves_and_delivers_event
     async with sql_connection(fresh_database) as sql:
         versions = [row["version"] for row in await sql.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
         held = await sql.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", MIGRATION_LOCK_ID
+            """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+            MIGRATION_LOCK_ID,
         )
     assert versions == [migration.version for migration in load_migrations()]
     assert held == 0
