@@ -23,6 +23,7 @@ import orjson
 import pytest
 import trio
 
+from stories.actors.access import build_access_watcher
 from stories.actors.hub import Hub, Mailbox
 from stories.actors.messages import EventId
 from stories.actors.relay import (
@@ -33,14 +34,21 @@ from stories.actors.relay import (
     PostgresTransport,
     RedisTransport,
     RelayDisconnected,
+    build_relay,
     postgres_connector,
 )
 from stories.actors.supervisor import ActorSpec, supervise
+from stories.api.callers import Callers
+from stories.clock import FixedClock
+from stories.errors import StoreUnavailable
 from stories.metrics import Metrics
 from stories.redis import RedisUnavailable, open_redis
+from stories.security import TokenIssuer
+from stories.store import open_database
 from stories.store.events import TAIL_APPLICATION_NAME, TailPage, open_tail, tail_connector
 from stories.store.models import Story
-from tests.conftest import START
+from stories.store.sessions import SessionStore
+from tests.conftest import START, TEST_JWT_SECRET
 from tests.sql import sql_connection
 
 if TYPE_CHECKING:
@@ -366,3 +374,19 @@ async def test_a_feed_overflow_closes_no_socket_and_loses_no_event(store: Store)
             relay.wake()
             assert await next_viewer(mailbox) == viewer
             assert mailbox.close_reason is None
+
+
+async def test_the_relay_and_the_access_push_connect_to_the_direct_url(database_url, tmp_path, settings) -> None:
+    """Their connections hold a session (LISTEN, the tail): behind a transaction pooler they go around it, to
+    DATABASE_DIRECT_URL. Pointed at a port where nothing listens, they fail there while the pool works."""
+    nowhere = "postgres://stories@127.0.0.1:1/nowhere"
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=nowhere) as database:
+        hub = Hub(Metrics())
+        # Connected to the pool's database instead, they would run on: the deadline turns that into a failure.
+        with trio.fail_after(WAIT), pytest.raises(StoreUnavailable, match="event tail's connection failed"):
+            await build_relay(hub, database=database, redis=None).run()
+        clock = FixedClock(START)
+        callers = Callers(TokenIssuer(TEST_JWT_SECRET, 60, clock), SessionStore(database))
+        watcher = build_access_watcher(callers, hub, clock, database=database, redis=None, settings=settings)
+        with trio.fail_after(WAIT), pytest.raises(RelayDisconnected, match="postgres relay connection failed"):
+            await watcher.listen()
