@@ -60,6 +60,7 @@ import httpx
 import orjson
 import trio
 
+from bench.pgbouncer import pgbouncer_binary, running_pgbouncer
 from bench.server import DEFAULT_ADMIN_URL, free_port, fresh_database, stories_env, stories_server
 
 if TYPE_CHECKING:
@@ -102,6 +103,11 @@ class Dataset:
     follows_per_user: int
 
 
+ERROR_LINES_SHOWN = 5
+ERROR_LINE_CHARS = 600
+# A --pooled target's PgBouncer keeps as many server connections as the server's pool (DB_POOL_SIZE's default):
+# the comparison is of the path, not of fewer connections.
+POOLER_SERVER_CONNECTIONS = 10
 DATASETS = {"5k": Dataset(users=500, stories=5_000, follows_per_user=30), "50k": Dataset(2_000, 50_000, 50)}
 
 
@@ -124,6 +130,7 @@ class Endpoint:
     database: str | None  # the bench database: scopes PostgreSQL CPU to its backends (None: every postgres)
     log_path: Path | None
     source: str  # the checkout (and its commit) or the URL, for the report
+    pooler_pid: int | None = None  # the PgBouncer in front of its database (--pooled), sampled apart
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ class Usage:
     pg_cpu: float | None
     client_cpu: float  # this process's finished children (wrk)
     machine_busy: float  # every CPU's non-idle time (/proc/stat)
+    pooler_cpu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,7 @@ class Row:
     other_cores: float | None  # CPU used by other processes during the run, in cores
     rss_before: int | None
     rss_after: int | None
+    pooler_cpu_us: float | None = None  # PgBouncer's (--pooled targets)
 
     @property
     def failure_share(self) -> float:
@@ -223,6 +232,7 @@ class Summary:
     socket_errors: int
     flagged: bool
     rps_all: list[float]
+    pooler_cpu_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +325,13 @@ def usage(target: Target) -> Usage:
     postgres = postgres_processes(procs, target.endpoint.database)
     pg_cpu = sum(p.cpu_ticks for p in postgres) / CLOCK_TICKS if postgres else None
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    common = {"pg_cpu": pg_cpu, "client_cpu": children.ru_utime + children.ru_stime, "machine_busy": machine_busy()}
+    pooler = procs.get(target.endpoint.pooler_pid or -1)
+    common = {
+        "pg_cpu": pg_cpu,
+        "client_cpu": children.ru_utime + children.ru_stime,
+        "machine_busy": machine_busy(),
+        "pooler_cpu": None if pooler is None else pooler.cpu_ticks / CLOCK_TICKS,
+    }
     pid = target.endpoint.pid
     if pid is None or pid not in procs:
         return Usage(server_cpu=None, server_rss=None, **common)
@@ -339,7 +355,7 @@ def other_cores(before: Usage, after: Usage, seconds: float) -> float | None:
     if before.server_cpu is None or after.server_cpu is None:
         return None
     ours = (after.server_cpu - before.server_cpu) + (after.client_cpu - before.client_cpu)
-    ours += (after.pg_cpu or 0.0) - (before.pg_cpu or 0.0)
+    ours += (after.pg_cpu or 0.0) - (before.pg_cpu or 0.0) + (after.pooler_cpu or 0.0) - (before.pooler_cpu or 0.0)
     return max(0.0, (after.machine_busy - before.machine_busy - ours) / seconds)
 
 
@@ -428,10 +444,21 @@ def build_target(spec: TargetSpec, args: argparse.Namespace) -> Iterator[Endpoin
         print(f"{spec.name}: seeding {database} with {spec.checkout} ({args.dataset})")
         seed(spec.checkout, database_url, DATASETS[args.dataset], args.seed_tag)
         env = {**SERVER_ENV, **dict(args.env)}
-        with stories_server(database_url, env, checkout=spec.checkout, port=free_port()) as server:
+        with ExitStack() as stack:
+            served_url, pooler_pid = database_url, None
+            if spec.name in args.uncached:
+                # Another spelling of the same server: the service takes it for a pooler's other side and turns
+                # its statement cache off, with no pooler in the path.
+                env["DATABASE_DIRECT_URL"] = f"{database_url}?application_name=stories-direct"
+            if spec.name in args.pooled:
+                bouncer = stack.enter_context(running_pgbouncer(database_url, pool_size=POOLER_SERVER_CONNECTIONS))
+                served_url, pooler_pid = bouncer.url_for(database_url), bouncer.pid
+                env["DATABASE_DIRECT_URL"] = database_url
+                print(f"{spec.name}: through PgBouncer (transaction mode) on port {bouncer.port} (pid {bouncer.pid})")
+            server = stack.enter_context(stories_server(served_url, env, checkout=spec.checkout, port=free_port()))
             source = f"{spec.checkout} @ {git_describe(spec.checkout)}"
             print(f"{spec.name}: serving {source} on {server.base_url} (pid {server.pid})")
-            yield Endpoint(server.base_url, server.pid, database, server.log_path, source)
+            yield Endpoint(server.base_url, server.pid, database, server.log_path, source, pooler_pid)
 
 
 def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, workdir: Path) -> Target:
@@ -450,12 +477,16 @@ def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, wo
     return Target(spec.name, endpoint, data_path)
 
 
-def log_errors(target: Target) -> int:
-    """How many error lines the server logged (build targets only)."""
+def error_lines(target: Target) -> list[str]:
+    """The error lines the server logged (build targets only)."""
     log_path = target.endpoint.log_path
     if log_path is None or not log_path.exists():
-        return 0
-    return sum(1 for line in log_path.read_bytes().splitlines() if b'"level":"error"' in line)
+        return []
+    return [line.decode(errors="replace") for line in log_path.read_bytes().splitlines() if b'"level":"error"' in line]
+
+
+def log_errors(target: Target) -> int:
+    return len(error_lines(target))
 
 
 # --- preparation ------------------------------------------------------------------------------------------
@@ -589,6 +620,7 @@ def measure(target: Target, scenario: str, run: int, opts: WrkOptions) -> Row:
         other_cores=other_cores(before, after, seconds),
         rss_before=before.server_rss,
         rss_after=after.server_rss,
+        pooler_cpu_us=per_request_us(before.pooler_cpu, after.pooler_cpu, result.requests),
     )
 
 
@@ -604,6 +636,7 @@ def run_matrix(targets: Sequence[Target], scenarios: Sequence[str], runs: int, o
                     f"run {run} {target.name:>10} {scenario:<9} {row.rps:8.1f} req/s  p50 {row.p50_ms:6.1f} ms"
                     f"  p99 {row.p99_ms:6.1f} ms  non-2xx {row.non_2xx}  server {fmt(row.server_cpu_us)} µs/req"
                     f"  pg {fmt(row.pg_cpu_us)} µs/req"
+                    + ("" if row.pooler_cpu_us is None else f"  pgbouncer {fmt(row.pooler_cpu_us)} µs/req")
                 )
                 rows.append(row)
     return rows
@@ -674,6 +707,7 @@ def summarize(rows: Sequence[Row], targets: Sequence[str], scenarios: Sequence[s
                     socket_errors=sum(sum(r.socket_errors.values()) for r in runs),
                     flagged=any(r.failure_share > NON_2XX_LIMIT for r in runs),
                     rps_all=[r.rps for r in runs],
+                    pooler_cpu_us=median_of([r.pooler_cpu_us for r in runs]),
                 )
             )
     return summaries
@@ -895,6 +929,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--connections", type=int, default=32, help="wrk connections (default 32)")
     add("--threads", type=int, default=2, help="wrk threads (default 2)")
     add("--hot", action="store_true", help="every user drives one public story (a hot row: view, react)")
+    add("--pooled", action="append", default=[], metavar="NAME", help="serve build NAME through a PgBouncer")
+    add("--uncached", action="append", default=[], metavar="NAME", help="build NAME without statement cache")
     add("--env", type=parse_env, action="append", default=[], metavar="K=V", help="extra server env (builds)")
     add("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL to create the bench databases on")
     add("--soak", type=float, metavar="SECONDS", help="memory soak instead of the scenario runs")
@@ -924,6 +960,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--users {args.users} > the {args.dataset} dataset's {DATASETS[args.dataset].users} users")
     if args.runs < 1 or args.users < 1 or args.feed_pages < 1:
         parser.error("--runs, --users and --feed-pages must be >= 1")
+    if set(args.pooled + args.uncached) - {spec.name for spec in args.build}:
+        parser.error("--pooled and --uncached name --build targets")
+    if args.pooled and pgbouncer_binary() is None:
+        parser.error("pgbouncer is not installed (apt-get install pgbouncer)")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -993,6 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rows = run_matrix(targets, scenarios, args.runs, opts)
         meta = metadata(args, targets, opts, load_at_start)
+        for target in targets:  # the server's log goes with its DATA_DIR: show what went wrong while it is here
+            for line in error_lines(target)[:ERROR_LINES_SHOWN]:
+                print(f"{target.name} logged: {line[:ERROR_LINE_CHARS]}")
     summaries = summarize(rows, [t.name for t in targets], scenarios) if rows else []
     print_table(summaries, scenarios)
     print("\n".join(soak_lines(soaks)))

@@ -55,6 +55,7 @@ _SETTINGS_POINTER = (
 )
 _DATABASE = (
     "  DATABASE_URL   postgres://user:pass@host:5432/db (unset: an embedded PostgreSQL in DATA_DIR)\n"
+    "  DATABASE_DIRECT_URL  the server itself when DATABASE_URL is a transaction pooler (unset: DATABASE_URL)\n"
     "  DATA_DIR       embedded state (default ./.stories)\n"
 )
 _DESCRIPTIONS = {

@@ -110,6 +110,7 @@ def open_store_for(
         pool_size=pool_size or settings.db_pool_size,
         acquire_timeout=settings.db_acquire_timeout_seconds,
         statement_timeout=settings.db_statement_timeout_seconds if bounded else None,
+        direct_url=settings.database_direct_url,
     )
 
 

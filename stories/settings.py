@@ -77,7 +77,7 @@ _FALSE = ("0", "false", "no", "off")
 MASK = "***"
 # Settings shown as MASK (when set) in the repr; URLs keep everything but their password.
 _SECRET_FIELDS = frozenset({"jwt_secret", "minio_secret_key"})
-_URL_FIELDS = frozenset({"database_url", "redis_url", "minio_endpoint", "minio_public_endpoint"})
+_URL_FIELDS = frozenset({"database_url", "database_direct_url", "redis_url", "minio_endpoint", "minio_public_endpoint"})
 # libpq and asyncpg also take `password=` (and `sslpassword=`) as query parameters.
 _QUERY_PASSWORD = re.compile(r"(?i)([?&;][a-z_]*password=)[^&;#]*")
 # One label of a host name (RFC 1123), plus '_' as container platforms' service names use it.
@@ -107,6 +107,9 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     database_url: str | None = None
+    # Where what needs a session of its own connects (migrations' lock, LISTEN, the event tail), when
+    # DATABASE_URL goes through a transaction pooler. None: DATABASE_URL.
+    database_direct_url: str | None = None
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     redis_url: str | None = None
     jwt_secret: str | None = None
@@ -188,10 +191,15 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     if minio_endpoint not in (None, MINIO_OFF) and (minio_access_key is None or minio_secret_key is None):
         missing = "MINIO_ACCESS_KEY" if minio_access_key is None else "MINIO_SECRET_KEY"
         raise ConfigError(missing, "is required when MINIO_ENDPOINT names a store (or set MINIO_ENDPOINT=off)")
+    database_url = env.database_url("DATABASE_URL")
+    database_direct_url = env.database_url("DATABASE_DIRECT_URL")
+    if database_direct_url is not None and database_url is None:
+        raise ConfigError("DATABASE_DIRECT_URL", "needs DATABASE_URL (the embedded PostgreSQL has no pooler)")
     return Settings(
         host=env.host("HOST"),
         port=env.integer("PORT", DEFAULT_PORT, 0, 65_535),
-        database_url=env.database_url(),
+        database_url=database_url,
+        database_direct_url=database_direct_url,
         data_dir=Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR),
         redis_url=env.redis_url(),
         jwt_secret=jwt_secret,
@@ -343,15 +351,15 @@ class _Env:
             return raw
         raise ConfigError(name, f"must be an IP address or a host name, without a port (got {raw!r})")
 
-    def database_url(self) -> str | None:
-        url = self.get("DATABASE_URL")
+    def database_url(self, name: str) -> str | None:
+        url = self.get(name)
         if url is None:
             return None
         if not url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("DATABASE_URL", f"must start with postgres:// or postgresql:// (got {mask_url(url)!r})")
+            raise ConfigError(name, f"must start with postgres:// or postgresql:// (got {mask_url(url)!r})")
         problem = _port_problem(url, several_hosts=True)
         if problem is not None:
-            raise ConfigError("DATABASE_URL", f"{problem} (got {mask_url(url)!r})")
+            raise ConfigError(name, f"{problem} (got {mask_url(url)!r})")
         return url
 
     def minio_endpoint(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -29,7 +30,15 @@ from stories.store.events import EventLog
 from stories.store.sessions import SessionStore
 from stories.tray_cache import LocalSeenLog, TrayCache
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.storage"]
+if TYPE_CHECKING:
+    from tests.fixtures.pgbouncer import AppDatabase
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.pgbouncer",
+    "tests.fixtures.redis",
+    "tests.fixtures.storage",
+]
 
 TEST_JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 START = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -41,11 +50,12 @@ def _logging() -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(tmp_path: Path, app_database: AppDatabase) -> Settings:
     return Settings(
         host="127.0.0.1",
         port=0,
-        database_url=database_url,
+        database_url=app_database.url,
+        database_direct_url=app_database.direct_url,
         data_dir=tmp_path,
         jwt_secret=TEST_JWT_SECRET,
         bcrypt_cost=4,
@@ -72,7 +82,9 @@ async def bridge() -> AsyncIterator[Bridge]:
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with open_database(settings.database_url, data_dir=settings.data_dir, pool_size=4) as database:
+    async with open_database(
+        settings.database_url, data_dir=settings.data_dir, pool_size=4, direct_url=settings.database_direct_url
+    ) as database:
         yield Store(database)
 
 

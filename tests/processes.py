@@ -58,6 +58,7 @@ SERVICE_VARIABLES = frozenset(
         "PORT",
         "HOST",
         "DATABASE_URL",
+        "DATABASE_DIRECT_URL",
         "DATA_DIR",
         "REDIS_ADDR",
         "REDIS_PASSWORD",

@@ -47,6 +47,7 @@ def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
 def test_settings_repr_holds_no_secret() -> None:
     settings = Settings(
         database_url=f"postgres://u:{PASSWORD}@db:5432/stories",
+        database_direct_url=f"postgres://u:{PASSWORD}@db-direct:5432/stories",
         redis_url=f"redis://:{PASSWORD}@cache:6379/0",
         jwt_secret=JWT,
         minio_access_key="access",
@@ -57,6 +58,7 @@ def test_settings_repr_holds_no_secret() -> None:
         assert JWT not in text
         assert S3_SECRET not in text
         assert "postgres://u:***@db:5432/stories" in text
+        assert "postgres://u:***@db-direct:5432/stories" in text
         assert "redis://:***@cache:6379/0" in text
         assert "jwt_secret='***'" in text
         assert "minio_secret_key='***'" in text
@@ -69,6 +71,7 @@ def test_settings_repr_holds_no_secret() -> None:
 BAD_ENVS = [
     {"DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"},
     {"DATABASE_URL": f"postgres://u:{PASSWORD}@h:abc/db"},
+    {"DATABASE_URL": "postgres://h/db", "DATABASE_DIRECT_URL": f"postgres://u:{PASSWORD}@h:abc/db"},
     {"DATABASE_URL": f"postgres://u:{PASSWORD}@h:99999/db"},
     {"DATABASE_URL": f"u:{PASSWORD}@h/db"},
     {"REDIS_URL": f"http://:{PASSWORD}@r.example"},

@@ -24,6 +24,7 @@ FULL_ENV = {
     "PORT": "8080",
     "HOST": "127.0.0.1",
     "DATABASE_URL": "postgres://u:p@db.example:5433/stories",
+    "DATABASE_DIRECT_URL": "postgres://u:p@db-direct.example:5432/stories",
     "DATA_DIR": "/var/lib/stories",
     "REDIS_ADDR": "cache.example:6380",
     "REDIS_PASSWORD": "p@ss:word",
@@ -58,6 +59,7 @@ def test_defaults_match_api_md() -> None:
     assert settings == Settings()
     assert (settings.host, settings.port) == ("0.0.0.0", 5000)
     assert settings.database_url is None
+    assert settings.database_direct_url is None
     assert settings.data_dir == Path("./.stories")
     assert settings.redis_url is None
     assert settings.jwt_secret is None
@@ -84,6 +86,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.port == 8080
     assert settings.host == "127.0.0.1"
     assert settings.database_url == "postgres://u:p@db.example:5433/stories"
+    assert settings.database_direct_url == "postgres://u:p@db-direct.example:5432/stories"
     assert settings.data_dir == Path("/var/lib/stories")
     # The password is URL-quoted so ':' and '@' in it cannot change the URL's meaning.
     assert settings.redis_url == "redis://:p%40ss%3Aword@cache.example:6380/0"
@@ -138,6 +141,10 @@ def test_blank_values_mean_unset() -> None:
         ("DATABASE_URL", "postgres://u:p@h:99999/db"),
         ("DATABASE_URL", "postgresql://h1:5432,h2:x/db"),
         ("DATABASE_URL", "postgres://[::1:5432/db"),
+        ("DATABASE_DIRECT_URL", "mysql://x"),
+        ("DATABASE_DIRECT_URL", "postgres://u:p@h:99999/db"),
+        # Without DATABASE_URL: the embedded database has no pooler to go around.
+        ("DATABASE_DIRECT_URL", "postgres://u:p@h:5432/db"),
         ("REDIS_URL", "redis://r.example:port/0"),
         ("REDIS_URL", "redis://r.example:70000/0"),
         ("REDIS_URL", "redis://[::1/0"),

@@ -266,7 +266,7 @@ def build_access_watcher(
     if redis is not None:
         transport = RedisTransport(redis, redis.key(ACCESS_CHANNEL))
     else:
-        transport = PostgresTransport(postgres_connector(database.dsn), ACCESS_CHANNEL, database.bridge)
+        transport = PostgresTransport(postgres_connector(database.direct_dsn), ACCESS_CHANNEL, database.bridge)
     return AccessWatcher(
         AccessLog(database),
         callers,

@@ -375,10 +375,12 @@ def build_relay(
     channel: str = DEFAULT_CHANNEL,
 ) -> EventRelay:
     """The process's relay: hints through Redis pub/sub when Redis is configured, else LISTEN/NOTIFY."""
-    open_log = partial(open_tail, database.bridge, tail_connector(database.dsn))
+    open_log = partial(open_tail, database.bridge, tail_connector(database.direct_dsn))
     if redis is not None:
         return EventRelay(hub, RedisTransport(redis, redis.key(channel)), open_log)
-    return EventRelay(hub, PostgresTransport(postgres_connector(database.dsn), channel, database.bridge), open_log)
+    return EventRelay(
+        hub, PostgresTransport(postgres_connector(database.direct_dsn), channel, database.bridge), open_log
+    )
 
 
 # ---- Redis pub/sub (coredis is anyio-based: native on trio) ----------------------------------------------

@@ -4,6 +4,11 @@ Every operation goes through `Database.call`: a trio-side slot per pool connecti
 (DB_ACQUIRE_TIMEOUT_SECONDS -> 503 overloaded), then one bridge crossing (bridge.py), with asyncpg's errors
 translated at the crossing (STYLE R15). Health checks use a connection of their own, so a busy pool is never
 reported as a dead database.
+
+Behind a transaction pooler (PgBouncer, pool_mode=transaction), DATABASE_URL names the pooler and `direct_url`
+(DATABASE_DIRECT_URL) the server: consecutive transactions of one pool connection may then run on different
+server sessions, so the pool keeps no prepared statements (asyncpg re-parses each statement, unnamed, inside its
+own round trips), and what needs a session of its own (`call_direct`, `direct_dsn`) connects around the pooler.
 """
 
 from __future__ import annotations
@@ -100,6 +105,11 @@ _POOL_OPTIONS: dict[str, Any] = {
     "max_cached_statement_lifetime": 0,
     "reset": _no_reset,
 }
+# Behind a transaction pooler a named prepared statement lives on one server session, and the next transaction
+# may run on another ("prepared statement does not exist"). PgBouncer < 1.21 cannot track them (Debian 12 ships
+# 1.18): no cache. bench/pooler.md has what it costs.
+POOLED_STATEMENT_CACHE_SIZE = 0
+STATEMENT_CACHE_SIZE = 100  # asyncpg's default
 
 
 class Database:
@@ -112,14 +122,26 @@ class Database:
     connections.
     """
 
-    def __init__(self, bridge: Bridge, pool: asyncpg.Pool, dsn: str, *, pool_size: int, acquire_timeout: float) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        pool: asyncpg.Pool,
+        dsn: str,
+        *,
+        pool_size: int,
+        acquire_timeout: float,
+        direct_dsn: str | None = None,
+    ) -> None:
         self._bridge = bridge
         self._pool = pool
         self._slots = trio.Semaphore(pool_size)
         self._acquire_timeout = acquire_timeout
         self._health = _HealthLink(dsn)
-        # Where the pool connects (the embedded server too): for connections outside the pool (LISTEN).
+        # Where the pool connects (the embedded server too; a pooler, when there is one).
         self.dsn = dsn
+        # Where connections that hold session state connect (LISTEN, the event tail, `call_direct`): around a
+        # transaction pooler, which would hand their next transaction to another session.
+        self.direct_dsn = direct_dsn or dsn
 
     @property
     def bridge(self) -> Bridge:
@@ -144,6 +166,16 @@ class Database:
             log.warning("db.overloaded", operation=fn.__name__, waited_s=self._acquire_timeout)
             raise Overloaded("the service is overloaded; retry shortly", retry_after=1)
         return await self._cross(fn, self._pool, *args, finished=self._slots.release)
+
+    async def call_direct(self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
+        """`fn(pool, *args)` like `call`, on a one-connection pool of its own to `direct_dsn`, closed after: for
+        work that holds session state across transactions (the migrations' advisory lock). Not gated by the
+        pool's slots: it is not request work."""
+        try:
+            return await self._cross(_aio_with_direct_pool, self.direct_dsn, fn, *args)
+        except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+            # The pool's URL was accepted at start: only DATABASE_DIRECT_URL can name these.
+            raise StoreUnavailable(f"DATABASE_DIRECT_URL was refused: {exc}") from exc
 
     async def ping(self) -> None:
         """One round trip on the health connection, at most HEALTH_CHECK_SECONDS; StoreUnavailable otherwise."""
@@ -191,7 +223,7 @@ class _HealthLink:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(self._dsn, command_timeout=None)
             try:
-                await self._conn.fetchval("SELECT 1")
+                await self._conn.execute("SELECT 1")  # simple protocol: no prepared statement, fine through a pooler
             except BaseException:
                 self._conn.terminate()
                 self._conn = None
@@ -211,12 +243,15 @@ async def open_database(
     pool_size: int,
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
     statement_timeout: float | None = None,
+    direct_url: str | None = None,
     new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> AsyncIterator[Database]:
     """Yield a Database on a connected pool; close the pool (and stop an embedded server) on exit.
 
     `statement_timeout` (seconds) bounds every statement of the pool's connections, and every transaction left
     idle, on the server (an overrun is QueryCanceledError, a 503); None leaves them unbounded (a seed).
+    `direct_url` (DATABASE_DIRECT_URL), when set and not `database_url`, says `database_url` is a transaction
+    pooler: the pool prepares no statements to keep, and session work connects to `direct_url`.
 
     While the database refuses connections it retries with a capped backoff and a log line per attempt (in a
     container the database often starts after the service), for at most CONNECT_DEADLINE_SECONDS; then
@@ -230,8 +265,14 @@ async def open_database(
         log.info("db.embedded.started", pgdata=str(embedded.pgdata))
     try:
         async with open_bridge(*([new_loop] if new_loop else [])) as bridge:
-            pool = await _connect(bridge, database_url, pool_size, _server_settings(statement_timeout))
-            database = Database(bridge, pool, database_url, pool_size=pool_size, acquire_timeout=acquire_timeout)
+            pooled = direct_url is not None and direct_url != database_url
+            # A transaction pooler refuses startup parameters (PgBouncer 1.18: "unsupported startup parameter"):
+            # behind one, the statement bound belongs on the role or in the pooler (docs/operations.md).
+            settings = {} if pooled else _server_settings(statement_timeout)
+            pool = await _connect(bridge, database_url, pool_size, settings, pooled=pooled)
+            database = Database(
+                bridge, pool, database_url, pool_size=pool_size, acquire_timeout=acquire_timeout, direct_dsn=direct_url
+            )
             try:
                 yield database
             finally:
@@ -251,20 +292,35 @@ async def _aio_close_pool(pool: asyncpg.Pool) -> None:
     await pool.close()
 
 
-async def _aio_create_pool(database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
+async def _aio_with_direct_pool(dsn: str, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=1, **_POOL_OPTIONS) as pool:
+        return await fn(pool, *args)
+
+
+async def _aio_create_pool(
+    database_url: str, pool_size: int, server_settings: dict[str, str], pooled: bool
+) -> asyncpg.Pool:
+    cache = POOLED_STATEMENT_CACHE_SIZE if pooled else STATEMENT_CACHE_SIZE
     return await asyncpg.create_pool(
-        database_url, min_size=1, max_size=pool_size, server_settings=server_settings, **_POOL_OPTIONS
+        database_url,
+        min_size=1,
+        max_size=pool_size,
+        server_settings=server_settings,
+        statement_cache_size=cache,
+        **_POOL_OPTIONS,
     )
 
 
-async def _connect(bridge: Bridge, database_url: str, pool_size: int, server_settings: dict[str, str]) -> asyncpg.Pool:
+async def _connect(
+    bridge: Bridge, database_url: str, pool_size: int, server_settings: dict[str, str], *, pooled: bool
+) -> asyncpg.Pool:
     backoff = Backoff(initial=CONNECT_RETRY_FIRST_SECONDS, cap=CONNECT_RETRY_CAP_SECONDS, jitter=False)
     delay = backoff.next_delay()
     last_error: BaseException | None = None
     with trio.move_on_after(CONNECT_DEADLINE_SECONDS):
         while True:
             try:
-                return await bridge.run(_aio_create_pool, database_url, pool_size, server_settings)
+                return await bridge.run(_aio_create_pool, database_url, pool_size, server_settings, pooled)
             except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError) as exc:
                 last_error = exc
                 log.warning("db.connect_failed", error=repr(exc), retry_in=delay)

@@ -52,8 +52,9 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
 
 
 async def migrate(database: Database) -> list[int]:
-    """Apply what is missing; safe when several processes start at once (advisory lock)."""
-    applied = await database.call(aio_migrate, load_migrations())
+    """Apply what is missing; safe when several processes start at once (advisory lock). On a direct
+    connection: the lock is held across transactions, which a transaction pooler would spread over sessions."""
+    applied = await database.call_direct(aio_migrate, load_migrations())
     log.info("db.migrated", applied=applied)
     return applied
 

@@ -243,22 +243,28 @@ _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 async def aio_access_start(pool: asyncpg.Pool, revoked_since: datetime) -> tuple[int, list[UUID]]:
     """The horizon to read the change log from, and the sessions revoked since `revoked_since` (their tokens may
     still be unexpired), read in one snapshot: a revocation is in the list or at/after the horizon."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        horizon = await conn.fetchval(f"SELECT {_HORIZON}")
-        rows = await conn.fetch("SELECT id FROM sessions WHERE revoked_at > $1", revoked_since)
-    return int(horizon), [row["id"] for row in rows]
+    # One statement, so one snapshot, with no `BEGIN ISOLATION LEVEL`: that fails on a connection an interrupted
+    # statement left in an implicit transaction, as happens without a statement cache (tests/store/test_access_log.py).
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_HORIZON} AS horizon, ARRAY(SELECT id FROM sessions WHERE revoked_at > $1) AS revoked",
+            revoked_since,
+        )
+    assert row is not None
+    return int(row["horizon"]), list(row["revoked"])
 
 
 async def aio_access_read(pool: asyncpg.Pool, horizon: int) -> AccessChanges:
     """Change-log rows of transactions at or after `horizon`, and the next horizon (one snapshot)."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        following = await conn.fetchval(f"SELECT {_HORIZON}")
+    async with pool.acquire() as conn:  # one statement, one snapshot: see aio_access_start
         rows = await conn.fetch(
-            """SELECT xid::text::bigint AS xid, session_id, user_id FROM access_changes
-               WHERE xid >= $1::text::xid8""",
+            f"""SELECT h.horizon, c.xid::text::bigint AS xid, c.session_id, c.user_id
+                FROM (SELECT {_HORIZON} AS horizon) h
+                LEFT JOIN access_changes c ON c.xid >= $1::text::xid8""",
             str(horizon),
         )
-    return AccessChanges(int(following), [(row["xid"], row["session_id"], row["user_id"]) for row in rows])
+    changes = [(row["xid"], row["session_id"], row["user_id"]) for row in rows if row["xid"] is not None]
+    return AccessChanges(int(rows[0]["horizon"]), changes)
 
 
 async def aio_access_prune(pool: asyncpg.Pool, ended_before: datetime, idle_before: datetime, limit: int) -> int:

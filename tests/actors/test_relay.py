@@ -23,6 +23,7 @@ import orjson
 import pytest
 import trio
 
+from stories.actors.access import build_access_watcher
 from stories.actors.hub import Hub, Mailbox
 from stories.actors.relay import (
     RELAY_APPLICATION_NAME,
@@ -32,15 +33,22 @@ from stories.actors.relay import (
     PostgresTransport,
     RedisTransport,
     RelayDisconnected,
+    build_relay,
     postgres_connector,
 )
 from stories.actors.supervisor import ActorSpec, supervise
+from stories.api.authentication import Callers
+from stories.clock import FixedClock
 from stories.domain import EventId
+from stories.errors import StoreUnavailable
 from stories.metrics import Metrics
 from stories.redis import RedisUnavailable, open_redis
+from stories.security import TokenIssuer
+from stories.store import open_database
 from stories.store.events import TAIL_APPLICATION_NAME, TailPage, open_tail, tail_connector
 from stories.store.models import Story
-from tests.conftest import START
+from stories.store.sessions import SessionStore
+from tests.conftest import START, TEST_JWT_SECRET
 from tests.sql import sql_connection
 
 if TYPE_CHECKING:
@@ -55,8 +63,8 @@ def pg_relay(store: Store, channel: str, **options: Any) -> EventRelay:
     database = store.database
     return EventRelay(
         Hub(Metrics()),
-        PostgresTransport(postgres_connector(database.dsn), channel, database.bridge),
-        partial(open_tail, database.bridge, tail_connector(database.dsn)),
+        PostgresTransport(postgres_connector(database.direct_dsn), channel, database.bridge),
+        partial(open_tail, database.bridge, tail_connector(database.direct_dsn)),
         **options,
     )
 
@@ -66,7 +74,7 @@ def redis_relay(store: Store, link: Any, **options: Any) -> EventRelay:
     return EventRelay(
         Hub(Metrics()),
         RedisTransport(link, link.key("events")),
-        partial(open_tail, database.bridge, tail_connector(database.dsn)),
+        partial(open_tail, database.bridge, tail_connector(database.direct_dsn)),
         **options,
     )
 
@@ -429,7 +437,7 @@ class FloodTransport:
 async def test_a_feed_overflow_closes_no_socket_and_loses_no_event(store: Store) -> None:
     database = store.database
     relay = EventRelay(
-        Hub(Metrics()), FloodTransport(), partial(open_tail, database.bridge, tail_connector(database.dsn))
+        Hub(Metrics()), FloodTransport(), partial(open_tail, database.bridge, tail_connector(database.direct_dsn))
     )
     scene = await Scene(store).setup()
     async with running(relay):
@@ -462,3 +470,19 @@ async def test_the_horizon_age_gauge_shows_how_long_events_wait_for_a_long_trans
             with trio.fail_after(WAIT):
                 while gauge._value.get() != 0:  # noqa: ASYNC110
                     await trio.sleep(0.05)
+
+
+async def test_the_relay_and_the_access_push_connect_to_the_direct_url(database_url, tmp_path, settings) -> None:
+    """Their connections hold a session (LISTEN, the tail): behind a transaction pooler they go around it, to
+    DATABASE_DIRECT_URL. Pointed at a port where nothing listens, they fail there while the pool works."""
+    nowhere = "postgres://stories@127.0.0.1:1/nowhere"
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=nowhere) as database:
+        hub = Hub(Metrics())
+        # Connected to the pool's database instead, they would run on: the deadline turns that into a failure.
+        with trio.fail_after(WAIT), pytest.raises(StoreUnavailable, match="the event tail failed"):
+            await build_relay(hub, database=database, redis=None).run()
+        clock = FixedClock(START)
+        callers = Callers(TokenIssuer(TEST_JWT_SECRET, 60, clock), SessionStore(database))
+        watcher = build_access_watcher(callers, hub, clock, database=database, redis=None, settings=settings)
+        with trio.fail_after(WAIT), pytest.raises(RelayDisconnected, match="postgres relay connection failed"):
+            await watcher.listen()

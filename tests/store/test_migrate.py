@@ -61,3 +61,10 @@ async def test_concurrent_migrators_on_an_empty_database(fresh_database, tmp_pat
 async def test_migrating_a_migrated_database_applies_nothing(database_url, tmp_path: Path):
     async with open_database(database_url, data_dir=tmp_path, pool_size=1) as store:
         assert await migrate(store) == []
+
+
+async def test_migrations_run_on_the_direct_url(database_url, fresh_database, tmp_path: Path):
+    """Behind a transaction pooler the migrations' session lock needs a session: DATABASE_DIRECT_URL's. Here the
+    pool's URL names the session's migrated database and the direct one an empty one: the migrations land there."""
+    async with open_database(database_url, data_dir=tmp_path, pool_size=1, direct_url=fresh_database) as store:
+        assert await migrate(store) == [migration.version for migration in load_migrations()]
