@@ -101,10 +101,16 @@ async def stories_serve(env: dict[str, str], cwd: Path) -> AsyncIterator[ServePr
             yield serving
             nursery.cancel_scope.cancel("test over")
     finally:
+        # SIGTERM first: a SIGKILLed serve leaves its embedded object store running (a child in a session of its
+        # own, found and stopped only by the next start on that DATA_DIR); SIGKILL only if it does not stop.
+        with trio.move_on_after(SHUTDOWN_LIMIT_SECONDS, shield=True):
+            if process.poll() is None:
+                process.terminate()
+            await process.wait()
         if process.poll() is None:
             process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
+            with trio.move_on_after(5, shield=True):
+                await process.wait()
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
