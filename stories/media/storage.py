@@ -1,7 +1,7 @@
 """ObjectStorage: one S3-compatible bucket, addressed path-style (`{endpoint}/{bucket}/{key}`).
 
 Presigned URLs are computed here without any network call (sigv4.py). The few calls the service itself makes go
-over httpx (trio-native through anyio): HEAD of the bucket (health), HEAD of an object (was it uploaded?), a
+over httpx (trio-native through anyio): HEAD of the bucket (health), HEAD of an object (is a story copy there?), a
 server-side COPY of an object (a story's own copy of its upload), DELETE of an object (lifecycle), PUT of the
 bucket (the embedded store's first start). The service never sends or receives media bytes.
 
