@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -23,6 +27,7 @@ __all__ = [
     "VIEWERS_WINDOW",
     "EventId",
     "MalformedEventId",
+    "story_object_key",
 ]
 
 # The reactions a story takes, in the order API.md lists them.
@@ -34,6 +39,14 @@ EMOJI_ALIASES = {"❤": "❤️"}
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
 # An upload key may be attached to a story this long after it was issued.
 UPLOAD_KEY_LIFETIME = timedelta(hours=24)
+
+
+def story_object_key(story_id: UUID, media_key: str) -> str:
+    """The key of a story's own copy of its upload (API.md "Media uploads": once a story uses an upload, its bytes
+    cannot change). Upload URLs are only ever issued for `uploads/...` keys, so no client can write here."""
+    return f"stories/{story_id}/{media_key.rsplit('/', 1)[-1]}"
+
+
 # How far back an author's reads reach (API.md): their stats, a story's viewers, and the event log's replay (older
 # events are gone: a client further behind is told to resync).
 STATS_WINDOW = timedelta(days=7)

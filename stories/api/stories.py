@@ -49,7 +49,7 @@ from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.domain import EMOJI_ALIASES, REACTION_EMOJIS, VIEWERS_WINDOW
-from stories.errors import InvalidRequest, NotFound
+from stories.errors import ApiError, InvalidRequest, NotFound
 from stories.store.models import Reaction, Replay, Story
 from stories.store.uploads import UploadClaim
 
@@ -242,18 +242,32 @@ async def create_story() -> Response:
     await check_rate(ACTION_STORIES, "story creation")
     upload = None
     if media_key is not None:
-        # Asked before the transaction (no network call while it holds locks); None when the store is off or
-        # silent, and the story is created all the same (API.md "Graceful degradation").
-        upload = UploadClaim(media_key, None if app.media is None else await app.media.uploaded(media_key))
-    async with after_commit(app) as effects:
-        # The author's own new story shows in their feed at once.
-        effects.feed_changed(user_id)
-        created = await app.store.create_story(story, audience, claim, upload)
+        # Copied to the story's own key before the transaction (no network call while it holds locks): readers
+        # get the copy, which no upload URL can change. None when the store is off or silent, and the story is
+        # created all the same (API.md "Graceful degradation").
+        upload = UploadClaim(media_key, None if app.media is None else await app.media.publish(media_key, story.id))
+    try:
+        async with after_commit(app) as effects:
+            # The author's own new story shows in their feed at once.
+            effects.feed_changed(user_id)
+            created = await app.store.create_story(story, audience, claim, upload)
+    except ApiError:
+        # Refused, nothing written (a key not the caller's to use, another request's Idempotency-Key body).
+        await _unpublish(upload, story.id)
+        raise
     if isinstance(created, Replay):
+        await _unpublish(upload, story.id)
         return _replayed(created, claim.key if claim else "")
     app.metrics.stories_created.inc()
     log.info("story_created", story_id=str(story.id), visibility=visibility, audience=len(audience))
     return Response(render(created), 201, content_type=JSON_CONTENT_TYPE)
+
+
+async def _unpublish(upload: UploadClaim | None, story_id: UUID) -> None:
+    """The story was not created: the copy made for it goes (no row of the lifecycle's names it)."""
+    app = deps()
+    if upload is not None and upload.uploaded and app.media is not None:
+        await app.media.unpublish(upload.key, story_id)
 
 
 def _replayed(replay: Replay, key: str) -> Response:

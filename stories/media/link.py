@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 import structlog
 import trio
 
+from stories.domain import story_object_key
 from stories.errors import StorageUnavailable
 from stories.media.embedded import EmbeddedSeaweedFS, find_weed
 from stories.media.storage import StorageConfig, open_object_storage
@@ -23,6 +24,7 @@ from stories.settings import MINIO_OFF
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from datetime import datetime
+    from uuid import UUID
 
     from stories.media.storage import ObjectStorage
     from stories.settings import Settings
@@ -35,7 +37,8 @@ log = structlog.get_logger()
 PROBE_SECONDS = 5.0
 # A store on a LAN answers a HEAD in milliseconds: past these it counts as down.
 PROBE_TIMEOUT_SECONDS = 2.0
-OBJECT_CHECK_SECONDS = 2.0
+# A server-side copy moves up to MAX_UPLOAD_BYTES inside the store: more than a HEAD, still seconds at most.
+OBJECT_COPY_SECONDS = 10.0
 
 StorageStatus = Literal["ok", "down"]
 
@@ -78,27 +81,41 @@ class StorageLink:
         if self.status == "down":
             raise StorageUnavailable("object storage is unavailable; uploads are off for now, retry shortly")
 
-    async def uploaded(self, key: str) -> bool | None:
-        """Whether the object is in the store: True, False, or None when the store does not answer (or was down
-        at the last probe: then it is not asked at all)."""
+    async def publish(self, key: str, story_id: UUID) -> bool | None:
+        """Copy the uploaded object to the story's own key (`story_object_key`), which readers get: True (copied),
+        False (no object: never uploaded), or None when the store does not answer (or was down at the last probe:
+        then it is not asked at all; the expiry worker makes the copy later, `MediaSweeper`)."""
         if self.status == "down":
             return None
-        with trio.move_on_after(OBJECT_CHECK_SECONDS):
+        with trio.move_on_after(OBJECT_COPY_SECONDS):
             try:
-                return await self.storage.object_exists(key)
+                return await self.storage.copy_object(key, story_object_key(story_id, key))
             except StorageUnavailable as exc:
-                log.warning("storage.object_check_failed", error=str(exc))
+                log.warning("storage.object_copy_failed", error=str(exc))
                 return None
-        log.warning("storage.object_check_failed", error="timed out")
+        log.warning("storage.object_copy_failed", error="timed out")
         return None
 
+    async def unpublish(self, key: str, story_id: UUID) -> None:
+        """Delete a copy `publish` made for a story that was not created after all (best effort: a store that
+        fails now leaves one object behind, logged)."""
+        with trio.move_on_after(OBJECT_COPY_SECONDS):
+            try:
+                await self.storage.delete_object(story_object_key(story_id, key))
+                return
+            except StorageUnavailable as exc:
+                log.warning("storage.object_copy_left", key=story_object_key(story_id, key), error=str(exc))
+                return
+        log.warning("storage.object_copy_left", key=story_object_key(story_id, key), error="timed out")
+
     def media_url(self, story: Story, now: datetime) -> str | None:
-        """A presigned GET for the story's media (computed here, no network call), valid MEDIA_URL_SECONDS but not
-        past the story's expiry (`now` is the service's clock, which `expires_at` is measured against); None
-        without media."""
+        """A presigned GET for the story's own copy of its media (computed here, no network call), valid
+        MEDIA_URL_SECONDS but not past the story's expiry (`now` is the service's clock, which `expires_at` is
+        measured against); None without media."""
         if story.media_key is None:
             return None
-        return self.storage.media_url(story.media_key, self.media_url_seconds, story.expires_at - now)
+        key = story_object_key(story.id, story.media_key)
+        return self.storage.media_url(key, self.media_url_seconds, story.expires_at - now)
 
 
 def storage_config(settings: Settings) -> StorageConfig | None:

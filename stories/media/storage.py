@@ -1,9 +1,9 @@
 """ObjectStorage: one S3-compatible bucket, addressed path-style (`{endpoint}/{bucket}/{key}`).
 
 Presigned URLs are computed here without any network call (sigv4.py). The few calls the service itself makes go
-over httpx (trio-native through anyio): HEAD of the bucket (health), HEAD of an object (was it uploaded?), DELETE
-of an object (lifecycle), PUT of the bucket (the embedded store's first start). The service never sends or
-receives media bytes.
+over httpx (trio-native through anyio): HEAD of the bucket (health), HEAD of an object (is a story copy there?), a
+server-side COPY of an object (a story's own copy of its upload), DELETE of an object (lifecycle), PUT of the
+bucket (the embedded store's first start). The service never sends or receives media bytes.
 
 Every call raises `StorageUnavailable` when the store cannot give an answer (refused, reset, timed out, a 5xx, or a
 refusal of our credentials), so callers can tell "the store said no" from "the store said nothing".
@@ -135,9 +135,9 @@ class ObjectStorage:
         lifetime = max(1, min(seconds + MEDIA_URL_WINDOW_SECONDS, until_story_ends))
         return self._presign("GET", key, {}, lifetime, signed_at)
 
-    async def _call(self, method: str, key: str | None) -> httpx.Response:
+    async def _call(self, method: str, key: str | None, extra: dict[str, str] | None = None) -> httpx.Response:
         path = self._path(key)
-        signed = {"host": self._host, "x-amz-content-sha256": EMPTY_SHA256}
+        signed = {"host": self._host, "x-amz-content-sha256": EMPTY_SHA256, **(extra or {})}
         headers = {**signed, **self._signer.authorization(method, path, [], signed, EMPTY_SHA256, self.clock.now())}
         del headers["host"]  # httpx sends it from the URL: the same value
         try:
@@ -161,6 +161,16 @@ class ObjectStorage:
             return False
         if response.status_code != 200:
             raise StorageUnavailable(f"HEAD of an object answered {response.status_code}")
+        return True
+
+    async def copy_object(self, source: str, target: str) -> bool:
+        """Copy `source` to `target` inside the store (S3 CopyObject: the bytes never pass through us); False
+        when there is no `source` object."""
+        response = await self._call("PUT", target, {"x-amz-copy-source": _encoded(self._path(source))})
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise StorageUnavailable(f"COPY of an object answered {response.status_code}")
         return True
 
     async def delete_object(self, key: str) -> None:

@@ -116,7 +116,8 @@ async def aio_create_story(
 
 
 async def _take_upload(conn: PoolConnectionProxy[asyncpg.Record], story: Story, upload: UploadClaim) -> None:
-    if not await aio_attach_upload(conn, upload.key, story.author_id, story.id, story.created_at):
+    copied = upload.uploaded is True
+    if not await aio_attach_upload(conn, upload.key, story.author_id, story.id, story.created_at, copied):
         problem = "must be a key issued to you by POST /upload/presigned in the last 24 hours, used by no other story"
         raise InvalidRequest(f"media_key: {problem}", fields={"media_key": problem})
     if upload.uploaded is False:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from stories.store.database import Database
     from stories.store.models import IdempotencyClaim, Replay
 
-__all__ = ["DueObject", "UploadClaim", "Uploads", "aio_attach_upload"]
+__all__ = ["DueObject", "Uncopied", "UploadClaim", "Uploads", "aio_attach_upload"]
 
 # An issued key may be used by a story for this long; unused, its object is deleted then.
 # make_interval(secs => ...) takes the lifetime in seconds.
@@ -35,8 +35,9 @@ _UPLOAD_KEY_SECONDS = UPLOAD_KEY_LIFETIME.total_seconds()
 
 @dataclass(frozen=True, slots=True)
 class UploadClaim:
-    """A story's media key, to be taken in the story's transaction. `uploaded` is what the store said: True (the
-    object is there), False (it is not: media_not_uploaded) or None (the store did not answer)."""
+    """A story's media key, to be taken in the story's transaction. `uploaded` is what the store said when asked to
+    copy the object to the story's own key: True (copied), False (no object: media_not_uploaded) or None (the store
+    did not answer: the copy is left to the expiry worker, `claim_uncopied`)."""
 
     key: str
     uploaded: bool | None
@@ -44,8 +45,19 @@ class UploadClaim:
 
 @dataclass(frozen=True, slots=True)
 class DueObject:
+    """An object due for deletion; `story_id`: the story that used it, whose own copy goes with it."""
+
     key: str
     reason: str
+    story_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Uncopied:
+    """A live story's upload that the store did not copy at the story's creation."""
+
+    key: str
+    story_id: UUID
 
 
 async def aio_issue_upload(
@@ -119,13 +131,13 @@ async def aio_reissue_upload(pool: asyncpg.Pool, key: str, user_id: UUID, now: d
 
 
 async def aio_attach_upload(
-    conn: PoolConnectionProxy[asyncpg.Record], key: str, user_id: UUID, story_id: UUID, now: datetime
+    conn: PoolConnectionProxy[asyncpg.Record], key: str, user_id: UUID, story_id: UUID, now: datetime, copied: bool
 ) -> bool:
     """Give the key to the story: only a key issued to `user_id` within 24 h, that no story uses and the lifecycle
     has not begun deleting. The row lock makes it single use under concurrency. Run inside the story's
-    transaction."""
+    transaction. Not `copied`: the expiry worker copies the object to the story's key later."""
     taken = await conn.fetchval(
-        """UPDATE media_uploads SET story_id = $3, delete_after = NULL, delete_reason = NULL
+        """UPDATE media_uploads SET story_id = $3, delete_after = NULL, delete_reason = NULL, copy_pending = NOT $6
            WHERE key = $1 AND user_id = $2 AND story_id IS NULL AND NOT deleting
              AND issued_at > $4::timestamptz - make_interval(secs => $5)
            RETURNING true""",
@@ -134,6 +146,7 @@ async def aio_attach_upload(
         story_id,
         now,
         _UPLOAD_KEY_SECONDS,
+        copied,
     )
     return bool(taken)
 
@@ -149,12 +162,33 @@ async def aio_claim_due(pool: asyncpg.Pool, now: datetime, limit: int, retry_at:
             """UPDATE media_uploads SET deleting = true, delete_after = $3
                WHERE key = ANY (ARRAY(SELECT key FROM media_uploads WHERE delete_after <= $1
                                       ORDER BY delete_after LIMIT $2 FOR UPDATE SKIP LOCKED))
-               RETURNING key, delete_reason""",
+               RETURNING key, delete_reason, story_id""",
             now,
             limit,
             retry_at,
         )
-    return [DueObject(row["key"], row["delete_reason"]) for row in rows]
+    return [DueObject(row["key"], row["delete_reason"], row["story_id"]) for row in rows]
+
+
+async def aio_claim_uncopied(pool: asyncpg.Pool, now: datetime, limit: int, url_seconds: int) -> list[Uncopied]:
+    """Up to `limit` live stories' uploads still to be copied to the story's key, once their upload URLs have
+    expired (`url_seconds` after issue): the bytes cannot change any more, so a copy made now is final."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT key, story_id FROM media_uploads
+               WHERE copy_pending AND delete_after IS NULL AND story_id IS NOT NULL
+                 AND issued_at <= $1::timestamptz - make_interval(secs => $3)
+               ORDER BY issued_at LIMIT $2""",
+            now,
+            limit,
+            url_seconds,
+        )
+    return [Uncopied(row["key"], row["story_id"]) for row in rows]
+
+
+async def aio_forget_copied(pool: asyncpg.Pool, keys: Sequence[str]) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE media_uploads SET copy_pending = false WHERE key = ANY ($1::text[])", list(keys))
 
 
 async def aio_forget_deleted(
@@ -218,3 +252,11 @@ class Uploads:
 
     async def forget_deleted(self, keys: Sequence[str], now: datetime, url_seconds: int) -> dict[str, int]:
         return await self.database.call(aio_forget_deleted, keys, now, url_seconds)
+
+    async def claim_uncopied(self, now: datetime, limit: int, url_seconds: int) -> list[Uncopied]:
+        """See `aio_claim_uncopied`."""
+        return await self.database.call(aio_claim_uncopied, now, limit, url_seconds)
+
+    async def forget_copied(self, keys: Sequence[str]) -> None:
+        """The store holds these uploads' story copies now."""
+        await self.database.call(aio_forget_copied, keys)

@@ -4,12 +4,15 @@ losing track of any object. Time is the service's FixedClock (the store's signat
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 import pytest
 
 from stories.actors.expiry import ExpiryTicker
+from stories.api import create_app
+from stories.domain import story_object_key
 from stories.media.storage import UPLOAD_URL_SECONDS
 from stories.media.sweeper import MediaSweeper
 from stories.store import locks
@@ -110,6 +113,49 @@ async def test_a_deleted_storys_object_goes_at_once_and_once_more_after_its_uplo
     assert deleted(metrics, "story_deleted") == 1
 
 
+async def test_a_storys_own_copy_goes_with_it(media_client, http, storage_link, sweeper, clock, database_url):
+    # Readers get the story's copy of its upload (stories/<id>/...): it is deleted with the upload.
+    alice = await signup(media_client)
+    story_id, key = await story_with_media(media_client, http, alice)
+    copy = story_object_key(uuid.UUID(story_id), key)
+    assert await storage_link.storage.object_exists(copy)
+    await sweeper.sweep(clock.now())
+    assert await storage_link.storage.object_exists(copy)  # active: kept
+    assert (await media_client.delete(f"/stories/{story_id}", headers=alice.auth)).status_code == 204
+    await sweeper.sweep(clock.now())
+    assert not await storage_link.storage.object_exists(copy)
+    assert not await storage_link.storage.object_exists(key)
+
+
+async def test_a_copy_the_store_could_not_make_at_creation_is_made_once_the_upload_url_expires(
+    app_deps, dead_link, media_client, http, storage_link, sweeper, clock, database_url
+):
+    alice = await signup(media_client)
+    ticket = await upload(media_client, http, alice)
+    assert await dead_link.probe() == "down"
+    down = create_app(dataclasses.replace(app_deps, media=dead_link)).test_client()
+    created = await down.post(
+        "/stories", json={"media_key": ticket["media_key"], "visibility": "public"}, headers=alice.auth
+    )
+    assert created.status_code == 201, await created.get_data()
+    story_id = (await created.get_json())["id"]
+    copy = story_object_key(uuid.UUID(story_id), ticket["media_key"])
+    # The store is back. Until the copy exists, the media_url readers get answers 404: they never see bytes that
+    # could still change.
+    read = await (await media_client.get(f"/stories/{story_id}", headers=alice.auth)).get_json()
+    assert (await http.get(read["media_url"])).status_code == 404
+    # The upload URL is still valid: no copy yet.
+    await sweeper.sweep(clock.now())
+    assert not await storage_link.storage.object_exists(copy)
+    # Once it has expired, the expiry worker's run makes the copy, and readers get the bytes.
+    clock.advance(UPLOAD_URL_SECONDS)
+    with capture_all_logs() as logs:
+        await sweeper.sweep(clock.now())
+    assert [entry["count"] for entry in logs if entry["event"] == "media_objects_copied"] == [1]
+    assert (await http.get(read["media_url"])).content == JPEG
+    assert await sql(database_url, "SELECT count(*) FROM media_uploads WHERE copy_pending") == 0
+
+
 async def test_a_story_deleted_for_good_releases_its_object(
     media_client, http, storage_link, sweeper, clock, metrics, database_url
 ):
@@ -184,6 +230,12 @@ async def test_batches_are_bounded_and_a_run_drains_them(media_client, http, sto
 
         async def forget_deleted(self, keys, now, url_seconds):
             return await uploads.forget_deleted(keys, now, url_seconds)
+
+        async def claim_uncopied(self, now, limit, url_seconds):
+            return await uploads.claim_uncopied(now, limit, url_seconds)
+
+        async def forget_copied(self, keys):
+            await uploads.forget_copied(keys)
 
     sweeper = MediaSweeper(Counting(), storage_link.storage, metrics, retry_seconds=60, batch_size=2)
     assert (await sweeper.sweep(clock.now())).deleted == {"unused": 5}

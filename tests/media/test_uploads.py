@@ -284,6 +284,24 @@ async def test_an_idempotent_retry_replays_the_story_with_its_media(media_client
     assert (await first.get_json())["id"] == (await second.get_json())["id"]
 
 
+async def test_an_upload_url_used_again_after_the_story_does_not_change_what_readers_get(
+    media_client, http, alice, bob
+):
+    # Readers got the upload's own key: a second PUT with the same URL (within its 15 minutes) swapped the bytes.
+    ticket = await issued(media_client, alice)
+    assert (await put(http, ticket)).status_code == 200
+    created = await post_story(media_client, alice, ticket["media_key"])
+    assert created.status_code == 201
+    story = await created.get_json()
+    assert story["media_key"] == ticket["media_key"]
+    other = b"\xff\xd8\xff\xe0" + os.urandom(len(JPEG) - 6) + b"\xff\xd9"
+    assert (await put(http, ticket, other)).status_code == 200
+    read = await (await media_client.get(f"/stories/{story['id']}", headers=bob.auth)).get_json()
+    fetched = await http.get(read["media_url"])
+    assert fetched.status_code == 200
+    assert fetched.content == JPEG
+
+
 # --- storage down, storage off ------------------------------------------------------------------------------
 
 
