@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 from quart import Response
 
-from stories.api.declare import DeclaredBlueprint, Route
+from stories.api.declare import DeclaredBlueprint
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.json_io import json_response
@@ -20,18 +20,10 @@ from stories.api.json_shapes import block_json, listed_json, mute_json
 from stories.api.openapi import (
     ALICE,
     AT,
-    BAD_REQUEST,
     BOB,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    json_answer,
-    paging,
-    path_id,
-    ref,
 )
-from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.profiles import DEFAULT_LIST_LIMIT
+from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
+from stories.api.social_routes import add_edge_route, remove_edge_route, user_page_route
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
 
@@ -44,23 +36,15 @@ log = structlog.get_logger()
 blueprint = DeclaredBlueprint("blocks", __name__)
 
 
-BLOCK = Route(
-    "POST",
+BLOCK = add_edge_route(
     "/blocks/{user_id}",
     "block",
-    "social",
     "Block a user (idempotent)",
-    {
-        "200": json_answer(ref("Block"), "blocked", {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="Removes the follows between you both ways; neither sees the other's stories nor can "
+    "Block",
+    "blocked",
+    {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT},
+    "Removes the follows between you both ways; neither sees the other's stories nor can "
     "follow the other. 400 for yourself; 404 for an unknown user.",
-    parameters=path_id("user_id", "user"),
-    table_answer="`200` block",
 )
 
 
@@ -80,15 +64,8 @@ async def block(user_id: UUID) -> Response:
     return json_response(block_json(result))
 
 
-UNBLOCK = Route(
-    "DELETE",
-    "/blocks/{user_id}",
-    "unblock",
-    "social",
-    "Unblock (idempotent; removed follows are not restored)",
-    {"204": {"description": "not blocked"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
-    parameters=path_id("user_id", "user"),
-    table_answer="`204`",
+UNBLOCK = remove_edge_route(
+    "/blocks/{user_id}", "unblock", "Unblock (idempotent; removed follows are not restored)", "not blocked"
 )
 
 
@@ -103,24 +80,12 @@ async def unblock(user_id: UUID) -> Response:
     return Response(b"", 204)
 
 
-LIST_BLOCKS = Route(
-    "GET",
+LIST_BLOCKS = user_page_route(
     "/me/blocks",
     "listBlocks",
-    "social",
     "Users you blocked, most recent first",
-    {
-        "200": json_answer(
-            ref("BlockList"),
-            "a page",
-            {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
-        ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
-    parameters=paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+    "BlockList",
+    {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
 )
 
 
@@ -131,22 +96,14 @@ async def my_blocks() -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
 
 
-MUTE = Route(
-    "POST",
+MUTE = add_edge_route(
     "/mutes/{user_id}",
     "mute",
-    "social",
     "Mute a user (idempotent): their stories leave your feed only",
-    {
-        "200": json_answer(ref("Mute"), "muted", {"muter_id": ALICE, "muted_id": BOB, "created_at": AT}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="400 for yourself; 404 for an unknown user.",
-    parameters=path_id("user_id", "user"),
-    table_answer="`200` mute",
+    "Mute",
+    "muted",
+    {"muter_id": ALICE, "muted_id": BOB, "created_at": AT},
+    "400 for yourself; 404 for an unknown user.",
 )
 
 
@@ -166,16 +123,7 @@ async def mute(user_id: UUID) -> Response:
     return json_response(mute_json(result))
 
 
-UNMUTE = Route(
-    "DELETE",
-    "/mutes/{user_id}",
-    "unmute",
-    "social",
-    "Unmute (idempotent)",
-    {"204": {"description": "not muted"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
-    parameters=path_id("user_id", "user"),
-    table_answer="`204`",
-)
+UNMUTE = remove_edge_route("/mutes/{user_id}", "unmute", "Unmute (idempotent)", "not muted")
 
 
 @blueprint.declare(UNMUTE)
@@ -189,24 +137,12 @@ async def unmute(user_id: UUID) -> Response:
     return Response(b"", 204)
 
 
-LIST_MUTES = Route(
-    "GET",
+LIST_MUTES = user_page_route(
     "/me/mutes",
     "listMutes",
-    "social",
     "Users you muted, most recent first",
-    {
-        "200": json_answer(
-            ref("MuteList"),
-            "a page",
-            {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
-        ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
-    parameters=paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+    "MuteList",
+    {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
 )
 
 

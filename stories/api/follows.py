@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 from quart import Response
 
-from stories.api.declare import DeclaredBlueprint, Route
+from stories.api.declare import DeclaredBlueprint
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.json_io import json_response
@@ -15,15 +15,9 @@ from stories.api.json_shapes import follow_json
 from stories.api.openapi import (
     ALICE,
     AT,
-    BAD_REQUEST,
     BOB,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    json_answer,
-    path_id,
-    ref,
 )
+from stories.api.social_routes import add_edge_route, remove_edge_route
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
 
@@ -36,22 +30,14 @@ log = structlog.get_logger()
 blueprint = DeclaredBlueprint("follows", __name__)
 
 
-FOLLOW = Route(
-    "POST",
+FOLLOW = add_edge_route(
     "/follow/{user_id}",
     "follow",
-    "social",
     "Follow a user (idempotent)",
-    {
-        "200": json_answer(ref("Follow"), "following", {"follower_id": ALICE, "followee_id": BOB, "created_at": AT}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="400 for yourself; 404 for an unknown user or one in a block with you.",
-    parameters=path_id("user_id", "user"),
-    table_answer="`200` follow",
+    "Follow",
+    "following",
+    {"follower_id": ALICE, "followee_id": BOB, "created_at": AT},
+    "400 for yourself; 404 for an unknown user or one in a block with you.",
 )
 
 
@@ -71,16 +57,7 @@ async def follow(user_id: UUID) -> Response:
     return json_response(follow_json(result))
 
 
-UNFOLLOW = Route(
-    "DELETE",
-    "/follow/{user_id}",
-    "unfollow",
-    "social",
-    "Unfollow a user (idempotent)",
-    {"204": {"description": "not following"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
-    parameters=path_id("user_id", "user"),
-    table_answer="`204`",
-)
+UNFOLLOW = remove_edge_route("/follow/{user_id}", "unfollow", "Unfollow a user (idempotent)", "not following")
 
 
 @blueprint.declare(UNFOLLOW)

@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 
     from stories.store.models import Position
 
-__all__ = ["MAX_LIMIT", "cursor_arg", "limit_arg", "page_json"]
+__all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIMIT", "cursor_arg", "limit_arg", "page_json"]
 
 MAX_LIMIT = 100
+# The page size of the lists of users (followers, following, blocks, mutes).
+DEFAULT_LIST_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}$")
 
 

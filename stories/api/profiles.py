@@ -26,12 +26,12 @@ from stories.api.openapi import (
     UNAVAILABLE,
     USERS_EXAMPLE,
     json_answer,
-    paging,
     path_id,
     ref,
     shared,
 )
-from stories.api.paging import cursor_arg, limit_arg, page_json
+from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
+from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
 
@@ -42,12 +42,11 @@ if TYPE_CHECKING:
 
     from stories.store.models import ListedUser
 
-__all__ = ["DEFAULT_LIST_LIMIT", "blueprint"]
+__all__ = ["blueprint"]
 
 log = structlog.get_logger()
 blueprint = DeclaredBlueprint("profiles", __name__)
 
-DEFAULT_LIST_LIMIT = 50
 _EDITABLE = frozenset({"display_name"})
 
 
@@ -174,22 +173,14 @@ def _follow_list(rows: list[ListedUser] | None, limit: int) -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
 
 
-LIST_FOLLOWERS = Route(
-    "GET",
+LIST_FOLLOWERS = user_page_route(
     "/users/{id}/followers",
     "listFollowers",
-    "social",
     "Who follows a user, most recent follow first",
-    {
-        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
+    "FollowList",
+    USERS_EXAMPLE,
+    of_user="id",
     description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
-    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
 )
 
 
@@ -201,22 +192,14 @@ async def followers(id: UUID) -> Response:
     return _follow_list(rows, limit)
 
 
-LIST_FOLLOWING = Route(
-    "GET",
+LIST_FOLLOWING = user_page_route(
     "/users/{id}/following",
     "listFollowing",
-    "social",
     "Whom a user follows, most recent follow first",
-    {
-        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
+    "FollowList",
+    USERS_EXAMPLE,
+    of_user="id",
     description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
-    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
 )
 
 
