@@ -1,7 +1,8 @@
 """Blocks and mutes (API.md "Social graph"): POST/DELETE /blocks/{user_id}, /mutes/{user_id}; GET /me/blocks, /me/mutes.
 
-The rules themselves are enforced in SQL on every read (stories/store/visibility.py); this module records
-the changes and tells the feed cache, so each applies to the very next read on any process:
+The rules themselves are enforced in SQL on every read (stories/store/visibility.py); these views record
+the changes and tell the feed cache (stories/api/social_routes.py), so each applies to the very next read on any
+process:
 a block or unblock changes what both users may see, a mute or unmute what the muter's feed shows.
 """
 
@@ -9,32 +10,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-from quart import Response
-
 from stories.api.declare import DeclaredBlueprint
 from stories.api.deps import current_user_id, deps
-from stories.api.effects import after_commit
 from stories.api.json_io import json_response
 from stories.api.json_shapes import block_json, listed_json, mute_json
-from stories.api.openapi import (
-    ALICE,
-    AT,
-    BOB,
-)
+from stories.api.openapi import ALICE, AT, BOB
 from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
-from stories.api.social_routes import add_edge_route, remove_edge_route, user_page_route
-from stories.clock import to_millis
-from stories.errors import InvalidRequest, NotFound
+from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route, user_page_route
+from stories.store import Store
 
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from quart import Response
+
 __all__ = ["blueprint"]
 
-log = structlog.get_logger()
 blueprint = DeclaredBlueprint("blocks", __name__)
 
+
+BLOCKS = Edge("block", "blocked", "blocked_id", Store.block, Store.unblock, block_json, both_feeds=True)
 
 BLOCK = add_edge_route(
     "/blocks/{user_id}",
@@ -50,18 +45,7 @@ BLOCK = add_edge_route(
 
 @blueprint.declare(BLOCK)
 async def block(user_id: UUID) -> Response:
-    blocked_id = user_id
-    blocker_id = current_user_id()
-    if blocked_id == blocker_id:
-        raise InvalidRequest("you cannot block yourself")
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(blocker_id, blocked_id)
-        result = await app.store.block(blocker_id, blocked_id, to_millis(app.clock.now()))
-    if result is None:
-        raise NotFound("no such user")
-    log.info("blocked", blocked_id=str(blocked_id))
-    return json_response(block_json(result))
+    return await add_edge(BLOCKS, user_id)
 
 
 UNBLOCK = remove_edge_route(
@@ -71,13 +55,7 @@ UNBLOCK = remove_edge_route(
 
 @blueprint.declare(UNBLOCK)
 async def unblock(user_id: UUID) -> Response:
-    blocked_id = user_id
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(current_user_id(), blocked_id)
-        await app.store.unblock(current_user_id(), blocked_id)
-    log.info("unblocked", blocked_id=str(blocked_id))
-    return Response(b"", 204)
+    return await remove_edge(BLOCKS, user_id)
 
 
 LIST_BLOCKS = user_page_route(
@@ -96,6 +74,8 @@ async def my_blocks() -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
 
 
+MUTES = Edge("mute", "muted", "muted_id", Store.mute, Store.unmute, mute_json, both_feeds=False)
+
 MUTE = add_edge_route(
     "/mutes/{user_id}",
     "mute",
@@ -109,18 +89,7 @@ MUTE = add_edge_route(
 
 @blueprint.declare(MUTE)
 async def mute(user_id: UUID) -> Response:
-    muted_id = user_id
-    muter_id = current_user_id()
-    if muted_id == muter_id:
-        raise InvalidRequest("you cannot mute yourself")
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(muter_id)
-        result = await app.store.mute(muter_id, muted_id, to_millis(app.clock.now()))
-    if result is None:
-        raise NotFound("no such user")
-    log.info("muted", muted_id=str(muted_id))
-    return json_response(mute_json(result))
+    return await add_edge(MUTES, user_id)
 
 
 UNMUTE = remove_edge_route("/mutes/{user_id}", "unmute", "Unmute (idempotent)", "not muted")
@@ -128,13 +97,7 @@ UNMUTE = remove_edge_route("/mutes/{user_id}", "unmute", "Unmute (idempotent)", 
 
 @blueprint.declare(UNMUTE)
 async def unmute(user_id: UUID) -> Response:
-    muted_id = user_id
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(current_user_id())
-        await app.store.unmute(current_user_id(), muted_id)
-    log.info("unmuted", muted_id=str(muted_id))
-    return Response(b"", 204)
+    return await remove_edge(MUTES, user_id)
 
 
 LIST_MUTES = user_page_route(

@@ -1,12 +1,20 @@
-"""The declaration shapes the social-graph routes share (API.md "Social graph"): an edge to another user that
-you add with POST and remove with DELETE (follow, block, mute), and a page of users with the time each was listed
-(followers, following, your blocks and mutes). Each route still states its own path, names and words."""
+"""The shapes the social-graph routes share (API.md "Social graph"): an edge to another user that you add with
+POST and remove with DELETE (follow, block, mute: declaration and view), and a page of users with the time each
+was listed (followers, following, your blocks and mutes: declaration). Each route still states its own path, names
+and words."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import structlog
+from quart import Response
 
 from stories.api.declare import Route
+from stories.api.deps import current_user_id, deps
+from stories.api.effects import after_commit
+from stories.api.json_io import json_response
 from stories.api.openapi import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -18,8 +26,60 @@ from stories.api.openapi import (
     ref,
 )
 from stories.api.paging import DEFAULT_LIST_LIMIT
+from stories.clock import to_millis
+from stories.errors import InvalidRequest, NotFound
 
-__all__ = ["add_edge_route", "remove_edge_route", "user_page_route"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime
+    from uuid import UUID
+
+    from stories.store import Store
+
+__all__ = ["Edge", "add_edge", "add_edge_route", "remove_edge", "remove_edge_route", "user_page_route"]
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Edge(Generic[T]):
+    """One kind of edge from the caller to another user, as its two views use it."""
+
+    # "you cannot <verb> yourself"
+    verb: str
+    # The log events: `logged` after adding, "un" + `logged` after removing, with the other user's id as `field`.
+    logged: str
+    field: str
+    add: Callable[[Store, UUID, UUID, datetime], Awaitable[T | None]]
+    remove: Callable[[Store, UUID, UUID], Awaitable[None]]
+    to_json: Callable[[T], dict[str, Any]]
+    # A block changes what both users may see; a follow or a mute only what the caller's feed shows.
+    both_feeds: bool
+
+
+async def add_edge(edge: Edge[T], other_id: UUID) -> Response:
+    me = current_user_id()
+    if other_id == me:
+        raise InvalidRequest(f"you cannot {edge.verb} yourself")
+    app = deps()
+    async with after_commit(app) as effects:
+        effects.feed_changed(*((me, other_id) if edge.both_feeds else (me,)))
+        result = await edge.add(app.store, me, other_id, to_millis(app.clock.now()))
+    if result is None:
+        raise NotFound("no such user")
+    log.info(edge.logged, **{edge.field: str(other_id)})
+    return json_response(edge.to_json(result))
+
+
+async def remove_edge(edge: Edge[Any], other_id: UUID) -> Response:
+    me = current_user_id()
+    app = deps()
+    async with after_commit(app) as effects:
+        effects.feed_changed(*((me, other_id) if edge.both_feeds else (me,)))
+        await edge.remove(app.store, me, other_id)
+    log.info("un" + edge.logged, **{edge.field: str(other_id)})
+    return Response(b"", 204)
 
 
 def add_edge_route(
