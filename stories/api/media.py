@@ -17,6 +17,7 @@ from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     ALICE,
     BAD_REQUEST,
+    IDEMPOTENCY_KEY,
     RETRY_AFTER,
     UNAUTHORIZED,
     error_answer,
@@ -173,15 +174,7 @@ PRESIGN_UPLOAD = Route(
     ),
     body=_upload_body,
     body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
-    parameters=[
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        }
-    ],
+    parameters=[IDEMPOTENCY_KEY],
     table_answer="`200` presigned upload",
 )
 

@@ -27,6 +27,7 @@ __all__ = [
     "EVENT_EXAMPLE",
     "EVENT_ID",
     "FOLLOW_COUNTS",
+    "IDEMPOTENCY_KEY",
     "NEXT_CURSOR",
     "NOT_FOUND",
     "PASSWORD",
@@ -136,6 +137,14 @@ def paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
     ]
 
 
+# The header of a create that may be retried (stories/api/idempotency.py checks it).
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+    "example": "b7f3c0de-retry-1",
+}
 # An event id: 32 lower-case hex digits, ordered as strings.
 EVENT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 AFTER_PARAM = {

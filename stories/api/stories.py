@@ -29,6 +29,7 @@ from stories.api.openapi import (
     BAD_REQUEST,
     BOB,
     CURSOR,
+    IDEMPOTENCY_KEY,
     NOT_FOUND,
     STORY,
     STORY_EXAMPLE,
@@ -191,15 +192,7 @@ CREATE_STORY = Route(
     ),
     body=NEW_STORY,
     body_example={"text": "Hello from the lake", "visibility": "public"},
-    parameters=[
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        }
-    ],
+    parameters=[IDEMPOTENCY_KEY],
     table_answer="`201` story",
 )
 
@@ -467,13 +460,7 @@ REACT_TO_STORY = Route(
     body_example={"emoji": "🔥"},
     parameters=[
         *path_id("id", "story"),
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        },
+        IDEMPOTENCY_KEY,
     ],
     table_answer="`201` reaction",
 )
