@@ -17,7 +17,7 @@ from quart import Response, request
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
-from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, EVENT_EXAMPLE, UNAUTHORIZED, UNAVAILABLE, json_answer, ref
+from stories.api.openapi import AFTER_PARAM, EVENT_EXAMPLE, json_answer, ref, usual_answers
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW
 from stories.domain import EventId, MalformedEventId
@@ -57,12 +57,7 @@ LIST_EVENTS = Route(
     "listEvents",
     "realtime",
     "Your realtime events over HTTP, oldest first (catch-up)",
-    {
-        "200": json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    usual_answers(json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None})),
     description="The same messages as /ws, read from the recorded views and reactions of the last 7 "
     "days. `after`: the last id you have seen; when the log no longer holds it, the page starts with "
     '{"type": "resync"}: refetch what you show. `next_cursor` is set when more events follow at once.',

@@ -59,6 +59,7 @@ __all__ = [
     "ref",
     "shared",
     "user_list",
+    "usual_answers",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,6 +352,13 @@ BAD_REQUEST = shared("BadRequest")
 UNAUTHORIZED = shared("Unauthorized", "Suspended")
 NOT_FOUND = shared("NotFound")
 UNAVAILABLE = shared("Unavailable")
+
+
+def usual_answers(ok: dict[str, Any], *, not_found: bool = False) -> dict[str, Any]:
+    """200 `ok`, then the errors most routes share: 400, 401 (and 403 suspended), 404 when `not_found`, 503."""
+    return {"200": ok, **BAD_REQUEST, **UNAUTHORIZED, **(NOT_FOUND if not_found else {}), **UNAVAILABLE}
+
+
 STORY_LINKS = links(
     "id",
     {

@@ -34,13 +34,18 @@ from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_j
 from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
+from stories.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from uuid import UUID
 
     from quart import Response
 
-    from stories.store.models import ListedUser
+    from stories.store.models import ListedUser, Position
+
+    # Store.followers or Store.following: (store, reader, user, limit, cursor) -> a page, None for no such user.
+    FollowQuery = Callable[[Store, UUID, UUID, int, Position | None], Awaitable[list[ListedUser] | None]]
 
 __all__ = ["blueprint"]
 
@@ -167,10 +172,16 @@ async def user(id: UUID) -> Response:
     return json_response(profile_json(profile, own=False))
 
 
-def _follow_list(rows: list[ListedUser] | None, limit: int) -> Response:
+async def _follow_list(query: FollowQuery, user_id: UUID) -> Response:
+    """A page of `query` (Store.followers or Store.following) about `user_id`, as the caller may see it."""
+    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
+    rows = await query(deps().store, current_user_id(), user_id, limit + 1, cursor)
     if rows is None:
         raise _no_such_user()
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
+
+
+_FOLLOW_LIST_NOTE = "Users in a block with you are left out; 404 when the user is unknown or has blocked you."
 
 
 LIST_FOLLOWERS = user_page_route(
@@ -180,16 +191,13 @@ LIST_FOLLOWERS = user_page_route(
     "FollowList",
     USERS_EXAMPLE,
     of_user="id",
-    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    description=_FOLLOW_LIST_NOTE,
 )
 
 
 @blueprint.declare(LIST_FOLLOWERS)
 async def followers(id: UUID) -> Response:
-    user_id = id
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.followers(current_user_id(), user_id, limit + 1, cursor)
-    return _follow_list(rows, limit)
+    return await _follow_list(Store.followers, id)
 
 
 LIST_FOLLOWING = user_page_route(
@@ -199,13 +207,10 @@ LIST_FOLLOWING = user_page_route(
     "FollowList",
     USERS_EXAMPLE,
     of_user="id",
-    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    description=_FOLLOW_LIST_NOTE,
 )
 
 
 @blueprint.declare(LIST_FOLLOWING)
 async def following(id: UUID) -> Response:
-    user_id = id
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.following(current_user_id(), user_id, limit + 1, cursor)
-    return _follow_list(rows, limit)
+    return await _follow_list(Store.following, id)

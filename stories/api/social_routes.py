@@ -16,7 +16,6 @@ from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.json_io import json_response
 from stories.api.openapi import (
-    BAD_REQUEST,
     NOT_FOUND,
     UNAUTHORIZED,
     UNAVAILABLE,
@@ -24,6 +23,7 @@ from stories.api.openapi import (
     paging,
     path_id,
     ref,
+    usual_answers,
 )
 from stories.api.paging import DEFAULT_LIST_LIMIT
 from stories.clock import to_millis
@@ -93,13 +93,7 @@ def add_edge_route(
         operation_id,
         "social",
         summary,
-        {
-            "200": json_answer(ref(schema), answer, example),
-            **BAD_REQUEST,
-            **UNAUTHORIZED,
-            **NOT_FOUND,
-            **UNAVAILABLE,
-        },
+        usual_answers(json_answer(ref(schema), answer, example), not_found=True),
         description=description,
         parameters=path_id("user_id", "user"),
         table_answer=f"`200` {schema.lower()}",
@@ -138,13 +132,7 @@ def user_page_route(
         operation_id,
         "social",
         summary,
-        {
-            "200": json_answer(ref(schema), "a page", example),
-            **BAD_REQUEST,
-            **UNAUTHORIZED,
-            **(NOT_FOUND if of_user else {}),
-            **UNAVAILABLE,
-        },
+        usual_answers(json_answer(ref(schema), "a page", example), not_found=of_user is not None),
         description=description,
         parameters=(path_id(of_user, "user") if of_user else []) + paging(DEFAULT_LIST_LIMIT),
         table_answer="`200` page of users",

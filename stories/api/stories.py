@@ -14,7 +14,7 @@ from uuid import UUID
 
 import orjson
 import structlog
-from quart import Response, request
+from quart import Response
 
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.declare import DeclaredBlueprint, Route
@@ -44,6 +44,7 @@ from stories.api.openapi import (
     path_id,
     ref,
     shared,
+    usual_answers,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.rate import check_rate
@@ -328,12 +329,7 @@ GET_FEED = Route(
     "getFeed",
     "stories",
     "Active stories you may see, newest first",
-    {
-        "200": json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    usual_answers(json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR})),
     description="Your own, friends stories of the people you follow, and public ones; blocked users' "
     "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
     "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
@@ -345,8 +341,7 @@ GET_FEED = Route(
 @blueprint.declare(GET_FEED)
 async def feed() -> Response:
     limit = limit_arg(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)
-    raw_cursor = request.args.get("cursor")
-    cursor = None if raw_cursor is None else decode_cursor(raw_cursor)
+    cursor = cursor_arg(decode_cursor)
     app = deps()
     now = app.clock.now()
     # One row more than asked tells whether another page exists, without a count.
