@@ -23,7 +23,9 @@ from stories.api.openapi import (
     error_answer,
     error_example,
     json_answer,
+    key_reused,
     ref,
+    replay_header,
     shared,
 )
 from stories.api.rate import check_rate
@@ -127,12 +129,7 @@ PRESIGN_UPLOAD = Route(
                 "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
                 "expires_in": UPLOAD_URL_SECONDS,
             },
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry: the same media_key, a fresh URL",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry: the same media_key, a fresh URL"),
         ),
         **BAD_REQUEST,
         **UNAUTHORIZED,
@@ -146,11 +143,7 @@ PRESIGN_UPLOAD = Route(
                 "Idempotency-Key",
             ),
         ),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body"),
         **shared("RateLimited"),
         "503": error_answer(
             "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "

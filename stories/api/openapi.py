@@ -51,12 +51,14 @@ __all__ = [
     "error_example",
     "error_responses",
     "json_answer",
+    "key_reused",
     "links",
     "operation",
     "page",
     "paging",
     "path_id",
     "ref",
+    "replay_header",
     "shared",
     "user_list",
     "usual_answers",
@@ -136,6 +138,22 @@ def paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
             "example": CURSOR,
         },
     ]
+
+
+def replay_header(description: str) -> dict[str, Any]:
+    """The `Idempotent-Replay` header of a create's answer to a retry (stories/api/idempotency.py sets it)."""
+    return {"Idempotent-Replay": {"description": description, "schema": {"const": "true"}}}
+
+
+def key_reused(what: str) -> dict[str, Any]:
+    """The 422 of a create whose Idempotency-Key came with another `what` (body, story, target...)."""
+    return {
+        "422": error_answer(
+            f"idempotency_key_reused: this Idempotency-Key came with another {what}",
+            ("idempotency_key_reused",),
+            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        )
+    }
 
 
 # The header of a create that may be retried (stories/api/idempotency.py checks it).

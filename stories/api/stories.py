@@ -40,9 +40,11 @@ from stories.api.openapi import (
     error_answer,
     error_example,
     json_answer,
+    key_reused,
     paging,
     path_id,
     ref,
+    replay_header,
     shared,
     usual_answers,
 )
@@ -158,12 +160,7 @@ CREATE_STORY = Route(
             ref("Story"),
             "created (or, for a retry with the same Idempotency-Key and body, the original story)",
             STORY_EXAMPLE,
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry and nothing was created",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry and nothing was created"),
             links=STORY_LINKS,
         ),
         "400": error_answer(
@@ -178,11 +175,7 @@ CREATE_STORY = Route(
         ),
         **UNAUTHORIZED,
         **shared("PayloadTooLarge", "UnsupportedMediaType"),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body"),
         **shared("RateLimited", "Unavailable"),
     },
     description=lambda settings: (
@@ -422,22 +415,13 @@ REACT_TO_STORY = Route(
             ref("Reaction"),
             "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
             {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry and nothing was added",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry and nothing was added"),
         ),
         **BAD_REQUEST,
         **UNAUTHORIZED,
         **NOT_FOUND,
         **shared("PayloadTooLarge", "UnsupportedMediaType"),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body or story",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body or story"),
         **shared("RateLimited", "Unavailable"),
     },
     description=lambda settings: (
