@@ -181,17 +181,20 @@ async def _follow_list(query: FollowQuery, user_id: UUID) -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
 
 
-_FOLLOW_LIST_NOTE = "Users in a block with you are left out; 404 when the user is unknown or has blocked you."
+def _follow_list_route(path: str, operation_id: str, summary: str) -> Route:
+    return user_page_route(
+        path,
+        operation_id,
+        summary,
+        "FollowList",
+        USERS_EXAMPLE,
+        of_user="id",
+        description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    )
 
 
-LIST_FOLLOWERS = user_page_route(
-    "/users/{id}/followers",
-    "listFollowers",
-    "Who follows a user, most recent follow first",
-    "FollowList",
-    USERS_EXAMPLE,
-    of_user="id",
-    description=_FOLLOW_LIST_NOTE,
+LIST_FOLLOWERS = _follow_list_route(
+    "/users/{id}/followers", "listFollowers", "Who follows a user, most recent follow first"
 )
 
 
@@ -200,14 +203,8 @@ async def followers(id: UUID) -> Response:
     return await _follow_list(Store.followers, id)
 
 
-LIST_FOLLOWING = user_page_route(
-    "/users/{id}/following",
-    "listFollowing",
-    "Whom a user follows, most recent follow first",
-    "FollowList",
-    USERS_EXAMPLE,
-    of_user="id",
-    description=_FOLLOW_LIST_NOTE,
+LIST_FOLLOWING = _follow_list_route(
+    "/users/{id}/following", "listFollowing", "Whom a user follows, most recent follow first"
 )
 
 
