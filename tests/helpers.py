@@ -139,3 +139,12 @@ class CountingStore:
             return await method(*args)
 
         return counted
+
+
+async def post_stories_apart(client: Any, clock: Any, author: Account, count: int, seconds: float) -> list[str]:
+    """`count` public stories by `author`, the clock advanced by `seconds` before each: their ids, oldest first."""
+    ids = []
+    for _ in range(count):
+        clock.advance(seconds)
+        ids.append(await post_story(client, author))
+    return ids
