@@ -17,7 +17,6 @@ from stories.api.json_shapes import block_json, listed_json, mute_json
 from stories.api.openapi import ALICE, AT, BOB
 from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
 from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route, user_page_route
-from stories.store import Store
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -29,7 +28,15 @@ __all__ = ["blueprint"]
 blueprint = DeclaredBlueprint("blocks", __name__)
 
 
-BLOCKS = Edge("block", "blocked", "blocked_id", Store.block, Store.unblock, block_json, both_feeds=True)
+BLOCKS = Edge(
+    "block",
+    "blocked",
+    "blocked_id",
+    lambda store: store.block,
+    lambda store: store.unblock,
+    block_json,
+    both_feeds=True,
+)
 
 BLOCK = add_edge_route(
     "/blocks/{user_id}",
@@ -74,7 +81,9 @@ async def my_blocks() -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
 
 
-MUTES = Edge("mute", "muted", "muted_id", Store.mute, Store.unmute, mute_json, both_feeds=False)
+MUTES = Edge(
+    "mute", "muted", "muted_id", lambda store: store.mute, lambda store: store.unmute, mute_json, both_feeds=False
+)
 
 MUTE = add_edge_route(
     "/mutes/{user_id}",

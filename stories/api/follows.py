@@ -8,7 +8,6 @@ from stories.api.declare import DeclaredBlueprint
 from stories.api.json_shapes import follow_json
 from stories.api.openapi import ALICE, AT, BOB
 from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route
-from stories.store import Store
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -20,7 +19,15 @@ __all__ = ["blueprint"]
 blueprint = DeclaredBlueprint("follows", __name__)
 
 
-FOLLOWS = Edge("follow", "followed", "followee_id", Store.follow, Store.unfollow, follow_json, both_feeds=False)
+FOLLOWS = Edge(
+    "follow",
+    "followed",
+    "followee_id",
+    lambda store: store.follow,
+    lambda store: store.unfollow,
+    follow_json,
+    both_feeds=False,
+)
 
 FOLLOW = add_edge_route(
     "/follow/{user_id}",

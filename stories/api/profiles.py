@@ -34,7 +34,6 @@ from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_j
 from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
-from stories.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,10 +41,12 @@ if TYPE_CHECKING:
 
     from quart import Response
 
+    from stories.store import Store
     from stories.store.models import ListedUser, Position
 
-    # Store.followers or Store.following: (store, reader, user, limit, cursor) -> a page, None for no such user.
-    FollowQuery = Callable[[Store, UUID, UUID, int, Position | None], Awaitable[list[ListedUser] | None]]
+    # The store's followers or following (looked up on the store each time, so a subclass's own is called):
+    # (reader, user, limit, cursor) -> a page, None for no such user.
+    FollowQuery = Callable[[Store], Callable[[UUID, UUID, int, Position | None], Awaitable[list[ListedUser] | None]]]
 
 __all__ = ["blueprint"]
 
@@ -173,9 +174,9 @@ async def user(id: UUID) -> Response:
 
 
 async def _follow_list(query: FollowQuery, user_id: UUID) -> Response:
-    """A page of `query` (Store.followers or Store.following) about `user_id`, as the caller may see it."""
+    """A page of `query` (the store's followers or following) about `user_id`, as the caller may see it."""
     limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await query(deps().store, current_user_id(), user_id, limit + 1, cursor)
+    rows = await query(deps().store)(current_user_id(), user_id, limit + 1, cursor)
     if rows is None:
         raise _no_such_user()
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
@@ -200,7 +201,7 @@ LIST_FOLLOWERS = _follow_list_route(
 
 @blueprint.declare(LIST_FOLLOWERS)
 async def followers(id: UUID) -> Response:
-    return await _follow_list(Store.followers, id)
+    return await _follow_list(lambda store: store.followers, id)
 
 
 LIST_FOLLOWING = _follow_list_route(
@@ -210,4 +211,4 @@ LIST_FOLLOWING = _follow_list_route(
 
 @blueprint.declare(LIST_FOLLOWING)
 async def following(id: UUID) -> Response:
-    return await _follow_list(Store.following, id)
+    return await _follow_list(lambda store: store.following, id)

@@ -51,8 +51,10 @@ class Edge(Generic[T]):
     # The log events: `logged` after adding, "un" + `logged` after removing, with the other user's id as `field`.
     logged: str
     field: str
-    add: Callable[[Store, UUID, UUID, datetime], Awaitable[T | None]]
-    remove: Callable[[Store, UUID, UUID], Awaitable[None]]
+    # The store's method, looked up on the store each time (`lambda store: store.block`): a Store subclass's own
+    # method (tests/api/test_effects.py) is the one called.
+    add: Callable[[Store], Callable[[UUID, UUID, datetime], Awaitable[T | None]]]
+    remove: Callable[[Store], Callable[[UUID, UUID], Awaitable[None]]]
     to_json: Callable[[T], dict[str, Any]]
     # A block changes what both users may see; a follow or a mute only what the caller's feed shows.
     both_feeds: bool
@@ -65,7 +67,7 @@ async def add_edge(edge: Edge[T], other_id: UUID) -> Response:
     app = deps()
     async with after_commit(app) as effects:
         effects.feed_changed(*((me, other_id) if edge.both_feeds else (me,)))
-        result = await edge.add(app.store, me, other_id, to_millis(app.clock.now()))
+        result = await edge.add(app.store)(me, other_id, to_millis(app.clock.now()))
     if result is None:
         raise NotFound("no such user")
     log.info(edge.logged, **{edge.field: str(other_id)})
@@ -77,7 +79,7 @@ async def remove_edge(edge: Edge[Any], other_id: UUID) -> Response:
     app = deps()
     async with after_commit(app) as effects:
         effects.feed_changed(*((me, other_id) if edge.both_feeds else (me,)))
-        await edge.remove(app.store, me, other_id)
+        await edge.remove(app.store)(me, other_id)
     log.info("un" + edge.logged, **{edge.field: str(other_id)})
     return Response(b"", 204)
 
