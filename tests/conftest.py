@@ -162,3 +162,12 @@ async def live_access(app_deps: AppDeps, nursery) -> AccessWatcher:
     await nursery.start(app_deps.access.run)
     await nursery.start(app_deps.access.listen)
     return app_deps.access
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def relay_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment of a `stories serve` process that selects the relay's broker: none (PostgreSQL's
+    LISTEN/NOTIFY) or REDIS_URL (Redis pub/sub). The tests that take it run once with each."""
+    if request.param == "postgres":
+        return {}
+    return {"REDIS_URL": request.getfixturevalue("redis_url")}

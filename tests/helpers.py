@@ -123,3 +123,28 @@ def two_processes(app_deps: Any, redis_link: Any, metrics: Any) -> tuple[Any, An
         return create_app(replace(app_deps, feeds=feeds)).test_client()
 
     return client(), client()
+
+
+class CountingStore:
+    """The real store, counting the calls of one of its queries (`query`, e.g. "feed"): what a cache hit saves."""
+
+    def __init__(self, store: Any, query: str) -> None:
+        self.store = store
+        self.queries = 0
+        setattr(self, query, self._counted(getattr(store, query)))
+
+    def _counted(self, method: Any) -> Any:
+        async def counted(*args: Any) -> Any:
+            self.queries += 1
+            return await method(*args)
+
+        return counted
+
+
+async def post_stories_apart(client: Any, clock: Any, author: Account, count: int, seconds: float) -> list[str]:
+    """`count` public stories by `author`, the clock advanced by `seconds` before each: their ids, oldest first."""
+    ids = []
+    for _ in range(count):
+        clock.advance(seconds)
+        ids.append(await post_story(client, author))
+    return ids

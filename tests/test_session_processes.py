@@ -26,14 +26,6 @@ WAIT = 20.0
 POLL = 0.05
 
 
-@pytest.fixture(params=["postgres", "redis"])
-def relay_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The environment that selects the broker: none (LISTEN/NOTIFY) or REDIS_URL (pub/sub)."""
-    if request.param == "postgres":
-        return {}
-    return {"REDIS_URL": request.getfixturevalue("redis_url")}
-
-
 async def answer(http: httpx.AsyncClient, server: ServerProcess, account: Account) -> tuple[int, str | None]:
     response = await http.get(f"{server.base_url}/me", headers=account.auth)
     return response.status_code, response.json().get("error") if response.status_code >= 400 else None

@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 WAIT = 20.0
 
 
-@pytest.fixture(params=["postgres", "redis"])
-def relay_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The environment that selects the relay: none (LISTEN/NOTIFY) or REDIS_URL (pub/sub)."""
-    if request.param == "postgres":
-        return {}
-    return {"REDIS_URL": request.getfixturevalue("redis_url")}
-
-
 async def two_servers(
     stack: AsyncExitStack, database_url: str, tmp_path: Path, **env: str
 ) -> tuple[ServerProcess, ServerProcess]:

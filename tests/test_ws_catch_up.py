@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import orjson
-import pytest
 import trio
 
 from tests.helpers import open_ws
@@ -22,13 +21,6 @@ if TYPE_CHECKING:
 
 WAIT = 30.0
 MISSED = 50
-
-
-@pytest.fixture(params=["postgres", "redis"])
-def relay_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "postgres":
-        return {}
-    return {"REDIS_URL": request.getfixturevalue("redis_url")}
 
 
 async def next_event(socket) -> dict:

@@ -1,7 +1,8 @@
 """Blocks and mutes (API.md "Social graph"): POST/DELETE /blocks/{user_id}, /mutes/{user_id}; GET /me/blocks, /me/mutes.
 
-The rules themselves are enforced in SQL on every read (stories/store/visibility.py); this module records
-the changes and tells the feed cache, so each applies to the very next read on any process:
+The rules themselves are enforced in SQL on every read (stories/store/visibility.py); these views record
+the changes and tell the feed cache (stories/api/social_routes.py), so each applies to the very next read on any
+process:
 a block or unblock changes what both users may see, a mute or unmute what the muter's feed shows.
 """
 
@@ -9,118 +10,67 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-from quart import Response
-
-from stories.api.declare import DeclaredBlueprint, Route
+from stories.api.declare import DeclaredBlueprint
 from stories.api.deps import current_user_id, deps
-from stories.api.effects import after_commit
 from stories.api.json_io import json_response
 from stories.api.json_shapes import block_json, listed_json, mute_json
-from stories.api.openapi import (
-    ALICE,
-    AT,
-    BAD_REQUEST,
-    BOB,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    json_answer,
-    paging,
-    path_id,
-    ref,
-)
-from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.profiles import DEFAULT_LIST_LIMIT
-from stories.clock import to_millis
-from stories.errors import InvalidRequest, NotFound
+from stories.api.openapi import ALICE, AT, BOB
+from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
+from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route, user_page_route
 
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from quart import Response
+
 __all__ = ["blueprint"]
 
-log = structlog.get_logger()
 blueprint = DeclaredBlueprint("blocks", __name__)
 
 
-BLOCK = Route(
-    "POST",
+BLOCKS = Edge(
+    "block",
+    "blocked",
+    "blocked_id",
+    lambda store: store.block,
+    lambda store: store.unblock,
+    block_json,
+    both_feeds=True,
+)
+
+BLOCK = add_edge_route(
     "/blocks/{user_id}",
     "block",
-    "social",
     "Block a user (idempotent)",
-    {
-        "200": json_answer(ref("Block"), "blocked", {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="Removes the follows between you both ways; neither sees the other's stories nor can "
+    "Block",
+    "blocked",
+    {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT},
+    "Removes the follows between you both ways; neither sees the other's stories nor can "
     "follow the other. 400 for yourself; 404 for an unknown user.",
-    parameters=path_id("user_id", "user"),
-    table_answer="`200` block",
 )
 
 
 @blueprint.declare(BLOCK)
 async def block(user_id: UUID) -> Response:
-    blocked_id = user_id
-    blocker_id = current_user_id()
-    if blocked_id == blocker_id:
-        raise InvalidRequest("you cannot block yourself")
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(blocker_id, blocked_id)
-        result = await app.store.block(blocker_id, blocked_id, to_millis(app.clock.now()))
-    if result is None:
-        raise NotFound("no such user")
-    log.info("blocked", blocked_id=str(blocked_id))
-    return json_response(block_json(result))
+    return await add_edge(BLOCKS, user_id)
 
 
-UNBLOCK = Route(
-    "DELETE",
-    "/blocks/{user_id}",
-    "unblock",
-    "social",
-    "Unblock (idempotent; removed follows are not restored)",
-    {"204": {"description": "not blocked"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
-    parameters=path_id("user_id", "user"),
-    table_answer="`204`",
+UNBLOCK = remove_edge_route(
+    "/blocks/{user_id}", "unblock", "Unblock (idempotent; removed follows are not restored)", "not blocked"
 )
 
 
 @blueprint.declare(UNBLOCK)
 async def unblock(user_id: UUID) -> Response:
-    blocked_id = user_id
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(current_user_id(), blocked_id)
-        await app.store.unblock(current_user_id(), blocked_id)
-    log.info("unblocked", blocked_id=str(blocked_id))
-    return Response(b"", 204)
+    return await remove_edge(BLOCKS, user_id)
 
 
-LIST_BLOCKS = Route(
-    "GET",
+LIST_BLOCKS = user_page_route(
     "/me/blocks",
     "listBlocks",
-    "social",
     "Users you blocked, most recent first",
-    {
-        "200": json_answer(
-            ref("BlockList"),
-            "a page",
-            {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
-        ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
-    parameters=paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+    "BlockList",
+    {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
 )
 
 
@@ -131,82 +81,40 @@ async def my_blocks() -> Response:
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
 
 
-MUTE = Route(
-    "POST",
+MUTES = Edge(
+    "mute", "muted", "muted_id", lambda store: store.mute, lambda store: store.unmute, mute_json, both_feeds=False
+)
+
+MUTE = add_edge_route(
     "/mutes/{user_id}",
     "mute",
-    "social",
     "Mute a user (idempotent): their stories leave your feed only",
-    {
-        "200": json_answer(ref("Mute"), "muted", {"muter_id": ALICE, "muted_id": BOB, "created_at": AT}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="400 for yourself; 404 for an unknown user.",
-    parameters=path_id("user_id", "user"),
-    table_answer="`200` mute",
+    "Mute",
+    "muted",
+    {"muter_id": ALICE, "muted_id": BOB, "created_at": AT},
+    "400 for yourself; 404 for an unknown user.",
 )
 
 
 @blueprint.declare(MUTE)
 async def mute(user_id: UUID) -> Response:
-    muted_id = user_id
-    muter_id = current_user_id()
-    if muted_id == muter_id:
-        raise InvalidRequest("you cannot mute yourself")
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(muter_id)
-        result = await app.store.mute(muter_id, muted_id, to_millis(app.clock.now()))
-    if result is None:
-        raise NotFound("no such user")
-    log.info("muted", muted_id=str(muted_id))
-    return json_response(mute_json(result))
+    return await add_edge(MUTES, user_id)
 
 
-UNMUTE = Route(
-    "DELETE",
-    "/mutes/{user_id}",
-    "unmute",
-    "social",
-    "Unmute (idempotent)",
-    {"204": {"description": "not muted"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
-    parameters=path_id("user_id", "user"),
-    table_answer="`204`",
-)
+UNMUTE = remove_edge_route("/mutes/{user_id}", "unmute", "Unmute (idempotent)", "not muted")
 
 
 @blueprint.declare(UNMUTE)
 async def unmute(user_id: UUID) -> Response:
-    muted_id = user_id
-    app = deps()
-    async with after_commit(app) as effects:
-        effects.feed_changed(current_user_id())
-        await app.store.unmute(current_user_id(), muted_id)
-    log.info("unmuted", muted_id=str(muted_id))
-    return Response(b"", 204)
+    return await remove_edge(MUTES, user_id)
 
 
-LIST_MUTES = Route(
-    "GET",
+LIST_MUTES = user_page_route(
     "/me/mutes",
     "listMutes",
-    "social",
     "Users you muted, most recent first",
-    {
-        "200": json_answer(
-            ref("MuteList"),
-            "a page",
-            {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
-        ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
-    parameters=paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+    "MuteList",
+    {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
 )
 
 

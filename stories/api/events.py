@@ -9,7 +9,6 @@ the id of the last event it has seen.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from quart import Response, request
@@ -17,7 +16,8 @@ from quart import Response, request
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
-from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, EVENT_EXAMPLE, UNAUTHORIZED, UNAVAILABLE, json_answer, ref
+from stories.api.openapi import AFTER_PARAM, EVENT_EXAMPLE, json_answer, ref, usual_answers
+from stories.api.paging import limit_arg
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW
 from stories.domain import EventId, MalformedEventId
@@ -28,17 +28,7 @@ blueprint = DeclaredBlueprint("events", __name__)
 
 DEFAULT_EVENTS_LIMIT = 50
 MAX_EVENTS_LIMIT = 100
-_LIMIT = re.compile(r"^[0-9]{1,3}$")
 _RESYNC: dict[str, Any] = {"type": "resync"}
-
-
-def _limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_EVENTS_LIMIT
-    if not _LIMIT.match(raw) or not 1 <= int(raw) <= MAX_EVENTS_LIMIT:
-        raise invalid("limit", f"must be a whole number from 1 to {MAX_EVENTS_LIMIT}")
-    return int(raw)
 
 
 def _after() -> EventId | None:
@@ -57,12 +47,7 @@ LIST_EVENTS = Route(
     "listEvents",
     "realtime",
     "Your realtime events over HTTP, oldest first (catch-up)",
-    {
-        "200": json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    usual_answers(json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None})),
     description="The same messages as /ws, read from the recorded views and reactions of the last 7 "
     "days. `after`: the last id you have seen; when the log no longer holds it, the page starts with "
     '{"type": "resync"}: refetch what you show. `next_cursor` is set when more events follow at once.',
@@ -81,7 +66,7 @@ LIST_EVENTS = Route(
 
 @blueprint.declare(LIST_EVENTS)
 async def my_events() -> Response:
-    limit, after = _limit(), _after()
+    limit, after = limit_arg(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT), _after()
     app = deps()
     page = await app.events.replay(current_user_id(), after, limit, app.clock.now() - REPLAY_WINDOW, settle=True)
     events = [event.client_json() for event in page.events]

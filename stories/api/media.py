@@ -17,12 +17,15 @@ from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     ALICE,
     BAD_REQUEST,
+    IDEMPOTENCY_KEY,
     RETRY_AFTER,
     UNAUTHORIZED,
     error_answer,
     error_example,
     json_answer,
+    key_reused,
     ref,
+    replay_header,
     shared,
 )
 from stories.api.rate import check_rate
@@ -126,12 +129,7 @@ PRESIGN_UPLOAD = Route(
                 "media_key": f"uploads/{ALICE}/4f9c2a7d1e8b4c3a9d6e5f0a1b2c3d4e.jpg",
                 "expires_in": UPLOAD_URL_SECONDS,
             },
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry: the same media_key, a fresh URL",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry: the same media_key, a fresh URL"),
         ),
         **BAD_REQUEST,
         **UNAUTHORIZED,
@@ -145,11 +143,7 @@ PRESIGN_UPLOAD = Route(
                 "Idempotency-Key",
             ),
         ),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body"),
         **shared("RateLimited"),
         "503": error_answer(
             "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
@@ -173,15 +167,7 @@ PRESIGN_UPLOAD = Route(
     ),
     body=_upload_body,
     body_example={"content_type": "image/jpeg", "file_name": "lake.jpg", "size": 123456},
-    parameters=[
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        }
-    ],
+    parameters=[IDEMPOTENCY_KEY],
     table_answer="`200` presigned upload",
 )
 

@@ -27,6 +27,7 @@ __all__ = [
     "EVENT_EXAMPLE",
     "EVENT_ID",
     "FOLLOW_COUNTS",
+    "IDEMPOTENCY_KEY",
     "NEXT_CURSOR",
     "NOT_FOUND",
     "PASSWORD",
@@ -50,14 +51,17 @@ __all__ = [
     "error_example",
     "error_responses",
     "json_answer",
+    "key_reused",
     "links",
     "operation",
     "page",
     "paging",
     "path_id",
     "ref",
+    "replay_header",
     "shared",
     "user_list",
+    "usual_answers",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,6 +140,30 @@ def paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
     ]
 
 
+def replay_header(description: str) -> dict[str, Any]:
+    """The `Idempotent-Replay` header of a create's answer to a retry (stories/api/idempotency.py sets it)."""
+    return {"Idempotent-Replay": {"description": description, "schema": {"const": "true"}}}
+
+
+def key_reused(what: str) -> dict[str, Any]:
+    """The 422 of a create whose Idempotency-Key came with another `what` (body, story, target...)."""
+    return {
+        "422": error_answer(
+            f"idempotency_key_reused: this Idempotency-Key came with another {what}",
+            ("idempotency_key_reused",),
+            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        )
+    }
+
+
+# The header of a create that may be retried (stories/api/idempotency.py checks it).
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
+    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+    "example": "b7f3c0de-retry-1",
+}
 # An event id: 32 lower-case hex digits, ordered as strings.
 EVENT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 AFTER_PARAM = {
@@ -342,6 +370,13 @@ BAD_REQUEST = shared("BadRequest")
 UNAUTHORIZED = shared("Unauthorized", "Suspended")
 NOT_FOUND = shared("NotFound")
 UNAVAILABLE = shared("Unavailable")
+
+
+def usual_answers(ok: dict[str, Any], *, not_found: bool = False) -> dict[str, Any]:
+    """200 `ok`, then the errors most routes share: 400, 401 (and 403 suspended), 404 when `not_found`, 503."""
+    return {"200": ok, **BAD_REQUEST, **UNAUTHORIZED, **(NOT_FOUND if not_found else {}), **UNAVAILABLE}
+
+
 STORY_LINKS = links(
     "id",
     {

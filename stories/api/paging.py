@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from quart import request
 
@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 
     from stories.store.models import Position
 
-__all__ = ["MAX_LIMIT", "cursor_arg", "limit_arg", "page_json"]
+__all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIMIT", "cursor_arg", "limit_arg", "page_json"]
 
 MAX_LIMIT = 100
+# The page size of the lists of users (followers, following, blocks, mutes).
+DEFAULT_LIST_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}$")
 
 
@@ -27,6 +29,7 @@ class Positioned(Protocol):
 
 
 T = TypeVar("T", bound=Positioned)
+C = TypeVar("C")
 
 
 def limit_arg(default: int, maximum: int = MAX_LIMIT) -> int:
@@ -39,9 +42,18 @@ def limit_arg(default: int, maximum: int = MAX_LIMIT) -> int:
     return int(raw)
 
 
-def cursor_arg() -> Position | None:
+@overload
+def cursor_arg() -> Position | None: ...
+
+
+@overload
+def cursor_arg(decode: Callable[[str], C]) -> C | None: ...
+
+
+def cursor_arg(decode: Callable[[str], Any] = decode_position) -> Any:
+    """`?cursor=`, decoded by `decode` (a keyset position unless the route's cursor is its own), or None."""
     raw = request.args.get("cursor")
-    return None if raw is None else decode_position(raw)
+    return None if raw is None else decode(raw)
 
 
 def page_json(field: str, rows: Sequence[T], limit: int, render: Callable[[T], dict[str, Any]]) -> dict[str, Any]:

@@ -26,28 +26,33 @@ from stories.api.openapi import (
     UNAVAILABLE,
     USERS_EXAMPLE,
     json_answer,
-    paging,
     path_id,
     ref,
     shared,
 )
-from stories.api.paging import cursor_arg, limit_arg, page_json
+from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
+from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
 from stories.errors import InvalidRequest, NotFound, Unauthorized
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from uuid import UUID
 
     from quart import Response
 
-    from stories.store.models import ListedUser
+    from stories.store import Store
+    from stories.store.models import ListedUser, Position
 
-__all__ = ["DEFAULT_LIST_LIMIT", "blueprint"]
+    # The store's followers or following (looked up on the store each time, so a subclass's own is called):
+    # (reader, user, limit, cursor) -> a page, None for no such user.
+    FollowQuery = Callable[[Store], Callable[[UUID, UUID, int, Position | None], Awaitable[list[ListedUser] | None]]]
+
+__all__ = ["blueprint"]
 
 log = structlog.get_logger()
 blueprint = DeclaredBlueprint("profiles", __name__)
 
-DEFAULT_LIST_LIMIT = 50
 _EDITABLE = frozenset({"display_name"})
 
 
@@ -168,61 +173,42 @@ async def user(id: UUID) -> Response:
     return json_response(profile_json(profile, own=False))
 
 
-def _follow_list(rows: list[ListedUser] | None, limit: int) -> Response:
+async def _follow_list(query: FollowQuery, user_id: UUID) -> Response:
+    """A page of `query` (the store's followers or following) about `user_id`, as the caller may see it."""
+    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
+    rows = await query(deps().store)(current_user_id(), user_id, limit + 1, cursor)
     if rows is None:
         raise _no_such_user()
     return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "followed_at")))
 
 
-LIST_FOLLOWERS = Route(
-    "GET",
-    "/users/{id}/followers",
-    "listFollowers",
-    "social",
-    "Who follows a user, most recent follow first",
-    {
-        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
-    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+def _follow_list_route(path: str, operation_id: str, summary: str) -> Route:
+    return user_page_route(
+        path,
+        operation_id,
+        summary,
+        "FollowList",
+        USERS_EXAMPLE,
+        of_user="id",
+        description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
+    )
+
+
+LIST_FOLLOWERS = _follow_list_route(
+    "/users/{id}/followers", "listFollowers", "Who follows a user, most recent follow first"
 )
 
 
 @blueprint.declare(LIST_FOLLOWERS)
 async def followers(id: UUID) -> Response:
-    user_id = id
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.followers(current_user_id(), user_id, limit + 1, cursor)
-    return _follow_list(rows, limit)
+    return await _follow_list(lambda store: store.followers, id)
 
 
-LIST_FOLLOWING = Route(
-    "GET",
-    "/users/{id}/following",
-    "listFollowing",
-    "social",
-    "Whom a user follows, most recent follow first",
-    {
-        "200": json_answer(ref("FollowList"), "a page", USERS_EXAMPLE),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
-    description="Users in a block with you are left out; 404 when the user is unknown or has blocked you.",
-    parameters=path_id("id", "user") + paging(DEFAULT_LIST_LIMIT),
-    table_answer="`200` page of users",
+LIST_FOLLOWING = _follow_list_route(
+    "/users/{id}/following", "listFollowing", "Whom a user follows, most recent follow first"
 )
 
 
 @blueprint.declare(LIST_FOLLOWING)
 async def following(id: UUID) -> Response:
-    user_id = id
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.following(current_user_id(), user_id, limit + 1, cursor)
-    return _follow_list(rows, limit)
+    return await _follow_list(lambda store: store.following, id)

@@ -23,9 +23,8 @@ from stories.api.openapi import (
     NOT_FOUND,
     UNAUTHORIZED,
     UNAVAILABLE,
-    error_answer,
-    error_example,
     json_answer,
+    key_reused,
     path_id,
     ref,
     shared,
@@ -121,13 +120,7 @@ _REPORT_BODY = {
     "required": ["reason"],
     "properties": {"reason": {"enum": list(REPORT_REASONS)}, "note": NOTE},
 }
-_REUSED = {
-    "422": error_answer(
-        "idempotency_key_reused: this Idempotency-Key came with another body or target",
-        ("idempotency_key_reused",),
-        error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-    )
-}
+_REUSED = key_reused("body or target")
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",

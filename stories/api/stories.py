@@ -14,7 +14,7 @@ from uuid import UUID
 
 import orjson
 import structlog
-from quart import Response, request
+from quart import Response
 
 from stories.actors.ratelimit import ACTION_REACTIONS, ACTION_STORIES
 from stories.api.declare import DeclaredBlueprint, Route
@@ -29,6 +29,7 @@ from stories.api.openapi import (
     BAD_REQUEST,
     BOB,
     CURSOR,
+    IDEMPOTENCY_KEY,
     NOT_FOUND,
     STORY,
     STORY_EXAMPLE,
@@ -39,10 +40,13 @@ from stories.api.openapi import (
     error_answer,
     error_example,
     json_answer,
+    key_reused,
     paging,
     path_id,
     ref,
+    replay_header,
     shared,
+    usual_answers,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.rate import check_rate
@@ -156,12 +160,7 @@ CREATE_STORY = Route(
             ref("Story"),
             "created (or, for a retry with the same Idempotency-Key and body, the original story)",
             STORY_EXAMPLE,
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry and nothing was created",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry and nothing was created"),
             links=STORY_LINKS,
         ),
         "400": error_answer(
@@ -176,11 +175,7 @@ CREATE_STORY = Route(
         ),
         **UNAUTHORIZED,
         **shared("PayloadTooLarge", "UnsupportedMediaType"),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body"),
         **shared("RateLimited", "Unavailable"),
     },
     description=lambda settings: (
@@ -191,15 +186,7 @@ CREATE_STORY = Route(
     ),
     body=NEW_STORY,
     body_example={"text": "Hello from the lake", "visibility": "public"},
-    parameters=[
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        }
-    ],
+    parameters=[IDEMPOTENCY_KEY],
     table_answer="`201` story",
 )
 
@@ -335,12 +322,7 @@ GET_FEED = Route(
     "getFeed",
     "stories",
     "Active stories you may see, newest first",
-    {
-        "200": json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR}),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    usual_answers(json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR})),
     description="Your own, friends stories of the people you follow, and public ones; blocked users' "
     "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
     "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
@@ -352,8 +334,7 @@ GET_FEED = Route(
 @blueprint.declare(GET_FEED)
 async def feed() -> Response:
     limit = limit_arg(DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)
-    raw_cursor = request.args.get("cursor")
-    cursor = None if raw_cursor is None else decode_cursor(raw_cursor)
+    cursor = cursor_arg(decode_cursor)
     app = deps()
     now = app.clock.now()
     # One row more than asked tells whether another page exists, without a count.
@@ -434,22 +415,13 @@ REACT_TO_STORY = Route(
             ref("Reaction"),
             "the reaction (or, for a retry with the same Idempotency-Key and body, the original one)",
             {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
-            headers={
-                "Idempotent-Replay": {
-                    "description": "true when this answers a retry and nothing was added",
-                    "schema": {"const": "true"},
-                }
-            },
+            headers=replay_header("true when this answers a retry and nothing was added"),
         ),
         **BAD_REQUEST,
         **UNAUTHORIZED,
         **NOT_FOUND,
         **shared("PayloadTooLarge", "UnsupportedMediaType"),
-        "422": error_answer(
-            "idempotency_key_reused: this Idempotency-Key came with another body or story",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
-        ),
+        **key_reused("body or story"),
         **shared("RateLimited", "Unavailable"),
     },
     description=lambda settings: (
@@ -467,13 +439,7 @@ REACT_TO_STORY = Route(
     body_example={"emoji": "🔥"},
     parameters=[
         *path_id("id", "story"),
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-            "example": "b7f3c0de-retry-1",
-        },
+        IDEMPOTENCY_KEY,
     ],
     table_answer="`201` reaction",
 )

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from quart import Response, request
 
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
 from stories.api.json_shapes import seen_story, story_head, story_json
 from stories.api.openapi import (
-    BAD_REQUEST,
     NOT_FOUND,
     STORY_EXAMPLE,
     TRAY_EXAMPLE,
@@ -22,8 +20,9 @@ from stories.api.openapi import (
     paging,
     path_id,
     ref,
+    usual_answers,
 )
-from stories.api.paging import limit_arg
+from stories.api.paging import cursor_arg, limit_arg
 from stories.clock import rfc3339
 from stories.errors import NotFound
 from stories.tray import decode_tray_cursor, encode_tray_cursor
@@ -31,6 +30,8 @@ from stories.tray import decode_tray_cursor, encode_tray_cursor
 if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
+
+    from quart import Response
 
     from stories.media.link import StorageLink
     from stories.store.models import Story
@@ -83,12 +84,7 @@ GET_TRAY = Route(
     "getTray",
     "stories",
     "Your feed's stories grouped by author: your own, then unseen, then seen",
-    {
-        "200": json_answer(ref("Tray"), "a page of authors", TRAY_EXAMPLE),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
-    },
+    usual_answers(json_answer(ref("Tray"), "a page of authors", TRAY_EXAMPLE)),
     description="Exactly the active stories of your feed, grouped by author (oldest first, at most the "
     "author's 100 newest), each with `seen`. Your own group first, then authors with an unseen story, "
     "then the rest, each part by latest_at descending, then author id. `limit` counts authors. The "
@@ -102,8 +98,7 @@ GET_TRAY = Route(
 @blueprint.declare(GET_TRAY)
 async def tray() -> Response:
     limit = limit_arg(DEFAULT_TRAY_LIMIT, MAX_TRAY_LIMIT)
-    raw_cursor = request.args.get("cursor")
-    cursor = None if raw_cursor is None else decode_tray_cursor(raw_cursor)
+    cursor = cursor_arg(decode_tray_cursor)
     app = deps()
     now = app.clock.now()
     # A walk's first page starts it; every later page is ordered as of that start (stories/tray.py).

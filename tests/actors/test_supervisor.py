@@ -89,6 +89,16 @@ def restarts(metrics: Metrics, actor: str) -> float:
     return metrics.registry.get_sample_value("actor_restarts_total", {"actor": actor}) or 0.0
 
 
+async def assert_propagates_unrestarted(actor: ScriptedActor, name: str, error: type[BaseException]) -> None:
+    """Supervised, `actor` ends the supervisor with `error` after its one start: no restart is counted."""
+    metrics = Metrics()
+    with trio.fail_after(GUARD_SECONDS), pytest.RaisesGroup(error, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await start_supervised(nursery, ActorSpec(name, actor.run), metrics)
+    assert len(actor.starts) == 1
+    assert restarts(metrics, name) == 0
+
+
 def gaps(starts: list[float]) -> list[float]:
     return [round(b - a, 6) for a, b in itertools.pairwise(starts)]
 
@@ -178,13 +188,8 @@ def test_every_restart_loop_has_the_same_rule_a_healthy_run_starts_the_backoff_o
 
 
 async def test_a_failure_before_the_first_start_propagates(autojump_clock):
-    metrics = Metrics()
     actor = ScriptedActor([crash_after(0, ValueError("bad config"))], report_started=lambda _: False)
-    with trio.fail_after(GUARD_SECONDS), pytest.RaisesGroup(ValueError, flatten_subgroups=True):
-        async with trio.open_nursery() as nursery:
-            await start_supervised(nursery, ActorSpec("broken", actor.run), metrics)
-    assert len(actor.starts) == 1
-    assert restarts(metrics, "broken") == 0
+    await assert_propagates_unrestarted(actor, "broken", ValueError)
 
 
 async def test_a_later_failure_before_started_is_a_crash(autojump_clock):
@@ -253,13 +258,8 @@ async def test_a_cancel_during_the_backoff_sleep_passes_through(autojump_clock):
 
 
 async def test_keyboard_interrupt_is_not_restarted(autojump_clock):
-    metrics = Metrics()
     actor = ScriptedActor([crash_after(1, KeyboardInterrupt()), forever])
-    with trio.fail_after(GUARD_SECONDS), pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
-        async with trio.open_nursery() as nursery:
-            await start_supervised(nursery, ActorSpec("interrupted", actor.run), metrics)
-    assert len(actor.starts) == 1
-    assert restarts(metrics, "interrupted") == 0
+    await assert_propagates_unrestarted(actor, "interrupted", KeyboardInterrupt)
 
 
 async def test_supervise_reports_started_only_once_the_actor_has(autojump_clock):

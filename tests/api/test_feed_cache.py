@@ -20,19 +20,7 @@ from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story
 from tests.fixtures.redis import RedisProcess
-from tests.helpers import post_story, signup, two_processes
-
-
-class CountingStore:
-    """The real store, counting feed queries."""
-
-    def __init__(self, store) -> None:
-        self.store = store
-        self.queries = 0
-
-    async def feed(self, *args):
-        self.queries += 1
-        return await self.store.feed(*args)
+from tests.helpers import CountingStore, post_story, signup, two_processes
 
 
 @pytest.fixture
@@ -42,7 +30,7 @@ def settings(settings):
 
 @pytest.fixture
 def counting(store):
-    return CountingStore(store)
+    return CountingStore(store, "feed")
 
 
 @pytest.fixture

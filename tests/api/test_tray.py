@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import post_story, signup, walk_pages
+from tests.helpers import post_stories_apart, post_story, signup, walk_pages
 
 
 @pytest.fixture
@@ -90,10 +90,7 @@ async def test_the_tray_holds_exactly_the_feeds_stories(client, clock):
 
 async def test_a_group_holds_the_authors_100_newest_stories(client, clock):
     ada, bob = await signup(client), await signup(client)
-    ids = []
-    for _ in range(101):
-        clock.advance(0.001)
-        ids.append(await post_story(client, ada))
+    ids = await post_stories_apart(client, clock, ada, 101, 0.001)
     [group] = (await tray(client, bob))["authors"]
     assert [s["id"] for s in group["stories"]] == ids[1:]
 
@@ -226,10 +223,7 @@ async def test_an_authors_stories_oldest_first_with_seen(client, clock):
 
 async def test_an_authors_stories_are_their_100_newest(client, clock):
     ada, bob = await signup(client), await signup(client)
-    ids = []
-    for _ in range(101):
-        clock.advance(0.001)
-        ids.append(await post_story(client, ada))
+    ids = await post_stories_apart(client, clock, ada, 101, 0.001)
     body = await (await client.get(f"/users/{ada.user_id}/stories", headers=bob.auth)).get_json()
     assert [s["id"] for s in body["stories"]] == ids[1:]
 

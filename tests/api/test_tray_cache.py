@@ -19,19 +19,7 @@ from stories.api.json_shapes import story_head
 from stories.feed_cache import PRUNE_EVERY, RedisVersions
 from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache
-from tests.helpers import post_story, signup
-
-
-class CountingStore:
-    """The real store, counting tray queries."""
-
-    def __init__(self, store) -> None:
-        self.store = store
-        self.queries = 0
-
-    async def tray(self, *args):
-        self.queries += 1
-        return await self.store.tray(*args)
+from tests.helpers import CountingStore, post_story, signup
 
 
 @pytest.fixture
@@ -41,7 +29,7 @@ def settings(settings):
 
 @pytest.fixture
 def counting(store):
-    return CountingStore(store)
+    return CountingStore(store, "tray")
 
 
 @pytest.fixture
@@ -128,7 +116,7 @@ async def test_own_stories_follows_mutes_blocks_deletes_and_expiry_apply_at_once
 async def test_a_view_through_one_process_applies_to_the_next_read_on_another(app_deps, metrics, redis_link, clock):
     """Two processes (two apps with their own caches), one database, one Redis."""
     versions = RedisVersions(redis_link)
-    counting = [CountingStore(app_deps.store) for _ in range(2)]
+    counting = [CountingStore(app_deps.store, "tray") for _ in range(2)]
     a, b = (
         create_app(
             dataclasses.replace(
@@ -152,7 +140,7 @@ async def test_a_view_through_one_process_applies_to_the_next_read_on_another(ap
 
 
 async def test_a_down_redis_bypasses_the_cache(store, metrics, clock, closed_redis_url):
-    counting = CountingStore(store)
+    counting = CountingStore(store, "tray")
     viewer, story = uuid.uuid4(), uuid.uuid4()
     async with open_redis(closed_redis_url) as down:
         seen = RedisSeenLog(down, timedelta(seconds=90))
