@@ -21,7 +21,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import structlog
 import trio
 
 from stories.domain import EventId
@@ -48,7 +47,6 @@ __all__ = [
     "tail_connector",
 ]
 
-log = structlog.get_logger()
 
 DEFAULT_TAIL_PAGE = 500
 TAIL_APPLICATION_NAME = "stories-events"
