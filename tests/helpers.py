@@ -165,3 +165,14 @@ async def post_stories_apart(client: Any, clock: Any, author: Account, count: in
         clock.advance(seconds)
         ids.append(await post_story(client, author))
     return ids
+
+
+async def authors_a_second_apart(client: Any, clock: Any, count: int) -> tuple[list[Account], dict[str, str]]:
+    """`count` new accounts, each posting one public story, the clock advanced a second before each: the
+    accounts, and each one's story id by user id."""
+    authors = [await signup(client) for _ in range(count)]
+    stories = {}
+    for author in authors:
+        clock.advance(1)
+        stories[author.user_id] = await post_story(client, author)
+    return authors, stories
