@@ -638,20 +638,18 @@ def findings(workloads: list[str], table: dict[tuple[str, str], dict[str, Any]])
         rows = {v: r for (w, v), r in table.items() if w == workload}
         idle = {v: r for v, r in rows.items() if "+burn" not in v and v != "A"}
         busy = {v: r for v, r in rows.items() if "+burn" in v}
-        if idle:
-            fastest = max(idle, key=lambda v: idle[v]["ops_per_s"])
-            leanest = min(idle, key=lambda v: idle[v]["cpu_us_per_op"])
-            lines.append(
-                f"- {workload}, idle trio thread: fastest {fastest} ({idle[fastest]['ops_per_s']:.0f} ops/s), "
-                f"least CPU/op {leanest} ({idle[leanest]['cpu_us_per_op']:.1f} µs)."
-            )
-        if busy:
-            fastest = max(busy, key=lambda v: busy[v]["ops_per_s"])
-            snappiest = min(busy, key=lambda v: busy[v]["p99_ms"])
-            lines.append(
-                f"- {workload}, trio thread saturated: fastest {fastest} ({busy[fastest]['ops_per_s']:.0f} ops/s), "
-                f"lowest p99 {snappiest} ({busy[snappiest]['p99_ms']:.2f} ms)."
-            )
+        # Beside the fastest, what matters for each: CPU per op when the trio thread idles, p99 when it is busy.
+        for condition, group, best_at, metric, unit in (
+            ("idle trio thread", idle, "least CPU/op", "cpu_us_per_op", "{:.1f} µs"),
+            ("trio thread saturated", busy, "lowest p99", "p99_ms", "{:.2f} ms"),
+        ):
+            if group:
+                fastest, fast = max(group.items(), key=lambda item: item[1]["ops_per_s"])
+                best, row = min(group.items(), key=lambda item: item[1][metric])
+                lines.append(
+                    f"- {workload}, {condition}: fastest {fastest} ({fast['ops_per_s']:.0f} ops/s), "
+                    f"{best_at} {best} ({unit.format(row[metric])})."
+                )
         for variant in ("A", "B"):
             row = rows.get(variant)
             if row is not None and row["timers_per_op"] is not None:

@@ -6,9 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import trio
+from hypercorn.trio import serve
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from stories.api import create_app
@@ -16,6 +18,21 @@ from stories.api.json_shapes import story_fragment
 from stories.feed_cache import FeedCache, RedisVersions
 
 PASSWORD = "correct horse battery"
+
+
+async def serve_hypercorn(app: Any, config: Any, nursery: trio.Nursery) -> int:
+    """Serve `app` on a real hypercorn with `config` in `nursery` until the test ends; the port it listens on."""
+    shutdown = trio.Event()
+    nursery.start_soon(_set_at_teardown, shutdown)
+    binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def _set_at_teardown(shutdown: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        shutdown.set()
 
 
 @dataclass(frozen=True)
@@ -148,3 +165,14 @@ async def post_stories_apart(client: Any, clock: Any, author: Account, count: in
         clock.advance(seconds)
         ids.append(await post_story(client, author))
     return ids
+
+
+async def authors_a_second_apart(client: Any, clock: Any, count: int) -> tuple[list[Account], dict[str, str]]:
+    """`count` new accounts, each posting one public story, the clock advanced a second before each: the
+    accounts, and each one's story id by user id."""
+    authors = [await signup(client) for _ in range(count)]
+    stories = {}
+    for author in authors:
+        clock.advance(1)
+        stories[author.user_id] = await post_story(client, author)
+    return authors, stories

@@ -25,7 +25,7 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import structlog
 import trio
@@ -34,7 +34,7 @@ from coredis.commands import Script
 from stories.redis import RedisUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from uuid import UUID
 
     import coredis
@@ -75,6 +75,9 @@ DEFAULT_PRUNE_INTERVAL = 60.0
 DEFAULT_MAX_BUCKETS = 100_000
 # A float sum like 2.9999999 must not round a 3 s wait up to 4 s.
 _EPSILON = 1e-9
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # KEYS[1] bucket hash; ARGV[1] capacity; ARGV[2] period in ms; ARGV[3] 1 to take a token, -1 to give one back
 # (never above the capacity). Returns {allowed (0|1), retry_after seconds}. Time in whole ms from the server
@@ -279,19 +282,14 @@ class BucketKeeper:
     def _update_local(self, subject: UUID | str, action: str, capacity: int, *, take: bool) -> Decision:
         now = trio.current_time()
         period = self.period_of(action)
-        key = (subject, action)
-        # pop + reinsert keeps the dict in least-recently-used order, so eviction is O(1) from the front.
-        bucket = self._buckets.pop(key, None)
+        bucket = _recent(
+            self._buckets, (subject, action), self.max_buckets, take, lambda: _Bucket(float(capacity), now)
+        )
         if bucket is None:
-            if not take:
-                return Decision(allowed=True)  # no bucket is a full bucket: nothing to give back
-            bucket = _Bucket(tokens=float(capacity), stamp=now)
-            if len(self._buckets) >= self.max_buckets:
-                del self._buckets[next(iter(self._buckets))]
-        elif now > bucket.stamp:
+            return Decision(allowed=True)  # no bucket is a full bucket: nothing to give back
+        if now > bucket.stamp:
             bucket.tokens = min(float(capacity), bucket.tokens + (now - bucket.stamp) * capacity / period)
             bucket.stamp = now
-        self._buckets[key] = bucket
         if not take:
             bucket.tokens = min(float(capacity), bucket.tokens + 1)
             return Decision(allowed=True)
@@ -304,17 +302,11 @@ class BucketKeeper:
     def _update_local_window(self, subject: UUID | str, action: str, capacity: int, *, take: bool) -> Decision:
         now = trio.current_time()
         period = self.period_of(action)
-        key = (subject, action)
-        times = self._windows.pop(key, None)
+        times = _recent(self._windows, (subject, action), self.max_buckets, take, deque)
         if times is None:
-            if not take:
-                return Decision(allowed=True)
-            times = deque()
-            if len(self._windows) >= self.max_buckets:
-                del self._windows[next(iter(self._windows))]
+            return Decision(allowed=True)
         while times and times[0] <= now - period:
             times.popleft()
-        self._windows[key] = times
         if not take:
             if times:
                 times.pop()
@@ -323,3 +315,18 @@ class BucketKeeper:
             times.append(now)
             return Decision(allowed=True)
         return Decision(allowed=False, retry_after=max(1, math.ceil(times[0] + period - now - _EPSILON)))
+
+
+def _recent(entries: dict[K, V], key: K, max_entries: int, take: bool, new: Callable[[], V]) -> V | None:
+    """`entries[key]`, now the most recently used: pop + reinsert keeps the dict in least-recently-used order, so
+    eviction is O(1) from the front. A missing one is made by `new` when `take` (evicting the least recently used
+    at `max_entries`); None when missing and not `take`: an unused subject has nothing to give back."""
+    entry = entries.pop(key, None)
+    if entry is None:
+        if not take:
+            return None
+        entry = new()
+        if len(entries) >= max_entries:
+            del entries[next(iter(entries))]
+    entries[key] = entry
+    return entry

@@ -39,7 +39,7 @@ from coredis.retry import NoRetryPolicy
 
 from stories.backoff import Backoff
 from stories.errors import StoriesError
-from stories.store.bridge import own_connection_crossing
+from stories.store.bridge import close_own_connection, own_connection_crossing
 from stories.store.events import open_tail, tail_connector
 
 if TYPE_CHECKING:
@@ -471,10 +471,6 @@ async def aio_notify(conn: asyncpg.Connection[Any], channel: str, hint: str) -> 
     await conn.execute("SELECT pg_notify($1, $2)", channel, hint)
 
 
-async def aio_close(conn: asyncpg.Connection[Any]) -> None:
-    await conn.close()
-
-
 # A failure of the relay's connection is RelayDisconnected: a crash, hence a restart.
 _cross = own_connection_crossing(RelayDisconnected, "the relay connection failed")
 
@@ -502,13 +498,7 @@ class PostgresTransport:
             yield _PostgresSession(conn, self.channel, bridge)
         finally:
             feed.close()
-            with trio.move_on_after(CLOSE_SECONDS, shield=True):
-                try:
-                    await _cross(bridge, aio_close, conn)
-                except RelayDisconnected:
-                    bridge.call_soon(conn.terminate)
-            if not conn.is_closed():
-                bridge.call_soon(conn.terminate)
+            await close_own_connection(bridge, conn, _cross)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stories.api.declare import DeclaredBlueprint
-from stories.api.deps import current_user_id, deps
-from stories.api.json_io import json_response
-from stories.api.json_shapes import block_json, listed_json, mute_json
 from stories.api.openapi import ALICE, AT, BOB
-from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
-from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route, user_page_route
+from stories.api.social_routes import (
+    Edge,
+    add_edge,
+    add_edge_route,
+    own_user_page,
+    remove_edge,
+    remove_edge_route,
+    user_page_route,
+)
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -34,7 +38,6 @@ BLOCKS = Edge(
     "blocked_id",
     lambda store: store.block,
     lambda store: store.unblock,
-    block_json,
     both_feeds=True,
 )
 
@@ -76,14 +79,10 @@ LIST_BLOCKS = user_page_route(
 
 @blueprint.declare(LIST_BLOCKS)
 async def my_blocks() -> Response:
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.blocks(current_user_id(), limit + 1, cursor)
-    return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "blocked_at")))
+    return await own_user_page(lambda store: store.blocks, "blocked_at")
 
 
-MUTES = Edge(
-    "mute", "muted", "muted_id", lambda store: store.mute, lambda store: store.unmute, mute_json, both_feeds=False
-)
+MUTES = Edge("mute", "muted", "muted_id", lambda store: store.mute, lambda store: store.unmute, both_feeds=False)
 
 MUTE = add_edge_route(
     "/mutes/{user_id}",
@@ -120,6 +119,4 @@ LIST_MUTES = user_page_route(
 
 @blueprint.declare(LIST_MUTES)
 async def my_mutes() -> Response:
-    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
-    rows = await deps().store.mutes(current_user_id(), limit + 1, cursor)
-    return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, "muted_at")))
+    return await own_user_page(lambda store: store.mutes, "muted_at")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stories.api.declare import DeclaredBlueprint
-from stories.api.json_shapes import follow_json
 from stories.api.openapi import ALICE, AT, BOB
 from stories.api.social_routes import Edge, add_edge, add_edge_route, remove_edge, remove_edge_route
 
@@ -25,7 +24,6 @@ FOLLOWS = Edge(
     "followee_id",
     lambda store: store.follow,
     lambda store: store.unfollow,
-    follow_json,
     both_feeds=False,
 )
 

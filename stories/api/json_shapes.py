@@ -12,13 +12,11 @@ import orjson
 
 from stories.clock import rfc3339
 from stories.errors import InvalidRequest
-from stories.store.models import FeedCursor, Position
+from stories.store.models import Block, FeedCursor, Follow, Position
 
 if TYPE_CHECKING:
     from stories.store.models import (
         AuditEntry,
-        Block,
-        Follow,
         ListedUser,
         Mute,
         Profile,
@@ -33,15 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "audit_json",
-    "block_json",
     "case_json",
     "decode_cursor",
     "decode_position",
+    "edge_json",
     "encode_cursor",
     "encode_position",
-    "follow_json",
     "listed_json",
-    "mute_json",
     "profile_json",
     "reaction_json",
     "report_json",
@@ -111,12 +107,15 @@ def reaction_json(reaction: Reaction) -> dict[str, Any]:
     }
 
 
-def follow_json(follow: Follow) -> dict[str, Any]:
-    return {
-        "follower_id": str(follow.follower_id),
-        "followee_id": str(follow.followee_id),
-        "created_at": rfc3339(follow.created_at),
-    }
+def edge_json(edge: Follow | Block | Mute) -> dict[str, Any]:
+    """A follow, block or mute: the ids of its two users, and when it was made."""
+    if isinstance(edge, Follow):
+        ids = {"follower_id": edge.follower_id, "followee_id": edge.followee_id}
+    elif isinstance(edge, Block):
+        ids = {"blocker_id": edge.blocker_id, "blocked_id": edge.blocked_id}
+    else:
+        ids = {"muter_id": edge.muter_id, "muted_id": edge.muted_id}
+    return {field: str(user_id) for field, user_id in ids.items()} | {"created_at": rfc3339(edge.created_at)}
 
 
 def stats_json(stats: Stats) -> dict[str, Any]:
@@ -156,18 +155,6 @@ def viewer_json(viewer: Viewer) -> dict[str, Any]:
         "viewed_at": rfc3339(viewer.viewed_at),
         "reactions": list(viewer.reactions),
     }
-
-
-def block_json(block: Block) -> dict[str, Any]:
-    return {
-        "blocker_id": str(block.blocker_id),
-        "blocked_id": str(block.blocked_id),
-        "created_at": rfc3339(block.created_at),
-    }
-
-
-def mute_json(mute: Mute) -> dict[str, Any]:
-    return {"muter_id": str(mute.muter_id), "muted_id": str(mute.muted_id), "created_at": rfc3339(mute.created_at)}
 
 
 # Every cursor is the same opaque text: base64 of "<instant in microseconds>:<id>" of the last entry served.

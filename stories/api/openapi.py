@@ -50,6 +50,7 @@ __all__ = [
     "error_answer",
     "error_example",
     "error_responses",
+    "idempotency_key_param",
     "json_answer",
     "key_reused",
     "links",
@@ -156,14 +157,19 @@ def key_reused(what: str) -> dict[str, Any]:
     }
 
 
-# The header of a create that may be retried (stories/api/idempotency.py checks it).
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "description": "1 to 255 visible ASCII characters, honoured per user for 24 h",
-    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-    "example": "b7f3c0de-retry-1",
-}
+def idempotency_key_param(example: str, note: str = "") -> dict[str, Any]:
+    """The header of a create that may be retried (stories/api/idempotency.py checks it); `note` ends its
+    description."""
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "description": "1 to 255 visible ASCII characters, honoured per user for 24 h" + note,
+        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+        "example": example,
+    }
+
+
+IDEMPOTENCY_KEY = idempotency_key_param("b7f3c0de-retry-1")
 # An event id: 32 lower-case hex digits, ordered as strings.
 EVENT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 AFTER_PARAM = {

@@ -23,6 +23,7 @@ from stories.api.openapi import (
     NOT_FOUND,
     UNAUTHORIZED,
     UNAVAILABLE,
+    idempotency_key_param,
     json_answer,
     key_reused,
     path_id,
@@ -121,13 +122,7 @@ _REPORT_BODY = {
     "properties": {"reason": {"enum": list(REPORT_REASONS)}, "note": NOTE},
 }
 _REUSED = key_reused("body or target")
-_IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "description": "1 to 255 visible ASCII characters, honoured per user for 24 h (as for POST /stories)",
-    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-    "example": "c1a0-report-1",
-}
+_IDEMPOTENCY_KEY = idempotency_key_param("c1a0-report-1", " (as for POST /stories)")
 
 
 def _report_route(path: str, operation_id: str, what: str) -> Route:

@@ -6,7 +6,7 @@ and words."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from quart import Response
@@ -15,6 +15,7 @@ from stories.api.declare import Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.json_io import json_response
+from stories.api.json_shapes import edge_json, listed_json
 from stories.api.openapi import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -25,7 +26,7 @@ from stories.api.openapi import (
     ref,
     usual_answers,
 )
-from stories.api.paging import DEFAULT_LIST_LIMIT
+from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
 from stories.clock import to_millis
 from stories.errors import InvalidRequest, NotFound
 
@@ -35,15 +36,23 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from stories.store import Store
+    from stories.store.models import Block, Follow, ListedUser, Mute, Position
 
-__all__ = ["Edge", "add_edge", "add_edge_route", "remove_edge", "remove_edge_route", "user_page_route"]
+__all__ = [
+    "Edge",
+    "add_edge",
+    "add_edge_route",
+    "own_user_page",
+    "remove_edge",
+    "remove_edge_route",
+    "user_page_route",
+]
 
 log = structlog.get_logger()
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Edge(Generic[T]):
+class Edge:
     """One kind of edge from the caller to another user, as its two views use it."""
 
     # "you cannot <verb> yourself"
@@ -53,14 +62,13 @@ class Edge(Generic[T]):
     field: str
     # The store's method, looked up on the store each time (`lambda store: store.block`): a Store subclass's own
     # method (tests/api/test_effects.py) is the one called.
-    add: Callable[[Store], Callable[[UUID, UUID, datetime], Awaitable[T | None]]]
+    add: Callable[[Store], Callable[[UUID, UUID, datetime], Awaitable[Follow | Block | Mute | None]]]
     remove: Callable[[Store], Callable[[UUID, UUID], Awaitable[None]]]
-    to_json: Callable[[T], dict[str, Any]]
     # A block changes what both users may see; a follow or a mute only what the caller's feed shows.
     both_feeds: bool
 
 
-async def add_edge(edge: Edge[T], other_id: UUID) -> Response:
+async def add_edge(edge: Edge, other_id: UUID) -> Response:
     me = current_user_id()
     if other_id == me:
         raise InvalidRequest(f"you cannot {edge.verb} yourself")
@@ -71,10 +79,10 @@ async def add_edge(edge: Edge[T], other_id: UUID) -> Response:
     if result is None:
         raise NotFound("no such user")
     log.info(edge.logged, **{edge.field: str(other_id)})
-    return json_response(edge.to_json(result))
+    return json_response(edge_json(result))
 
 
-async def remove_edge(edge: Edge[Any], other_id: UUID) -> Response:
+async def remove_edge(edge: Edge, other_id: UUID) -> Response:
     me = current_user_id()
     app = deps()
     async with after_commit(app) as effects:
@@ -82,6 +90,16 @@ async def remove_edge(edge: Edge[Any], other_id: UUID) -> Response:
         await edge.remove(app.store)(me, other_id)
     log.info("un" + edge.logged, **{edge.field: str(other_id)})
     return Response(b"", 204)
+
+
+async def own_user_page(
+    query: Callable[[Store], Callable[[UUID, int, Position | None], Awaitable[list[ListedUser]]]], at_field: str
+) -> Response:
+    """A page of the caller's own list of users (`query`: the store's blocks or mutes, looked up as for `Edge`),
+    each with the time it was listed as `at_field`."""
+    limit, cursor = limit_arg(DEFAULT_LIST_LIMIT), cursor_arg()
+    rows = await query(deps().store)(current_user_id(), limit + 1, cursor)
+    return json_response(page_json("users", rows, limit, lambda entry: listed_json(entry, at_field)))
 
 
 def add_edge_route(

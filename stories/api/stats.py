@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
@@ -23,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["blueprint"]
 
-log = structlog.get_logger()
 blueprint = DeclaredBlueprint("stats", __name__)
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-import structlog
 
 from stories.clock import SystemClock
 from stories.errors import ConfigError, StorageUnavailable
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ObjectStorage", "StorageConfig", "open_object_storage"]
 
-log = structlog.get_logger()
 
 # How long an upload URL is valid (API.md: a short time, 15 min by default).
 UPLOAD_URL_SECONDS = 900

@@ -27,10 +27,20 @@ import structlog
 import trio
 import uvloop
 
+from stories.errors import StoriesError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
 
-__all__ = ["CONNECTION_FAILURES", "POOL_FAILURES", "Bridge", "cross", "open_bridge", "own_connection_crossing"]
+__all__ = [
+    "CONNECTION_FAILURES",
+    "POOL_FAILURES",
+    "Bridge",
+    "close_own_connection",
+    "cross",
+    "open_bridge",
+    "own_connection_crossing",
+]
 
 log = structlog.get_logger()
 
@@ -40,6 +50,8 @@ R = TypeVar("R")
 # reply wait up to 5 ms behind the HTTP work of the trio thread; 0.5 ms measured best (bench/bridge.md, "+burn").
 SWITCH_INTERVAL_SECONDS = 0.0005
 LOOP_STOP_SECONDS = 5.0
+# How long closing a connection of its own may take before it is terminated instead.
+CONNECTION_CLOSE_SECONDS = 2.0
 
 # What "the database is not there" looks like from a pool connection: refused/reset sockets, a server shutting
 # down or not yet accepting, a connection dropped mid-query, too many clients, a statement cancelled by the
@@ -197,3 +209,21 @@ def own_connection_crossing(error: Callable[[str], Exception], lost: str) -> Cal
         return await cross(bridge, fn, *args, failures=CONNECTION_FAILURES, error=error, lost=lost)
 
     return crossing
+
+
+async def close_own_connection(
+    bridge: Bridge, conn: asyncpg.Connection[Any], crossing: Callable[..., Coroutine[Any, Any, Any]]
+) -> None:
+    """Close a connection of its own through `crossing` (an `own_connection_crossing`), shielded from the caller's
+    cancel and within CONNECTION_CLOSE_SECONDS; terminated when the close fails or takes longer. Never raises."""
+    with trio.move_on_after(CONNECTION_CLOSE_SECONDS, shield=True):
+        try:
+            await crossing(bridge, _aio_close, conn)
+        except StoriesError:  # the crossing's own error: the close failed
+            bridge.call_soon(conn.terminate)
+    if not conn.is_closed():
+        bridge.call_soon(conn.terminate)
+
+
+async def _aio_close(conn: asyncpg.Connection[Any]) -> None:
+    await conn.close()

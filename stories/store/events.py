@@ -21,13 +21,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import structlog
 import trio
 
 from stories.domain import EventId
 from stories.errors import StoreUnavailable
 from stories.events import Event, StoryReacted, StoryViewed
-from stories.store.bridge import own_connection_crossing
+from stories.store.bridge import close_own_connection, own_connection_crossing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,11 +47,9 @@ __all__ = [
     "tail_connector",
 ]
 
-log = structlog.get_logger()
 
 DEFAULT_TAIL_PAGE = 500
 TAIL_APPLICATION_NAME = "stories-events"
-CLOSE_SECONDS = 2.0
 SETTLE_FIRST_SECONDS = 0.002
 SETTLE_LIMIT_SECONDS = 0.5
 
@@ -194,10 +191,6 @@ async def aio_connect_tail(connect: Callable[[], Awaitable[asyncpg.Connection[An
     return await connect()
 
 
-async def aio_close(conn: asyncpg.Connection[Any]) -> None:
-    await conn.close()
-
-
 class EventLog:
     """One author's events, for catch-up (the pool; StoreUnavailable or Overloaded like any store call)."""
 
@@ -270,10 +263,4 @@ async def open_tail(
     try:
         yield EventTail(bridge, conn)
     finally:
-        with trio.move_on_after(CLOSE_SECONDS, shield=True):
-            try:
-                await _cross(bridge, aio_close, conn)
-            except StoreUnavailable:
-                bridge.call_soon(conn.terminate)
-        if not conn.is_closed():
-            bridge.call_soon(conn.terminate)
+        await close_own_connection(bridge, conn, _cross)

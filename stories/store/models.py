@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-T = TypeVar("T")
 
 __all__ = [
     "AuditEntry",

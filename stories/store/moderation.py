@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from stories.errors import Conflict, InvalidRequest, NotFound
 from stories.store.foreign_keys import caller_exists
 from stories.store.idempotency import aio_claim_idempotency_key
-from stories.store.models import AuditEntry, Backlog, Profile, Report, ReportCase, Resolution, Story
+from stories.store.models import AuditEntry, Backlog, Report, ReportCase, Resolution
+from stories.store.stories import story_from_row
+from stories.store.users import profile_from_row
 from stories.store.visibility import VISIBLE_AUTHOR_SQL, blocked_by
 
 if TYPE_CHECKING:
@@ -240,10 +242,11 @@ async def _audit(
 _CASE_SELECT = """
     SELECT c.id, c.target_type, c.story_id, c.user_id, c.opened_at, c.resolved_at, c.resolved_by, c.action, c.note,
            g.reasons, g.counts,
-           s.id AS s_id, s.text AS s_text, s.media_key AS s_media_key, s.visibility AS s_visibility,
-           s.created_at AS s_created_at, s.expires_at AS s_expires_at, s.view_count AS s_view_count,
-           s.reaction_count AS s_reaction_count,
-           u.display_name, u.created_at AS u_created_at, u.followers_count, u.following_count, u.suspended_at
+           s.id AS s_id, c.user_id AS s_author_id, s.text AS s_text, s.media_key AS s_media_key,
+           s.visibility AS s_visibility, s.created_at AS s_created_at, s.expires_at AS s_expires_at,
+           s.view_count AS s_view_count, s.reaction_count AS s_reaction_count, u.display_name AS s_author_name,
+           u.id AS u_id, u.display_name AS u_display_name, u.created_at AS u_created_at,
+           u.followers_count AS u_followers_count, u.following_count AS u_following_count, u.suspended_at
     FROM report_cases c
     JOIN users u ON u.id = c.user_id
     LEFT JOIN stories s ON s.id = c.story_id
@@ -254,27 +257,9 @@ _CASE_SELECT = """
 
 def _case(row: asyncpg.Record) -> ReportCase:
     reasons = dict(zip(row["reasons"] or [], row["counts"] or [], strict=True))
-    story = None
-    if row["s_id"] is not None:
-        story = Story(
-            id=row["s_id"],
-            author_id=row["user_id"],
-            text=row["s_text"],
-            media_key=row["s_media_key"],
-            visibility=row["s_visibility"],
-            created_at=row["s_created_at"],
-            expires_at=row["s_expires_at"],
-            view_count=row["s_view_count"],
-            reaction_count=row["s_reaction_count"],
-            author_name=row["display_name"],
-        )
-    profile = Profile(
-        user_id=row["user_id"],
-        display_name=row["display_name"],
-        created_at=row["u_created_at"],
-        followers=row["followers_count"],
-        following=row["following_count"],
-    )
+    # The story's columns are read with the case's author and display name (s_author_id, s_author_name).
+    story = None if row["s_id"] is None else story_from_row(row, "s_")
+    profile = profile_from_row(row, "u_")
     return ReportCase(
         id=row["id"],
         target_type=row["target_type"],

@@ -33,18 +33,20 @@ STORY_COLUMNS = (
 AUTHOR_NAME = "(SELECT u.display_name FROM users u WHERE u.id = s.author_id) AS author_name"
 
 
-def story_from_row(row: asyncpg.Record) -> Story:
+def story_from_row(row: asyncpg.Record, prefix: str = "") -> Story:
+    """The story in `row`'s columns named as STORY_COLUMNS and author_name, each after `prefix` (a query that
+    reads other rows beside it names the story's columns apart, e.g. "s_id")."""
     return Story(
-        id=row["id"],
-        author_id=row["author_id"],
-        text=row["text"],
-        media_key=row["media_key"],
-        visibility=row["visibility"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        view_count=row["view_count"],
-        reaction_count=row["reaction_count"],
-        author_name=row["author_name"],
+        id=row[f"{prefix}id"],
+        author_id=row[f"{prefix}author_id"],
+        text=row[f"{prefix}text"],
+        media_key=row[f"{prefix}media_key"],
+        visibility=row[f"{prefix}visibility"],
+        created_at=row[f"{prefix}created_at"],
+        expires_at=row[f"{prefix}expires_at"],
+        view_count=row[f"{prefix}view_count"],
+        reaction_count=row[f"{prefix}reaction_count"],
+        author_name=row[f"{prefix}author_name"],
     )
 
 

@@ -52,16 +52,18 @@ async def aio_user_by_email(pool: asyncpg.Pool, email: str) -> User | None:
     return None if row is None else _user(row)
 
 
-def _profile(row: asyncpg.Record, *, email: str | None = None) -> Profile:
+def profile_from_row(row: asyncpg.Record, prefix: str = "", *, email: str | None = None) -> Profile:
+    """The profile in `row`'s columns (id, display_name, created_at, followers_count, following_count, and the
+    relation when the query reads it), each after `prefix` (as for stories.story_from_row)."""
     return Profile(
-        user_id=row["id"],
-        display_name=row["display_name"],
-        created_at=row["created_at"],
-        followers=row["followers_count"],
-        following=row["following_count"],
+        user_id=row[f"{prefix}id"],
+        display_name=row[f"{prefix}display_name"],
+        created_at=row[f"{prefix}created_at"],
+        followers=row[f"{prefix}followers_count"],
+        following=row[f"{prefix}following_count"],
         email=email,
-        followed_by_me=row.get("followed_by_me", False),
-        follows_me=row.get("follows_me", False),
+        followed_by_me=row.get(f"{prefix}followed_by_me", False),
+        follows_me=row.get(f"{prefix}follows_me", False),
     )
 
 
@@ -71,7 +73,7 @@ _PROFILE_COLUMNS = "u.id, u.display_name, u.created_at, u.followers_count, u.fol
 async def aio_me(pool: asyncpg.Pool, user_id: UUID) -> Profile | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {_PROFILE_COLUMNS}, u.email FROM users u WHERE u.id = $1", user_id)
-    return None if row is None else _profile(row, email=row["email"])
+    return None if row is None else profile_from_row(row, email=row["email"])
 
 
 async def aio_set_display_name(pool: asyncpg.Pool, user_id: UUID, display_name: str | None) -> Profile:
@@ -83,7 +85,7 @@ async def aio_set_display_name(pool: asyncpg.Pool, user_id: UUID, display_name: 
         )
     if row is None:
         raise Unauthorized("the token's user does not exist; sign up or log in again")
-    return _profile(row, email=row["email"])
+    return profile_from_row(row, email=row["email"])
 
 
 async def aio_profile(pool: asyncpg.Pool, reader_id: UUID, user_id: UUID) -> Profile | None:
@@ -101,4 +103,4 @@ async def aio_profile(pool: asyncpg.Pool, reader_id: UUID, user_id: UUID) -> Pro
             reader_id,
             user_id,
         )
-    return None if row is None else _profile(row)
+    return None if row is None else profile_from_row(row)

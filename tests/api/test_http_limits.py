@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from functools import partial
 
 import pytest
 import trio
-from hypercorn.trio import serve
 
 from stories.api.server import hypercorn_config
+from tests.helpers import serve_hypercorn
 
 WAIT = 10
 
 
 async def _serve(app, settings, nursery) -> int:
-    shutdown = trio.Event()
-    nursery.start_soon(_stop_at_teardown, shutdown)
-    binds = await nursery.start(partial(serve, app, hypercorn_config(settings), shutdown_trigger=shutdown.wait))
-    return int(binds[0].rsplit(":", 1)[1])
-
-
-async def _stop_at_teardown(shutdown: trio.Event) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        shutdown.set()
+    return await serve_hypercorn(app, hypercorn_config(settings), nursery)
 
 
 async def _exchange(port: int, raw: bytes) -> tuple[bytes, bytes]:

@@ -5,31 +5,16 @@ tests/test_drain.py)."""
 from __future__ import annotations
 
 import socket
-from functools import partial
 
+import pytest
 import trio
 import trio.testing
-from hypercorn.trio import serve
 
-from stories.api.idle_connections import DrainConfig
 from stories.api.server import hypercorn_config
+from tests.helpers import serve_hypercorn
 
 WAIT = 10
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-async def _serve(app, config: DrainConfig, nursery) -> int:
-    shutdown = trio.Event()
-    nursery.start_soon(_stop_at_teardown, shutdown)
-    binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
-    return int(binds[0].rsplit(":", 1)[1])
-
-
-async def _stop_at_teardown(shutdown: trio.Event) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        shutdown.set()
 
 
 async def _head(stream: trio.SocketStream) -> bytes:
@@ -40,57 +25,55 @@ async def _head(stream: trio.SocketStream) -> bytes:
     return answer.partition(b"\r\n\r\n")[0]
 
 
-async def _keep_alive(port: int) -> tuple[socket.socket, trio.SocketStream]:
-    """A connection with one request answered and kept open, as a plain socket (to send without yielding to the
-    server) and as a trio stream (to read)."""
+async def _idle_keep_alive(port: int) -> tuple[socket.socket, trio.SocketStream]:
+    """A connection with one request answered and kept open, once the server has gone idle on it, as a plain
+    socket (to send without yielding to the server) and as a trio stream (to read)."""
     plain = socket.create_connection(("127.0.0.1", port))
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(plain))
     await stream.send_all(REQUEST)
     assert (await _head(stream)).startswith(b"HTTP/1.1 200 ")
-    return plain, stream
-
-
-async def _idle_again(stream: trio.SocketStream) -> None:
-    """Wait until the server has taken the rest of the last answer's body off the wire and gone idle."""
+    # Wait until the server has taken the rest of the answer's body off the wire and gone idle.
     await trio.testing.wait_all_tasks_blocked()
     with trio.move_on_after(0.05):
         while await stream.receive_some():
             pass
     await trio.testing.wait_all_tasks_blocked()
+    return plain, stream
 
 
-async def test_a_request_in_the_socket_keeps_its_connection_open_and_is_answered(app, settings, nursery):
+@pytest.fixture
+async def served(app, settings, nursery):
+    """The drain's configuration, and the port of a hypercorn serving the app with it."""
     config = hypercorn_config(settings)
-    port = await _serve(app, config, nursery)
+    return config, await serve_hypercorn(app, config, nursery)
+
+
+async def test_a_request_in_the_socket_keeps_its_connection_open_and_is_answered(served):
+    config, port = served
     with trio.fail_after(WAIT):
-        plain, stream = await _keep_alive(port)
+        plain, stream = await _idle_keep_alive(port)
         async with stream:
-            await _idle_again(stream)
             # Sent and closed for with no checkpoint between: the server has not read the request yet.
             plain.sendall(REQUEST)
             assert config.connections.close_idle() == 1
             assert (await _head(stream)).startswith(b"HTTP/1.1 200 ")
 
 
-async def test_an_idle_connection_with_nothing_received_is_closed(app, settings, nursery):
-    config = hypercorn_config(settings)
-    port = await _serve(app, config, nursery)
+async def test_an_idle_connection_with_nothing_received_is_closed(served):
+    config, port = served
     with trio.fail_after(WAIT):
-        _, stream = await _keep_alive(port)
+        _, stream = await _idle_keep_alive(port)
         async with stream:
-            await _idle_again(stream)
             assert config.connections.close_idle() == 0
             # Closed, not reset: the client reads the end.
             assert await stream.receive_some() == b""
 
 
-async def test_a_connection_its_client_closed_does_not_hold_the_drain(app, settings, nursery):
+async def test_a_connection_its_client_closed_does_not_hold_the_drain(served):
     # Its keep-alive timer still ran (HTTP_KEEP_ALIVE_SECONDS): the drain counted it as receiving a request.
-    config = hypercorn_config(settings)
-    port = await _serve(app, config, nursery)
+    config, port = served
     with trio.fail_after(WAIT):
-        _, stream = await _keep_alive(port)
-        await _idle_again(stream)
+        _, stream = await _idle_keep_alive(port)
         await stream.aclose()
         await trio.testing.wait_all_tasks_blocked()
         assert config.connections.close_idle() == 0

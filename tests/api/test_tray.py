@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import post_stories_apart, post_story, signup, walk_pages
+from tests.helpers import authors_a_second_apart, post_stories_apart, post_story, signup, walk_pages
 
 
 @pytest.fixture
@@ -154,11 +154,7 @@ async def test_the_tray_needs_a_token(client):
 
 async def test_a_walk_returns_every_author_once_while_the_caller_views_and_others_post(client, clock):
     me = await signup(client)
-    authors = [await signup(client) for _ in range(6)]
-    stories = {}
-    for author in authors:
-        clock.advance(1)
-        stories[author.user_id] = await post_story(client, author)
+    authors, stories = await authors_a_second_apart(client, clock, 6)
     await view(client, me, stories[authors[0].user_id])  # one seen author, last in the order
 
     first = await tray(client, me, "?limit=2")

@@ -19,7 +19,7 @@ from stories.api.json_shapes import story_head
 from stories.feed_cache import PRUNE_EVERY, RedisVersions
 from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache
-from tests.helpers import CountingStore, post_story, signup
+from tests.helpers import CountingStore, authors_a_second_apart, post_story, signup
 
 
 @pytest.fixture
@@ -168,11 +168,7 @@ async def test_the_local_seen_log_forgets_views_older_than_the_reads_it_corrects
 
 async def test_a_cached_walk_returns_every_author_once_while_the_caller_views(client, clock, counting):
     me = await signup(client)
-    authors = [await signup(client) for _ in range(5)]
-    stories = {}
-    for author in authors:
-        clock.advance(1)
-        stories[author.user_id] = await post_story(client, author)
+    authors, stories = await authors_a_second_apart(client, clock, 5)
     clock.advance(1)
     first = await tray(client, me, "?limit=2")
     served = [g["author"]["user_id"] for g in first["authors"]]

@@ -30,39 +30,30 @@ S3_HOST = {"Host": "examplebucket.s3.amazonaws.com"}
 
 UNRESERVED = "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-# (case, query, signature of the header-signed request)
+# The query of each case of the suite used here.
+SUITE_QUERIES: dict[str, list[tuple[str, str]]] = {
+    "get-vanilla": [],
+    "get-vanilla-query-order-key-case": [("Param2", "value2"), ("Param1", "value1")],
+    "get-vanilla-query-unreserved": [(UNRESERVED, UNRESERVED)],
+    "get-vanilla-utf8-query": [("\u1234", "bar")],
+}
+# (case, signature of the header-signed request)
 HEADER_CASES = [
-    ("get-vanilla", [], "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
-    (
-        "get-vanilla-query-order-key-case",
-        [("Param2", "value2"), ("Param1", "value1")],
-        "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
-    ),
-    (
-        "get-vanilla-query-unreserved",
-        [(UNRESERVED, UNRESERVED)],
-        "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197",
-    ),
+    ("get-vanilla", "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
+    ("get-vanilla-query-order-key-case", "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
+    ("get-vanilla-query-unreserved", "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197"),
 ]
-# (case, query, signature of the query-signed request)
+# (case, signature of the query-signed request)
 QUERY_CASES = [
-    (
-        "get-vanilla-query-order-key-case",
-        [("Param2", "value2"), ("Param1", "value1")],
-        "86012e2c9ad4d77369f5d81c11f75158aae4f895a085212cc6d3f923d300bed5",
-    ),
-    (
-        "get-vanilla-query-unreserved",
-        [(UNRESERVED, UNRESERVED)],
-        "8e76a88a7433637b12778d5592799b29ad21ecd6cf6325051c21d86f0acda2bf",
-    ),
-    ("get-vanilla-utf8-query", [("\u1234", "bar")], "0bdd809b1519ac4f0c1dc3540e2cc46bd0c7f778eda408b2ebf3b913d21ff600"),
+    ("get-vanilla-query-order-key-case", "86012e2c9ad4d77369f5d81c11f75158aae4f895a085212cc6d3f923d300bed5"),
+    ("get-vanilla-query-unreserved", "8e76a88a7433637b12778d5592799b29ad21ecd6cf6325051c21d86f0acda2bf"),
+    ("get-vanilla-utf8-query", "0bdd809b1519ac4f0c1dc3540e2cc46bd0c7f778eda408b2ebf3b913d21ff600"),
 ]
 
 
-@pytest.mark.parametrize(("case", "query", "signature"), HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
-def test_aws_suite_authorization_header(case, query, signature):
-    added = SUITE.authorization("GET", "/", query, SUITE_HOST, EMPTY_SHA256, SUITE_NOW)
+@pytest.mark.parametrize(("case", "signature"), HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
+def test_aws_suite_authorization_header(case, signature):
+    added = SUITE.authorization("GET", "/", SUITE_QUERIES[case], SUITE_HOST, EMPTY_SHA256, SUITE_NOW)
     assert added == {
         "X-Amz-Date": "20150830T123600Z",
         "Authorization": (
@@ -72,9 +63,9 @@ def test_aws_suite_authorization_header(case, query, signature):
     }, case
 
 
-@pytest.mark.parametrize(("case", "query", "signature"), QUERY_CASES, ids=[c[0] for c in QUERY_CASES])
-def test_aws_suite_presigned_query(case, query, signature):
-    signed = dict(parse_qsl(SUITE.presign("GET", "/", query, SUITE_HOST, 3600, SUITE_NOW, EMPTY_SHA256)))
+@pytest.mark.parametrize(("case", "signature"), QUERY_CASES, ids=[c[0] for c in QUERY_CASES])
+def test_aws_suite_presigned_query(case, signature):
+    signed = dict(parse_qsl(SUITE.presign("GET", "/", SUITE_QUERIES[case], SUITE_HOST, 3600, SUITE_NOW, EMPTY_SHA256)))
     assert signed["X-Amz-Credential"] == "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
     assert signed["X-Amz-SignedHeaders"] == "host"
     assert signed["X-Amz-Expires"] == "3600"
