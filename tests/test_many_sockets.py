@@ -27,6 +27,8 @@ REACTED_EVERY = 10
 # Bounds on the client side: this machine has two cores, shared with the server and PostgreSQL.
 HTTP_CONCURRENCY = 32
 HANDSHAKE_CONCURRENCY = 50
+# Well under the server's HTTP_KEEP_ALIVE_SECONDS (see the client below).
+CLIENT_IDLE_SECONDS = 1.0
 # Only a hang fails here: the body takes 13 to 15 s on the 2-core dev box at a load average of 2 to 2.5, and
 # over 30 s at a load average of 10 (CI shares the machine). How fast it is belongs to bench/realtime.py.
 HANG_SECONDS = 120.0
@@ -103,7 +105,15 @@ async def test_slow_1000_sockets_each_receive_their_authors_events(database_url,
         ) as server,
         httpx.AsyncClient(
             timeout=30,
-            limits=httpx.Limits(max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY),
+            # The pool drops a connection idle for CLIENT_IDLE_SECONDS, before the server's keep-alive timeout
+            # (HTTP_KEEP_ALIVE_SECONDS, 5 s) closes it: with httpx's default of 5 s too, a request sent on a
+            # connection idle through the socket handshakes could cross the server's close and find it gone
+            # ("Server disconnected without sending a response"; seen at load average 14-22).
+            limits=httpx.Limits(
+                max_connections=HTTP_CONCURRENCY,
+                max_keepalive_connections=HTTP_CONCURRENCY,
+                keepalive_expiry=CLIENT_IDLE_SECONDS,
+            ),
         ) as http,
     ):
         url = server.base_url
