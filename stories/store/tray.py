@@ -43,7 +43,9 @@ def _newest(author: str, started: bool = False) -> str:
     `started`, as (id, created_at); no row when there is none. A walk down the author's live stories in
     stories_author_feed_idx, newest first, asking `feed_stories` narrowed to each one (primary-key probes) whether
     the feed holds it, stopping at the first it does: usually the first, so the cost of placing an author does
-    not grow with their number of stories (a plan of `_of_author` that reads them all and sorts cannot happen)."""
+    not grow with their number of stories. (`_of_author` with LIMIT 1 did: below ~100 live stories per author the
+    planner read them all and sorted; with a costly filter per story it keeps the ordered scan: bench/feed_plans.md
+    "Tray at scale".)"""
     before = "AND c.created_at <= $3" if started else ""
     return f"""(SELECT c.id, c.created_at FROM stories c
                 WHERE c.author_id = {author} AND c.deleted_at IS NULL {before}
