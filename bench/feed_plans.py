@@ -800,7 +800,8 @@ def _cell(r: Result) -> str:
 
 TRAY_FINDINGS = """**The tray: a miss reads a page, not the feed.** `GET /tray` on a miss runs one statement
 (`stories/store/tray.py` `TRAY_SQL`): the viewer, their followees and (when the page reaches the seen part) the
-authors they viewed are placed by a few index probes each of `feed_stories` narrowed to one author; every other
+authors they viewed are placed by a few index probes each: a walk down the author's live stories that stops at the
+first one `feed_stories` (narrowed to it by primary key) holds, and one probe of their views; every other
 author has only public stories in the feed, and the unseen ones come in order from a walk down
 `stories_public_feed_idx` that stops after the page; then the stories of the page's authors (the cache's 20 and
 one more). Hits never reach PostgreSQL. Its cost follows the viewer's follows, not the number of active stories:
@@ -1087,8 +1088,7 @@ def write_tray_scale(path: Path, results: list[Result], notes: list[str], args: 
         " `stories/store/tray.py` `TRAY_SQL` for the first page of a walk, as a miss of the cache reads it"
         f" ({PREFETCH_AUTHORS} authors and one more, with their stories). `(generic)`: the plan a connection"
         " switches to after 5 runs of the prepared statement. (The `tray miss` rows of the tables above are from the"
-        " full run's date: until the next full run they measure the statement this one replaced, which read the"
-        " whole feed.)",
+        " full run's date: they measure the statement of that day, until the next full run.)",
         "",
         *(f"- {note}" for note in notes),
         "",

@@ -30,12 +30,27 @@ MAX_GROUP = 100
 OWN, UNSEEN, SEEN = 0, 1, 2
 
 
-def _of_author(author: str, extra: str = "", limit: str = "1") -> str:
-    """`feed_stories` of one author (`author`: an outer column), newest first, at most `limit` rows: each branch
-    is an index range of that author (or nothing), so this costs a few index probes, never the feed's size."""
-    order = f"ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}"
-    return f"""(SELECT f.* FROM ({feed_stories(extra, order, author)}) f
-                ORDER BY f.created_at DESC, f.id DESC LIMIT {limit})"""
+def _of_author(author: str) -> str:
+    """`feed_stories` of one author (`author`: an outer column), newest first, at most $4 rows: each branch is an
+    index range of that author (or nothing), so this costs a few index probes, never the feed's size."""
+    order = "ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
+    return f"""(SELECT f.* FROM ({feed_stories("", order, author)}) f
+                ORDER BY f.created_at DESC, f.id DESC LIMIT $4)"""
+
+
+def _newest(author: str, started: bool = False) -> str:
+    """The newest story of `author` (an outer column) in `feed_stories`, created by the walk's start $3 when
+    `started`, as (id, created_at); no row when there is none. A walk down the author's live stories in
+    stories_author_feed_idx, newest first, asking `feed_stories` narrowed to each one (primary-key probes) whether
+    the feed holds it, stopping at the first it does: usually the first, so the cost of placing an author does
+    not grow with their number of stories. (`_of_author` with LIMIT 1 did: below ~100 live stories per author the
+    planner read them all and sorted; with a costly filter per story it keeps the ordered scan: bench/feed_plans.md
+    "Tray at scale".)"""
+    before = "AND c.created_at <= $3" if started else ""
+    return f"""(SELECT c.id, c.created_at FROM stories c
+                WHERE c.author_id = {author} AND c.deleted_at IS NULL {before}
+                  AND EXISTS (SELECT 1 FROM ({feed_stories("AND s.id = c.id", "", author)}) f)
+                ORDER BY c.created_at DESC, c.id DESC LIMIT 1)"""
 
 
 def _part(author: str, latest: str, newest: str, newest_at: str) -> str:
@@ -48,14 +63,12 @@ def _part(author: str, latest: str, newest: str, newest_at: str) -> str:
                         SELECT 1 FROM story_views v WHERE v.story_id = {newest} AND v.viewer_id = $1
                                                       AND v.viewed_at <= $3) THEN {UNSEEN}
                     WHEN EXISTS (
-                        SELECT 1 FROM {_of_author(author, limit="$4")} t
+                        SELECT 1 FROM {_of_author(author)} t
                         WHERE t.created_at <= (CASE WHEN {latest} <= $3 THEN $3 ELSE 'infinity' END)
                           AND NOT EXISTS (SELECT 1 FROM story_views v WHERE v.story_id = t.id AND v.viewer_id = $1
                                                                        AND v.viewed_at <= $3)) THEN {UNSEEN}
                     ELSE {SEEN} END"""
 
-
-_STARTED = "AND s.created_at <= $3"
 
 # The page of the tray of viewer $1 at $2 for a walk that began at $3 (stories/tray.py has the order's rules):
 # the $8 authors after the place ($5, $6, $7) (`kind` 'a', with their part and latest_at), and their newest $4
@@ -67,7 +80,9 @@ _STARTED = "AND s.created_at <= $3"
 #   author when it is their latest feed story by the start (so each comes once), and the walk stops after $8.
 # known: the followed, and, when the walk leaves room on the page, the authors of stories the viewer viewed
 #   (every other author of the seen part is among them). Each is placed by a few index probes of `feed_stories`
-#   narrowed to them: their newest story, the latest by the start, and their part.
+#   narrowed to them: their newest story, the latest by the start, and their part. MATERIALIZED: inlined, each
+#   reference to `part` and `latest_at` below (the filter, the key, the order, the output) got its own copy of
+#   their subqueries, planned and run again (twice the plan, and the probes run up to five times per author).
 # The key is stories/tray.py's: (part, -latest_at in microseconds, author id), the own group (0, 0, nil).
 TRAY_SQL = f"""
     WITH followed (author_id) AS (
@@ -80,7 +95,7 @@ TRAY_SQL = f"""
           AND $5 <= {UNSEEN}
           AND ($5 < {UNSEEN} OR w.created_at < $9 OR w.author_id > $7)
           AND w.author_id NOT IN (SELECT author_id FROM followed)
-          AND w.id = (SELECT o.id FROM {_of_author("w.author_id", _STARTED)} o)
+          AND w.id = (SELECT o.id FROM {_newest("w.author_id", started=True)} o)
           AND {_part("w.author_id", "w.created_at", "w.id", "w.created_at")} = {UNSEEN}
         ORDER BY w.created_at DESC FETCH FIRST $8 ROWS WITH TIES),
     known (author_id, followed) AS (
@@ -90,15 +105,15 @@ TRAY_SQL = f"""
         WHERE v.viewer_id = $1 AND v.author_id NOT IN (SELECT author_id FROM followed)
           AND (SELECT count(*) FROM walked) < $8
           AND (SELECT s.deleted_at IS NULL AND s.expires_at > $2 FROM stories s WHERE s.id = v.story_id)),
-    placed AS (
+    placed AS MATERIALIZED (
         SELECT k.author_id, k.followed, l.latest_at,
                {_part("k.author_id", "l.latest_at", "l.id", "l.created_at")} AS part
         FROM known k CROSS JOIN LATERAL (
             SELECT n.id, n.created_at, CASE
                 WHEN n.created_at <= $3 THEN n.created_at
-                ELSE coalesce((SELECT o.created_at FROM {_of_author("k.author_id", _STARTED)} o), n.created_at)
+                ELSE coalesce((SELECT o.created_at FROM {_newest("k.author_id", started=True)} o), n.created_at)
                 END AS latest_at
-            FROM {_of_author("k.author_id")} n) l),
+            FROM {_newest("k.author_id")} n) l),
     keyed AS (
         SELECT p.*,
                CASE WHEN p.part = {OWN} THEN 0
@@ -123,7 +138,7 @@ TRAY_SQL = f"""
            st.id, st.text, st.media_key, st.visibility, st.created_at, st.expires_at, st.view_count,
            st.reaction_count, g.display_name,
            (SELECT v.viewed_at FROM story_views v WHERE v.story_id = st.id AND v.viewer_id = $1)
-    FROM page g CROSS JOIN LATERAL {_of_author("g.author_id", limit="$4")} st"""
+    FROM page g CROSS JOIN LATERAL {_of_author("g.author_id")} st"""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
