@@ -18,6 +18,10 @@ And it keeps the drain from dropping requests (with idle_connections.py): once t
 (hypercorn's `terminated`, set after its listeners are closed), every response says `Connection: close`; and a
 response that went out before without it still leaves its connection open for the next request, which is then
 answered (and closes it), where hypercorn closed it under a client that had no way to know.
+
+And it writes a small response to the socket once: hypercorn writes the head, the body and the (empty) end of a
+body of known length separately, each write with its lock, shield and scheduler pass. The head waits for the
+first body bytes the app sends (ASGI lets a server hold it that long); every body chunk goes out when sent.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class _JsonErrorsH11Protocol(H11Protocol):
         # the socket per small response where hypercorn makes three (head, body, and the empty end of a body of
         # known length), each with its lock, shield and checkpoint (bench/floor.md).
         self._write = self.send
-        self.send = self._send_coalesced  # type: ignore[method-assign]
+        self.send = self._send_coalesced
         self._holding_head = False
         self._head = b""
 
