@@ -1,7 +1,7 @@
 """The floor: what a request costs before any work, ours against a Quart-Trio hello world (issue 12, item 5), and
 what of hypercorn's own floor is set by how we run it (issue 19, item 2).
 
-    .venv/bin/python -m bench.floor [--runs 5] [--duration 10] [--before DIR] [--targets ...] [--report bench/floor.md]
+    .venv/bin/python -m bench.floor [--runs 5] [--duration 10] [--before DIR] [--targets ...] [--report PATH]
 
 Starts, each on 127.0.0.1 and a free port:
 - `quart`: a Quart-Trio app answering `GET /` with a small JSON body on hypercorn's trio worker (the stack's floor);
@@ -196,7 +196,7 @@ def main() -> None:
     lines.append(f"load average at the end: {' '.join(load)}")
     print("\n".join(lines))
     if args.report:
-        args.report.write_text("# The floor: a 404 against a Quart-Trio hello world\n\n" + "\n".join(lines) + "\n")
+        args.report.write_text("# bench/floor.py\n\n" + "\n".join(lines) + "\n")
 
 
 def ratios(names: list[str]) -> list[tuple[str, str]]:
