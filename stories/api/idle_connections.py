@@ -14,7 +14,9 @@ Here, instead:
   the close (the client finds the connection closed: it has sent nothing we read);
 - the keep-alive timer (HTTP_KEEP_ALIVE_SECONDS) never closes a connection with bytes unread in its socket
   (they are read first: a whole request is answered; a head still incomplete goes, as in hypercorn), and no
-  longer fires early when the server stops: the drain decides that.
+  longer fires early when the server stops: the drain decides that. It is one task for the connection's life,
+  which reads when the connection last went idle: hypercorn stops its timer task and starts a new one around
+  every request, a fifth of the CPU of its own hello world (bench/floor.md).
 
 `install()` puts `DrainingTCPServer` under the name hypercorn's trio worker builds its connections by (as
 protocol_errors.py does for the HTTP/1.1 protocol); its registry travels in `DrainConfig`, one per server.
@@ -28,6 +30,7 @@ import h11
 import hypercorn.trio.run
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Event, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
@@ -70,6 +73,9 @@ class DrainingTCPServer(TCPServer):
 
     async def run(self) -> None:
         connections = self.config.connections if isinstance(self.config, DrainConfig) else None
+        # The keep-alive clock: idle since then, or None while a request is being answered. The connection is idle
+        # from its start (hypercorn's timer starts then too).
+        self._idle_since: float | None = trio.current_time()
         if connections is not None:
             connections.add(self)
         try:
@@ -77,6 +83,15 @@ class DrainingTCPServer(TCPServer):
         finally:
             if connections is not None:
                 connections.discard(self)
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and isinstance(self.config, DrainConfig):
+            # Hypercorn stops its timer task at every request and starts a new one after it (a task, a lock and a
+            # cancel scope per request: ~20 % of a hello world's CPU, bench/floor.md); this connection's one timer
+            # reads the clock instead (`_idle_timeout`).
+            self._idle_since = trio.current_time() if event.idle else None
+            return
+        await super().protocol_send(event)
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -103,23 +118,32 @@ class DrainingTCPServer(TCPServer):
             # No drain of ours to close idle connections: as hypercorn (a server a test starts by hand).
             await super()._idle_timeout()
             return
-        # Hypercorn's timer also fires when the server stops, closing whatever it finds; here it is the
+        # One timer for the connection's life (started once by hypercorn, stopped when reading ends): it sleeps until
+        # the keep-alive timeout after `_idle_since`, looking again after a whole timeout while a request is being
+        # answered. Hypercorn's timer also fires when the server stops, closing whatever it finds; here it is the
         # keep-alive timeout only (the drain closes idle connections itself).
-        await trio.sleep(self.config.keep_alive_timeout)
+        keep_alive = self.config.keep_alive_timeout
         while True:
+            idle_since = self._idle_since
+            wait = keep_alive if idle_since is None else idle_since + keep_alive - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
+                continue
             between = self._between_requests()
             if between is None:
                 with trio.CancelScope(shield=True):
                     await self._initiate_server_close()  # as hypercorn (HTTP/2)
                 return
             if not between:
-                return  # a request is being answered: the timer starts again after it
+                # A request is being answered (its Updated(idle=False) is on its way): look again after a timeout.
+                await trio.sleep(keep_alive)
+                continue
             if not self._unread():
                 # As hypercorn, a head still incomplete after the timeout goes with the connection: the
                 # keep-alive timeout bounds how long a next request may take to arrive (slow clients).
                 self._socket().close()
                 return
-            # The reader takes those bytes first; a whole request stops this timer (Updated(idle=False)).
+            # The reader takes those bytes first; a whole request stops the clock (Updated(idle=False)).
             await trio.sleep(UNREAD_RECHECK_SECONDS)
 
     def _idle_http1(self) -> bool | None:

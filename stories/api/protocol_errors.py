@@ -18,6 +18,10 @@ And it keeps the drain from dropping requests (with idle_connections.py): once t
 (hypercorn's `terminated`, set after its listeners are closed), every response says `Connection: close`; and a
 response that went out before without it still leaves its connection open for the next request, which is then
 answered (and closes it), where hypercorn closed it under a client that had no way to know.
+
+And it writes a small response to the socket once: hypercorn writes the head, the body and the (empty) end of a
+body of known length separately, each write with its lock, shield and scheduler pass. The head waits for the
+first body bytes the app sends (ASGI lets a server hold it that long); every body chunk goes out when sent.
 """
 
 from __future__ import annotations
@@ -26,15 +30,19 @@ import json
 import uuid
 from dataclasses import replace
 from itertools import chain
+from typing import TYPE_CHECKING, Any
 
 import h11
 import hypercorn.protocol
 import structlog
 import trio
-from hypercorn.events import Closed, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
+
+if TYPE_CHECKING:
+    from hypercorn.typing import H11SendableEvent
 
 __all__ = ["install"]
 
@@ -64,6 +72,38 @@ RECYCLE_SECONDS = 1.0
 
 
 class _JsonErrorsH11Protocol(H11Protocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A response's head is held until its first body bytes (or the end) and written with them: one write of
+        # the socket per small response where hypercorn makes three (head, body, and the empty end of a body of
+        # known length), each with its lock, shield and checkpoint (bench/floor.md).
+        self._write = self.send
+        self.send = self._send_coalesced
+        self._holding_head = False
+        self._head = b""
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        self._holding_head = isinstance(event, h11.Response)
+        try:
+            await super()._send_h11_event(event)
+        finally:
+            self._holding_head = False
+
+    async def _send_coalesced(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await self._flush_head()  # a close (or an idle change) goes after the head, as it did
+            await self._write(event)
+        elif self._holding_head:
+            self._head += event.data
+        elif self._head or event.data:  # an empty write (a body's end when its length was given) is none
+            data, self._head = self._head + event.data, b""
+            await self._write(RawData(data=data))
+
+    async def _flush_head(self) -> None:
+        if self._head:
+            data, self._head = self._head, b""
+            await self._write(RawData(data=data))
+
     async def _maybe_recycle(self) -> None:
         connection = self.connection
         if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from stories.api.server import hypercorn_config
+from stories.settings import Settings
 from tests.helpers import serve_hypercorn
 
 WAIT = 10
@@ -77,3 +78,72 @@ async def test_a_connection_its_client_closed_does_not_hold_the_drain(served):
         await stream.aclose()
         await trio.testing.wait_all_tasks_blocked()
         assert config.connections.close_idle() == 0
+
+
+# The keep-alive timer (one per connection, reading the clock: bench/floor.md), under trio's MockClock: a raw ASGI
+# app whose answer takes as long as the test says, on a real hypercorn with the service's configuration.
+KEEP_ALIVE = 5.0
+SLOW_REQUEST = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def _timed_app(scope, receive, send) -> None:
+    """`GET /slow` answers after three keep-alive timeouts, anything else at once."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/slow":
+        await trio.sleep(3 * KEEP_ALIVE)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _timed_server(nursery) -> trio.SocketStream:
+    """A connection to `_timed_app` served with the service's configuration and a keep-alive timeout of KEEP_ALIVE."""
+    settings = Settings(host="127.0.0.1", port=0, http_keep_alive_seconds=KEEP_ALIVE, ws_dead_after_seconds=1000)
+    port = await serve_hypercorn(_timed_app, hypercorn_config(settings), nursery)
+    return await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def _answer(stream: trio.SocketStream, request: bytes) -> float:
+    """Send `request`, read its whole answer (`ok`); the time it was read."""
+    await stream.send_all(request)
+    answer = b""
+    while not answer.endswith(b"\r\n\r\nok"):
+        answer += await stream.receive_some()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    return trio.current_time()
+
+
+async def _answered_again_then_closed(stream: trio.SocketStream) -> None:
+    """Most of a timeout after the last answer, the connection still answers a request; a whole timeout after that
+    answer (not before), the server closes it."""
+    await trio.sleep(KEEP_ALIVE * 0.8)
+    last = await _answer(stream, REQUEST)
+    assert await stream.receive_some() == b""
+    assert KEEP_ALIVE <= trio.current_time() - last < KEEP_ALIVE + 0.5
+
+
+async def test_the_keep_alive_timeout_counts_from_the_last_answer(autojump_clock, nursery):
+    stream = await _timed_server(nursery)
+    async with stream:
+        await _answer(stream, REQUEST)
+        await _answered_again_then_closed(stream)
+
+
+async def test_a_request_longer_than_the_keep_alive_timeout_is_answered(autojump_clock, nursery):
+    stream = await _timed_server(nursery)
+    async with stream:
+        sent = trio.current_time()
+        answered = await _answer(stream, SLOW_REQUEST)
+        assert answered - sent >= 3 * KEEP_ALIVE
+        await _answered_again_then_closed(stream)
+
+
+async def test_a_connection_with_no_request_closes_after_the_keep_alive_timeout(autojump_clock, nursery):
+    stream = await _timed_server(nursery)
+    async with stream:
+        opened = trio.current_time()
+        assert await stream.receive_some() == b""
+        assert KEEP_ALIVE <= trio.current_time() - opened < KEEP_ALIVE + 0.5
