@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.http --build before=/tmp/stories-baseline --build after=. \\
         --runs 3 --duration 15s --report bench/http.md --plots bench/http_plots
     .venv/bin/python -m bench.http --build a=. --build b=. --env FEED_CACHE_SECONDS=0 --env WORKERS=2
+    taskset -c 1 .venv/bin/python -m bench.http --build n1=. --build n2=. --build-env n2:WORKERS=2 --pin n1=0 --pin n2=0
     .venv/bin/python -m bench.http --url mine=http://127.0.0.1:5000@4242 --build after=. --seed-tag bench
     .venv/bin/python -m bench.http --build before=/tmp/stories-baseline --build after=. --soak 600
 
@@ -393,6 +394,48 @@ def parse_env(raw: str) -> tuple[str, str]:
     return key, value
 
 
+def parse_build_env(raw: str) -> tuple[str, str, str]:
+    name, sep, assignment = raw.partition(":")
+    key, equals, value = assignment.partition("=")
+    if not (name and sep and key and equals):
+        raise argparse.ArgumentTypeError(f"--build-env wants NAME:K=V: {raw!r}")
+    return name, key, value
+
+
+def parse_pin(raw: str) -> tuple[str, frozenset[int]]:
+    """NAME=CPUS, CPUS as taskset -c writes them: 0, 0,1 or 0-1."""
+    name, _, cpus = raw.partition("=")
+    try:
+        return name, parse_cpus(cpus)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pin wants NAME=CPUS (0, 0,1 or 0-1): {raw!r}") from None
+
+
+def parse_cpus(raw: str) -> frozenset[int]:
+    cpus: set[int] = set()
+    for part in raw.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    if not cpus or max(cpus) >= (os.cpu_count() or 1):
+        raise ValueError(raw)
+    return frozenset(cpus)
+
+
+@contextmanager
+def spawning_on(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Processes started inside run on `cpus` (they inherit this process's affinity; their children and threads
+    too); this process's own affinity is restored on the way out."""
+    if cpus is None:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 def parse_seconds(raw: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)?", raw)
     if not match:
@@ -443,7 +486,9 @@ def build_target(spec: TargetSpec, args: argparse.Namespace) -> Iterator[Endpoin
         database = urlsplit(database_url).path.lstrip("/")
         print(f"{spec.name}: seeding {database} with {spec.checkout} ({args.dataset})")
         seed(spec.checkout, database_url, DATASETS[args.dataset], args.seed_tag)
-        env = {**SERVER_ENV, **dict(args.env)}
+        own_env = {key: value for name, key, value in args.build_env if name == spec.name}
+        env = {**SERVER_ENV, **dict(args.env), **own_env}
+        cpus = dict(args.pin).get(spec.name)
         with ExitStack() as stack:
             served_url, pooler_pid = database_url, None
             if spec.name in args.uncached:
@@ -455,8 +500,11 @@ def build_target(spec: TargetSpec, args: argparse.Namespace) -> Iterator[Endpoin
                 served_url, pooler_pid = bouncer.url_for(database_url), bouncer.pid
                 env["DATABASE_DIRECT_URL"] = database_url
                 print(f"{spec.name}: through PgBouncer (transaction mode) on port {bouncer.port} (pid {bouncer.pid})")
-            server = stack.enter_context(stories_server(served_url, env, checkout=spec.checkout, port=free_port()))
-            source = f"{spec.checkout} @ {git_describe(spec.checkout)}"
+            with spawning_on(cpus):
+                server = stack.enter_context(stories_server(served_url, env, checkout=spec.checkout, port=free_port()))
+            extras = [f"{key}={value}" for key, value in own_env.items()]
+            extras += [f"on CPUs {','.join(map(str, sorted(cpus)))}"] if cpus else []
+            source = f"{spec.checkout} @ {git_describe(spec.checkout)}" + (f" ({', '.join(extras)})" if extras else "")
             print(f"{spec.name}: serving {source} on {server.base_url} (pid {server.pid})")
             yield Endpoint(server.base_url, server.pid, database, server.log_path, source, pooler_pid)
 
@@ -932,6 +980,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pooled", action="append", default=[], metavar="NAME", help="serve build NAME through a PgBouncer")
     add("--uncached", action="append", default=[], metavar="NAME", help="build NAME without statement cache")
     add("--env", type=parse_env, action="append", default=[], metavar="K=V", help="extra server env (builds)")
+    add("--build-env", type=parse_build_env, action="append", default=[], metavar="NAME:K=V", help="env of build NAME")
+    add("--pin", type=parse_pin, action="append", default=[], metavar="NAME=CPUS", help="build NAME's server CPUs")
     add("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL to create the bench databases on")
     add("--soak", type=float, metavar="SECONDS", help="memory soak instead of the scenario runs")
     add("--json", type=Path, help="raw results (default bench/results/http-<time>.json)")
@@ -960,8 +1010,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--users {args.users} > the {args.dataset} dataset's {DATASETS[args.dataset].users} users")
     if args.runs < 1 or args.users < 1 or args.feed_pages < 1:
         parser.error("--runs, --users and --feed-pages must be >= 1")
-    if set(args.pooled + args.uncached) - {spec.name for spec in args.build}:
-        parser.error("--pooled and --uncached name --build targets")
+    pinned = [name for name, _ in args.pin] + [name for name, _, _ in args.build_env]
+    if set(args.pooled + args.uncached + pinned) - {spec.name for spec in args.build}:
+        parser.error("--pooled, --uncached, --build-env and --pin name --build targets")
     if args.pooled and pgbouncer_binary() is None:
         parser.error("pgbouncer is not installed (apt-get install pgbouncer)")
     if shutil.which("wrk") is None:
