@@ -19,7 +19,8 @@ tail. A relay that restarts (its database connection failed) keeps its cursor an
 no socket is closed, and no event a socket is owed is skipped.
 
 Health is the relay's own: each hint (and, when idle, a probe every `keepalive_seconds`) must come back to this
-process through the broker within `io_seconds`, or the subscription is declared dead and replaced.
+process through the broker within `io_seconds`, or the subscription is declared dead and replaced. The other
+processes read the log on a hint, not on a probe.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ WAITING_GRANULARITY_SECONDS = 1.0
 BROKER_BACKOFF_INITIAL = 0.5
 BROKER_BACKOFF_CAP = 10.0
 RELAY_APPLICATION_NAME = "stories-relay"
+# Ends a probe: a process checking its own subscription, which the other processes ignore (see `_hint_loop`).
+PROBE_SUFFIX = ":probe"
 
 
 class RelayDisconnected(StoriesError):
@@ -171,6 +174,7 @@ class EventRelay:
         self.transport = transport
         self.open_log = open_log
         self.origin = origin or uuid.uuid4().hex
+        self._probe = self.origin + PROBE_SUFFIX
         self.keepalive_seconds = keepalive_seconds
         self.io_seconds = io_seconds
         self.poll_seconds = poll_seconds
@@ -271,9 +275,11 @@ class EventRelay:
     def _heard(self, item: str | Overflow, feed: Feed) -> None:
         if isinstance(item, Overflow):
             log.info("relay.feed_overflow", transport=self.transport.name, dropped=feed.take_dropped())
-        elif item == self.origin:
+        elif item in (self.origin, self._probe):
             self._echo.set()
             return
+        elif item.endswith(PROBE_SUFFIX):
+            return  # another process checking its subscription: nothing was committed
         self._read_wanted.set()
 
     async def _tail_loop(self, tail: EventTail) -> NoReturn:
@@ -331,9 +337,12 @@ class EventRelay:
                 await self._hint_wanted.wait()
             self._hint_wanted = trio.Event()
             owed = self._wakes
+            # A hint wakes every other process's tail; with nothing owed it is a probe, which they ignore: N
+            # idle processes would otherwise read the log N x (N - 1) times per keepalive (bench/scaleout.md).
+            message = self.origin if owed != self._hinted else self._probe
             echo = self._echo = trio.Event()
             with trio.move_on_after(self.io_seconds) as waiting:
-                await session.publish(self.origin)
+                await session.publish(message)
                 self._hinted = owed
                 await echo.wait()
                 self._backoff.reset()

@@ -306,6 +306,62 @@ async def test_a_subscription_that_went_silent_is_noticed_within_keepalive_and_i
         nursery.cancel_scope.cancel("test done")
 
 
+class LoopbackBroker:
+    """One broker for several relays in one trio run, without I/O: a publish reaches every subscription."""
+
+    name = "loopback"
+
+    def __init__(self) -> None:
+        self.feeds: list[Feed] = []
+
+    @asynccontextmanager
+    async def open(self, feed: Feed) -> AsyncIterator[Any]:
+        self.feeds.append(feed)
+        try:
+            yield self
+        finally:
+            self.feeds.remove(feed)
+
+    async def publish(self, hint: str) -> None:
+        await trio.lowlevel.checkpoint()
+        for feed in self.feeds:
+            feed.offer(hint)
+
+
+class CountedQuietLog(QuietLog):
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def read(self, after: EventId, limit: int = 500) -> TailPage:
+        self.reads += 1
+        return await super().read(after, limit)
+
+
+async def test_idle_processes_do_not_read_the_log_for_each_others_probes(autojump_clock) -> None:
+    # Issue 19 (bench/scaleout.md): every process's keepalive probe woke every other process's tail, so N idle
+    # processes read the log N x (N - 1) times per keepalive on top of their polls. A probe only checks the
+    # prober's own subscription; a wake-up still reaches every other process.
+    broker = LoopbackBroker()
+    logs = [CountedQuietLog(), CountedQuietLog(), CountedQuietLog()]
+
+    def relay(log: CountedQuietLog) -> EventRelay:
+        @asynccontextmanager
+        async def open_log() -> AsyncIterator[CountedQuietLog]:
+            yield log
+
+        return EventRelay(Hub(Metrics()), broker, open_log, keepalive_seconds=1.0, poll_seconds=1_000.0)
+
+    relays = [relay(log) for log in logs]
+    async with running(*relays):
+        await trio.sleep(0.5)
+        settled = [log.reads for log in logs]
+        await trio.sleep(30)  # 30 probes from each
+        assert [log.reads for log in logs] == settled
+        relays[0].wake()
+        await trio.sleep(0.5)
+        assert [log.reads - before for log, before in zip(logs, settled, strict=True)] == [1, 1, 1]
+
+
 class DownTransport:
     """A broker that is down: every subscription fails at once (Redis killed)."""
 
