@@ -167,6 +167,7 @@ def wait_started(
 
 
 def _wait_serve(process: subprocess.Popen[bytes], log_path: Path, waiting_for: str, ready: Callable[[], T | None]) -> T:
+    """`wait_started` for `stories serve`: STARTUP_SECONDS, and its log named in the error."""
     return wait_started(
         process,
         ready,
@@ -179,7 +180,7 @@ def _wait_serve(process: subprocess.Popen[bytes], log_path: Path, waiting_for: s
 
 
 def _healthy(base_url: str) -> bool | None:
-    """True once /healthz answers 200."""
+    """True once /healthz answers 200, else None."""
     try:
         return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200 or None
     except httpx.TransportError:
