@@ -55,6 +55,8 @@ DEFAULT_ADMIN_URL = "postgres://root@127.0.0.1:5432/test"
 # The session settings of the service's pool (stories/store/database.py), so the plans are the ones it runs.
 SERVER_SETTINGS = {"jit": "off"}
 BENCH_DATABASE = "stories_bench"
+DROP_BENCH_DATABASE = f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"
+CREATE_BENCH_DATABASE = f"CREATE DATABASE {BENCH_DATABASE}"
 PAGE = 20  # API.md's default page; the handler asks the store for limit + 1 rows to know if a next page exists
 DEEP_OFFSET = 200  # the deep page starts after this many feed rows (page 11)
 WATCHED_TABLES = ("stories", "story_views", "reactions", "follows")
@@ -515,23 +517,24 @@ async def run(args: argparse.Namespace) -> int:
     url = args.database_url or _with_database(args.admin_url, BENCH_DATABASE)
     if own_database:
         try:
-            admin = await asyncpg.connect(args.admin_url)
+            await _admin_execute(args.admin_url, DROP_BENCH_DATABASE, CREATE_BENCH_DATABASE)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise admin_failed(args.admin_url, error) from None
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-        finally:
-            await admin.close()
     try:
         return await bench(url, args)
     finally:
         if own_database and not args.keep:
-            admin = await asyncpg.connect(args.admin_url)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            finally:
-                await admin.close()
+            await _admin_execute(args.admin_url, DROP_BENCH_DATABASE)
+
+
+async def _admin_execute(admin_url: str, *statements: str) -> None:
+    """Run `statements` in order on one connection to the admin database."""
+    admin = await asyncpg.connect(admin_url)
+    try:
+        for statement in statements:
+            await admin.execute(statement)
+    finally:
+        await admin.close()
 
 
 async def bench(url: str, args: argparse.Namespace) -> int:
@@ -1052,20 +1055,11 @@ async def tray_scale(args: argparse.Namespace) -> int:
     results: list[Result] = []
     notes = []
     for stories in args.tray_scale:
-        admin = await asyncpg.connect(args.admin_url)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            await admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-        finally:
-            await admin.close()
+        await _admin_execute(args.admin_url, DROP_BENCH_DATABASE, CREATE_BENCH_DATABASE)
         try:
             found, note = await tray_scale_at(url, stories, args)
         finally:
-            admin = await asyncpg.connect(args.admin_url)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            finally:
-                await admin.close()
+            await _admin_execute(args.admin_url, DROP_BENCH_DATABASE)
         print(note, flush=True)
         for r in found:
             print(f"  {r.name}: {r.median_ms:.1f} ms, planning {r.planning_ms:.1f} ms, {r.stories_read} stories rows")

@@ -12,14 +12,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from bench.server import free_port
+from bench.server import free_port, wait_started
 
 __all__ = ["PgBouncer", "pgbouncer_binary", "running_pgbouncer"]
 
@@ -110,14 +109,19 @@ def running_pgbouncer(upstream_url: str, *, pool_size: int = DEFAULT_POOL_SIZE) 
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited ({process.returncode}): {log.read_text(errors='replace')}")
+    def listening() -> bool | None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
-            time.sleep(POLL_SECONDS)
-        else:
-            return
-    raise RuntimeError(f"pgbouncer did not listen within {START_SECONDS:g} s: {log.read_text(errors='replace')}")
+            return None
+        return True
+
+    wait_started(
+        process,
+        listening,
+        name="pgbouncer",
+        waiting_for="listen",
+        seconds=START_SECONDS,
+        poll_seconds=POLL_SECONDS,
+        detail=lambda: log.read_text(errors="replace"),
+    )

@@ -14,7 +14,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -24,7 +24,9 @@ import orjson
 from stories.settings import mask_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+T = TypeVar("T")
 
 DEFAULT_ADMIN_URL = "postgres://root@127.0.0.1:5432/test"
 BENCH_JWT_SECRET = "bench-secret-0123456789abcdef-0123456789"
@@ -123,9 +125,9 @@ def stories_server(
     try:
         if port:
             base_url = f"http://127.0.0.1:{port}"
-            _wait_healthy(process, base_url, log_path)
+            _wait_serve(process, log_path, "answer /healthz", lambda: _healthy(base_url))
         else:
-            base_url = _wait_listening(process, log_path)
+            base_url = _wait_serve(process, log_path, "listen", lambda: _bound(log_path))
         yield RunningServer(base_url=base_url, pid=process.pid, log_path=log_path)
     finally:
         process.terminate()
@@ -141,28 +143,54 @@ def stories_server(
             print(f"bench: stories serve exited with {process.returncode}; its log: {log_path}", file=sys.stderr)
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
+def wait_started(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], T | None],
+    *,
+    name: str,
+    waiting_for: str,
+    seconds: float,
+    poll_seconds: float,
+    detail: Callable[[], str],
+) -> T:
+    """`ready()`'s first answer that is not None, asked every `poll_seconds` while `process` runs; a RuntimeError
+    naming `name`, what it was `waiting_for` and its `detail()` (its log) if it exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"stories serve exited with {process.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"stories serve did not answer /healthz within {STARTUP_SECONDS} s; see {log_path}")
+            raise RuntimeError(f"{name} exited with {process.returncode}; {detail()}")
+        answer = ready()
+        if answer is not None:
+            return answer
+        time.sleep(poll_seconds)
+    raise RuntimeError(f"{name} did not {waiting_for} within {seconds:g} s; {detail()}")
 
 
-def _wait_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"stories serve exited with {process.returncode}; see {log_path}")
-        for line in log_path.read_bytes().splitlines():
-            event = orjson.loads(line)
-            if event.get("event") == "http.listening":
-                return str(event["binds"][0])
-        time.sleep(0.1)
-    raise RuntimeError(f"stories serve did not listen within {STARTUP_SECONDS} s; see {log_path}")
+def _wait_serve(process: subprocess.Popen[bytes], log_path: Path, waiting_for: str, ready: Callable[[], T | None]) -> T:
+    """`wait_started` for `stories serve`: STARTUP_SECONDS, and its log named in the error."""
+    return wait_started(
+        process,
+        ready,
+        name="stories serve",
+        waiting_for=waiting_for,
+        seconds=STARTUP_SECONDS,
+        poll_seconds=0.1,
+        detail=lambda: f"see {log_path}",
+    )
+
+
+def _healthy(base_url: str) -> bool | None:
+    """True once /healthz answers 200, else None."""
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200 or None
+    except httpx.TransportError:
+        return None
+
+
+def _bound(log_path: Path) -> str | None:
+    """The address the server logged it listens on (`http.listening`), once it has."""
+    for line in log_path.read_bytes().splitlines():
+        event = orjson.loads(line)
+        if event.get("event") == "http.listening":
+            return str(event["binds"][0])
+    return None

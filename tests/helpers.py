@@ -35,6 +35,14 @@ async def _set_at_teardown(shutdown: trio.Event) -> None:
         shutdown.set()
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan scope the way a raw test app served by `serve_hypercorn` needs: started at once, stopped
+    when asked."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 @dataclass(frozen=True)
 class Account:
     user_id: str

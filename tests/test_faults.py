@@ -223,6 +223,21 @@ async def client_loop(
         await trio.sleep(PACE_SECONDS)
 
 
+def start_clients(
+    nursery: trio.Nursery,
+    load: Load,
+    http: httpx.AsyncClient,
+    server: ServerProcess,
+    accounts: list[Account],
+    stop: trio.Event,
+    react_to: str | None = None,
+) -> None:
+    """A `client_loop` for each account in `nursery` until `stop`, each with Idempotency-Keys of its own."""
+    run = os.urandom(3).hex()
+    for index, account in enumerate(accounts):
+        nursery.start_soon(client_loop, load, http, server, account, f"{run}-{index}", stop, react_to)
+
+
 async def signups(http: httpx.AsyncClient, server: ServerProcess, count: int) -> list[Account]:
     accounts: list[Account] = []
 
@@ -261,26 +276,24 @@ async def stories_in(database_url: str) -> list[tuple[str, str]]:
 
 async def open_service(
     stack: AsyncExitStack, database_url: str, directory: Path, **env: str
-) -> tuple[Relay, ServerProcess, httpx.AsyncClient]:
-    """A relay to the database, a server behind it (the relay outlives the server), and an HTTP client."""
+) -> tuple[Relay, ServerProcess, httpx.AsyncClient, Load]:
+    """A relay to the database, a server behind it (the relay outlives the server), an HTTP client, and the `Load`
+    that records the requests it makes."""
     relay = await stack.enter_async_context(open_relay(database_url))
     server = await stack.enter_async_context(stories_serve(via(relay, database_url), directory, **SERVER_ENV, **env))
     limits = httpx.Limits(max_connections=4 * CLIENTS, max_keepalive_connections=4 * CLIENTS)
     http = await stack.enter_async_context(httpx.AsyncClient(timeout=CLIENT_TIMEOUT_SECONDS, limits=limits))
-    return relay, server, http
+    return relay, server, http, Load()
 
 
 async def test_database_closed_under_load_sheds_fast_recovers_and_loses_no_acknowledged_write(database_url, tmp_path):
     async with AsyncExitStack() as stack:
-        relay, server, http = await open_service(stack, database_url, tmp_path)
-        load = Load()
-        run = os.urandom(3).hex()
+        relay, server, http, load = await open_service(stack, database_url, tmp_path)
         with trio.fail_after(TEST_SECONDS):
             accounts = await signups(http, server, CLIENTS)
             stop = trio.Event()
             async with trio.open_nursery() as clients:
-                for index, account in enumerate(accounts):
-                    clients.start_soon(client_loop, load, http, server, account, f"{run}-{index}", stop)
+                start_clients(clients, load, http, server, accounts, stop)
                 await wait_until(
                     load, server, "creates before the outage", lambda: load.count("create", 201) >= CLIENTS
                 )
@@ -333,9 +346,7 @@ async def test_database_closed_under_load_sheds_fast_recovers_and_loses_no_ackno
 
 async def test_database_hung_answers_503_within_the_request_deadline_and_recovers(database_url, tmp_path):
     async with AsyncExitStack() as stack:
-        relay, server, http = await open_service(stack, database_url, tmp_path)
-        load = Load()
-        run = os.urandom(3).hex()
+        relay, server, http, load = await open_service(stack, database_url, tmp_path)
         with trio.fail_after(TEST_SECONDS):
             accounts = await signups(http, server, CLIENTS)
             await healthz_until(load, http, server, (200, UP))
@@ -344,8 +355,7 @@ async def test_database_hung_answers_503_within_the_request_deadline_and_recover
             stalled = load.mark("database hung")
             stop = trio.Event()
             async with trio.open_nursery() as clients:
-                for index, account in enumerate(accounts):
-                    clients.start_soon(client_loop, load, http, server, account, f"{run}-{index}", stop)
+                start_clients(clients, load, http, server, accounts, stop)
                 health = await load.request("healthz", lambda: http.get(f"{server.base_url}/healthz"))
                 # Hung long enough that requests meet both deadlines: the first ones REQUEST_TIMEOUT_SECONDS
                 # (their calls keep the pool's slots), later ones DB_ACQUIRE_TIMEOUT_SECONDS waiting for a slot.
@@ -377,12 +387,12 @@ async def test_redis_killed_under_load_degrades_without_failing_and_recovers(
     database_url, tmp_path, redis_process: RedisProcess
 ):
     async with AsyncExitStack() as stack:
-        _, server, http = await open_service(stack, database_url, tmp_path / "server", REDIS_URL=redis_process.url)
-        load = Load()
-        run = os.urandom(3).hex()
+        _, server, http, load = await open_service(
+            stack, database_url, tmp_path / "server", REDIS_URL=redis_process.url
+        )
         with trio.fail_after(TEST_SECONDS):
             accounts = await signups(http, server, CLIENTS)
-            first = await create(load, http, server, accounts[0], f"{run}-shared")
+            first = await create(load, http, server, accounts[0], f"{os.urandom(3).hex()}-shared")
             assert first is not None, load.report(server)
             assert first.status_code == 201, first.text
             shared = first.json()["id"]
@@ -390,8 +400,7 @@ async def test_redis_killed_under_load_degrades_without_failing_and_recovers(
 
             stop = trio.Event()
             async with trio.open_nursery() as clients:
-                for index, account in enumerate(accounts):
-                    clients.start_soon(client_loop, load, http, server, account, f"{run}-{index}", stop, shared)
+                start_clients(clients, load, http, server, accounts, stop, react_to=shared)
                 await wait_until(load, server, "load before the kill", lambda: load.count("react", 201) >= CLIENTS)
 
                 await trio.to_thread.run_sync(redis_process.stop)

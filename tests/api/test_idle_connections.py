@@ -12,7 +12,7 @@ import trio.testing
 
 from stories.api.server import hypercorn_config
 from stories.settings import Settings
-from tests.helpers import serve_hypercorn
+from tests.helpers import answer_lifespan, serve_hypercorn
 
 WAIT = 10
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -89,9 +89,7 @@ SLOW_REQUEST = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
 async def _timed_app(scope, receive, send) -> None:
     """`GET /slow` answers after three keep-alive timeouts, anything else at once."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     if scope["path"] == "/slow":
         await trio.sleep(3 * KEEP_ALIVE)

@@ -12,7 +12,7 @@ import trio.testing
 from stories.api.idle_connections import DrainingTCPServer
 from stories.api.server import hypercorn_config
 from stories.settings import Settings
-from tests.helpers import serve_hypercorn
+from tests.helpers import answer_lifespan, serve_hypercorn
 
 WAIT = 10
 BODY = b'{"hello": "world"}'
@@ -37,9 +37,7 @@ async def _app(scope, receive, send, *, chunk_read: trio.Event) -> None:
     """`/small`: one body; `/stream`: two chunks, the second once the client has read the first; `/head-only`: a
     head promising a body that never comes (the app ends)."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     if scope["path"] == "/small":
         headers = [(b"content-length", str(len(BODY)).encode())]
