@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from stories.domain import UPLOAD_KEY_LIFETIME
 from stories.errors import Unauthorized
+from stories.store.foreign_keys import caller_exists
 from stories.store.idempotency import aio_claim_idempotency_key
 from stories.store.locks import EXPIRY_LOCK_ID
 
@@ -94,8 +95,9 @@ async def aio_issue_upload_once(
     response: bytes,
 ) -> Replay | None:
     """Issue the key and claim the Idempotency-Key with its response, in one transaction; the earlier
-    response (a Replay) when the key was claimed with this body, and nothing is issued."""
-    async with pool.acquire() as conn, conn.transaction():
+    response (a Replay) when the key was claimed with this body, and nothing is issued. Unauthorized when the
+    user does not exist (any more): the claim's foreign key names them."""
+    async with pool.acquire() as conn, caller_exists(), conn.transaction():
         replay = await aio_claim_idempotency_key(conn, user_id, claim, now, response)
         if replay is not None:
             return replay

@@ -17,9 +17,12 @@ import pytest
 
 from stories.api import create_app
 from stories.clock import FixedClock, SystemClock
+from stories.errors import Unauthorized
 from stories.media.storage import UPLOAD_URL_SECONDS, open_object_storage
 from stories.settings import DEFAULT_MAX_UPLOAD_BYTES
+from stories.store.models import IdempotencyClaim
 from stories.store.uploads import Uploads
+from tests.conftest import START
 from tests.fixtures.storage import MEDIA_URL_SECONDS
 from tests.helpers import PASSWORD, Account, signup
 
@@ -387,3 +390,13 @@ async def test_a_retried_presign_replays_its_key_with_a_fresh_upload_url(media_c
     assert (await post_story(media_client, alice, ticket["media_key"])).status_code == 201
     used = await media_client.post("/upload/presigned", json=body, headers=headers)
     assert await error_code(used, 409) == "upload_used"
+
+
+async def test_an_idempotent_presign_for_a_user_deleted_meanwhile_is_a_401(store):
+    # A token passes the auth hook until the deletion reaches this process's memory (0.5 s at most); the store
+    # is the net. The idempotent presign's key claim names the user, so its foreign key caught the deletion as an
+    # unhandled error (a 500); it is the 401 of every other write now, and nothing is issued.
+    gone = uuid.uuid4()
+    claim: IdempotencyClaim[bytes] = IdempotencyClaim("retry-1", b"hash", lambda response: response)
+    with pytest.raises(Unauthorized):
+        await Uploads(store.database).issue_once("uploads/gone.jpg", gone, "image/jpeg", 10, START, claim, b"{}")
