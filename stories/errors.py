@@ -60,8 +60,19 @@ class ConfigError(StoriesError):
 
 
 class ApiError(StoriesError):
+    """An error answered with API.md's body. A subclass names its status and code in its bases:
+    `class NotFound(ApiError, status=404, code="not_found")`; one that gives only `code` keeps its parent's status.
+    """
+
     status: int = 400
     code: str = "invalid_request"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -70,87 +81,59 @@ class ApiError(StoriesError):
             self.code = code
 
 
-class InvalidRequest(ApiError):
-    status = 400
-    code = "invalid_request"
-
+class InvalidRequest(ApiError, status=400, code="invalid_request"):
     def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.fields = fields
 
 
-class MediaNotUploaded(InvalidRequest):
-    code = "media_not_uploaded"
+class MediaNotUploaded(InvalidRequest, code="media_not_uploaded"): ...
 
 
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
+class Unauthorized(ApiError, status=401, code="unauthorized"): ...
 
 
-class SessionRevoked(Unauthorized):
-    code = "session_revoked"
+class SessionRevoked(Unauthorized, code="session_revoked"): ...
 
 
-class InvalidRefreshToken(Unauthorized):
-    code = "invalid_refresh_token"
+class InvalidRefreshToken(Unauthorized, code="invalid_refresh_token"): ...
 
 
-class InvalidCredentials(ApiError):
-    status = 401
-    code = "invalid_credentials"
+class InvalidCredentials(ApiError, status=401, code="invalid_credentials"): ...
 
 
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
+class Forbidden(ApiError, status=403, code="forbidden"): ...
 
 
-class AccountSuspended(Forbidden):
-    code = "account_suspended"
+class AccountSuspended(Forbidden, code="account_suspended"): ...
 
 
-class NotFound(ApiError):
-    status = 404
-    code = "not_found"
+class NotFound(ApiError, status=404, code="not_found"): ...
 
 
-class Conflict(ApiError):
-    status = 409
-    code = "conflict"
+class Conflict(ApiError, status=409, code="conflict"): ...
 
 
-class IdempotencyKeyReused(ApiError):
-    status = 422
-    code = "idempotency_key_reused"
+class IdempotencyKeyReused(ApiError, status=422, code="idempotency_key_reused"): ...
 
 
-class RateLimited(ApiError):
-    status = 429
-    code = "rate_limited"
-
+class RateLimited(ApiError, status=429, code="rate_limited"):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class Unavailable(ApiError):
-    status = 503
-    code = "unavailable"
+class Unavailable(ApiError, status=503, code="unavailable"): ...
 
 
-class StoreUnavailable(Unavailable):
-    code = "database_unavailable"
+class StoreUnavailable(Unavailable, code="database_unavailable"): ...
 
 
-class StorageUnavailable(Unavailable):
-    code = "storage_unavailable"
+class StorageUnavailable(Unavailable, code="storage_unavailable"): ...
 
 
-class Overloaded(Unavailable):
+class Overloaded(Unavailable, code="overloaded"):
     """Load shedding: a queue is full or a deadline passed. The client should retry after `retry_after`."""
-
-    code = "overloaded"
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
