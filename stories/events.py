@@ -28,12 +28,16 @@ __all__ = ["RESYNC_TEXT", "Event", "EventId", "MalformedEventId", "StoryReacted"
 RESYNC_TEXT = orjson.dumps({"type": "resync"}).decode("utf-8")
 
 
-class _ClientEvent:
-    """What every event sends a client: API.md's `{"type", "id", "payload"}`."""
+@dataclass(frozen=True, slots=True)
+class _StoryEvent:
+    """What every event is (its place in the log, the author it goes to, the story) and what it sends a client:
+    API.md's `{"type", "id", "payload"}`."""
 
-    __slots__ = ()
     TYPE: ClassVar[str]
+
     id: EventId
+    author_id: UUID
+    story_id: UUID
 
     def client_payload(self) -> dict[str, str]:
         raise NotImplementedError
@@ -46,14 +50,11 @@ class _ClientEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StoryViewed(_ClientEvent):
+class StoryViewed(_StoryEvent):
     """Someone other than the author viewed `story_id` for the first time."""
 
     TYPE: ClassVar[str] = "story.viewed"
 
-    id: EventId
-    author_id: UUID
-    story_id: UUID
     viewer_id: UUID
     viewed_at: datetime
 
@@ -66,14 +67,11 @@ class StoryViewed(_ClientEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class StoryReacted(_ClientEvent):
+class StoryReacted(_StoryEvent):
     """`user_id` (not the author) reacted to `story_id` with `emoji`."""
 
     TYPE: ClassVar[str] = "story.reacted"
 
-    id: EventId
-    author_id: UUID
-    story_id: UUID
     user_id: UUID
     emoji: str
     created_at: datetime
