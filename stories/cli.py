@@ -27,7 +27,7 @@ from stories.workers import serve_workers
 from stories.ws_client import ListenFailed, listen
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import TextIO
 
 __all__ = ["listening_line", "main"]
@@ -39,6 +39,34 @@ EXIT_LISTEN_FAILED = 5
 EXIT_UNKNOWN_USER = 6
 # `stories listen` takes its token from here when --token is not given (a token on the command line shows in `ps`).
 TOKEN_VARIABLE = "STORIES_TOKEN"
+
+
+# How a command that fails with one of these errors ends: with its exit code, and a line `stories: <prefix><error>`
+# on stderr (the first real error, when it comes inside nursery groups). Any other error is a bug: a traceback.
+_FAILURES: dict[type[Exception], tuple[int, str]] = {
+    ConfigError: (EXIT_CONFIG, "invalid configuration: "),
+    StoreUnavailable: (EXIT_UNAVAILABLE, "database unavailable: "),
+    Conflict: (EXIT_CONFLICT, ""),
+    ListenFailed: (EXIT_LISTEN_FAILED, "listen: "),
+}
+
+
+def _run(command: Callable[[], int | None]) -> int:
+    """The exit code of `command`: its own (None is 0), or that of the error it fails with (`_FAILURES`)."""
+    exit_code = 0
+    try:
+        exit_code = command() or 0
+    except* tuple(_FAILURES) as group:
+        for error_type, (code, prefix) in _FAILURES.items():
+            failed, _ = group.split(error_type)
+            if failed is not None:
+                print(f"stories: {prefix}{_innermost(failed)}", file=sys.stderr)
+                exit_code = code
+    except* KeyboardInterrupt:
+        # Ctrl-C: how `listen` stops, or one before the signal watcher of the other commands is installed (during
+        # their start-up). Either way, stop quietly.
+        exit_code = 130
+    return exit_code
 
 
 def _innermost(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -177,58 +205,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("warning")
     else:
         configure_logging(settings.log_level)
-    exit_code = 0
-    try:
-        if args.command == "serve" and settings.workers > 1 and not args.child:
-            trio.run(partial(serve_workers, settings, task_status=_Announce()))
-        elif args.command == "serve" and not args.child:
-            # The port first, before the embedded database and object store start: a second `stories serve`
-            # on a taken port says so at once. The server then serves on this very socket.
-            with hold_port(settings) as held:
-                trio.run(partial(runtime.serve, settings, held=held, task_status=_Announce()))
-        elif args.command == "serve":
-            trio.run(runtime.serve, settings)  # a --workers child: its parent says where they listen
-        elif args.command == "worker":
-            trio.run(runtime.worker, settings)
-        elif args.command == "migrate":
-            trio.run(runtime.run_migrations, settings)
-        elif args.command == "admin":
-            exit_code = _admin(args, settings)
-        elif args.command == "seed":
-            print(
-                f"stories: seeding {_database_name(settings)} with {args.users} users ({args.tag}-000000@example.com "
-                f"...), {args.stories} stories; every password is {DEFAULT_SEED_PASSWORD!r}",
-                file=sys.stderr,
-                flush=True,
+    return _run(partial(_command, args, settings))
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Runs the command `args` names; its exit code, or None once it has done its work."""
+    if args.command == "serve" and settings.workers > 1 and not args.child:
+        trio.run(partial(serve_workers, settings, task_status=_Announce()))
+    elif args.command == "serve" and not args.child:
+        # The port first, before the embedded database and object store start: a second `stories serve`
+        # on a taken port says so at once. The server then serves on this very socket.
+        with hold_port(settings) as held:
+            trio.run(partial(runtime.serve, settings, held=held, task_status=_Announce()))
+    elif args.command == "serve":
+        trio.run(runtime.serve, settings)  # a --workers child: its parent says where they listen
+    elif args.command == "worker":
+        trio.run(runtime.worker, settings)
+    elif args.command == "migrate":
+        trio.run(runtime.run_migrations, settings)
+    elif args.command == "admin":
+        return _admin(args, settings)
+    elif args.command == "seed":
+        print(
+            f"stories: seeding {_database_name(settings)} with {args.users} users ({args.tag}-000000@example.com "
+            f"...), {args.stories} stories; every password is {DEFAULT_SEED_PASSWORD!r}",
+            file=sys.stderr,
+            flush=True,
+        )
+        with seed_progress(sys.stderr) as progress:
+            seed = partial(
+                runtime.seed,
+                users=args.users,
+                stories=args.stories,
+                follows_per_user=args.follows_per_user,
+                tag=args.tag,
+                progress=progress,
             )
-            with seed_progress(sys.stderr) as progress:
-                seed = partial(
-                    runtime.seed,
-                    users=args.users,
-                    stories=args.stories,
-                    follows_per_user=args.follows_per_user,
-                    tag=args.tag,
-                    progress=progress,
-                )
-                summary = trio.run(seed, settings)
-            print(
-                f"stories: seeded {summary.users} users, {summary.follows} follows, {summary.stories} stories "
-                f"({summary.live} live), {summary.views} views, {summary.reactions} reactions; "
-                f"every password is {DEFAULT_SEED_PASSWORD!r}"
-            )
-    except* ConfigError as group:
-        print(f"stories: invalid configuration: {_innermost(group)}", file=sys.stderr)
-        exit_code = EXIT_CONFIG
-    except* StoreUnavailable as group:
-        print(f"stories: database unavailable: {_innermost(group)}", file=sys.stderr)
-        exit_code = EXIT_UNAVAILABLE
-    except* Conflict as group:
-        print(f"stories: {_innermost(group)}", file=sys.stderr)
-        exit_code = EXIT_CONFLICT
-    except* KeyboardInterrupt:
-        # A Ctrl-C before the signal watcher was installed (during start-up): stop quietly.
-        exit_code = 130
-    return exit_code
+            summary = trio.run(seed, settings)
+        print(
+            f"stories: seeded {summary.users} users, {summary.follows} follows, {summary.stories} stories "
+            f"({summary.live} live), {summary.views} views, {summary.reactions} reactions; "
+            f"every password is {DEFAULT_SEED_PASSWORD!r}"
+        )
+    return None
 
 
 def listening_line(binds: Sequence[str], stdout: TextIO) -> str | None:
@@ -259,15 +278,7 @@ def _listen(args: argparse.Namespace, settings: Settings) -> int:
         print("stories: --count must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
     url = args.url or f"http://127.0.0.1:{settings.port}"
-    exit_code = 0
-    try:
-        trio.run(partial(listen, url, token, count=args.count, out=sys.stdout))
-    except* ListenFailed as group:
-        print(f"stories: listen: {_innermost(group)}", file=sys.stderr)
-        exit_code = EXIT_LISTEN_FAILED
-    except* KeyboardInterrupt:
-        exit_code = 130
-    return exit_code
+    return _run(partial(trio.run, partial(listen, url, token, count=args.count, out=sys.stdout)))
 
 
 def _admin(args: argparse.Namespace, settings: Settings) -> int:
