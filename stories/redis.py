@@ -14,6 +14,7 @@ Every operation goes through `RedisLink.execute`, the one place that
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import coredis
@@ -54,6 +55,7 @@ class RedisUnavailable(StoriesError):
     """Redis could not serve an operation (down, hung, refusing). Callers fall back; clients never see it."""
 
 
+@dataclass(eq=False)
 class RedisLink:
     """Owns the process's coredis client and the up/down state of Redis.
 
@@ -62,23 +64,16 @@ class RedisLink:
     `execute` so their failures are translated, bounded and logged.
     """
 
-    def __init__(
-        self,
-        client: coredis.Redis[bytes],
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        io_seconds: float = DEFAULT_IO_SECONDS,
-        retry_interval: float = DEFAULT_RETRY_INTERVAL,
-    ) -> None:
-        self.client = client
-        self.key_prefix = key_prefix
-        self.io_seconds = io_seconds
-        self.retry_interval = retry_interval
-        self.outages = 0
-        self._down = False
-        self._down_since = 0.0
-        self._retry_at = 0.0
-        self._probing = False
+    client: coredis.Redis[bytes]
+    _: KW_ONLY
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    io_seconds: float = DEFAULT_IO_SECONDS
+    retry_interval: float = DEFAULT_RETRY_INTERVAL
+    outages: int = field(init=False, default=0)
+    _down: bool = field(init=False, default=False)
+    _down_since: float = field(init=False, default=0.0)
+    _retry_at: float = field(init=False, default=0.0)
+    _probing: bool = field(init=False, default=False)
 
     @property
     def up(self) -> bool:
