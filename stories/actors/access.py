@@ -17,6 +17,7 @@ Open sockets of a revoked session, or of a user now suspended or gone, are close
 from __future__ import annotations
 
 import uuid
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
@@ -77,6 +78,7 @@ PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 500
 
 
+@dataclass(eq=False)
 class AccessWatcher:
     """Owns the change log's horizon; writes what it reads into `Callers` and closes sockets through the `Hub`.
 
@@ -85,36 +87,25 @@ class AccessWatcher:
     `listen` resubscribes, and reads at once since hints may have been missed meanwhile.
     """
 
-    def __init__(
-        self,
-        log_reader: AccessLog,
-        callers: Callers,
-        hub: Hub,
-        transport: RelayTransport,
-        clock: Clock,
-        *,
-        token_ttl_seconds: float,
-        refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS,
-        poll_seconds: float = DEFAULT_POLL_SECONDS,
-    ) -> None:
-        self.log = log_reader
-        self.callers = callers
-        self.hub = hub
-        self.transport = transport
-        self.clock = clock
-        self.token_ttl_seconds = token_ttl_seconds
-        self.refresh_token_days = refresh_token_days
-        self.poll_seconds = poll_seconds
-        self.origin = uuid.uuid4().hex
-        self.horizon: int | None = None
-        self._synced_at = 0.0
-        self._pruned_at = 0.0
-        # Rows read at or above the horizon, which the next read returns again: applied once.
-        self._seen: set[tuple[int, UUID | None, UUID | None]] = set()
-        self._changed_users: set[UUID] = set()
-        self._read_wanted = trio.Event()
-        self._hint_wanted = trio.Event()
-        self._read_done = trio.Event()
+    log: AccessLog
+    callers: Callers
+    hub: Hub
+    transport: RelayTransport
+    clock: Clock
+    _: KW_ONLY
+    token_ttl_seconds: float
+    refresh_token_days: int = DEFAULT_REFRESH_TOKEN_DAYS
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    origin: str = field(init=False, default_factory=lambda: uuid.uuid4().hex)
+    horizon: int | None = field(init=False, default=None)
+    _synced_at: float = field(init=False, default=0.0)
+    _pruned_at: float = field(init=False, default=0.0)
+    # Rows read at or above the horizon, which the next read returns again: applied once.
+    _seen: set[tuple[int, UUID | None, UUID | None]] = field(init=False, default_factory=set)
+    _changed_users: set[UUID] = field(init=False, default_factory=set)
+    _read_wanted: trio.Event = field(init=False, default_factory=trio.Event)
+    _hint_wanted: trio.Event = field(init=False, default_factory=trio.Event)
+    _read_done: trio.Event = field(init=False, default_factory=trio.Event)
 
     # --- the inbox: what other code calls after its commit ----------------------------------------------
 

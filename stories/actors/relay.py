@@ -28,7 +28,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -153,42 +153,38 @@ class RelayTransport(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class EventRelay:
     """Owns the tail's cursor and connection, and the broker subscription. Inbox: `wake()` (a flag, never
     full). Backpressure: the feed drops and marks (STYLE R5), the hub per mailbox. Restart: reconnects and
     reads on from the same cursor; nothing is lost and no socket is closed.
     """
 
-    def __init__(
-        self,
-        hub: Hub,
-        transport: RelayTransport,
-        open_log: Callable[[], AbstractAsyncContextManager[EventTail]],
-        *,
-        origin: str | None = None,
-        keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
-        io_seconds: float = DEFAULT_IO_SECONDS,
-        poll_seconds: float = DEFAULT_POLL_SECONDS,
-    ) -> None:
-        self.hub = hub
-        self.transport = transport
-        self.open_log = open_log
-        self.origin = origin or uuid.uuid4().hex
-        self._probe = self.origin + PROBE_SUFFIX
-        self.keepalive_seconds = keepalive_seconds
-        self.io_seconds = io_seconds
-        self.poll_seconds = poll_seconds
-        self.cursor: EventId | None = None
-        self._read_wanted = trio.Event()
-        self._hint_wanted = trio.Event()
-        # Wake-ups counted, and how many of them a hint has covered: the rest are owed to the other processes.
-        self._wakes = 0
-        self._hinted = 0
-        self._echo = trio.Event()
-        self._listening = False
-        self._changed = trio.Event()
-        # Between subscriptions to the broker; reset once a hint has come back through one.
-        self._backoff = Backoff(initial=BROKER_BACKOFF_INITIAL, cap=BROKER_BACKOFF_CAP)
+    hub: Hub
+    transport: RelayTransport
+    open_log: Callable[[], AbstractAsyncContextManager[EventTail]]
+    _: KW_ONLY
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex)
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    io_seconds: float = DEFAULT_IO_SECONDS
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    cursor: EventId | None = field(init=False, default=None)
+    _read_wanted: trio.Event = field(init=False, default_factory=trio.Event)
+    _hint_wanted: trio.Event = field(init=False, default_factory=trio.Event)
+    # Wake-ups counted, and how many of them a hint has covered: the rest are owed to the other processes.
+    _wakes: int = field(init=False, default=0)
+    _hinted: int = field(init=False, default=0)
+    _echo: trio.Event = field(init=False, default_factory=trio.Event)
+    _listening: bool = field(init=False, default=False)
+    _changed: trio.Event = field(init=False, default_factory=trio.Event)
+    # Between subscriptions to the broker; reset once a hint has come back through one.
+    _backoff: Backoff = field(
+        init=False, default_factory=partial(Backoff, initial=BROKER_BACKOFF_INITIAL, cap=BROKER_BACKOFF_CAP)
+    )
+
+    @property
+    def _probe(self) -> str:
+        return self.origin + PROBE_SUFFIX
 
     @property
     def listening(self) -> bool:
