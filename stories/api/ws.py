@@ -26,6 +26,7 @@ route parameters.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -291,6 +292,7 @@ class _Incoming:
         socket_scope.cancel("client left")
 
 
+@dataclass(slots=True, eq=False)
 class _Stream:
     """One socket's events, in id order, each once: a replay from the log, then the mailbox.
 
@@ -299,17 +301,15 @@ class _Stream:
     An event the mailbox holds at or below the cursor was sent by a replay already, and is skipped.
     """
 
-    __slots__ = ("cursor", "log", "mailbox", "metrics", "send", "since")
+    mailbox: Mailbox
+    send: ASGISendCallable
+    log: EventLog
+    metrics: Metrics
+    since: datetime
+    cursor: EventId | None = field(init=False)
 
-    def __init__(
-        self, mailbox: Mailbox, send: ASGISendCallable, log: EventLog, metrics: Metrics, since: datetime
-    ) -> None:
-        self.mailbox = mailbox
-        self.send = send
-        self.log = log
-        self.metrics = metrics
-        self.since = since
-        self.cursor = mailbox.start
+    def __post_init__(self) -> None:
+        self.cursor = self.mailbox.start
 
     async def run(self, after: EventId | None) -> None:
         """Until the mailbox is closed (by the hub, or here when the log cannot be read)."""
