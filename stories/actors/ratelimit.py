@@ -79,16 +79,22 @@ _EPSILON = 1e-9
 K = TypeVar("K")
 V = TypeVar("V")
 
-# KEYS[1] bucket hash; ARGV[1] capacity; ARGV[2] period in ms; ARGV[3] 1 to take a token, -1 to give one back
-# (never above the capacity). Returns {allowed (0|1), retry_after seconds}. Time in whole ms from the server
-# keeps the arithmetic exact in Lua's doubles. A server clock that steps back refills nothing until it
-# catches up.
-_TAKE_SCRIPT = """
+# How both scripts start: the arguments they share (ARGV[1] capacity; ARGV[2] the period in ms, a bucket's
+# refill time or a window's length; ARGV[3] 1 to take, -1 to give back) and `now`, the Redis server's time (one
+# clock for every process) in whole ms, which keeps the arithmetic exact in Lua's doubles.
+_PRELUDE = """
 local capacity = tonumber(ARGV[1])
 local period_ms = tonumber(ARGV[2])
 local take = tonumber(ARGV[3]) or 1
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# KEYS[1] bucket hash; ARGV as in _PRELUDE (a token given back never fills the bucket above the capacity).
+# Returns {allowed (0|1), retry_after seconds}. A server clock that steps back refills nothing until it catches up.
+_TAKE_SCRIPT = (
+    _PRELUDE
+    + """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or capacity
 local stamp = tonumber(state[2]) or now
@@ -111,29 +117,27 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', stri
 redis.call('PEXPIRE', KEYS[1], period_ms)
 return {allowed, retry_after}
 """
+)
 
-# KEYS[1] window (a sorted set of attempt times in ms); ARGV[1] capacity; ARGV[2] window in ms; ARGV[3] 1 to
-# count an attempt, -1 to remove the newest; ARGV[4] a unique member suffix (two attempts in one ms are two).
-# Returns {allowed (0|1), retry_after seconds}.
-_WINDOW_SCRIPT = """
-local capacity = tonumber(ARGV[1])
-local window_ms = tonumber(ARGV[2])
-local take = tonumber(ARGV[3]) or 1
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window_ms)
+# KEYS[1] window (a sorted set of attempt times in ms); ARGV as in _PRELUDE (-1 removes the newest attempt);
+# ARGV[4] a unique member suffix (two attempts in one ms are two). Returns {allowed (0|1), retry_after seconds}.
+_WINDOW_SCRIPT = (
+    _PRELUDE
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period_ms)
 if take < 0 then
   redis.call('ZPOPMAX', KEYS[1])
   return {1, 0}
 end
 if redis.call('ZCARD', KEYS[1]) >= capacity then
   local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-  return {0, math.max(1, math.ceil((oldest + window_ms - now) / 1000 - 1e-9))}
+  return {0, math.max(1, math.ceil((oldest + period_ms - now) / 1000 - 1e-9))}
 end
 redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[4])
-redis.call('PEXPIRE', KEYS[1], window_ms)
+redis.call('PEXPIRE', KEYS[1], period_ms)
 return {1, 0}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
