@@ -19,7 +19,7 @@ async def admin(tmp_path, database_url, *args):
 
 async def test_grant_and_revoke_the_moderator_role(store, settings, clock, tmp_path):
     email = f"mod-{uuid.uuid4().hex[:8]}@example.com"
-    user = await store.create_user(uuid.uuid4(), email, "x", clock.now())
+    user = await store.create_user(uuid.uuid4(), email, "x", clock.now(), None)
     assert user is not None
     # Case and spaces as a person types them: the email is matched as sign-up stores it.
     granted = await admin(tmp_path, settings.database_url, "grant", f" {email.upper()} ")

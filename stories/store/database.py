@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial, update_wrapper
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import asyncpg
 import structlog
@@ -31,10 +32,11 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
     from pathlib import Path
 
-__all__ = ["DEFAULT_ACQUIRE_TIMEOUT_SECONDS", "Database", "open_database"]
+__all__ = ["DEFAULT_ACQUIRE_TIMEOUT_SECONDS", "Database", "OnDatabase", "Query", "open_database"]
 
 log = structlog.get_logger()
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
@@ -159,13 +161,17 @@ class Database:
     def slots_free(self) -> int:
         return self._slots.value
 
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
+    async def call(
+        self, fn: Callable[Concatenate[asyncpg.Pool, P], Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         with trio.move_on_after(self._acquire_timeout) as waiting:
             await self._slots.acquire()
         if waiting.cancelled_caught:
             log.warning("db.overloaded", operation=fn.__name__, waited_s=self._acquire_timeout)
             raise Overloaded("the service is overloaded; retry shortly", retry_after=1)
-        return await self._cross(fn, self._pool, *args, finished=self._slots.release)
+        # The bridge passes arguments by position; keywords are bound first, under `fn`'s name for the logs.
+        target = update_wrapper(partial(fn, **kwargs), fn) if kwargs else fn
+        return await self._cross(target, self._pool, *args, finished=self._slots.release)
 
     async def call_direct(self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object) -> R:
         """`fn(pool, *args)` like `call`, on a one-connection pool of its own to `direct_dsn`, closed after: for
@@ -203,6 +209,38 @@ class Database:
     def terminate(self) -> None:
         """Drop every connection now (a close that did not finish in time)."""
         self._bridge.call_soon(self._pool.terminate)
+
+
+class OnDatabase:
+    """A facade of use cases on a Database (Store, Uploads ...); its `Query` attributes call through it."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+
+class Query(Generic[P, R]):
+    """A facade method that is one `Database.call` of `fn`, declared `feed = Query(aio_feed)`: called on a facade,
+    it takes `fn`'s arguments after the pool, typed as `fn` declares them, and returns its result. The signature
+    and the docstring are `fn`'s, written once."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[Concatenate[asyncpg.Pool, P], Coroutine[Any, Any, R]]) -> None:
+        self.fn = fn
+
+    @overload
+    def __get__(self, facade: None, owner: type[OnDatabase]) -> Self: ...
+    @overload
+    def __get__(
+        self, facade: OnDatabase, owner: type[OnDatabase] | None = None
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(
+        self, facade: OnDatabase | None, owner: type[OnDatabase] | None = None
+    ) -> Self | Callable[P, Coroutine[Any, Any, R]]:
+        if facade is None:  # looked up on the class (help(), a test patching it)
+            return self
+        # A partial of the bound `call` is made in C and awaits `call` itself: no coroutine of its own.
+        return partial(facade.database.call, self.fn)
 
 
 class _HealthLink:

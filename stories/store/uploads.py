@@ -1,5 +1,5 @@
 """Issued upload keys (table media_uploads, schema/0008_media.sql): the SQL (asyncio side, `aio_*`) and the
-trio-facing `Uploads`, one bridge crossing per method as in store.py.
+trio-facing `Uploads`, one bridge crossing per operation as in store.py.
 
 A row is the record of an object that may exist in the bucket; it is deleted only after the store has confirmed
 the object's deletion, so an outage of the store delays the lifecycle but never loses track of an object.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from stories.domain import UPLOAD_KEY_LIFETIME
 from stories.errors import Unauthorized
+from stories.store.database import OnDatabase, Query
 from stories.store.foreign_keys import caller_exists
 from stories.store.idempotency import aio_claim_idempotency_key
 from stories.store.locks import EXPIRY_LOCK_ID
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
-    from stories.store.database import Database
     from stories.store.models import IdempotencyClaim, Replay
 
 __all__ = ["DueObject", "Uncopied", "UploadClaim", "Uploads", "aio_attach_upload"]
@@ -101,6 +101,8 @@ async def aio_issue_upload_once(
         replay = await aio_claim_idempotency_key(conn, user_id, claim, now, response)
         if replay is not None:
             return replay
+        # Not aio_issue_upload's INSERT, which locks the user row (KEY SHARE): a claim that renewed an expired key
+        # took no lock on it, and an account deletion holding that row waits for the claimed key: a deadlock.
         await conn.execute(
             """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
                VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')""",
@@ -189,6 +191,7 @@ async def aio_claim_uncopied(pool: asyncpg.Pool, now: datetime, limit: int, url_
 
 
 async def aio_forget_copied(pool: asyncpg.Pool, keys: Sequence[str]) -> None:
+    """The store holds these uploads' story copies now."""
     async with pool.acquire() as conn:
         await conn.execute("UPDATE media_uploads SET copy_pending = false WHERE key = ANY ($1::text[])", list(keys))
 
@@ -220,45 +223,17 @@ async def aio_forget_deleted(
     return {row["delete_reason"]: row["n"] for row in rows}
 
 
-class Uploads:
+class Uploads(OnDatabase):
     """The issued keys, by use case. Safe to share between tasks; raises the store's errors."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
 
     async def issue(self, key: str, user_id: UUID, content_type: str, size: int, now: datetime) -> None:
         """Unauthorized when the user does not exist (any more)."""
         if not await self.database.call(aio_issue_upload, key, user_id, content_type, size, now):
             raise Unauthorized("the token's user does not exist; sign up or log in again")
 
-    async def issue_once(
-        self,
-        key: str,
-        user_id: UUID,
-        content_type: str,
-        size: int,
-        now: datetime,
-        claim: IdempotencyClaim[bytes],
-        response: bytes,
-    ) -> Replay | None:
-        """`issue` under an Idempotency-Key (see `aio_issue_upload_once`)."""
-        return await self.database.call(aio_issue_upload_once, key, user_id, content_type, size, now, claim, response)
-
-    async def reissue(self, key: str, user_id: UUID, now: datetime) -> bool:
-        """See `aio_reissue_upload`."""
-        return await self.database.call(aio_reissue_upload, key, user_id, now)
-
-    async def claim_due(self, now: datetime, limit: int, retry_at: datetime) -> list[DueObject] | None:
-        """Objects due for deletion, reserved for this caller until `retry_at`; None when not the leader."""
-        return await self.database.call(aio_claim_due, now, limit, retry_at)
-
-    async def forget_deleted(self, keys: Sequence[str], now: datetime, url_seconds: int) -> dict[str, int]:
-        return await self.database.call(aio_forget_deleted, keys, now, url_seconds)
-
-    async def claim_uncopied(self, now: datetime, limit: int, url_seconds: int) -> list[Uncopied]:
-        """See `aio_claim_uncopied`."""
-        return await self.database.call(aio_claim_uncopied, now, limit, url_seconds)
-
-    async def forget_copied(self, keys: Sequence[str]) -> None:
-        """The store holds these uploads' story copies now."""
-        await self.database.call(aio_forget_copied, keys)
+    issue_once = Query(aio_issue_upload_once)
+    reissue = Query(aio_reissue_upload)
+    claim_due = Query(aio_claim_due)
+    forget_deleted = Query(aio_forget_deleted)
+    claim_uncopied = Query(aio_claim_uncopied)
+    forget_copied = Query(aio_forget_copied)

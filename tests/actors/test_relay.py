@@ -88,7 +88,7 @@ class Scene:
         self.story = uuid.uuid4()
 
     async def setup(self) -> Scene:
-        await self.store.create_user(self.author, f"{self.author.hex}@example.com", "x", START)
+        await self.store.create_user(self.author, f"{self.author.hex}@example.com", "x", START, None)
         await self.store.create_story(
             Story(self.story, self.author, "hi", None, "public", START, START + timedelta(days=1)), [], None
         )
@@ -96,7 +96,7 @@ class Scene:
 
     async def view(self) -> uuid.UUID:
         viewer = uuid.uuid4()
-        await self.store.create_user(viewer, f"{viewer.hex}@example.com", "x", START)
+        await self.store.create_user(viewer, f"{viewer.hex}@example.com", "x", START, None)
         recorded = await self.store.record_view(viewer, START, self.story)
         assert recorded is not None
         assert recorded.first_view

@@ -160,7 +160,7 @@ async def test_audience_size_limit_counts_distinct_users(client, store, clock, a
     others = []
     for n in range(101):
         user_id = uuid.uuid4()
-        assert await store.create_user(user_id, f"audience-{n}-{user_id.hex[:8]}@example.com", "x", clock.now())
+        assert await store.create_user(user_id, f"audience-{n}-{user_id.hex[:8]}@example.com", "x", clock.now(), None)
         others.append(str(user_id))
 
     too_many = {"text": "hi", "visibility": "friends", "audience_user_ids": others}

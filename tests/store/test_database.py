@@ -20,6 +20,7 @@ import trio.testing
 from stories.errors import ConfigError, Overloaded, StoreUnavailable
 from stories.store import Store, open_database
 from stories.store.bridge import open_bridge
+from stories.store.database import OnDatabase, Query
 from stories.store.embedded import EmbeddedPostgres
 from stories.store.migrate import migrate
 from stories.store.models import IdempotencyClaim, Story
@@ -80,6 +81,34 @@ async def test_an_abandoned_call_keeps_its_slot_until_its_query_ends(settings, t
         assert database.slots_free == 0
         assert await database.call(aio_one) == 1
         assert database.slots_free == 1
+
+
+async def aio_pair(pool: asyncpg.Pool, first: int, second: int = 0) -> tuple[int, int]:
+    return first, second
+
+
+async def aio_refused(pool: asyncpg.Pool, *, reason: str) -> None:
+    raise ConnectionResetError(reason)
+
+
+class Pairs(OnDatabase):
+    pair = Query(aio_pair)
+    refused = Query(aio_refused)
+
+
+async def test_a_query_takes_its_arguments_by_keyword_too(settings, tmp_path):
+    async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1) as database:
+        pairs = Pairs(database)
+        assert await pairs.pair(1) == (1, 0)
+        assert await pairs.pair(1, second=2) == (1, 2)
+        assert await pairs.pair(first=3, second=4) == (3, 4)
+        # Keywords are bound before the crossing; the failure's log line still names the operation.
+        with structlog.testing.capture_logs() as logs, pytest.raises(StoreUnavailable):
+            await pairs.refused(reason="reset")
+        assert [(log["event"], log["operation"]) for log in logs] == [("bridge.failed", "aio_refused")]
+        assert database.slots_free == 1
+        # On the class, the declaration itself, naming its function.
+        assert Pairs.pair.fn is aio_pair
 
 
 async def aio_report_error() -> None:
@@ -160,7 +189,7 @@ async def test_a_story_without_key_or_audience_is_one_round_trip(settings, tmp_p
     async with open_database(settings.database_url, data_dir=tmp_path, pool_size=1) as database:
         store = Store(database)
         now = clock.now()
-        user = await store.create_user(uuid.uuid4(), f"{uuid.uuid4().hex}@example.com", "x", now)
+        user = await store.create_user(uuid.uuid4(), f"{uuid.uuid4().hex}@example.com", "x", now, None)
         before = await database.call(aio_round_trips)
         story = Story(uuid.uuid4(), user.id, "hi", None, "public", now, now + timedelta(days=1))
         await store.create_story(story, [], None)

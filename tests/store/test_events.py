@@ -27,7 +27,7 @@ WINDOW_START = START - timedelta(days=7)
 
 async def user(store: Store) -> uuid.UUID:
     user_id = uuid.uuid4()
-    await store.create_user(user_id, f"{user_id.hex}@example.com", "x", START)
+    await store.create_user(user_id, f"{user_id.hex}@example.com", "x", START, None)
     return user_id
 
 
