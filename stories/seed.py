@@ -25,7 +25,8 @@ import itertools
 import random
 import re
 import uuid
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -196,21 +197,6 @@ class SeedSummary:
     top_author_stories: int
 
 
-@dataclass
-class _Tally:
-    follows: int = 0
-    stories: int = 0
-    live: int = 0
-    expired_deleted: int = 0
-    expired_pending: int = 0
-    by_visibility: dict[str, int] = field(default_factory=lambda: {"public": 0, "friends": 0, "private": 0})
-    with_audience: int = 0
-    audience_rows: int = 0
-    views: int = 0
-    reactions: int = 0
-    per_author: dict[int, int] = field(default_factory=dict)
-
-
 def _uuid4(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
@@ -225,26 +211,31 @@ class SeedDataset:
     def __init__(self, plan: SeedPlan) -> None:
         self.plan = plan
         self.people = _people(plan, random.Random(f"{plan.tag}:{plan.random_seed}:people"))
-        self._tally = _Tally()
+        # What `batches()` generated so far: SeedSummary's counts by field name, the stories by visibility and
+        # by author (the person's index).
+        self._counts: Counter[str] = Counter()
+        self._by_visibility: Counter[str] = Counter(public=0, friends=0, private=0)
+        self._per_author: Counter[int] = Counter()
 
     def summary(self) -> SeedSummary:
         """Counts of what `batches()` generated so far."""
-        tally = self._tally
-        top = max(tally.per_author.items(), key=lambda item: item[1], default=None)
+        counts = self._counts
+        # The author with the most stories (the first counted, among equals).
+        top = self._per_author.most_common(1)
         return SeedSummary(
             users=len(self.people.user_ids),
-            follows=tally.follows,
-            stories=tally.stories,
-            live=tally.live,
-            expired_deleted=tally.expired_deleted,
-            expired_pending=tally.expired_pending,
-            by_visibility=dict(tally.by_visibility),
-            with_audience=tally.with_audience,
-            audience_rows=tally.audience_rows,
-            views=tally.views,
-            reactions=tally.reactions,
-            top_author_id=None if top is None else self.people.user_ids[top[0]],
-            top_author_stories=0 if top is None else top[1],
+            follows=counts["follows"],
+            stories=counts["stories"],
+            live=counts["live"],
+            expired_deleted=counts["expired_deleted"],
+            expired_pending=counts["expired_pending"],
+            by_visibility=dict(self._by_visibility),
+            with_audience=counts["with_audience"],
+            audience_rows=counts["audience_rows"],
+            views=counts["views"],
+            reactions=counts["reactions"],
+            top_author_id=self.people.user_ids[top[0][0]] if top else None,
+            top_author_stories=top[0][1] if top else 0,
         )
 
     def batches(self, *, include_people: bool = True) -> Iterator[SeedBatch]:
@@ -275,7 +266,7 @@ class SeedDataset:
             for followee in followees:
                 since = plan.now - timedelta(seconds=rng.uniform(2 * 86_400, 29 * 86_400))
                 follows.append((people.user_ids[follower], people.user_ids[followee], to_millis(since)))
-        self._tally.follows += len(follows)
+        self._counts["follows"] += len(follows)
         return SeedBatch({"users": users, "follows": follows})
 
     def _story(
@@ -286,7 +277,7 @@ class SeedDataset:
         follower_sets: list[frozenset[int]],
         out: dict[str, list[tuple[object, ...]]],
     ) -> None:
-        plan, people, tally = self.plan, self.people, self._tally
+        plan, people, counts = self.plan, self.people, self._counts
         story_id = _uuid4(rng)
         author_id = people.user_ids[author]
         age = rng.uniform(plan.newest_age.total_seconds(), plan.oldest_age.total_seconds())
@@ -294,13 +285,13 @@ class SeedDataset:
         expires_at = created_at + plan.story_ttl
         deleted_at = None
         if expires_at > plan.now:
-            tally.live += 1
+            counts["live"] += 1
         elif expires_at <= plan.now - plan.worker_lag:
             # The worker runs every minute or so and its batch lands a little after the expiry instant.
             deleted_at = min(expires_at + timedelta(seconds=rng.uniform(0, 60)), plan.now)
-            tally.expired_deleted += 1
+            counts["expired_deleted"] += 1
         else:
-            tally.expired_pending += 1
+            counts["expired_pending"] += 1
 
         draw = rng.random()
         visibility = "private"
@@ -358,13 +349,13 @@ class SeedDataset:
         out["story_audience"].extend((story_id, people.user_ids[a]) for a in audience)
         out["story_views"].extend(view_rows)
         out["reactions"].extend(reaction_rows)
-        tally.stories += 1
-        tally.by_visibility[visibility] += 1
-        tally.with_audience += bool(audience)
-        tally.audience_rows += len(audience)
-        tally.views += len(view_rows)
-        tally.reactions += len(reaction_rows)
-        tally.per_author[author] = tally.per_author.get(author, 0) + 1
+        counts["stories"] += 1
+        counts["with_audience"] += bool(audience)
+        counts["audience_rows"] += len(audience)
+        counts["views"] += len(view_rows)
+        counts["reactions"] += len(reaction_rows)
+        self._by_visibility[visibility] += 1
+        self._per_author[author] += 1
 
     def _viewers(
         self, rng: random.Random, visibility: str, author: int, audience: list[int], follower_set: frozenset[int]

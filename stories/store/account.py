@@ -22,6 +22,8 @@ from uuid import UUID
 
 import asyncpg
 
+from stories.store.keyset import owned_after
+
 if TYPE_CHECKING:
     from stories.store.database import Database
 
@@ -45,8 +47,8 @@ class DeletedAccount:
 @dataclass(frozen=True, slots=True)
 class ExportSection:
     """One list in the export document. `sql` reads the user's ($1) rows after a keyset position ($2, ...),
-    at most `limit` (the last parameter), in the position's order; `key` names the columns that position the
-    next chunk, and `start` is the position before the first row."""
+    at most `limit` (the last parameter), in the position's order (keyset.owned_after writes that part); `key`
+    names the columns that position the next chunk, and `start` is the position before the first row."""
 
     name: str
     sql: str
@@ -58,79 +60,102 @@ EXPORT_SECTIONS: tuple[ExportSection, ...] = (
     # Sessions without their refresh tokens' hashes (session_tokens): no token material.
     ExportSection(
         "sessions",
-        """SELECT s.id AS session_id, s.created_at, s.last_used_at, s.user_agent, s.revoked_at FROM sessions s
-           WHERE s.user_id = $1 AND (s.last_used_at, s.id) < ($2, $3)
-           ORDER BY s.last_used_at DESC, s.id DESC LIMIT $4""",
+        owned_after(
+            "SELECT s.id AS session_id, s.created_at, s.last_used_at, s.user_agent, s.revoked_at FROM sessions s",
+            "s.user_id",
+            ("s.last_used_at", "s.id"),
+            descending=True,
+        ),
         ("last_used_at", "session_id"),
         (_LAST_TIME, _LAST_ID),
     ),
     ExportSection(
         "stories",
-        """SELECT s.id, s.text, s.media_key, s.visibility, s.created_at, s.expires_at, s.deleted_at,
-                  s.view_count, s.reaction_count,
-                  ARRAY(SELECT a.user_id FROM story_audience a WHERE a.story_id = s.id ORDER BY a.user_id)
-                      AS audience_user_ids
-           FROM stories s WHERE s.author_id = $1 AND (s.created_at, s.id) > ($2, $3)
-           ORDER BY s.created_at, s.id LIMIT $4""",
+        owned_after(
+            """SELECT s.id, s.text, s.media_key, s.visibility, s.created_at, s.expires_at, s.deleted_at,
+                      s.view_count, s.reaction_count,
+                      ARRAY(SELECT a.user_id FROM story_audience a WHERE a.story_id = s.id ORDER BY a.user_id)
+                          AS audience_user_ids
+               FROM stories s""",
+            "s.author_id",
+            ("s.created_at", "s.id"),
+        ),
         ("created_at", "id"),
         (_FIRST_TIME, _FIRST_ID),
     ),
     ExportSection(
         "views",
-        """SELECT v.story_id, v.viewed_at FROM story_views v WHERE v.viewer_id = $1 AND v.story_id > $2
-           ORDER BY v.story_id LIMIT $3""",
+        owned_after("SELECT v.story_id, v.viewed_at FROM story_views v", "v.viewer_id", ("v.story_id",)),
         ("story_id",),
         (_FIRST_ID,),
     ),
     ExportSection(
         "reactions",
-        """SELECT r.id, r.story_id, r.emoji, r.created_at FROM reactions r
-           WHERE r.user_id = $1 AND (r.created_at, r.id) > ($2, $3) ORDER BY r.created_at, r.id LIMIT $4""",
+        owned_after(
+            "SELECT r.id, r.story_id, r.emoji, r.created_at FROM reactions r", "r.user_id", ("r.created_at", "r.id")
+        ),
         ("created_at", "id"),
         (_FIRST_TIME, _FIRST_ID),
     ),
     ExportSection(
         "following",
-        """SELECT f.followee_id AS user_id, f.created_at AS followed_at FROM follows f
-           WHERE f.follower_id = $1 AND f.followee_id > $2 ORDER BY f.followee_id LIMIT $3""",
+        owned_after(
+            "SELECT f.followee_id AS user_id, f.created_at AS followed_at FROM follows f",
+            "f.follower_id",
+            ("f.followee_id",),
+        ),
         ("user_id",),
         (_FIRST_ID,),
     ),
     ExportSection(
         "followers",
-        """SELECT f.follower_id AS user_id, f.created_at AS followed_at FROM follows f
-           WHERE f.followee_id = $1 AND (f.created_at, f.follower_id) < ($2, $3)
-           ORDER BY f.created_at DESC, f.follower_id DESC LIMIT $4""",
+        owned_after(
+            "SELECT f.follower_id AS user_id, f.created_at AS followed_at FROM follows f",
+            "f.followee_id",
+            ("f.created_at", "f.follower_id"),
+            descending=True,
+        ),
         ("followed_at", "user_id"),
         (_LAST_TIME, _LAST_ID),
     ),
     ExportSection(
         "blocks",
-        """SELECT b.blocked_id AS user_id, b.created_at AS blocked_at FROM blocks b
-           WHERE b.blocker_id = $1 AND b.blocked_id > $2 ORDER BY b.blocked_id LIMIT $3""",
+        owned_after(
+            "SELECT b.blocked_id AS user_id, b.created_at AS blocked_at FROM blocks b",
+            "b.blocker_id",
+            ("b.blocked_id",),
+        ),
         ("user_id",),
         (_FIRST_ID,),
     ),
     ExportSection(
         "mutes",
-        """SELECT m.muted_id AS user_id, m.created_at AS muted_at FROM mutes m
-           WHERE m.muter_id = $1 AND m.muted_id > $2 ORDER BY m.muted_id LIMIT $3""",
+        owned_after(
+            "SELECT m.muted_id AS user_id, m.created_at AS muted_at FROM mutes m", "m.muter_id", ("m.muted_id",)
+        ),
         ("user_id",),
         (_FIRST_ID,),
     ),
     # The reports the user filed (what they reported, why, and its note), not what others reported about them.
     ExportSection(
         "reports",
-        """SELECT r.id AS report_id, r.target_type, r.story_id, r.user_id, r.reason, r.note, r.created_at
-           FROM reports r WHERE r.reporter_id = $1 AND (r.created_at, r.id) > ($2, $3)
-           ORDER BY r.created_at, r.id LIMIT $4""",
+        owned_after(
+            """SELECT r.id AS report_id, r.target_type, r.story_id, r.user_id, r.reason, r.note, r.created_at
+               FROM reports r""",
+            "r.reporter_id",
+            ("r.created_at", "r.id"),
+        ),
         ("created_at", "report_id"),
         (_FIRST_TIME, _FIRST_ID),
     ),
     ExportSection(
         "uploads",
-        """SELECT u.key AS media_key, u.content_type, u.size, u.issued_at, u.story_id, u.deleted_at
-           FROM media_uploads u WHERE u.user_id = $1 AND u.key > $2 ORDER BY u.key LIMIT $3""",
+        owned_after(
+            """SELECT u.key AS media_key, u.content_type, u.size, u.issued_at, u.story_id, u.deleted_at
+               FROM media_uploads u""",
+            "u.user_id",
+            ("u.key",),
+        ),
         ("media_key",),
         ("",),
     ),

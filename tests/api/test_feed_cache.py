@@ -14,30 +14,21 @@ from datetime import timedelta
 
 import pytest
 
-from stories.api import create_app
 from stories.api.json_shapes import story_fragment
 from stories.feed_cache import FeedCache, LocalVersions, RedisVersions
 from stories.redis import open_redis
 from stories.store.models import Story
 from tests.fixtures.redis import RedisProcess
-from tests.helpers import CountingStore, post_story, signup, two_processes
+from tests.helpers import post_story, signup, two_processes
+
+# The cache these tests run against, the app's own (`client`'s); `counting` (tests/api/conftest.py) counts the store
+# query it saves.
+CACHE = "feed"
 
 
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, story_ttl_seconds=600)
-
-
-@pytest.fixture
-def counting(store):
-    return CountingStore(store, "feed")
-
-
-@pytest.fixture
-def client(app_deps, counting, metrics):
-    assert app_deps.settings.feed_cache_seconds == 30
-    feeds = FeedCache(counting, LocalVersions(30), metrics, 30, present=story_fragment)
-    return create_app(dataclasses.replace(app_deps, feeds=feeds)).test_client()
 
 
 async def feed_ids(client, account, query=""):

@@ -250,37 +250,44 @@ class FeedMachine(RuleBasedStateMachine):
 
     @rule(blocker=users, blocked=users)
     def block(self, blocker: Account, blocked: Account) -> None:
-        status, body = self.env.call("POST", f"/blocks/{blocked.user_id}", blocker)
-        if blocker == blocked:
-            assert (status, body["error"]) == (400, "invalid_request"), body
+        body = self._add_edge("blocks", self.model.blocks, blocker, blocked)
+        if body is None:
             return
-        assert status == 200, body
         assert (body["blocker_id"], body["blocked_id"]) == (blocker.user_id, blocked.user_id)
-        self.model.blocks.add((blocker.user_id, blocked.user_id))
         # The follows between the two go, both ways, in the block's transaction.
         self.model.follows.pop((blocker.user_id, blocked.user_id), None)
         self.model.follows.pop((blocked.user_id, blocker.user_id), None)
 
     @rule(blocker=users, blocked=users)
     def unblock(self, blocker: Account, blocked: Account) -> None:
-        status, _ = self.env.call("DELETE", f"/blocks/{blocked.user_id}", blocker)
-        assert status == 204
-        self.model.blocks.discard((blocker.user_id, blocked.user_id))
+        self._remove_edge("blocks", self.model.blocks, blocker, blocked)
 
     @rule(muter=users, muted=users)
     def mute(self, muter: Account, muted: Account) -> None:
-        status, body = self.env.call("POST", f"/mutes/{muted.user_id}", muter)
-        if muter == muted:
-            assert (status, body["error"]) == (400, "invalid_request"), body
-            return
-        assert status == 200, body
-        self.model.mutes.add((muter.user_id, muted.user_id))
+        self._add_edge("mutes", self.model.mutes, muter, muted)
 
     @rule(muter=users, muted=users)
     def unmute(self, muter: Account, muted: Account) -> None:
-        status, _ = self.env.call("DELETE", f"/mutes/{muted.user_id}", muter)
+        self._remove_edge("mutes", self.model.mutes, muter, muted)
+
+    def _add_edge(
+        self, path: str, edges: set[tuple[str, str]], source: Account, target: Account
+    ) -> dict[str, Any] | None:
+        """POST /{path}/{target} as `source` (a block or a mute): 400 for oneself, else 200 and the model's `edges`
+        get the pair. The answer's body, or None for oneself."""
+        status, body = self.env.call("POST", f"/{path}/{target.user_id}", source)
+        if source == target:
+            assert (status, body["error"]) == (400, "invalid_request"), body
+            return None
+        assert status == 200, body
+        edges.add((source.user_id, target.user_id))
+        return body
+
+    def _remove_edge(self, path: str, edges: set[tuple[str, str]], source: Account, target: Account) -> None:
+        """DELETE /{path}/{target} as `source`: 204 whether or not the pair was in the model's `edges`."""
+        status, _ = self.env.call("DELETE", f"/{path}/{target.user_id}", source)
         assert status == 204
-        self.model.mutes.discard((muter.user_id, muted.user_id))
+        edges.discard((source.user_id, target.user_id))
 
     @precondition(lambda self: self.model.stories)
     @rule(caller=users, index=st.integers(0, 1_000))

@@ -21,22 +21,14 @@ from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache
 from tests.helpers import CountingStore, authors_a_second_apart, post_story, signup
 
+# The cache these tests run against, the app's own (`client`'s); `counting` (tests/api/conftest.py) counts the store
+# query it saves.
+CACHE = "tray"
+
 
 @pytest.fixture
 def settings(settings):
     return dataclasses.replace(settings, story_ttl_seconds=600)
-
-
-@pytest.fixture
-def counting(store):
-    return CountingStore(store, "tray")
-
-
-@pytest.fixture
-def client(app_deps, counting, metrics):
-    assert app_deps.settings.feed_cache_seconds == 30
-    trays = TrayCache(counting, app_deps.feeds.versions, LocalSeenLog(30), metrics, 30, present=story_head)
-    return create_app(dataclasses.replace(app_deps, trays=trays)).test_client()
 
 
 async def tray(client, account, query=""):
