@@ -19,24 +19,12 @@ from stories.actors.ratelimit import ACTION_EXPORT
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
-from stories.api.openapi import (
-    ALICE,
-    AT,
-    BAD_REQUEST,
-    BOB,
-    STORY,
-    UNAUTHORIZED,
-    error_answer,
-    error_example,
-    json_answer,
-    ref,
-    shared,
-)
+from stories.api.openapi import ALICE, AT, BOB, STORY, error_answer, error_example, json_answer, ref
 from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import Unauthorized
+from stories.errors import RateLimited, Unauthorized
 from stories.store.account import EXPORT_SECTIONS, AccountStore
 from stories.store.sessions import SessionStore
 
@@ -75,15 +63,13 @@ DELETE_ME = Route(
     "Delete your account and everything of it",
     {
         "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
         "403": error_answer(
             "wrong_password: the password is wrong",
             ("wrong_password",),
             error_example("wrong_password", "the password is wrong"),
         ),
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
     },
+    errors=(RateLimited,),
     description="Erases, in one transaction, the user, their stories (with audience, views and "
     "reactions), their own views, reactions and audience entries, follows both ways, blocks, mutes, "
     "upload records and events; their media objects are deleted from storage by the next expiry-worker "
@@ -204,10 +190,9 @@ EXPORT_ME = Route(
                 "reports": [],
                 "uploads": [],
             },
-        ),
-        **UNAUTHORIZED,
-        **shared("RateLimited", "Unavailable"),
+        )
     },
+    errors=(RateLimited,),
     description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
     "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
     "filed and upload records; no token or password material. Limited to 1 per 10 minutes "

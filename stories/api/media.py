@@ -16,22 +16,19 @@ from stories.api.idempotency import request_claim
 from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     ALICE,
-    BAD_REQUEST,
     IDEMPOTENCY_KEY,
     RETRY_AFTER,
-    UNAUTHORIZED,
     error_answer,
     error_example,
     json_answer,
     key_reused,
     ref,
     replay_header,
-    shared,
 )
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
-from stories.errors import Conflict, StorageUnavailable
+from stories.errors import Conflict, RateLimited, StorageUnavailable
 from stories.media.storage import UPLOAD_URL_SECONDS
 from stories.store.uploads import Uploads
 
@@ -131,9 +128,6 @@ PRESIGN_UPLOAD = Route(
             },
             headers=replay_header("true when this answers a retry: the same media_key, a fresh URL"),
         ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **shared("PayloadTooLarge", "UnsupportedMediaType"),
         "409": error_answer(
             "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
             ("upload_used",),
@@ -144,7 +138,6 @@ PRESIGN_UPLOAD = Route(
             ),
         ),
         **key_reused("body"),
-        **shared("RateLimited"),
         "503": error_answer(
             "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
             "database_unavailable, overloaded: as on every route",
@@ -158,6 +151,7 @@ PRESIGN_UPLOAD = Route(
             },
         ),
     },
+    errors=(RateLimited,),
     description=lambda settings: (
         "The API never sees the file: the client PUTs it straight to the object store. The "
         "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "

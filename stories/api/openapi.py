@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from stories.api.paging import MAX_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
+from stories.errors import AccountSuspended, InvalidRequest, NotFound, RateLimited, Unauthorized, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from stories.errors import ApiError
     from stories.settings import Settings
 
 __all__ = [
@@ -29,7 +33,6 @@ __all__ = [
     "FOLLOW_COUNTS",
     "IDEMPOTENCY_KEY",
     "NEXT_CURSOR",
-    "NOT_FOUND",
     "PASSWORD",
     "RETRY_AFTER",
     "SESSION_EXAMPLE",
@@ -40,7 +43,6 @@ __all__ = [
     "TIME",
     "TRAY_EXAMPLE",
     "UNAUTHORIZED",
-    "UNAVAILABLE",
     "USERS_EXAMPLE",
     "USER_LINKS",
     "UUID_SCHEMA",
@@ -61,8 +63,8 @@ __all__ = [
     "ref",
     "replay_header",
     "shared",
+    "shared_errors",
     "user_list",
-    "usual_answers",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,6 +296,21 @@ def shared(*names: str) -> dict[str, Any]:
     return {statuses[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
 
 
+# The shared answer of each error a route may name (`Route.errors`): its status is the error's own.
+_SHARED_ANSWER_OF = {
+    InvalidRequest: "BadRequest",
+    Unauthorized: "Unauthorized",
+    AccountSuspended: "Suspended",
+    NotFound: "NotFound",
+    RateLimited: "RateLimited",
+    Unavailable: "Unavailable",
+}
+
+
+def shared_errors(errors: Iterable[type[ApiError]]) -> dict[str, Any]:
+    return shared(*(_SHARED_ANSWER_OF[error] for error in errors))
+
+
 def operation(
     operation_id: str,
     tag: str,
@@ -374,13 +391,6 @@ FOLLOW_COUNTS = {"followers": COUNT, "following": COUNT}
 BAD_REQUEST = shared("BadRequest")
 # Every route that needs a token: its session may be revoked, its user suspended.
 UNAUTHORIZED = shared("Unauthorized", "Suspended")
-NOT_FOUND = shared("NotFound")
-UNAVAILABLE = shared("Unavailable")
-
-
-def usual_answers(ok: dict[str, Any], *, not_found: bool = False) -> dict[str, Any]:
-    """200 `ok`, then the errors most routes share: 400, 401 (and 403 suspended), 404 when `not_found`, 503."""
-    return {"200": ok, **BAD_REQUEST, **UNAUTHORIZED, **(NOT_FOUND if not_found else {}), **UNAVAILABLE}
 
 
 STORY_LINKS = links(
