@@ -8,115 +8,60 @@ a block or unblock changes what both users may see, a mute or unmute what the mu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stories.api.declare import DeclaredBlueprint
-from stories.api.openapi import ALICE, AT, BOB
-from stories.api.social_routes import (
-    Edge,
-    add_edge,
-    add_edge_route,
-    own_user_page,
-    remove_edge,
-    remove_edge_route,
-    user_page_route,
-)
-
-if TYPE_CHECKING:
-    from uuid import UUID
-
-    from quart import Response
+from stories.api.social_routes import Edge, OwnList, declare_edge
 
 __all__ = ["blueprint"]
 
 blueprint = DeclaredBlueprint("blocks", __name__)
 
-
 BLOCKS = Edge(
-    "block",
-    "blocked",
-    "blocked_id",
-    lambda store: store.block,
-    lambda store: store.unblock,
-    both_feeds=True,
-)
-
-BLOCK = add_edge_route(
-    "/blocks/{user_id}",
-    "block",
-    "Block a user (idempotent)",
-    "Block",
-    "blocked",
-    {"blocker_id": ALICE, "blocked_id": BOB, "created_at": AT},
-    "Removes the follows between you both ways; neither sees the other's stories nor can "
-    "follow the other. 400 for yourself; 404 for an unknown user.",
-)
-
-
-@blueprint.declare(BLOCK)
-async def block(user_id: UUID) -> Response:
-    return await add_edge(BLOCKS, user_id)
-
-
-UNBLOCK = remove_edge_route(
-    "/blocks/{user_id}", "unblock", "Unblock (idempotent; removed follows are not restored)", "not blocked"
-)
-
-
-@blueprint.declare(UNBLOCK)
-async def unblock(user_id: UUID) -> Response:
-    return await remove_edge(BLOCKS, user_id)
-
-
-LIST_BLOCKS = user_page_route(
-    "/me/blocks",
-    "listBlocks",
-    "Users you blocked, most recent first",
-    "BlockList",
-    {"users": [{"user_id": BOB, "display_name": "Bob", "blocked_at": AT}], "next_cursor": None},
-)
-
-
-@blueprint.declare(LIST_BLOCKS)
-async def my_blocks() -> Response:
-    return await own_user_page(lambda store: store.blocks, "blocked_at")
-
-
-MUTES = Edge("mute", "muted", "muted_id", lambda store: store.mute, lambda store: store.unmute, both_feeds=False)
-
-MUTE = add_edge_route(
-    "/mutes/{user_id}",
-    "mute",
-    "Mute a user (idempotent): their stories leave your feed only",
-    "Mute",
-    "muted",
-    {"muter_id": ALICE, "muted_id": BOB, "created_at": AT},
+    verb="block",
+    path="/blocks/{user_id}",
+    summary="Block a user (idempotent)",
+    remove_summary="Unblock (idempotent; removed follows are not restored)",
+    description="Removes the follows between you both ways; neither sees the other's stories nor can follow the other. "
     "400 for yourself; 404 for an unknown user.",
+    schema="Block",
+    ids=("blocker_id", "blocked_id"),
+    added="blocked",
+    gone="not blocked",
+    logged="blocked",
+    add=lambda store: store.block,
+    remove=lambda store: store.unblock,
+    both_feeds=True,
+    own_list=OwnList(
+        path="/me/blocks",
+        operation_id="listBlocks",
+        endpoint="my_blocks",
+        summary="Users you blocked, most recent first",
+        schema="BlockList",
+        query=lambda store: store.blocks,
+    ),
+)
+MUTES = Edge(
+    verb="mute",
+    path="/mutes/{user_id}",
+    summary="Mute a user (idempotent): their stories leave your feed only",
+    remove_summary="Unmute (idempotent)",
+    description="400 for yourself; 404 for an unknown user.",
+    schema="Mute",
+    ids=("muter_id", "muted_id"),
+    added="muted",
+    gone="not muted",
+    logged="muted",
+    add=lambda store: store.mute,
+    remove=lambda store: store.unmute,
+    both_feeds=False,
+    own_list=OwnList(
+        path="/me/mutes",
+        operation_id="listMutes",
+        endpoint="my_mutes",
+        summary="Users you muted, most recent first",
+        schema="MuteList",
+        query=lambda store: store.mutes,
+    ),
 )
 
-
-@blueprint.declare(MUTE)
-async def mute(user_id: UUID) -> Response:
-    return await add_edge(MUTES, user_id)
-
-
-UNMUTE = remove_edge_route("/mutes/{user_id}", "unmute", "Unmute (idempotent)", "not muted")
-
-
-@blueprint.declare(UNMUTE)
-async def unmute(user_id: UUID) -> Response:
-    return await remove_edge(MUTES, user_id)
-
-
-LIST_MUTES = user_page_route(
-    "/me/mutes",
-    "listMutes",
-    "Users you muted, most recent first",
-    "MuteList",
-    {"users": [{"user_id": BOB, "display_name": "Bob", "muted_at": AT}], "next_cursor": None},
-)
-
-
-@blueprint.declare(LIST_MUTES)
-async def my_mutes() -> Response:
-    return await own_user_page(lambda store: store.mutes, "muted_at")
+declare_edge(blueprint, BLOCKS)
+declare_edge(blueprint, MUTES)

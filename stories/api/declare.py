@@ -140,16 +140,17 @@ class Route:
 
 class DeclaredBlueprint(Blueprint):
     """A blueprint whose every route is declared: `@blueprint.declare(ROUTE)` registers the view under the
-    declaration's rule and method, and keeps the declaration by endpoint."""
+    declaration's rule and method, and keeps the declaration by endpoint (the view's name unless `endpoint`)."""
 
     def __init__(self, name: str, import_name: str) -> None:
         super().__init__(name, import_name)
         self.declared: dict[str, Route] = {}
 
-    def declare(self, route: Route) -> Callable[[View], View]:
+    def declare(self, route: Route, *, endpoint: str | None = None) -> Callable[[View], View]:
         def register(view: View) -> View:
-            super(DeclaredBlueprint, self).add_url_rule(route.rule, view_func=view, methods=[route.method])
-            self.declared[f"{self.name}.{view.__name__}"] = route
+            name = endpoint or view.__name__
+            super(DeclaredBlueprint, self).add_url_rule(route.rule, name, view_func=view, methods=[route.method])
+            self.declared[f"{self.name}.{name}"] = route
             return view
 
         return register
