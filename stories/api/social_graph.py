@@ -1,9 +1,10 @@
-"""Blocks and mutes (API.md "Social graph"): POST/DELETE /blocks/{user_id}, /mutes/{user_id}; GET /me/blocks, /me/mutes.
+"""The social graph's edges (API.md "Social graph"): follows, blocks and mutes, each added with POST, removed with
+DELETE and (blocks and mutes) listed under /me, each declared once as an `Edge` (stories/api/social_routes.py
+declares its routes and views). Follow lists are in profiles.py.
 
-The rules themselves are enforced in SQL on every read (stories/store/visibility.py); these views record
-the changes and tell the feed cache (stories/api/social_routes.py), so each applies to the very next read on any
-process:
-a block or unblock changes what both users may see, a mute or unmute what the muter's feed shows.
+The rules themselves are enforced in SQL on every read (stories/store/visibility.py); these views record the
+changes and tell the feed cache, so each applies to the very next read on any process: a block or unblock changes
+what both users may see, a follow, a mute or their undoing what the caller's feed shows.
 """
 
 from __future__ import annotations
@@ -11,9 +12,28 @@ from __future__ import annotations
 from stories.api.declare import DeclaredBlueprint
 from stories.api.social_routes import Edge, OwnList, declare_edge
 
-__all__ = ["blueprint"]
+__all__ = ["blocks_blueprint", "follows_blueprint"]
 
-blueprint = DeclaredBlueprint("blocks", __name__)
+# Two blueprints, so the endpoints keep their names ("follows.follow", "blocks.block" ...); docs/API.md's route
+# table lists the follows before the stats, the blocks and mutes after them (BLUEPRINTS, stories/api/__init__.py).
+follows_blueprint = DeclaredBlueprint("follows", __name__)
+blocks_blueprint = DeclaredBlueprint("blocks", __name__)
+
+FOLLOWS = Edge(
+    verb="follow",
+    path="/follow/{user_id}",
+    summary="Follow a user (idempotent)",
+    remove_summary="Unfollow a user (idempotent)",
+    description="400 for yourself; 404 for an unknown user or one in a block with you.",
+    schema="Follow",
+    ids=("follower_id", "followee_id"),
+    added="following",
+    gone="not following",
+    logged="followed",
+    add=lambda store: store.follow,
+    remove=lambda store: store.unfollow,
+    both_feeds=False,
+)
 
 BLOCKS = Edge(
     verb="block",
@@ -63,5 +83,6 @@ MUTES = Edge(
     ),
 )
 
-declare_edge(blueprint, BLOCKS)
-declare_edge(blueprint, MUTES)
+declare_edge(follows_blueprint, FOLLOWS)
+declare_edge(blocks_blueprint, BLOCKS)
+declare_edge(blocks_blueprint, MUTES)
