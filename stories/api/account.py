@@ -16,6 +16,7 @@ import structlog
 from quart import Response
 
 from stories.actors.ratelimit import ACTION_EXPORT
+from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
@@ -24,7 +25,7 @@ from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import RateLimited, Unauthorized
+from stories.errors import RateLimited
 from stories.store.account import EXPORT_SECTIONS, AccountStore
 from stories.store.sessions import SessionStore
 
@@ -42,10 +43,6 @@ blueprint = DeclaredBlueprint("account", __name__)
 EXPORT_CHUNK_ROWS = 500
 # Bytes of JSON gathered before they are sent: a few chunks' worth, so a small account is one write.
 EXPORT_WRITE_BYTES = 256 * 1024
-
-
-def _gone() -> Unauthorized:
-    return Unauthorized("the token's user does not exist; sign up or log in again")
 
 
 def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
@@ -92,11 +89,11 @@ async def delete_me() -> Response:
     user_id = current_user_id()
     account = await SessionStore(app.store.database).account(user_id)
     if account is None:
-        raise _gone()
+        raise user_gone()
     await confirm_password(app, account, password, "delete_account")
     deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
     if deleted is None:
-        raise _gone()
+        raise user_gone()
     announce_account_deleted(app, user_id)
     # Feed and tray pages cached for other users may hold the user's live stories: each gets a deletion mark.
     await app.feeds.stories_hidden(deleted.live_story_ids)
@@ -210,7 +207,7 @@ async def export_me() -> Response:
     accounts = AccountStore(app.store.database)
     profile = await accounts.profile(user_id)
     if profile is None:
-        raise _gone()
+        raise user_gone()
     log.info("account_exported", user_id=str(user_id))
     return Response(
         _export_body(accounts, user_id, profile, app.clock.now()),

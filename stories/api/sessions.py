@@ -14,6 +14,7 @@ import structlog
 from quart import Response
 
 from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
+from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_session_id, current_user_id, deps
 from stories.api.json_io import json_response, read_json_object
@@ -27,7 +28,6 @@ from stories.errors import (
     NotFound,
     RateLimited,
     SessionRevoked,
-    Unauthorized,
     Unavailable,
 )
 from stories.security import new_refresh_token, refresh_token_hash
@@ -250,7 +250,7 @@ async def change_password() -> Response:
     user_id, session_id = current_user_id(), current_session_id()
     account = await sessions.account(user_id)
     if account is None:
-        raise Unauthorized("the token's user does not exist; sign up or log in again")
+        raise user_gone()
     await confirm_password(app, account, current_password, "change_password")
     password_hash = await app.passwords.hash(new_password)
     revoked = await sessions.change_password(user_id, session_id, password_hash, to_millis(app.clock.now()))
