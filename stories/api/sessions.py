@@ -22,14 +22,7 @@ from stories.api.openapi import AT, PASSWORD, SESSION_EXAMPLE, SESSION_ID, error
 from stories.api.reauth import confirm_password
 from stories.api.validate import invalid, required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import (
-    AccountSuspended,
-    InvalidRefreshToken,
-    NotFound,
-    RateLimited,
-    SessionRevoked,
-    Unavailable,
-)
+from stories.errors import AccountSuspended, InvalidRefreshToken, NotFound, RateLimited, SessionRevoked, Unavailable
 from stories.security import new_refresh_token, refresh_token_hash
 from stories.store.sessions import RefreshOutcome, SessionStore
 
