@@ -20,7 +20,7 @@ from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
-from stories.api.openapi import ALICE, AT, BOB, STORY, error_answer, error_example, json_answer, ref
+from stories.api.openapi import ALICE, AT, BOB, STORY, code_answer, json_answer, ref
 from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
@@ -60,11 +60,7 @@ DELETE_ME = Route(
     "Delete your account and everything of it",
     {
         "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
-        "403": error_answer(
-            "wrong_password: the password is wrong",
-            ("wrong_password",),
-            error_example("wrong_password", "the password is wrong"),
-        ),
+        "403": code_answer("wrong_password", "the password is wrong", "the password is wrong"),
     },
     errors=(RateLimited,),
     description="Erases, in one transaction, the user, their stories (with audience, views and "

@@ -25,8 +25,7 @@ from stories.api.openapi import (
     PASSWORD,
     SESSION_EXAMPLE,
     USER_LINKS,
-    error_answer,
-    error_example,
+    code_answer,
     json_answer,
     ref,
 )
@@ -136,10 +135,10 @@ SIGNUP = Route(
     "Create an account",
     {
         "201": json_answer(ref("Session"), "created: a session for the new user", SESSION_EXAMPLE, links=USER_LINKS),
-        "409": error_answer(
-            "email_taken: an account with this email (after trimming and lower-casing) exists",
-            ("email_taken",),
-            error_example("email_taken", "an account with this email already exists"),
+        "409": code_answer(
+            "email_taken",
+            "an account with this email (after trimming and lower-casing) exists",
+            "an account with this email already exists",
         ),
     },
     errors=(Unavailable,),
@@ -181,10 +180,10 @@ LOGIN = Route(
     "Log in",
     {
         "200": json_answer(ref("Session"), "logged in", SESSION_EXAMPLE),
-        "401": error_answer(
-            "invalid_credentials: unknown email or wrong password (the same answer, in comparable time)",
-            ("invalid_credentials",),
-            error_example("invalid_credentials", "email or password is incorrect"),
+        "401": code_answer(
+            "invalid_credentials",
+            "unknown email or wrong password (the same answer, in comparable time)",
+            "email or password is incorrect",
         ),
     },
     errors=(AccountSuspended, RateLimited, Unavailable),

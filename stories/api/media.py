@@ -18,6 +18,7 @@ from stories.api.openapi import (
     ALICE,
     IDEMPOTENCY_KEY,
     RETRY_AFTER,
+    code_answer,
     error_answer,
     error_example,
     json_answer,
@@ -57,6 +58,7 @@ CONTENT_TYPES = {
     "video/webm": "webm",
 }
 MAX_FILE_NAME_LENGTH = 255
+_UPLOAD_USED = "this upload's key is used by a story (or was deleted); ask for a new upload with a new Idempotency-Key"
 
 
 def upload_key(user_id: UUID, content_type: str) -> str:
@@ -128,14 +130,8 @@ PRESIGN_UPLOAD = Route(
             },
             headers=replay_header("true when this answers a retry: the same media_key, a fresh URL"),
         ),
-        "409": error_answer(
-            "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
-            ("upload_used",),
-            error_example(
-                "upload_used",
-                "this upload's key is used by a story (or was deleted); ask for a new upload with a new "
-                "Idempotency-Key",
-            ),
+        "409": code_answer(
+            "upload_used", "a retry (same Idempotency-Key) of a presign whose key a story uses already", _UPLOAD_USED
         ),
         **key_reused("body"),
         "503": error_answer(
@@ -222,10 +218,7 @@ async def _replayed(
     `409 upload_used` when a story uses the key already: a new URL for it would let its bytes change."""
     key = orjson.loads(replay.response)["media_key"]
     if not await uploads.reissue(key, user_id, now):
-        raise Conflict(
-            "this upload's key is used by a story (or was deleted); ask for a new upload with a new Idempotency-Key",
-            code="upload_used",
-        )
+        raise Conflict(_UPLOAD_USED, code="upload_used")
     log.info("upload.replayed", media_key=key, idempotency_key=idempotency_key)
     response = json_response(_answer(key, content_type, size))
     response.headers["Idempotent-Replay"] = "true"

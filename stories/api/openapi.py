@@ -49,6 +49,7 @@ __all__ = [
     "VISIBILITY",
     "WWW_AUTHENTICATE",
     "closed_object",
+    "code_answer",
     "error_answer",
     "error_example",
     "error_responses",
@@ -151,10 +152,10 @@ def replay_header(description: str) -> dict[str, Any]:
 def key_reused(what: str) -> dict[str, Any]:
     """The 422 of a create whose Idempotency-Key came with another `what` (body, story, target...)."""
     return {
-        "422": error_answer(
-            f"idempotency_key_reused: this Idempotency-Key came with another {what}",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        "422": code_answer(
+            "idempotency_key_reused",
+            f"this Idempotency-Key came with another {what}",
+            "this Idempotency-Key was used with a different request body",
         )
     }
 
@@ -221,6 +222,13 @@ def error_answer(
     return response
 
 
+def code_answer(
+    code: str, meaning: str, message: str, headers: dict[str, Any] | None = None, **fields: str
+) -> dict[str, Any]:
+    """The answer of one error code: "<code>: <meaning>", with an example body of `message` (and `fields`)."""
+    return error_answer(f"{code}: {meaning}", (code,), error_example(code, message, **fields), headers)
+
+
 RETRY_AFTER = {
     "description": "seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 1},
@@ -232,10 +240,11 @@ def error_responses(settings: Settings) -> dict[str, Any]:
     """components.responses: the error answers API.md's Conventions list, one per status and meaning."""
     max_body = settings.max_body_bytes
     return {
-        "BadRequest": error_answer(
-            "invalid_request: malformed JSON, wrong types or invalid values (`fields` names the culprits)",
-            ("invalid_request",),
-            error_example("invalid_request", "limit: must be a whole number from 1 to 100", limit="invalid"),
+        "BadRequest": code_answer(
+            "invalid_request",
+            "malformed JSON, wrong types or invalid values (`fields` names the culprits)",
+            "limit: must be a whole number from 1 to 100",
+            limit="invalid",
         ),
         "Unauthorized": error_answer(
             "unauthorized: a missing, malformed, expired or badly signed token, one issued before sessions (no "
@@ -245,30 +254,30 @@ def error_responses(settings: Settings) -> dict[str, Any]:
             error_example("unauthorized", "missing Authorization: Bearer <token> header"),
             {"WWW-Authenticate": WWW_AUTHENTICATE},
         ),
-        "Suspended": error_answer(
-            "account_suspended: a moderator suspended this account (on every process within 1 s)",
-            ("account_suspended",),
-            error_example("account_suspended", "this account is suspended"),
+        "Suspended": code_answer(
+            "account_suspended",
+            "a moderator suspended this account (on every process within 1 s)",
+            "this account is suspended",
         ),
-        "NotFound": error_answer(
-            "not_found: unknown, or not visible to you (a malformed id too)",
-            ("not_found",),
-            error_example("not_found", "no such story (it may have expired, or is not visible to you)"),
+        "NotFound": code_answer(
+            "not_found",
+            "unknown, or not visible to you (a malformed id too)",
+            "no such story (it may have expired, or is not visible to you)",
         ),
-        "PayloadTooLarge": error_answer(
-            f"payload_too_large: the body is larger than {max_body} bytes",
-            ("payload_too_large",),
-            error_example("payload_too_large", f"the request body is larger than {max_body} bytes"),
+        "PayloadTooLarge": code_answer(
+            "payload_too_large",
+            f"the body is larger than {max_body} bytes",
+            f"the request body is larger than {max_body} bytes",
         ),
-        "UnsupportedMediaType": error_answer(
-            "unsupported_media_type: the body is not sent as JSON",
-            ("unsupported_media_type",),
-            error_example("unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
+        "UnsupportedMediaType": code_answer(
+            "unsupported_media_type",
+            "the body is not sent as JSON",
+            "send the body as JSON with Content-Type: application/json",
         ),
-        "RateLimited": error_answer(
-            "rate_limited: wait Retry-After seconds",
-            ("rate_limited",),
-            error_example("rate_limited", "story creation is limited to 20 per minute"),
+        "RateLimited": code_answer(
+            "rate_limited",
+            "wait Retry-After seconds",
+            "story creation is limited to 20 per minute",
             {"Retry-After": {**RETRY_AFTER, "required": True}},
         ),
         "Unavailable": error_answer(
