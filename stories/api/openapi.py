@@ -56,6 +56,7 @@ __all__ = [
     "idempotency_key_param",
     "json_answer",
     "key_reused",
+    "limit_param",
     "links",
     "operation",
     "page",
@@ -126,14 +127,19 @@ def user_list(at_field: str) -> dict[str, Any]:
     return page("users", closed_object({"user_id": UUID_SCHEMA, "display_name": DISPLAY_NAME, at_field: TIME}))
 
 
+def limit_param(default: int, maximum: int = MAX_LIMIT) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "description": f"page size, 1 to {maximum} (400 outside)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    }
+
+
 def paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
+    """`limit` and `cursor`: a keyset page."""
     return [
-        {
-            "name": "limit",
-            "in": "query",
-            "description": f"page size, 1 to {maximum} (400 outside)",
-            "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
-        },
+        limit_param(default, maximum),
         {
             "name": "cursor",
             "in": "query",
