@@ -297,22 +297,8 @@ def error_responses(settings: Settings) -> dict[str, Any]:
     }
 
 
-def shared(*names: str) -> dict[str, Any]:
-    statuses = {
-        "BadRequest": "400",
-        "Unauthorized": "401",
-        "Suspended": "403",
-        "NotFound": "404",
-        "PayloadTooLarge": "413",
-        "UnsupportedMediaType": "415",
-        "RateLimited": "429",
-        "Unavailable": "503",
-    }
-    return {statuses[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
-
-
-# The shared answer of each error a route may name (`Route.errors`): its status is the error's own.
-_SHARED_ANSWER_OF = {
+# The shared error answer (components.responses) of each error a route may name in `Route.errors`.
+_SHARED_ANSWER_OF: dict[type[ApiError], str] = {
     InvalidRequest: "BadRequest",
     Unauthorized: "Unauthorized",
     AccountSuspended: "Suspended",
@@ -320,6 +306,15 @@ _SHARED_ANSWER_OF = {
     RateLimited: "RateLimited",
     Unavailable: "Unavailable",
 }
+# Each shared answer's status: its error's own, and werkzeug's for the two bodies it refuses itself.
+_STATUS_OF = {name: str(error.status) for error, name in _SHARED_ANSWER_OF.items()} | {
+    "PayloadTooLarge": "413",
+    "UnsupportedMediaType": "415",
+}
+
+
+def shared(*names: str) -> dict[str, Any]:
+    return {_STATUS_OF[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
 
 
 def shared_errors(errors: Iterable[type[ApiError]]) -> dict[str, Any]:
