@@ -16,27 +16,16 @@ import structlog
 from quart import Response
 
 from stories.actors.ratelimit import ACTION_EXPORT
+from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
-from stories.api.openapi import (
-    ALICE,
-    AT,
-    BAD_REQUEST,
-    BOB,
-    STORY,
-    UNAUTHORIZED,
-    error_answer,
-    error_example,
-    json_answer,
-    ref,
-    shared,
-)
+from stories.api.openapi import ALICE, AT, BOB, STORY, code_answer, json_answer, ref
 from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import Unauthorized
+from stories.errors import RateLimited
 from stories.store.account import EXPORT_SECTIONS, AccountStore
 from stories.store.sessions import SessionStore
 
@@ -56,10 +45,6 @@ EXPORT_CHUNK_ROWS = 500
 EXPORT_WRITE_BYTES = 256 * 1024
 
 
-def _gone() -> Unauthorized:
-    return Unauthorized("the token's user does not exist; sign up or log in again")
-
-
 def announce_account_deleted(app: AppDeps, user_id: UUID) -> None:
     """Tell every process the account is gone: its tokens answer 401 here at once, its sockets close, and the
     other processes are told (they would read it from the access log within its poll period anyway: the
@@ -75,15 +60,9 @@ DELETE_ME = Route(
     "Delete your account and everything of it",
     {
         "204": {"description": "erased: the account's tokens answer 401, its email can sign up again"},
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        "403": error_answer(
-            "wrong_password: the password is wrong",
-            ("wrong_password",),
-            error_example("wrong_password", "the password is wrong"),
-        ),
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
+        "403": code_answer("wrong_password", "the password is wrong", "the password is wrong"),
     },
+    errors=(RateLimited,),
     description="Erases, in one transaction, the user, their stories (with audience, views and "
     "reactions), their own views, reactions and audience entries, follows both ways, blocks, mutes, "
     "upload records and events; their media objects are deleted from storage by the next expiry-worker "
@@ -106,11 +85,11 @@ async def delete_me() -> Response:
     user_id = current_user_id()
     account = await SessionStore(app.store.database).account(user_id)
     if account is None:
-        raise _gone()
+        raise user_gone()
     await confirm_password(app, account, password, "delete_account")
     deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
     if deleted is None:
-        raise _gone()
+        raise user_gone()
     announce_account_deleted(app, user_id)
     # Feed and tray pages cached for other users may hold the user's live stories: each gets a deletion mark.
     await app.feeds.stories_hidden(deleted.live_story_ids)
@@ -204,10 +183,9 @@ EXPORT_ME = Route(
                 "reports": [],
                 "uploads": [],
             },
-        ),
-        **UNAUTHORIZED,
-        **shared("RateLimited", "Unavailable"),
+        )
     },
+    errors=(RateLimited,),
     description="Your profile, your sessions, your stories (expired and deleted ones still kept, with "
     "their audience), your views and reactions, follows both ways, blocks, mutes, the reports you "
     "filed and upload records; no token or password material. Limited to 1 per 10 minutes "
@@ -225,7 +203,7 @@ async def export_me() -> Response:
     accounts = AccountStore(app.store.database)
     profile = await accounts.profile(user_id)
     if profile is None:
-        raise _gone()
+        raise user_gone()
     log.info("account_exported", user_id=str(user_id))
     return Response(
         _export_body(accounts, user_id, profile, app.clock.now()),

@@ -26,6 +26,7 @@ from stories.api.openapi import (
     STORY_EXAMPLE,
     UUID_SCHEMA,
     closed_object,
+    code_answer,
     error_answer,
     error_example,
     json_answer,
@@ -34,7 +35,7 @@ from stories.api.openapi import (
     ref,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
-from stories.api.reports import BAD_BODY, MODERATION_ERRORS, NOTE, REPORT_EXAMPLE, note_arg
+from stories.api.reports import NOTE, REPORT_EXAMPLE, note_arg
 from stories.api.validate import invalid, required_string
 from stories.clock import to_millis
 from stories.errors import NotFound
@@ -57,6 +58,7 @@ DEFAULT_REPORTS_LIMIT = 20
 DEFAULT_AUDIT_LIMIT = 50
 
 _MODERATORS_ONLY = " Moderators only: 404 (as an unknown route) to everyone else."
+_MODERATORS_ONLY_ERRORS = (NotFound,)
 REPORT_ENTRY_EXAMPLE = {
     "report_id": REPORT_EXAMPLE["report_id"],
     "target_type": "story",
@@ -112,8 +114,8 @@ LIST_REPORTS = Route(
     "The reports queue, one entry per reported target",
     {
         "200": json_answer(ref("ReportPage"), "a page", {"reports": [REPORT_ENTRY_EXAMPLE], "next_cursor": None}),
-        **MODERATION_ERRORS,
     },
+    errors=_MODERATORS_ONLY_ERRORS,
     table_answer="`200` page of report entries (moderators; else `404`)",
     description="open: oldest first (the queue); resolved: latest decision first." + _MODERATORS_ONLY,
     parameters=[
@@ -146,8 +148,6 @@ RESOLVE_REPORT = Route(
     "Decide a reported target",
     {
         "200": json_answer(ref("ReportEntry"), "the entry, resolved", REPORT_ENTRY_EXAMPLE),
-        **MODERATION_ERRORS,
-        **BAD_BODY,
         "409": error_answer(
             "own_case: the report is about you or your story (another moderator must decide); already_resolved: "
             "it was decided otherwise before",
@@ -155,6 +155,7 @@ RESOLVE_REPORT = Route(
             error_example("already_resolved", "this report was already resolved with dismiss"),
         ),
     },
+    errors=_MODERATORS_ONLY_ERRORS,
     table_answer="`200` report entry (moderators; else `404`)",
     description="dismiss: a held story is visible again; remove_story: deleted for everyone as by its "
     "author (400 for a user report); suspend_user: the user (or the story's author) is suspended, "
@@ -211,14 +212,9 @@ UNSUSPEND_USER = Route(
             "not suspended (any more); idempotent",
             {"user_id": BOB, "suspended": False},
         ),
-        **MODERATION_ERRORS,
-        **BAD_BODY,
-        "409": error_answer(
-            "own_case: your own account",
-            ("own_case",),
-            error_example("own_case", "another moderator must decide about your own account"),
-        ),
+        "409": code_answer("own_case", "your own account", "another moderator must decide about your own account"),
     },
+    errors=_MODERATORS_ONLY_ERRORS,
     table_answer="`200` (moderators; else `404`)",
     description="Audited (with the optional note) when it changes anything." + _MODERATORS_ONLY,
     body={"type": "object", "properties": {"note": NOTE}},
@@ -253,8 +249,8 @@ LIST_AUDIT = Route(
     "Every moderator action, newest first",
     {
         "200": json_answer(ref("AuditPage"), "a page", {"entries": [AUDIT_EXAMPLE], "next_cursor": None}),
-        **MODERATION_ERRORS,
     },
+    errors=_MODERATORS_ONLY_ERRORS,
     table_answer="`200` page of audit entries (moderators; else `404`)",
     description="Kept forever: retention never deletes it." + _MODERATORS_ONLY,
     parameters=paging(DEFAULT_AUDIT_LIMIT),

@@ -20,21 +20,18 @@ from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import deps
 from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
-    BAD_REQUEST,
     DISPLAY_NAME,
     EMAIL,
     PASSWORD,
     SESSION_EXAMPLE,
     USER_LINKS,
-    error_answer,
-    error_example,
+    code_answer,
     json_answer,
     ref,
-    shared,
 )
 from stories.api.validate import display_name, invalid, required_string
 from stories.clock import to_millis
-from stories.errors import AccountSuspended, Conflict, InvalidCredentials, RateLimited, Unauthorized
+from stories.errors import AccountSuspended, Conflict, InvalidCredentials, RateLimited, Unauthorized, Unavailable
 from stories.security import new_refresh_token, refresh_token_hash
 from stories.store.sessions import SessionStore
 
@@ -138,14 +135,13 @@ SIGNUP = Route(
     "Create an account",
     {
         "201": json_answer(ref("Session"), "created: a session for the new user", SESSION_EXAMPLE, links=USER_LINKS),
-        **shared("BadRequest"),
-        "409": error_answer(
-            "email_taken: an account with this email (after trimming and lower-casing) exists",
-            ("email_taken",),
-            error_example("email_taken", "an account with this email already exists"),
+        "409": code_answer(
+            "email_taken",
+            "an account with this email (after trimming and lower-casing) exists",
+            "an account with this email already exists",
         ),
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
     },
+    errors=(Unavailable,),
     description="Opens a session. Email is trimmed and lower-cased. Passwords: bcrypt; when "
     "more sign-ups and logins wait for hashing than the process finishes in about 5 s, 503 overloaded.",
     body=SIGNUP_BODY,
@@ -184,15 +180,13 @@ LOGIN = Route(
     "Log in",
     {
         "200": json_answer(ref("Session"), "logged in", SESSION_EXAMPLE),
-        **BAD_REQUEST,
-        "401": error_answer(
-            "invalid_credentials: unknown email or wrong password (the same answer, in comparable time)",
-            ("invalid_credentials",),
-            error_example("invalid_credentials", "email or password is incorrect"),
+        "401": code_answer(
+            "invalid_credentials",
+            "unknown email or wrong password (the same answer, in comparable time)",
+            "email or password is incorrect",
         ),
-        **shared("Suspended"),
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
     },
+    errors=(AccountSuspended, RateLimited, Unavailable),
     description="Opens a session. After 10 failed logins for an email within 15 minutes, 429 "
     "rate_limited for that email (existing or not) until Retry-After. A suspended account with the right "
     "password: 403 account_suspended.",

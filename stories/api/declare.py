@@ -1,6 +1,6 @@
-"""Route declarations: each route states once its method, path, summary, request body, answers per status, errors
-and whether it needs a token; the URL rule, `/openapi.json`, docs/API.md's route table and the set of public
-endpoints all come from that one declaration.
+"""Route declarations: each route states once its method, path, summary, request body, its own answers, the errors
+it adds and whether it needs a token; the URL rule, `/openapi.json` (with the error answers its shape implies),
+docs/API.md's route table and the set of public endpoints all come from that one declaration.
 
 A view is registered only through `DeclaredBlueprint.declare(route)`: `route()`, `get()`, `post()` ... refuse,
 so no route is served without a declaration (tests/api/test_docs.py checks the served rules are the declared ones).
@@ -19,11 +19,12 @@ from uuid import UUID
 from quart import Blueprint
 from werkzeug.routing import BaseConverter, ValidationError
 
-from stories.api.openapi import operation
+from stories.api.openapi import BAD_REQUEST, UNAUTHORIZED, operation, shared, shared_errors
 
 if TYPE_CHECKING:
     from quart import Quart
 
+    from stories.errors import ApiError
     from stories.settings import Settings
 
 __all__ = ["DeclaredBlueprint", "IdConverter", "Route", "declared_routes", "route_table", "with_route_table"]
@@ -57,8 +58,10 @@ def _settled(value: Any, settings: Settings) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One operation. `responses`, `description` and `body` may be functions of the settings (rate limits, body
-    sizes). `view=False` for a rule served outside Quart's views (/ws)."""
+    """One operation. `description` and `body` may be functions of the settings (rate limits, body sizes).
+
+    Its answers are its own `answers` and the shared error answers of API.md's Conventions (`responses`): those
+    its shape implies, and those of its `errors`."""
 
     method: str
     # The OpenAPI path template: `{name}` is a path parameter, a UUID (`<id:name>`) when its schema says so.
@@ -66,10 +69,14 @@ class Route:
     operation_id: str
     tag: str
     summary: str
-    responses: dict[str, Any] | Settled
+    # By status: its success, and any error answer particular to it (a 409, a 422, its own words for a shared
+    # status, which replace the shared answer).
+    answers: dict[str, Any]
     _: KW_ONLY
     # docs/API.md's route table, "answer" column.
     table_answer: str
+    # The errors with a shared answer that its shape does not imply (a 429, a public route's 503 ...).
+    errors: tuple[type[ApiError], ...] = ()
     description: str | Settled | None = None
     body: dict[str, Any] | Settled | None = None
     body_example: Any = None
@@ -92,12 +99,31 @@ class Route:
 
         return _PATH_PARAMETER.sub(converted, self.path)
 
+    def responses(self) -> dict[str, Any]:
+        """Its answers in status order: its own, those of its `errors`, and the shared error answers its shape
+        implies: 400 for a body or a query or header parameter, 401 and 403 (suspended) for a route behind a token,
+        404 for a path parameter (a malformed or unknown id), 413 and 415 for a body, 503 for a route behind a
+        token (each reads the database under the request deadline), but for the WebSocket upgrade (101), whose
+        document lists none."""
+        shaped: dict[str, Any] = {}
+        if self.body is not None or any(parameter["in"] != "path" for parameter in self.parameters):
+            shaped |= BAD_REQUEST
+        if not self.public:
+            shaped |= UNAUTHORIZED
+        if any(parameter["in"] == "path" for parameter in self.parameters):
+            shaped |= shared("NotFound")
+        if self.body is not None:
+            shaped |= shared("PayloadTooLarge", "UnsupportedMediaType")
+        if not self.public and "101" not in self.answers:
+            shaped |= shared("Unavailable")
+        return dict(sorted((shaped | shared_errors(self.errors) | self.answers).items()))
+
     def operation(self, settings: Settings) -> dict[str, Any]:
         result = operation(
             self.operation_id,
             self.tag,
             self.summary,
-            _settled(self.responses, settings),
+            self.responses(),
             description=_settled(self.description, settings),
             body=_settled(self.body, settings),
             body_example=self.body_example,
@@ -115,16 +141,17 @@ class Route:
 
 class DeclaredBlueprint(Blueprint):
     """A blueprint whose every route is declared: `@blueprint.declare(ROUTE)` registers the view under the
-    declaration's rule and method, and keeps the declaration by endpoint."""
+    declaration's rule and method, and keeps the declaration by endpoint (the view's name unless `endpoint`)."""
 
     def __init__(self, name: str, import_name: str) -> None:
         super().__init__(name, import_name)
         self.declared: dict[str, Route] = {}
 
-    def declare(self, route: Route) -> Callable[[View], View]:
+    def declare(self, route: Route, *, endpoint: str | None = None) -> Callable[[View], View]:
         def register(view: View) -> View:
-            super(DeclaredBlueprint, self).add_url_rule(route.rule, view_func=view, methods=[route.method])
-            self.declared[f"{self.name}.{view.__name__}"] = route
+            name = endpoint or view.__name__
+            super(DeclaredBlueprint, self).add_url_rule(route.rule, name, view_func=view, methods=[route.method])
+            self.declared[f"{self.name}.{name}"] = route
             return view
 
         return register

@@ -22,11 +22,7 @@ from stories.api import ws
 from stories.api.declare import DeclaredBlueprint, Route, declared_routes
 from stories.api.deps import deps
 from stories.api.json_io import JSON_CONTENT_TYPE
-from stories.api.openapi import (
-    NOT_FOUND,
-    error_responses,
-    json_answer,
-)
+from stories.api.openapi import error_responses, json_answer
 from stories.api.schemas import component_schemas
 from stories.errors import NotFound
 
@@ -212,7 +208,6 @@ DOCS_FILE = Route(
             },
         },
         "304": {"description": "not modified (If-None-Match)"},
-        **NOT_FOUND,
     },
     public=True,
     parameters=[{"name": "file", "in": "path", "required": True, "schema": {"enum": list(SWAGGER_UI_FILES)}}],

@@ -16,7 +16,7 @@ from quart import Response, request
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
-from stories.api.openapi import AFTER_PARAM, EVENT_EXAMPLE, json_answer, ref, usual_answers
+from stories.api.openapi import AFTER_PARAM, EVENT_EXAMPLE, json_answer, limit_param, ref
 from stories.api.paging import limit_arg
 from stories.api.validate import invalid
 from stories.api.ws import REPLAY_WINDOW
@@ -47,19 +47,11 @@ LIST_EVENTS = Route(
     "listEvents",
     "realtime",
     "Your realtime events over HTTP, oldest first (catch-up)",
-    usual_answers(json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None})),
+    {"200": json_answer(ref("Events"), "a page", {"events": [EVENT_EXAMPLE], "next_cursor": None})},
     description="The same messages as /ws, read from the recorded views and reactions of the last 7 "
     "days. `after`: the last id you have seen; when the log no longer holds it, the page starts with "
     '{"type": "resync"}: refetch what you show. `next_cursor` is set when more events follow at once.',
-    parameters=[
-        {
-            "name": "limit",
-            "in": "query",
-            "description": f"page size, 1 to {MAX_EVENTS_LIMIT} (400 outside)",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT, "default": 50},
-        },
-        AFTER_PARAM,
-    ],
+    parameters=[limit_param(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT), AFTER_PARAM],
     table_answer="`200` page of events (catch-up)",
 )
 

@@ -16,22 +16,20 @@ from stories.api.idempotency import request_claim
 from stories.api.json_io import json_response, read_json_object
 from stories.api.openapi import (
     ALICE,
-    BAD_REQUEST,
     IDEMPOTENCY_KEY,
     RETRY_AFTER,
-    UNAUTHORIZED,
+    code_answer,
     error_answer,
     error_example,
     json_answer,
     key_reused,
     ref,
     replay_header,
-    shared,
 )
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
-from stories.errors import Conflict, StorageUnavailable
+from stories.errors import Conflict, RateLimited, StorageUnavailable
 from stories.media.storage import UPLOAD_URL_SECONDS
 from stories.store.uploads import Uploads
 
@@ -60,6 +58,7 @@ CONTENT_TYPES = {
     "video/webm": "webm",
 }
 MAX_FILE_NAME_LENGTH = 255
+_UPLOAD_USED = "this upload's key is used by a story (or was deleted); ask for a new upload with a new Idempotency-Key"
 
 
 def upload_key(user_id: UUID, content_type: str) -> str:
@@ -131,20 +130,10 @@ PRESIGN_UPLOAD = Route(
             },
             headers=replay_header("true when this answers a retry: the same media_key, a fresh URL"),
         ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **shared("PayloadTooLarge", "UnsupportedMediaType"),
-        "409": error_answer(
-            "upload_used: a retry (same Idempotency-Key) of a presign whose key a story uses already",
-            ("upload_used",),
-            error_example(
-                "upload_used",
-                "this upload's key is used by a story (or was deleted); ask for a new upload with a new "
-                "Idempotency-Key",
-            ),
+        "409": code_answer(
+            "upload_used", "a retry (same Idempotency-Key) of a presign whose key a story uses already", _UPLOAD_USED
         ),
         **key_reused("body"),
-        **shared("RateLimited"),
         "503": error_answer(
             "storage_unavailable: object storage is off (MINIO_ENDPOINT=off) or unreachable; "
             "database_unavailable, overloaded: as on every route",
@@ -158,6 +147,7 @@ PRESIGN_UPLOAD = Route(
             },
         ),
     },
+    errors=(RateLimited,),
     description=lambda settings: (
         "The API never sees the file: the client PUTs it straight to the object store. The "
         "URL signs Content-Type and Content-Length, so the store refuses another type or size. Rate limit: "
@@ -228,10 +218,7 @@ async def _replayed(
     `409 upload_used` when a story uses the key already: a new URL for it would let its bytes change."""
     key = orjson.loads(replay.response)["media_key"]
     if not await uploads.reissue(key, user_id, now):
-        raise Conflict(
-            "this upload's key is used by a story (or was deleted); ask for a new upload with a new Idempotency-Key",
-            code="upload_used",
-        )
+        raise Conflict(_UPLOAD_USED, code="upload_used")
     log.info("upload.replayed", media_key=key, idempotency_key=idempotency_key)
     response = json_response(_answer(key, content_type, size))
     response.headers["Idempotent-Replay"] = "true"

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from stories.api.paging import MAX_LIMIT
 from stories.api.validate import MAX_DISPLAY_NAME_LENGTH
+from stories.errors import AccountSuspended, InvalidRequest, NotFound, RateLimited, Unauthorized, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from stories.errors import ApiError
     from stories.settings import Settings
 
 __all__ = [
@@ -29,7 +33,6 @@ __all__ = [
     "FOLLOW_COUNTS",
     "IDEMPOTENCY_KEY",
     "NEXT_CURSOR",
-    "NOT_FOUND",
     "PASSWORD",
     "RETRY_AFTER",
     "SESSION_EXAMPLE",
@@ -40,19 +43,20 @@ __all__ = [
     "TIME",
     "TRAY_EXAMPLE",
     "UNAUTHORIZED",
-    "UNAVAILABLE",
     "USERS_EXAMPLE",
     "USER_LINKS",
     "UUID_SCHEMA",
     "VISIBILITY",
     "WWW_AUTHENTICATE",
     "closed_object",
+    "code_answer",
     "error_answer",
     "error_example",
     "error_responses",
     "idempotency_key_param",
     "json_answer",
     "key_reused",
+    "limit_param",
     "links",
     "operation",
     "page",
@@ -61,8 +65,8 @@ __all__ = [
     "ref",
     "replay_header",
     "shared",
+    "shared_errors",
     "user_list",
-    "usual_answers",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,14 +127,19 @@ def user_list(at_field: str) -> dict[str, Any]:
     return page("users", closed_object({"user_id": UUID_SCHEMA, "display_name": DISPLAY_NAME, at_field: TIME}))
 
 
+def limit_param(default: int, maximum: int = MAX_LIMIT) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "description": f"page size, 1 to {maximum} (400 outside)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    }
+
+
 def paging(default: int, maximum: int = MAX_LIMIT) -> list[dict[str, Any]]:
+    """`limit` and `cursor`: a keyset page."""
     return [
-        {
-            "name": "limit",
-            "in": "query",
-            "description": f"page size, 1 to {maximum} (400 outside)",
-            "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
-        },
+        limit_param(default, maximum),
         {
             "name": "cursor",
             "in": "query",
@@ -149,10 +158,10 @@ def replay_header(description: str) -> dict[str, Any]:
 def key_reused(what: str) -> dict[str, Any]:
     """The 422 of a create whose Idempotency-Key came with another `what` (body, story, target...)."""
     return {
-        "422": error_answer(
-            f"idempotency_key_reused: this Idempotency-Key came with another {what}",
-            ("idempotency_key_reused",),
-            error_example("idempotency_key_reused", "this Idempotency-Key was used with a different request body"),
+        "422": code_answer(
+            "idempotency_key_reused",
+            f"this Idempotency-Key came with another {what}",
+            "this Idempotency-Key was used with a different request body",
         )
     }
 
@@ -219,6 +228,13 @@ def error_answer(
     return response
 
 
+def code_answer(
+    code: str, meaning: str, message: str, headers: dict[str, Any] | None = None, **fields: str
+) -> dict[str, Any]:
+    """The answer of one error code: "<code>: <meaning>", with an example body of `message` (and `fields`)."""
+    return error_answer(f"{code}: {meaning}", (code,), error_example(code, message, **fields), headers)
+
+
 RETRY_AFTER = {
     "description": "seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 1},
@@ -230,10 +246,11 @@ def error_responses(settings: Settings) -> dict[str, Any]:
     """components.responses: the error answers API.md's Conventions list, one per status and meaning."""
     max_body = settings.max_body_bytes
     return {
-        "BadRequest": error_answer(
-            "invalid_request: malformed JSON, wrong types or invalid values (`fields` names the culprits)",
-            ("invalid_request",),
-            error_example("invalid_request", "limit: must be a whole number from 1 to 100", limit="invalid"),
+        "BadRequest": code_answer(
+            "invalid_request",
+            "malformed JSON, wrong types or invalid values (`fields` names the culprits)",
+            "limit: must be a whole number from 1 to 100",
+            limit="invalid",
         ),
         "Unauthorized": error_answer(
             "unauthorized: a missing, malformed, expired or badly signed token, one issued before sessions (no "
@@ -243,30 +260,30 @@ def error_responses(settings: Settings) -> dict[str, Any]:
             error_example("unauthorized", "missing Authorization: Bearer <token> header"),
             {"WWW-Authenticate": WWW_AUTHENTICATE},
         ),
-        "Suspended": error_answer(
-            "account_suspended: a moderator suspended this account (on every process within 1 s)",
-            ("account_suspended",),
-            error_example("account_suspended", "this account is suspended"),
+        "Suspended": code_answer(
+            "account_suspended",
+            "a moderator suspended this account (on every process within 1 s)",
+            "this account is suspended",
         ),
-        "NotFound": error_answer(
-            "not_found: unknown, or not visible to you (a malformed id too)",
-            ("not_found",),
-            error_example("not_found", "no such story (it may have expired, or is not visible to you)"),
+        "NotFound": code_answer(
+            "not_found",
+            "unknown, or not visible to you (a malformed id too)",
+            "no such story (it may have expired, or is not visible to you)",
         ),
-        "PayloadTooLarge": error_answer(
-            f"payload_too_large: the body is larger than {max_body} bytes",
-            ("payload_too_large",),
-            error_example("payload_too_large", f"the request body is larger than {max_body} bytes"),
+        "PayloadTooLarge": code_answer(
+            "payload_too_large",
+            f"the body is larger than {max_body} bytes",
+            f"the request body is larger than {max_body} bytes",
         ),
-        "UnsupportedMediaType": error_answer(
-            "unsupported_media_type: the body is not sent as JSON",
-            ("unsupported_media_type",),
-            error_example("unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
+        "UnsupportedMediaType": code_answer(
+            "unsupported_media_type",
+            "the body is not sent as JSON",
+            "send the body as JSON with Content-Type: application/json",
         ),
-        "RateLimited": error_answer(
-            "rate_limited: wait Retry-After seconds",
-            ("rate_limited",),
-            error_example("rate_limited", "story creation is limited to 20 per minute"),
+        "RateLimited": code_answer(
+            "rate_limited",
+            "wait Retry-After seconds",
+            "story creation is limited to 20 per minute",
             {"Retry-After": {**RETRY_AFTER, "required": True}},
         ),
         "Unavailable": error_answer(
@@ -280,18 +297,28 @@ def error_responses(settings: Settings) -> dict[str, Any]:
     }
 
 
+# The shared error answer (components.responses) of each error a route may name in `Route.errors`.
+_SHARED_ANSWER_OF: dict[type[ApiError], str] = {
+    InvalidRequest: "BadRequest",
+    Unauthorized: "Unauthorized",
+    AccountSuspended: "Suspended",
+    NotFound: "NotFound",
+    RateLimited: "RateLimited",
+    Unavailable: "Unavailable",
+}
+# Each shared answer's status: its error's own, and werkzeug's for the two bodies it refuses itself.
+_STATUS_OF = {name: str(error.status) for error, name in _SHARED_ANSWER_OF.items()} | {
+    "PayloadTooLarge": "413",
+    "UnsupportedMediaType": "415",
+}
+
+
 def shared(*names: str) -> dict[str, Any]:
-    statuses = {
-        "BadRequest": "400",
-        "Unauthorized": "401",
-        "Suspended": "403",
-        "NotFound": "404",
-        "PayloadTooLarge": "413",
-        "UnsupportedMediaType": "415",
-        "RateLimited": "429",
-        "Unavailable": "503",
-    }
-    return {statuses[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
+    return {_STATUS_OF[name]: {"$ref": f"#/components/responses/{name}"} for name in names}
+
+
+def shared_errors(errors: Iterable[type[ApiError]]) -> dict[str, Any]:
+    return shared(*(_SHARED_ANSWER_OF[error] for error in errors))
 
 
 def operation(
@@ -374,13 +401,6 @@ FOLLOW_COUNTS = {"followers": COUNT, "following": COUNT}
 BAD_REQUEST = shared("BadRequest")
 # Every route that needs a token: its session may be revoked, its user suspended.
 UNAUTHORIZED = shared("Unauthorized", "Suspended")
-NOT_FOUND = shared("NotFound")
-UNAVAILABLE = shared("Unavailable")
-
-
-def usual_answers(ok: dict[str, Any], *, not_found: bool = False) -> dict[str, Any]:
-    """200 `ok`, then the errors most routes share: 400, 401 (and 403 suspended), 404 when `not_found`, 503."""
-    return {"200": ok, **BAD_REQUEST, **UNAUTHORIZED, **(NOT_FOUND if not_found else {}), **UNAVAILABLE}
 
 
 STORY_LINKS = links(

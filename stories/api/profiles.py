@@ -10,30 +10,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
 from stories.api.json_io import json_response, read_json_object
 from stories.api.json_shapes import listed_json, profile_json
-from stories.api.openapi import (
-    ALICE,
-    AT,
-    BAD_REQUEST,
-    BOB,
-    DISPLAY_NAME,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    USERS_EXAMPLE,
-    json_answer,
-    path_id,
-    ref,
-    shared,
-)
+from stories.api.openapi import ALICE, AT, BOB, DISPLAY_NAME, USERS_EXAMPLE, json_answer, path_id, ref
 from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
 from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
-from stories.errors import InvalidRequest, NotFound, Unauthorized
+from stories.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -78,9 +65,7 @@ GET_ME = Route(
                 "followers": 12,
                 "following": 3,
             },
-        ),
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
+        )
     },
     table_answer="`200` own profile",
 )
@@ -90,7 +75,7 @@ GET_ME = Route(
 async def me() -> Response:
     profile = await deps().store.me(current_user_id())
     if profile is None:
-        raise Unauthorized("the token's user does not exist; sign up or log in again")
+        raise user_gone()
     return json_response(profile_json(profile, own=True))
 
 
@@ -100,12 +85,7 @@ UPDATE_ME = Route(
     "updateMe",
     "profiles",
     "Change your display name",
-    {
-        "200": json_answer(ref("Me"), "you, changed"),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
-    },
+    {"200": json_answer(ref("Me"), "you, changed")},
     description="Only display_name can be changed: any other field is a 400. An empty object changes nothing.",
     body={"type": "object", "properties": {"display_name": DISPLAY_NAME}, "additionalProperties": False},
     body_example={"display_name": "Ada L."},
@@ -154,10 +134,7 @@ GET_USER = Route(
                 "followed_by_me": True,
                 "follows_me": False,
             },
-        ),
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
+        )
     },
     description="404 when the user is unknown or has blocked you.",
     parameters=path_id("id", "user"),

@@ -18,18 +18,7 @@ from stories.api.deps import current_user_id, deps
 from stories.api.idempotency import replayed, request_claim
 from stories.api.json_io import json_response, read_json_object
 from stories.api.json_shapes import report_json
-from stories.api.openapi import (
-    BAD_REQUEST,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    idempotency_key_param,
-    json_answer,
-    key_reused,
-    path_id,
-    ref,
-    shared,
-)
+from stories.api.openapi import idempotency_key_param, json_answer, key_reused, path_id, ref
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.errors import InvalidRequest
@@ -40,7 +29,7 @@ if TYPE_CHECKING:
 
     from stories.store.models import Report
 
-__all__ = ["BAD_BODY", "MAX_NOTE_LENGTH", "MODERATION_ERRORS", "NOTE", "REPORT_REASONS", "blueprint", "note_arg"]
+__all__ = ["MAX_NOTE_LENGTH", "NOTE", "REPORT_REASONS", "blueprint", "note_arg"]
 
 log = structlog.get_logger()
 blueprint = DeclaredBlueprint("reports", __name__)
@@ -113,9 +102,6 @@ NOTE = {
     "description": f"at most {MAX_NOTE_LENGTH} characters",
 }
 REPORT_EXAMPLE = {"report_id": "5d41402a-bc4b-4a76-9b19-9c9bd3f0c2a1", "status": "open"}
-# The 400, 401, 404 and 503 of every reports and moderation route, and those of a body.
-MODERATION_ERRORS = BAD_REQUEST | UNAUTHORIZED | NOT_FOUND | UNAVAILABLE
-BAD_BODY = shared("BadRequest", "PayloadTooLarge", "UnsupportedMediaType")
 _REPORT_BODY = {
     "type": "object",
     "required": ["reason"],
@@ -139,8 +125,6 @@ def _report_route(path: str, operation_id: str, what: str) -> Route:
                 REPORT_EXAMPLE,
             ),
             "200": json_answer(ref("Report"), "you had reported it already: your existing report", REPORT_EXAMPLE),
-            **MODERATION_ERRORS,
-            **BAD_BODY,
             **_REUSED,
         },
         table_answer="`201` report (`200` the existing one)",

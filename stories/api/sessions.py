@@ -14,34 +14,15 @@ import structlog
 from quart import Response
 
 from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
+from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_session_id, current_user_id, deps
 from stories.api.json_io import json_response, read_json_object
-from stories.api.openapi import (
-    AT,
-    BAD_REQUEST,
-    NOT_FOUND,
-    PASSWORD,
-    SESSION_EXAMPLE,
-    SESSION_ID,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    error_answer,
-    error_example,
-    json_answer,
-    ref,
-    shared,
-)
+from stories.api.openapi import AT, PASSWORD, SESSION_EXAMPLE, SESSION_ID, error_answer, error_example, json_answer, ref
 from stories.api.reauth import confirm_password
 from stories.api.validate import invalid, required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import (
-    AccountSuspended,
-    InvalidRefreshToken,
-    NotFound,
-    SessionRevoked,
-    Unauthorized,
-)
+from stories.errors import AccountSuspended, InvalidRefreshToken, NotFound, RateLimited, SessionRevoked, Unavailable
 from stories.security import new_refresh_token, refresh_token_hash
 from stories.store.sessions import RefreshOutcome, SessionStore
 
@@ -67,15 +48,14 @@ REFRESH_TOKEN = Route(
     "Trade a refresh token for a new token and a new refresh token (rotation)",
     {
         "200": json_answer(ref("Session"), "refreshed: the old refresh token is used up", SESSION_EXAMPLE),
-        **BAD_REQUEST,
         "401": error_answer(
             "invalid_refresh_token: unknown or expired; session_revoked: the token was used already "
             "(its whole session is revoked now), or its session was revoked",
             ("invalid_refresh_token", "session_revoked"),
             error_example("session_revoked", "this session was revoked; log in again"),
         ),
-        **shared("Suspended", "PayloadTooLarge", "UnsupportedMediaType", "Unavailable"),
     },
+    errors=(AccountSuspended, Unavailable),
     description="A refresh token works once. Presenting one that was used already revokes its session "
     "(a stolen token was used), so of two concurrent refreshes with one token exactly one succeeds and "
     "the session is revoked: refresh from one place at a time.",
@@ -127,7 +107,7 @@ LOGOUT = Route(
     "logout",
     "auth",
     "Sign out: revoke this token's session",
-    {"204": {"description": "signed out"}, **UNAUTHORIZED, **UNAVAILABLE},
+    {"204": {"description": "signed out"}},
     description="The session's tokens and refresh token answer 401 session_revoked on every process "
     "within 1 s; its open WebSockets close with 1008.",
     table_answer="`204` (this token's session is revoked)",
@@ -175,9 +155,7 @@ LIST_SESSIONS = Route(
                     }
                 ]
             },
-        ),
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
+        )
     },
     description="Active: not revoked, and refreshed (or opened) within REFRESH_TOKEN_DAYS.",
     table_answer="`200` your active sessions",
@@ -199,7 +177,7 @@ REVOKE_SESSION = Route(
     "revokeSession",
     "auth",
     "Revoke one of your sessions (idempotent)",
-    {"204": {"description": "revoked"}, **UNAUTHORIZED, **NOT_FOUND, **UNAVAILABLE},
+    {"204": {"description": "revoked"}},
     description="Another user's session, an unknown or a malformed id: 404.",
     parameters=[
         {
@@ -234,15 +212,13 @@ CHANGE_PASSWORD = Route(
     "Change your password; every other session is revoked",
     {
         "204": {"description": "changed"},
-        **BAD_REQUEST,
-        **shared("Unauthorized"),
         "403": error_answer(
             "wrong_password: the current password is wrong; account_suspended",
             ("wrong_password", "account_suspended"),
             error_example("wrong_password", "the password is wrong"),
         ),
-        **shared("PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "Unavailable"),
     },
+    errors=(RateLimited,),
     description="Wrong current passwords count against the account's email in the login throttle "
     "(10 per 15 minutes, then 429). The session of this request stays signed in.",
     body={
@@ -267,7 +243,7 @@ async def change_password() -> Response:
     user_id, session_id = current_user_id(), current_session_id()
     account = await sessions.account(user_id)
     if account is None:
-        raise Unauthorized("the token's user does not exist; sign up or log in again")
+        raise user_gone()
     await confirm_password(app, account, current_password, "change_password")
     password_hash = await app.passwords.hash(new_password)
     revoked = await sessions.change_password(user_id, session_id, password_hash, to_millis(app.clock.now()))

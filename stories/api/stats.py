@@ -8,12 +8,7 @@ from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import json_response
 from stories.api.json_shapes import stats_json
-from stories.api.openapi import (
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    json_answer,
-    ref,
-)
+from stories.api.openapi import json_answer, ref
 from stories.domain import STATS_WINDOW
 
 if TYPE_CHECKING:
@@ -35,9 +30,7 @@ GET_STATS = Route(
             ref("Stats"),
             "posted, views, unique viewers and reactions per emoji",
             {"posted": 4, "views": 31, "unique_viewers": 17, "reactions": {"🔥": 5, "❤️": 2}},
-        ),
-        **UNAUTHORIZED,
-        **UNAVAILABLE,
+        )
     },
     table_answer="`200` stats",
 )

@@ -26,16 +26,12 @@ from stories.api.json_shapes import decode_cursor, encode_cursor, reaction_json,
 from stories.api.openapi import (
     ALICE,
     AT,
-    BAD_REQUEST,
     BOB,
     CURSOR,
     IDEMPOTENCY_KEY,
-    NOT_FOUND,
     STORY,
     STORY_EXAMPLE,
     STORY_LINKS,
-    UNAUTHORIZED,
-    UNAVAILABLE,
     VISIBILITY,
     error_answer,
     error_example,
@@ -45,15 +41,13 @@ from stories.api.openapi import (
     path_id,
     ref,
     replay_header,
-    shared,
-    usual_answers,
 )
 from stories.api.paging import cursor_arg, limit_arg, page_json
 from stories.api.rate import check_rate
 from stories.api.validate import invalid, optional_string, required_string
 from stories.clock import to_millis
 from stories.domain import EMOJI_ALIASES, REACTION_EMOJIS, VIEWERS_WINDOW
-from stories.errors import ApiError, InvalidRequest, NotFound
+from stories.errors import ApiError, InvalidRequest, NotFound, RateLimited
 from stories.store.models import Reaction, Replay, Story
 from stories.store.uploads import UploadClaim
 
@@ -173,11 +167,9 @@ CREATE_STORY = Route(
                 visibility="invalid",
             ),
         ),
-        **UNAUTHORIZED,
-        **shared("PayloadTooLarge", "UnsupportedMediaType"),
         **key_reused("body"),
-        **shared("RateLimited", "Unavailable"),
     },
+    errors=(RateLimited,),
     description=lambda settings: (
         f"At least one of text and media_key. Expires STORY_TTL_SECONDS after creation. "
         f"Rate limit: {settings.rate_limit_stories_per_minute} per minute per user (429). With an Idempotency-Key, "
@@ -282,12 +274,7 @@ GET_STORY = Route(
     "getStory",
     "stories",
     "Read an active story you may see",
-    {
-        "200": json_answer(ref("Story"), "the story", STORY_EXAMPLE),
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
+    {"200": json_answer(ref("Story"), "the story", STORY_EXAMPLE)},
     description="404 when it is unknown, expired, deleted or not visible to you.",
     parameters=path_id("id", "story"),
     table_answer="`200` story",
@@ -322,7 +309,7 @@ GET_FEED = Route(
     "getFeed",
     "stories",
     "Active stories you may see, newest first",
-    usual_answers(json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR})),
+    {"200": json_answer(ref("Feed"), "a page", {"stories": [STORY_EXAMPLE], "next_cursor": CURSOR})},
     description="Your own, friends stories of the people you follow, and public ones; blocked users' "
     "(either way) and muted users' left out. Keyset pages: walking them returns every story once. "
     "Other users' new stories and the counters may lag by FEED_CACHE_SECONDS.",
@@ -357,10 +344,7 @@ VIEW_STORY = Route(
             ref("View"),
             "the view (first_view false for a repeat, and for the author's own view, not recorded)",
             {"story_id": STORY, "viewer_id": BOB, "viewed_at": AT, "first_view": True},
-        ),
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
+        )
     },
     description="Idempotent: one view per story and viewer. The first sends story.viewed to the author.",
     parameters=path_id("id", "story"),
@@ -417,13 +401,9 @@ REACT_TO_STORY = Route(
             {"id": ALICE, "story_id": STORY, "user_id": BOB, "emoji": "🔥", "created_at": AT},
             headers=replay_header("true when this answers a retry and nothing was added"),
         ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **shared("PayloadTooLarge", "UnsupportedMediaType"),
         **key_reused("body or story"),
-        **shared("RateLimited", "Unavailable"),
     },
+    errors=(RateLimited,),
     description=lambda settings: (
         f"One of {' '.join(REACTION_EMOJIS)} (❤ without the variation selector is taken as ❤️). "
         "A user may react more than once. Sends story.reacted to the author. Rate limit: "
@@ -479,12 +459,7 @@ DELETE_STORY = Route(
     "deleteStory",
     "stories",
     "Delete your story",
-    {
-        "204": {"description": "deleted (also when it already was, or has expired)"},
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
-    },
+    {"204": {"description": "deleted (also when it already was, or has expired)"}},
     description="It disappears from every read at once; its media is removed by the expiry worker. "
     "404 for anyone but the author.",
     parameters=path_id("id", "story"),
@@ -523,11 +498,7 @@ LIST_VIEWERS = Route(
                 "viewers": [{"user_id": BOB, "display_name": "Bob", "viewed_at": AT, "reactions": ["🔥"]}],
                 "next_cursor": None,
             },
-        ),
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **UNAVAILABLE,
+        )
     },
     description="For the author only, for stories created in the last 7 days (active, expired or "
     "deleted); users the author blocked are left out.",
