@@ -103,8 +103,8 @@ class Route:
         """Its answers in status order: its own, those of its `errors`, and the shared error answers its shape
         implies: 400 for a body or a query or header parameter, 401 and 403 (suspended) for a route behind a token,
         404 for a path parameter (a malformed or unknown id), 413 and 415 for a body, 503 for a route behind a
-        token (each reads the database under the request deadline), but for the WebSocket upgrade (101), whose
-        document lists none."""
+        token (each reads the database under the request deadline; the WebSocket upgrade too, before it is
+        accepted)."""
         shaped: dict[str, Any] = {}
         if self.body is not None or any(parameter["in"] != "path" for parameter in self.parameters):
             shaped |= BAD_REQUEST
@@ -114,7 +114,7 @@ class Route:
             shaped |= shared("NotFound")
         if self.body is not None:
             shaped |= shared("PayloadTooLarge", "UnsupportedMediaType")
-        if not self.public and "101" not in self.answers:
+        if not self.public:
             shaped |= shared("Unavailable")
         return dict(sorted((shaped | shared_errors(self.errors) | self.answers).items()))
 

@@ -38,7 +38,7 @@ from stories.actors.hub import CloseReason
 from stories.api.authentication import bearer_token, token_expiry
 from stories.api.declare import Route
 from stories.api.json_io import JSON_CONTENT_TYPE
-from stories.api.openapi import AFTER_PARAM, BAD_REQUEST, UNAUTHORIZED, error_answer, error_example
+from stories.api.openapi import AFTER_PARAM, error_answer, error_example
 from stories.domain import REPLAY_WINDOW, EventId, MalformedEventId
 from stories.errors import (
     AccountSuspended,
@@ -86,8 +86,6 @@ ROUTE = Route(
     "WebSocket: realtime events for your stories",
     {
         "101": {"description": "switching protocols: the server sends JSON text messages"},
-        **BAD_REQUEST,
-        **UNAUTHORIZED,
         "426": error_answer(
             "upgrade_required: a plain HTTP request, not a WebSocket upgrade",
             ("upgrade_required",),

@@ -99,8 +99,9 @@ async def test_every_operation_documents_its_errors_429s_and_503s(client):
             assert {"400", "413", "415"} <= set(responses), (method, path)
         if any(parameter["in"] == "path" for parameter in operation.get("parameters", [])):
             assert "404" in responses, (method, path)
-        if operation.get("security") != [] and path != "/ws":
-            # Every route behind a token reads the database and runs under REQUEST_TIMEOUT_SECONDS.
+        if operation.get("security") != []:
+            # Every route behind a token reads the database and runs under REQUEST_TIMEOUT_SECONDS; the WebSocket
+            # upgrade too (tests/api/test_ws.py: a store outage during the upgrade is refused with 503).
             assert "503" in responses, (method, path)
     limited = {(path, method) for path, method, operation in _operations(doc) if "429" in operation["responses"]}
     assert limited == {
