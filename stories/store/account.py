@@ -17,15 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from stories.store.database import OnDatabase, Query
 from stories.store.keyset import owned_after
-
-if TYPE_CHECKING:
-    from stories.store.database import Database
 
 __all__ = ["EXPORT_SECTIONS", "AccountStore", "DeletedAccount", "ExportSection"]
 
@@ -246,25 +244,15 @@ async def aio_export_profile(pool: asyncpg.Pool, user_id: UUID) -> dict[str, Any
 async def aio_export_chunk(
     pool: asyncpg.Pool, section: ExportSection, user_id: UUID, after: tuple[Any, ...], limit: int
 ) -> list[dict[str, Any]]:
+    """Up to `limit` rows of the section after the position `after` (the section's `start` at first)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(section.sql, user_id, *after, limit)
     return [dict(row) for row in rows]
 
 
-class AccountStore:
+class AccountStore(OnDatabase):
     """The account use cases. Safe to share between tasks; raises the store's errors."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def delete(self, user_id: UUID, now: datetime) -> DeletedAccount | None:
-        return await self.database.call(aio_delete_account, user_id, now)
-
-    async def profile(self, user_id: UUID) -> dict[str, Any] | None:
-        return await self.database.call(aio_export_profile, user_id)
-
-    async def chunk(
-        self, section: ExportSection, user_id: UUID, after: tuple[Any, ...], limit: int
-    ) -> list[dict[str, Any]]:
-        """Up to `limit` rows of the section after the position `after` (the section's `start` at first)."""
-        return await self.database.call(aio_export_chunk, section, user_id, after, limit)
+    delete = Query(aio_delete_account)
+    profile = Query(aio_export_profile)
+    chunk = Query(aio_export_chunk)

@@ -2,7 +2,7 @@
 revoked sessions and suspended users right (stories/actors/access.py).
 
 The `aio_*` functions run on the bridge's asyncio loop (no trio), each on one connection; `SessionStore` and
-`AccessLog` are their trio side, one `Database.call` per method.
+`AccessLog` are their trio side, one `Database.call` per operation (`Query`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stories.store.database import OnDatabase, Query
+
 if TYPE_CHECKING:
     from collections.abc import Collection
     from datetime import datetime, timedelta
@@ -18,7 +20,6 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from stories.store.database import Database
 
 __all__ = [
     "AccessChanges",
@@ -291,53 +292,23 @@ async def aio_access_prune(pool: asyncpg.Pool, ended_before: datetime, idle_befo
 # --- the trio side ----------------------------------------------------------------------------------------
 
 
-class SessionStore:
-    """Sessions by use case. Safe to share between tasks; every method is cancellable and raises the domain's
+class SessionStore(OnDatabase):
+    """Sessions by use case. Safe to share between tasks; every operation is cancellable and raises the domain's
     errors (StoreUnavailable, Overloaded), never asyncpg's."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def open_session(
-        self, session_id: UUID, user_id: UUID, now: datetime, user_agent: str | None, token_hash: bytes
-    ) -> bool | None:
-        """True: opened; False: the user is suspended; None: the user no longer exists."""
-        return await self.database.call(aio_open_session, session_id, user_id, now, user_agent, token_hash)
-
-    async def refresh(self, old_hash: bytes, new_hash: bytes, now: datetime, lifetime: timedelta) -> Refresh:
-        return await self.database.call(aio_refresh, old_hash, new_hash, now, lifetime)
-
-    async def revoke(self, user_id: UUID, session_id: UUID, now: datetime) -> bool:
-        return await self.database.call(aio_revoke_session, user_id, session_id, now)
-
-    async def active(self, user_id: UUID, since: datetime) -> list[SessionInfo]:
-        return await self.database.call(aio_active_sessions, user_id, since)
-
-    async def account(self, user_id: UUID) -> Account | None:
-        return await self.database.call(aio_account, user_id)
-
-    async def change_password(self, user_id: UUID, keep_session: UUID, password_hash: str, now: datetime) -> list[UUID]:
-        return await self.database.call(aio_change_password, user_id, keep_session, password_hash, now)
-
-    async def user_states(self, user_ids: Collection[UUID]) -> dict[UUID, bool]:
-        """For each of these users that exists: whether they are suspended."""
-        return await self.database.call(aio_user_states, user_ids)
+    open_session = Query(aio_open_session)
+    refresh = Query(aio_refresh)
+    revoke = Query(aio_revoke_session)
+    active = Query(aio_active_sessions)
+    account = Query(aio_account)
+    change_password = Query(aio_change_password)
+    user_states = Query(aio_user_states)
 
 
-class AccessLog:
+class AccessLog(OnDatabase):
     """The change log's reader (stories/actors/access.py's AccessWatcher)."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def start(self, revoked_since: datetime) -> tuple[int, list[UUID]]:
-        return await self.database.call(aio_access_start, revoked_since)
-
-    async def read(self, horizon: int) -> AccessChanges:
-        return await self.database.call(aio_access_read, horizon)
-
-    async def prune(self, ended_before: datetime, idle_before: datetime, limit: int) -> int:
-        return await self.database.call(aio_access_prune, ended_before, idle_before, limit)
-
-    async def user_states(self, user_ids: Collection[UUID]) -> dict[UUID, bool]:
-        return await self.database.call(aio_user_states, user_ids)
+    start = Query(aio_access_start)
+    read = Query(aio_access_read)
+    prune = Query(aio_access_prune)
+    user_states = Query(aio_user_states)
