@@ -1,8 +1,10 @@
 """PostgreSQL access. Where things live:
 
 - bridge.py       the trio -> asyncio crossing that asyncpg needs, and its one error translation (`cross`);
-- database.py     open_database(): the pool, its deadline, the health connection;
-- store.py        the trio-facing `Store`: one method per use case, each one bridge crossing of an `aio_*` function of
+- database.py     open_database(): the pool, its deadline, the health connection; `Query`, a facade's operation
+                  declared once as one `Database.call` of an `aio_*` function;
+- store.py        the trio-facing `Store`: one operation per use case, each one bridge crossing of an `aio_*`
+                  function of the topic modules:
 - users.py, stories.py (stories and the feed), engagement.py (views, reactions, counters, stats, viewers),
   social_graph.py (follows, blocks, mutes), idempotency.py, housekeeping.py (expiry, recounts, purges),
   moderation.py, tray.py: one topic each; visibility.py the SQL of who may read what, foreign_keys.py the

@@ -45,7 +45,6 @@ class Store(OnDatabase):
     # --- profiles, follow lists, blocks, mutes, a story's author ---------------------------------------------
 
     me = Query(users.aio_me)
-    # The caller's profile after the change; Unauthorized when the user no longer exists.
     set_display_name = Query(users.aio_set_display_name)
     profile = Query(users.aio_profile)
     followers = Query(social_graph.aio_followers)

@@ -77,6 +77,7 @@ async def aio_me(pool: asyncpg.Pool, user_id: UUID) -> Profile | None:
 
 
 async def aio_set_display_name(pool: asyncpg.Pool, user_id: UUID, display_name: str | None) -> Profile:
+    """The caller's profile after the change; Unauthorized when the user no longer exists."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             f"UPDATE users u SET display_name = $2 WHERE u.id = $1 RETURNING {_PROFILE_COLUMNS}, u.email",
