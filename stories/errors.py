@@ -45,6 +45,7 @@ __all__ = [
     "StoriesError",
     "Unauthorized",
     "Unavailable",
+    "UserGone",
 ]
 
 
@@ -91,6 +92,13 @@ class MediaNotUploaded(InvalidRequest, code="media_not_uploaded"): ...
 
 
 class Unauthorized(ApiError, status=401, code="unauthorized"): ...
+
+
+class UserGone(Unauthorized):
+    """A valid token whose user does not exist (any more): the account was deleted since."""
+
+    def __init__(self) -> None:
+        super().__init__("the token's user does not exist; sign up or log in again")
 
 
 class SessionRevoked(Unauthorized, code="session_revoked"): ...

@@ -16,7 +16,6 @@ import structlog
 from quart import Response
 
 from stories.actors.ratelimit import ACTION_EXPORT
-from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.json_io import JSON_CONTENT_TYPE, read_json_object
@@ -25,7 +24,7 @@ from stories.api.rate import check_rate
 from stories.api.reauth import confirm_password
 from stories.api.validate import required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import RateLimited
+from stories.errors import RateLimited, UserGone
 from stories.store.account import EXPORT_SECTIONS, AccountStore
 from stories.store.sessions import SessionStore
 
@@ -85,11 +84,11 @@ async def delete_me() -> Response:
     user_id = current_user_id()
     account = await SessionStore(app.store.database).account(user_id)
     if account is None:
-        raise user_gone()
+        raise UserGone()
     await confirm_password(app, account, password, "delete_account")
     deleted = await AccountStore(app.store.database).delete(user_id, to_millis(app.clock.now()))
     if deleted is None:
-        raise user_gone()
+        raise UserGone()
     announce_account_deleted(app, user_id)
     # Feed and tray pages cached for other users may hold the user's live stories: each gets a deletion mark.
     await app.feeds.stories_hidden(deleted.live_story_ids)
@@ -203,7 +202,7 @@ async def export_me() -> Response:
     accounts = AccountStore(app.store.database)
     profile = await accounts.profile(user_id)
     if profile is None:
-        raise user_gone()
+        raise UserGone()
     log.info("account_exported", user_id=str(user_id))
     return Response(
         _export_body(accounts, user_id, profile, app.clock.now()),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 import orjson
 import trio
 
-from stories.errors import AccountSuspended, SessionRevoked, Unauthorized
+from stories.errors import AccountSuspended, SessionRevoked, Unauthorized, UserGone
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from stories.security import Claims, TokenIssuer
 
-__all__ = ["Callers", "UserStore", "bearer_token", "token_expiry", "user_gone"]
+__all__ = ["Callers", "UserStore", "bearer_token", "token_expiry"]
 
 MAX_TOKENS = 10_000
 MAX_USERS = 50_000
@@ -144,7 +144,7 @@ class Callers:
                     continue  # the task that ran the lookup was cancelled, or it failed: run one of our own
                 suspended = lookup.found.get(user_id)
             if suspended is None:
-                raise user_gone()
+                raise UserGone()
             if suspended:
                 raise AccountSuspended("this account is suspended")
             return
@@ -168,11 +168,6 @@ class Callers:
             for found, suspended in lookup.found.items():
                 _remember(self._known, found, _Known(until, suspended), MAX_USERS)
         return lookup
-
-
-def user_gone() -> Unauthorized:
-    """The error of a valid token whose user does not exist (any more): the account was deleted since."""
-    return Unauthorized("the token's user does not exist; sign up or log in again")
 
 
 def bearer_token(authorization: str | None) -> str | None:

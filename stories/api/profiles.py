@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_user_id, deps
 from stories.api.effects import after_commit
@@ -20,7 +19,7 @@ from stories.api.openapi import ALICE, AT, BOB, DISPLAY_NAME, USERS_EXAMPLE, jso
 from stories.api.paging import DEFAULT_LIST_LIMIT, cursor_arg, limit_arg, page_json
 from stories.api.social_routes import user_page_route
 from stories.api.validate import display_name
-from stories.errors import InvalidRequest, NotFound
+from stories.errors import InvalidRequest, NotFound, UserGone
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -75,7 +74,7 @@ GET_ME = Route(
 async def me() -> Response:
     profile = await deps().store.me(current_user_id())
     if profile is None:
-        raise user_gone()
+        raise UserGone()
     return json_response(profile_json(profile, own=True))
 
 

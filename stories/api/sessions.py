@@ -14,7 +14,6 @@ import structlog
 from quart import Response
 
 from stories.api.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, session_body
-from stories.api.authentication import user_gone
 from stories.api.declare import DeclaredBlueprint, Route
 from stories.api.deps import current_session_id, current_user_id, deps
 from stories.api.json_io import json_response, read_json_object
@@ -22,7 +21,15 @@ from stories.api.openapi import AT, PASSWORD, SESSION_EXAMPLE, SESSION_ID, error
 from stories.api.reauth import confirm_password
 from stories.api.validate import invalid, required_string
 from stories.clock import rfc3339, to_millis
-from stories.errors import AccountSuspended, InvalidRefreshToken, NotFound, RateLimited, SessionRevoked, Unavailable
+from stories.errors import (
+    AccountSuspended,
+    InvalidRefreshToken,
+    NotFound,
+    RateLimited,
+    SessionRevoked,
+    Unavailable,
+    UserGone,
+)
 from stories.security import new_refresh_token, refresh_token_hash
 from stories.store.sessions import RefreshOutcome, SessionStore
 
@@ -243,7 +250,7 @@ async def change_password() -> Response:
     user_id, session_id = current_user_id(), current_session_id()
     account = await sessions.account(user_id)
     if account is None:
-        raise user_gone()
+        raise UserGone()
     await confirm_password(app, account, current_password, "change_password")
     password_hash = await app.passwords.hash(new_password)
     revoked = await sessions.change_password(user_id, session_id, password_hash, to_millis(app.clock.now()))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from stories.errors import ApiError, InvalidRequest, NotFound, Unauthorized
+from stories.errors import ApiError, InvalidRequest, NotFound, UserGone
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -61,7 +61,7 @@ async def caller_exists() -> AsyncIterator[None]:
         yield
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name in _CALLER_FOREIGN_KEYS:
-            raise Unauthorized("the token's user does not exist; sign up or log in again") from exc
+            raise UserGone() from exc
         target_gone = _TARGET_FOREIGN_KEYS.get(exc.constraint_name or "")
         if target_gone is not None:
             raise target_gone() from exc

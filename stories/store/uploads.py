@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stories.domain import UPLOAD_KEY_LIFETIME
-from stories.errors import Unauthorized
+from stories.errors import UserGone
 from stories.store.database import OnDatabase, Query
 from stories.store.foreign_keys import caller_exists
 from stories.store.idempotency import aio_claim_idempotency_key
@@ -229,7 +229,7 @@ class Uploads(OnDatabase):
     async def issue(self, key: str, user_id: UUID, content_type: str, size: int, now: datetime) -> None:
         """Unauthorized when the user does not exist (any more)."""
         if not await self.database.call(aio_issue_upload, key, user_id, content_type, size, now):
-            raise Unauthorized("the token's user does not exist; sign up or log in again")
+            raise UserGone()
 
     issue_once = Query(aio_issue_upload_once)
     reissue = Query(aio_reissue_upload)

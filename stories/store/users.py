@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stories.errors import Unauthorized
+from stories.errors import UserGone
 from stories.store.models import Profile, User
 from stories.store.visibility import blocked_by
 
@@ -85,7 +85,7 @@ async def aio_set_display_name(pool: asyncpg.Pool, user_id: UUID, display_name: 
             display_name,
         )
     if row is None:
-        raise Unauthorized("the token's user does not exist; sign up or log in again")
+        raise UserGone()
     return profile_from_row(row, email=row["email"])
 
 
