@@ -34,6 +34,27 @@ __all__ = ["DueObject", "Uncopied", "UploadClaim", "Uploads", "aio_attach_upload
 _UPLOAD_KEY_SECONDS = UPLOAD_KEY_LIFETIME.total_seconds()
 
 
+# An issued key's row, from $1 key, $2 user, $3 content type, $4 size, $5 now and $6 the key's lifetime; the plain
+# INSERT, or one that locks the user row (KEY SHARE) as a foreign key would (aio_issue_upload says when each).
+_INSERT_UPLOAD = "INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason) "
+_ISSUE = _INSERT_UPLOAD + "VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')"
+_ISSUE_LOCKING_USER = (
+    _INSERT_UPLOAD
+    + """SELECT $1::text, u.id, $3::text, $4::bigint, $5::timestamptz, $5::timestamptz + make_interval(secs => $6),
+                'unused'
+         FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u"""
+)
+
+
+async def _insert_upload(
+    conn: PoolConnectionProxy, sql: str, key: str, user_id: UUID, content_type: str, size: int, now: datetime
+) -> bool:
+    """True when `sql` (_ISSUE or _ISSUE_LOCKING_USER) inserted the row: the locking one inserts none when the user
+    does not exist (any more)."""
+    inserted = await conn.fetchval(f"{sql} RETURNING true", key, user_id, content_type, size, now, _UPLOAD_KEY_SECONDS)
+    return bool(inserted)
+
+
 @dataclass(frozen=True, slots=True)
 class UploadClaim:
     """A story's media key, to be taken in the story's transaction. `uploaded` is what the store said when asked to
@@ -68,20 +89,7 @@ async def aio_issue_upload(
     user row is locked here as a foreign key would (KEY SHARE): an account deletion waits for this insert and
     hands its key to the sweeper, or this insert waits for the deletion and finds no user."""
     async with pool.acquire() as conn:
-        issued = await conn.fetchval(
-            """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
-               SELECT $1::text, u.id, $3::text, $4::bigint, $5::timestamptz,
-                      $5::timestamptz + make_interval(secs => $6), 'unused'
-               FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u
-               RETURNING true""",
-            key,
-            user_id,
-            content_type,
-            size,
-            now,
-            _UPLOAD_KEY_SECONDS,
-        )
-    return bool(issued)
+        return await _insert_upload(conn, _ISSUE_LOCKING_USER, key, user_id, content_type, size, now)
 
 
 async def aio_issue_upload_once(
@@ -103,16 +111,7 @@ async def aio_issue_upload_once(
             return replay
         # Not aio_issue_upload's INSERT, which locks the user row (KEY SHARE): a claim that renewed an expired key
         # took no lock on it, and an account deletion holding that row waits for the claimed key: a deadlock.
-        await conn.execute(
-            """INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason)
-               VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')""",
-            key,
-            user_id,
-            content_type,
-            size,
-            now,
-            _UPLOAD_KEY_SECONDS,
-        )
+        await _insert_upload(conn, _ISSUE, key, user_id, content_type, size, now)
     return None
 
 
