@@ -21,14 +21,9 @@ from stories.redis import open_redis
 from stories.tray_cache import LocalSeenLog, RedisSeenLog, TrayCache
 from tests.helpers import CountingStore, authors_a_second_apart, post_story, signup
 
-# The cache these tests run against, the app's own (`client`'s); `counting` (tests/api/conftest.py) counts the store
-# query it saves.
+# The cache these tests run against, the app's own (`client`'s); `counting` (conftest.py) counts the store query it
+# saves.
 CACHE = "tray"
-
-
-@pytest.fixture
-def settings(settings):
-    return dataclasses.replace(settings, story_ttl_seconds=600)
 
 
 async def tray(client, account, query=""):

@@ -6,7 +6,6 @@ A hit costs no PostgreSQL round trip.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import shutil
 import uuid
@@ -21,14 +20,9 @@ from stories.store.models import Story
 from tests.fixtures.redis import RedisProcess
 from tests.helpers import post_story, signup, two_processes
 
-# The cache these tests run against, the app's own (`client`'s); `counting` (tests/api/conftest.py) counts the store
-# query it saves.
+# The cache these tests run against, the app's own (`client`'s); `counting` (conftest.py) counts the store query it
+# saves.
 CACHE = "feed"
-
-
-@pytest.fixture
-def settings(settings):
-    return dataclasses.replace(settings, story_ttl_seconds=600)
 
 
 async def feed_ids(client, account, query=""):

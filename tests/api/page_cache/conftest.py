@@ -1,11 +1,21 @@
-"""Fixtures of the page cache tests (test_feed_cache.py, test_tray_cache.py)."""
+"""What the page cache tests (test_feed_cache.py, test_tray_cache.py) share: ten-minute stories, and the count of
+the store queries a cache saves."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from stories.api import AppDeps
+from stories.settings import Settings
 from tests.helpers import CountingStore
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Ten minutes, so that a test walks its pages and moves its clock well inside a story's life.
+    return dataclasses.replace(settings, story_ttl_seconds=600)
 
 
 @pytest.fixture
