@@ -23,7 +23,9 @@ authors), and writes them for the wrk script (bench/http_lua/stories.lua). Then,
 (A run 1, B run 1, A run 2, ...), each target gets a --warmup of the mixed scenario and every scenario for
 --duration: feed, tray, author_stories, story_get, view, react, create, mixed (55/10/5/15/8/5/2 %: a client opens
 the feed or the tray, then reads, views and reacts to stories). Per run it records req/s, latency p50/p90/p99,
-status counts, socket errors, server CPU and PostgreSQL CPU per request, and server RSS before and after.
+status counts, socket errors, server CPU and PostgreSQL CPU per request, and server RSS before and after. After
+the warm-up and each run, a --build target's database loses the stories that run created (their views and
+reactions with them), so every run reads what the seed wrote; a --url target's data grows run by run.
 Medians over the runs are printed and written to --json (default bench/results/http-<time>.json),
 --report (markdown) and --plots (PNGs, needs matplotlib: pip install -e '.[bench]').
 
@@ -62,7 +64,7 @@ import orjson
 import trio
 
 from bench.pgbouncer import pgbouncer_binary, running_pgbouncer
-from bench.server import DEFAULT_ADMIN_URL, free_port, fresh_database, stories_env, stories_server
+from bench.server import DEFAULT_ADMIN_URL, free_port, fresh_database, run_sql, stories_env, stories_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -132,6 +134,7 @@ class Endpoint:
     log_path: Path | None
     source: str  # the checkout (and its commit) or the URL, for the report
     pooler_pid: int | None = None  # the PgBouncer in front of its database (--pooled), sampled apart
+    database_url: str | None = None  # the bench database (--build): each run's stories are deleted after it
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class Target:
     name: str
     endpoint: Endpoint
     data_path: Path  # the wrk script's users and stories
+    written_after: datetime | None = None  # stories created after it are the runs' own (`forget_writes`)
 
 
 @dataclass(frozen=True)
@@ -506,7 +510,7 @@ def build_target(spec: TargetSpec, args: argparse.Namespace) -> Iterator[Endpoin
             extras += [f"on CPUs {','.join(map(str, sorted(cpus)))}"] if cpus else []
             source = f"{spec.checkout} @ {git_describe(spec.checkout)}" + (f" ({', '.join(extras)})" if extras else "")
             print(f"{spec.name}: serving {source} on {server.base_url} (pid {server.pid})")
-            yield Endpoint(server.base_url, server.pid, database, server.log_path, source, pooler_pid)
+            yield Endpoint(server.base_url, server.pid, database, server.log_path, source, pooler_pid, database_url)
 
 
 def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, workdir: Path) -> Target:
@@ -522,7 +526,19 @@ def open_target(stack: ExitStack, spec: TargetSpec, args: argparse.Namespace, wo
         print(f"  --hot: every user drives story {hot}")
         users = [(token, [hot], authors) for token, _, authors in users]
     write_users(data_path, users)
-    return Target(spec.name, endpoint, data_path)
+    return Target(spec.name, endpoint, data_path, datetime.now(UTC) if endpoint.database_url else None)
+
+
+def forget_writes(target: Target) -> int:
+    """Delete the stories the runs created (their views and reactions go with them), so that every run reads what
+    the seed wrote: a create run adds some 3,000 stories to what the next runs read, and two targets' reads would
+    drift apart with their write throughput (bench/http.md, "A fixed dataset per run"). A create still in flight
+    when wrk stopped may commit after this: the next call deletes it. Not for a --url target: its database is not
+    the bench's."""
+    if target.endpoint.database_url is None or target.written_after is None:
+        return 0
+    status = run_sql(target.endpoint.database_url, f"DELETE FROM stories WHERE created_at > '{target.written_after}'")
+    return int(status.split()[-1])
 
 
 def error_lines(target: Target) -> list[str]:
@@ -678,13 +694,16 @@ def run_matrix(targets: Sequence[Target], scenarios: Sequence[str], runs: int, o
     for run in range(1, runs + 1):
         for target in targets:
             run_wrk(target, "mixed", opts.warmup, opts)
+            forget_writes(target)
             for scenario in scenarios:
                 row = measure(target, scenario, run, opts)
+                forgotten = forget_writes(target)
                 print(
                     f"run {run} {target.name:>10} {scenario:<9} {row.rps:8.1f} req/s  p50 {row.p50_ms:6.1f} ms"
                     f"  p99 {row.p99_ms:6.1f} ms  non-2xx {row.non_2xx}  server {fmt(row.server_cpu_us)} µs/req"
                     f"  pg {fmt(row.pg_cpu_us)} µs/req"
                     + ("" if row.pooler_cpu_us is None else f"  pgbouncer {fmt(row.pooler_cpu_us)} µs/req")
+                    + (f"  ({forgotten} stories of the run deleted)" if forgotten else "")
                 )
                 rows.append(row)
     return rows

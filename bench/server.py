@@ -50,28 +50,30 @@ def admin_failed(admin_url: str, error: Exception) -> SystemExit:
     )
 
 
-def _admin(admin_url: str, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(admin_url)
+def run_sql(url: str, sql: str) -> str:
+    """Run `sql` on its own connection to `url`; its status ("DELETE 3012")."""
+
+    async def run() -> str:
+        conn = await asyncpg.connect(url)
         try:
-            await conn.execute(sql)
+            return await conn.execute(sql)
         finally:
             await conn.close()
 
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise admin_failed(admin_url, error) from None
+        raise admin_failed(url, error) from None
 
 
 @contextmanager
 def fresh_database(admin_url: str) -> Iterator[str]:
     name = f"stories_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin_url, f"CREATE DATABASE {name}")
+    run_sql(admin_url, f"CREATE DATABASE {name}")
     try:
         yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
     finally:
-        _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        run_sql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def stories_env(
