@@ -301,8 +301,8 @@ class Soak:
                 reply = await self.call("delete", "DELETE", f"/stories/{story_id}", author)
                 if reply is not None and reply[0].status_code == 204:
                     self.deletes.setdefault(story_id, reply[1])
-            elif (story_id := await self.post(author, visibility)) is not None:
-                mine.append(story_id)
+            elif (posted := await self.post(author, visibility)) is not None:
+                mine.append(posted)
             await self.pause(AUTHOR_PACE_SECONDS)
 
     async def viewer_loop(self, viewer: Account, unfollowed: list[Account], trolls: list[Account]) -> None:
