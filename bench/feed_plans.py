@@ -72,7 +72,8 @@ SOCIAL_READS = (
 def statements_of(function_name: str, module: Any) -> list[str]:
     """The SQL strings an `aio_*` function of `module` (a module of stories/store/) passes to fetch/fetchrow/
     fetchval/execute, in source order, f-strings evaluated in the module's namespace (so `{VISIBLE}` is the real
-    text)."""
+    text). A statement sent from two paths (aio_add_reaction's with and without an idempotency claim) is one plan,
+    listed once."""
     tree = ast.parse(inspect.getsource(module))
     for node in ast.walk(tree):
         if isinstance(node, ast.AsyncFunctionDef) and node.name == function_name:
@@ -87,7 +88,7 @@ def statements_of(function_name: str, module: Any) -> list[str]:
             found = []
             for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
                 value = eval(compile(ast.Expression(call.args[0]), module.__name__, "eval"), vars(module))
-                if isinstance(value, str) and "advisory" not in value:
+                if isinstance(value, str) and "advisory" not in value and value not in found:
                     found.append(value)
             return found
     raise LookupError(f"{module.__name__} has no async function {function_name}")
