@@ -368,13 +368,17 @@ async def measure_lists(
         results.append(
             await explain(conn, scenario, f"followers page 1, {label}", social_graph.FOLLOWERS_SQL, page, runs)
         )
-        depth = (million.followers if user == million.star else 10) // 2
+        # The ten are the first 10 of the fans: fewer when --million asks for fewer.
+        followers = million.followers if user == million.star else min(10, million.followers)
+        depth = followers // 2
         position = await conn.fetchrow(
             """SELECT created_at, follower_id FROM follows WHERE followee_id = $1
                ORDER BY created_at DESC, follower_id DESC OFFSET $2 LIMIT 1""",
             user,
             depth,
         )
+        if position is None:
+            raise LookupError(f"{label}: no follower at offset {depth} of the {followers} the bench added")
         results.append(
             await explain(
                 conn,
