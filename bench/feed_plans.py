@@ -439,11 +439,11 @@ async def measure(conn: Connection, scenario: str, subjects: Subjects, now: date
         )
     )
     view_sqls = statements_of("aio_record_view", engagement)
-    view_args = [(subjects.typical, now, friends_story), (friends_story, subjects.typical)]
+    view_args: list[tuple[Any, ...]] = [(subjects.typical, now, friends_story), (friends_story, subjects.typical)]
     for number, (sql, args) in enumerate(zip(view_sqls, view_args, strict=True), 1):
         results.append(await explain(conn, scenario, f"record_view {number}/{len(view_sqls)}", sql, args, runs))
     reaction_sqls = statements_of("aio_add_reaction", engagement)
-    reaction_args = [(subjects.typical, now, friends_story, uuid.uuid4(), "🔥")]
+    reaction_args: list[tuple[Any, ...]] = [(subjects.typical, now, friends_story, uuid.uuid4(), "🔥")]
     for number, (sql, args) in enumerate(zip(reaction_sqls, reaction_args, strict=True), 1):
         results.append(await explain(conn, scenario, f"add_reaction {number}/{len(reaction_sqls)}", sql, args, runs))
     for number, sql in enumerate(stats_sqls := statements_of("aio_stats", engagement), 1):
