@@ -331,20 +331,20 @@ def usage(target: Target) -> Usage:
     pg_cpu = sum(p.cpu_ticks for p in postgres) / CLOCK_TICKS if postgres else None
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     pooler = procs.get(target.endpoint.pooler_pid or -1)
-    common = {
-        "pg_cpu": pg_cpu,
-        "client_cpu": children.ru_utime + children.ru_stime,
-        "machine_busy": machine_busy(),
-        "pooler_cpu": None if pooler is None else pooler.cpu_ticks / CLOCK_TICKS,
-    }
+    server_cpu: float | None = None
+    server_rss: int | None = None
     pid = target.endpoint.pid
-    if pid is None or pid not in procs:
-        return Usage(server_cpu=None, server_rss=None, **common)
-    tree = process_tree(procs, pid)
+    if pid is not None and pid in procs:
+        tree = process_tree(procs, pid)
+        server_cpu = sum(p.cpu_ticks for p in tree) / CLOCK_TICKS
+        server_rss = sum(p.rss_pages for p in tree) * PAGE_SIZE
     return Usage(
-        server_cpu=sum(p.cpu_ticks for p in tree) / CLOCK_TICKS,
-        server_rss=sum(p.rss_pages for p in tree) * PAGE_SIZE,
-        **common,
+        server_cpu=server_cpu,
+        server_rss=server_rss,
+        pg_cpu=pg_cpu,
+        client_cpu=children.ru_utime + children.ru_stime,
+        machine_busy=machine_busy(),
+        pooler_cpu=None if pooler is None else pooler.cpu_ticks / CLOCK_TICKS,
     )
 
 
