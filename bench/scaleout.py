@@ -301,8 +301,10 @@ def measure(
     finally:
         run_sql(admin_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
+    events: int = args.events
+
     def per_event(kind: str) -> float:
-        return (during[kind] - at_rest[kind] / rest * window) / args.events
+        return (during[kind] - at_rest[kind] / rest * window) / events
 
     return Measurement(
         transport=transport,
@@ -315,7 +317,7 @@ def measure(
         rest_xacts_per_s=round(rest_xacts, 1),
         rest_service_cpu_ms_per_s=round(rest_service, 1),
         rest_postgres_cpu_ms_per_s=round(rest_pg, 1),
-        events=args.events,
+        events=events,
         event_seconds=round(window, 1),
         tail_reads_per_event=round(per_event("relay tail read"), 2),
         notifies_per_event=round(per_event("relay NOTIFY"), 2),
@@ -340,8 +342,8 @@ def print_measurement(m: Measurement) -> None:
         print(f"  {kind:60} {rate:g}/s")
     print(f"one tail read: {m.tail_read_ms_at_rest:g} ms at rest, {m.tail_read_ms_with_events:g} ms with events")
     print(f"{m.events} events in {m.event_seconds:g} s, per event above the rest rate:")
-    for kind, n in m.statements_per_event.items():
-        print(f"  {kind:60} {n:g}")
+    for kind, per in m.statements_per_event.items():
+        print(f"  {kind:60} {per:g}")
 
 
 def main() -> None:
