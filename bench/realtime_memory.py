@@ -126,7 +126,7 @@ async def run(base_url: str, pid: int, sockets: int, directory: Path | None, top
     lines = []
     async with trio.open_nursery() as held:
         rss = []
-        snapshots = []
+        snapshots: list[tracemalloc.Snapshot] = []
         for half in (tokens[:sockets], tokens[sockets:]):
             started = trio.CapacityLimiter(CONCURRENCY)
             async with trio.open_nursery() as opening:
