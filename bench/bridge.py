@@ -51,12 +51,13 @@ import time
 import uuid
 from array import array
 from collections import defaultdict
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import trio
@@ -148,7 +149,8 @@ def sync_ping(pool: Any) -> int:
 
 def sync_read(pool: Any, item_id: uuid.UUID) -> tuple[Any, ...] | None:
     with pool.connection() as conn:
-        return conn.execute(psycopg_sql(READ_SQL), (item_id,)).fetchone()
+        row: tuple[Any, ...] | None = conn.execute(psycopg_sql(READ_SQL), (item_id,)).fetchone()
+    return row
 
 
 def sync_write(pool: Any, event_id: uuid.UUID, item_id: uuid.UUID) -> bool:
@@ -201,6 +203,16 @@ WORKLOADS = {
 # --- bridges: each yields a caller with `await call(op, *args)` and `timers()` ----------------------------------
 
 
+class Caller(Protocol):
+    async def call(self, op: Op, *args: Any) -> Any:
+        """Run `op` with these arguments through the bridge; its result."""
+        ...
+
+    def timers(self) -> int | None:
+        """The asyncio loop's pending timers, None where the loop keeps them out of sight (or there is none)."""
+        ...
+
+
 class TrioAsyncioCaller:
     """Bridge A/B: `Store._call` as it is: a task on the trio-asyncio loop, awaited through a trio.Event."""
 
@@ -224,7 +236,7 @@ class TrioAsyncioCaller:
 
 
 @asynccontextmanager
-async def trio_asyncio_bridge(dsn: str, size: int, pool_kwargs: dict[str, Any]):
+async def trio_asyncio_bridge(dsn: str, size: int, pool_kwargs: dict[str, Any]) -> AsyncIterator[TrioAsyncioCaller]:
     import trio_asyncio  # only here: imported, it installs an event loop policy that bridge C does not want
 
     async with trio_asyncio.open_loop() as loop:
@@ -313,7 +325,9 @@ def new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
 
 
 @asynccontextmanager
-async def asyncio_thread_bridge(dsn: str, size: int, use_uvloop: bool, submit: Any = on_loop):
+async def asyncio_thread_bridge(
+    dsn: str, size: int, use_uvloop: bool, submit: Any = on_loop
+) -> AsyncIterator[AsyncioThreadCaller]:
     loop = new_loop(use_uvloop)
     thread = threading.Thread(target=loop.run_forever, name="asyncpg-loop", daemon=True)
     thread.start()
@@ -344,7 +358,7 @@ class ThreadPoolCaller:
 
 
 @asynccontextmanager
-async def thread_pool_bridge(dsn: str, size: int):
+async def thread_pool_bridge(dsn: str, size: int) -> AsyncIterator[ThreadPoolCaller]:
     from psycopg_pool import ConnectionPool
 
     pool = ConnectionPool(dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False)
@@ -361,7 +375,7 @@ class Bridge:
     kind: str
     switch_interval: float = DEFAULT_SWITCH_INTERVAL
 
-    def open(self, dsn: str, size: int):
+    def open(self, dsn: str, size: int) -> AbstractAsyncContextManager[Caller]:
         if self.kind == "trio-asyncio-today":
             return trio_asyncio_bridge(dsn, size, TODAY_POOL)
         if self.kind == "trio-asyncio-fixed":
@@ -420,7 +434,9 @@ def cpu_seconds(pids: list[int]) -> float | None:
     return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
-async def drive(caller: Any, work: Workload, ids: list[uuid.UUID], latencies: array[float], concurrency: int) -> None:
+async def drive(
+    caller: Caller, work: Workload, ids: list[uuid.UUID], latencies: array[float], concurrency: int
+) -> None:
     """Run `len(latencies)` operations from `concurrency` tasks; store each call's latency (s) in place.
 
     The array is allocated before the RSS baseline, so the bench's own bookkeeping does not count as growth.
@@ -443,7 +459,7 @@ async def drive(caller: Any, work: Workload, ids: list[uuid.UUID], latencies: ar
 
 
 async def drive_with_burn(
-    caller: Any, work: Workload, ids: list[uuid.UUID], latencies: array[float], concurrency: int
+    caller: Caller, work: Workload, ids: list[uuid.UUID], latencies: array[float], concurrency: int
 ) -> int:
     """`drive` while one more trio task burns CPU slices; returns the number of slices burnt."""
     slices = 0
@@ -505,7 +521,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": percentile(ordered, 0.99) * 1e3,
         "rss_mb_per_10k": rss_growth / 2**20 / args.ops * 10_000,
         "timers_left": timers_after,
-        "timers_per_op": None if timers_after is None else (timers_after - timers_before) / args.ops,
+        "timers_per_op": (
+            None if timers_before is None or timers_after is None else (timers_after - timers_before) / args.ops
+        ),
         "burn_slices_per_s": slices / wall,
     }
 
@@ -651,11 +669,11 @@ def findings(workloads: list[str], table: dict[tuple[str, str], dict[str, Any]])
                     f"{best_at} {best} ({unit.format(row[metric])})."
                 )
         for variant in ("A", "B"):
-            row = rows.get(variant)
-            if row is not None and row["timers_per_op"] is not None:
+            heap = rows.get(variant)
+            if heap is not None and heap["timers_per_op"] is not None:
                 lines.append(
-                    f"- {workload}, {variant}: {row['timers_per_op']:.2f} timers left in the heap per op, "
-                    f"RSS +{row['rss_mb_per_10k']:.2f} MB per 10k ops."
+                    f"- {workload}, {variant}: {heap['timers_per_op']:.2f} timers left in the heap per op, "
+                    f"RSS +{heap['rss_mb_per_10k']:.2f} MB per 10k ops."
                 )
     return [*lines, ""]
 
