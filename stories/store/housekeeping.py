@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int | None:
-    """Soft-delete up to `limit` expired stories. None when another process holds the expiry lock.
+    """Soft-delete up to `limit` expired stories, each as of its expiry (`deleted_at` = `expires_at`): retention
+    counts from when a story expired (API.md "Retention"), however late a worker gets to it. None when another
+    process holds the expiry lock.
 
     The lock is transaction-scoped, so a crashed leader frees it with its connection, and many processes
     may run the ticker safely: one of them does the work at a time.
@@ -29,7 +31,7 @@ async def aio_expire_batch(pool: asyncpg.Pool, now: datetime, limit: int) -> int
         # A primary-key lookup of the locked ids: as a join, the planner picked a hash join that scanned the
         # whole table (100,500 rows, 75 ms on 100k stories; 1,000 rows, 26 ms this way: bench/feed_plans.md).
         status = await conn.execute(
-            """UPDATE stories SET deleted_at = $1
+            """UPDATE stories SET deleted_at = expires_at
                WHERE id = ANY (ARRAY(SELECT id FROM stories WHERE deleted_at IS NULL AND expires_at <= $1
                                      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))""",
             now,

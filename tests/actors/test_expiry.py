@@ -146,3 +146,19 @@ async def test_counters_converge_after_an_outage_longer_than_the_first_look_back
     clock.advance(2 * 3600)
     await ExpiryTicker(store, clock, metrics, interval=60).run_once()
     assert await _execute(database_url, "SELECT view_count FROM stories WHERE id = $1", uuid.UUID(story)) == 1
+
+
+async def test_a_story_expired_more_than_retention_ago_goes_in_the_first_run_that_sees_it(
+    client, store, clock, metrics, database_url
+):
+    # API.md "Retention": stories *expired* more than RETENTION_DAYS ago are deleted for good. Retention counts
+    # from the expiry, not from when a worker got to it: here no worker ran for eight days (an outage, or a
+    # separate expiry deployment scaled to zero).
+    alice = await signup(client)
+    created = await client.post("/stories", json={"text": "old", "visibility": "public"}, headers=alice.auth)
+    story = uuid.UUID((await created.get_json())["id"])
+    clock.advance(86_400 + 8 * 86_400)  # expired eight days ago
+
+    await ExpiryTicker(store, clock, metrics, interval=60).run_once()
+
+    assert await _execute(database_url, "SELECT count(*) FROM stories WHERE id = $1", story) == 0
