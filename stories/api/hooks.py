@@ -24,7 +24,7 @@ from stories.api.json_io import error_response
 from stories.api.probe_deps import probes
 from stories.errors import ApiError, Overloaded, RateLimited, Unauthorized
 
-__all__ = ["install_hooks", "public_endpoints"]
+__all__ = ["install_hooks", "public_endpoints", "request_id_for"]
 
 log = structlog.get_logger()
 
@@ -41,6 +41,14 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+def request_id_for(sent: str | None) -> str:
+    """The request's id (API.md, Conventions): the client's `X-Request-ID` if it sent a sane one (1 to 128
+    characters from `A-Z a-z 0-9 . _ : -`), else a fresh one. Also used by the WebSocket upgrade (ws.py)."""
+    if sent is not None and _SANE_REQUEST_ID.match(sent):
+        return sent
+    return uuid.uuid4().hex
 
 
 @functools.cache
@@ -71,8 +79,7 @@ def public_endpoints(app: Quart) -> frozenset[str]:
 async def _before_request() -> None:
     structlog.contextvars.clear_contextvars()
     g.started = trio.current_time()
-    client_id = request.headers.get("X-Request-ID", "")
-    g.request_id = client_id if _SANE_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    g.request_id = request_id_for(request.headers.get("X-Request-ID"))
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
     if request.url_rule is None or request.method == "OPTIONS" or request.endpoint in _public(current_app):
         return

@@ -2,7 +2,8 @@
 
 The upgrade is checked before it is accepted: the JWT (`Authorization: Bearer` or `?token=`) and `after`. A bad
 or missing token answers `401`, a malformed `after` `400`, with API.md's error body instead of upgrading
-(hypercorn implements ASGI's websocket.http.response extension). An accepted socket gets a mailbox in the hub;
+(hypercorn implements ASGI's websocket.http.response extension). Every answer, refusal or 101, carries
+`X-Request-ID` by the HTTP routes' rule (hooks.py `request_id_for`). An accepted socket gets a mailbox in the hub;
 with `after`, the handler first replays what the client missed from the event log, then writes each event from
 the mailbox, skipping what the replay sent (`_Stream`). The socket ends when:
 - the client goes away (`_Incoming` cancels the socket's nursery; leaving `hub.subscribe` unregisters the mailbox);
@@ -37,6 +38,7 @@ import trio
 from stories.actors.hub import CloseReason
 from stories.api.authentication import bearer_token, token_expiry
 from stories.api.declare import Route
+from stories.api.hooks import request_id_for
 from stories.api.json_io import JSON_CONTENT_TYPE
 from stories.api.openapi import AFTER_PARAM, error_answer, error_example
 from stories.domain import REPLAY_WINDOW, EventId, MalformedEventId
@@ -175,15 +177,15 @@ def _after(query: dict[str, str]) -> EventId | None:
         raise InvalidRequest(f"after: {exc}", fields={"after": str(exc)}) from None
 
 
-async def _refuse(send: ASGISendCallable, error: ApiError) -> None:
-    """Answer the upgrade with API.md's error body and headers, as the HTTP routes do (hooks.py `_api_error`);
-    hypercorn implements ASGI's websocket.http.response."""
+async def _refuse(send: ASGISendCallable, error: ApiError, request_id: str) -> None:
+    """Answer the upgrade with API.md's error body and headers, as the HTTP routes do (hooks.py `_api_error`
+    and `_after_request`); hypercorn implements ASGI's websocket.http.response."""
     log.info("ws.refused", status=error.status, reason=error.message)
     body: dict[str, object] = {"error": error.code, "message": error.message}
     fields = getattr(error, "fields", None)
     if fields:
         body["fields"] = fields
-    headers = [(b"content-type", JSON_CONTENT_TYPE.encode())]
+    headers = [(b"content-type", JSON_CONTENT_TYPE.encode()), (b"x-request-id", request_id.encode())]
     if isinstance(error, Unauthorized):
         headers.append((b"www-authenticate", b'Bearer realm="stories"'))
     if isinstance(error, RateLimited | Overloaded):
@@ -201,30 +203,35 @@ async def serve_socket(
     if (await receive())["type"] != "websocket.connect":
         return
     query = _query(scope)
+    # Every answer to the upgrade, a refusal or the 101, carries X-Request-ID as the HTTP routes' do (hooks.py).
+    request_id = request_id_for(_header(scope, b"x-request-id"))
     upgrading = False
     timeout = app.settings.request_timeout_seconds
-    try:
-        # The upgrade is a request: it gets the same deadline (REQUEST_TIMEOUT_SECONDS), so a hung dependency
-        # answers 503 instead of holding the connection, and the drain, without end.
-        with trio.move_on_after(timeout):
-            token = _token(scope, query)
-            claims = await app.callers.authenticate(token)
-            after = _after(query)
-            upgrading = True
-        if not upgrading:
-            log.warning("ws.upgrade_timeout", seconds=timeout)
-            raise Overloaded(f"the upgrade took longer than {timeout:g} s; retry shortly", retry_after=1)
-    except ApiError as exc:
-        # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's bare 500.
-        await _refuse(send, exc)
-        return
-    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    # Bound in contextvars for the upgrade only, as the HTTP hooks bind it for a request; the socket's own log
+    # lines name it themselves (a binding for the socket's life costs memory per socket: see user_id below).
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            # The upgrade is a request: it gets the same deadline (REQUEST_TIMEOUT_SECONDS), so a hung dependency
+            # answers 503 instead of holding the connection, and the drain, without end.
+            with trio.move_on_after(timeout):
+                token = _token(scope, query)
+                claims = await app.callers.authenticate(token)
+                after = _after(query)
+                upgrading = True
+            if not upgrading:
+                log.warning("ws.upgrade_timeout", seconds=timeout)
+                raise Overloaded(f"the upgrade took longer than {timeout:g} s; retry shortly", retry_after=1)
+        except ApiError as exc:
+            # Bad input, and also a store that cannot say whether the user exists (503): never hypercorn's 500.
+            await _refuse(send, exc, request_id)
+            return
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": [(b"x-request-id", request_id.encode())]})
     expires_at = trio.current_time() + token_expiry(token) - app.clock.now().timestamp()
     user_id = claims.user_id
     # user_id goes into each log line rather than into bound contextvars: a binding per socket costs memory.
     user = str(user_id)
     with app.hub.subscribe(user_id, claims.session_id) as mailbox:
-        log.info("ws.connected", user_id=user, after=None if after is None else str(after))
+        log.info("ws.connected", user_id=user, request_id=request_id, after=None if after is None else str(after))
         await _recheck(app, token, mailbox)
         incoming = _Incoming(receive)
         closed: CloseReason | None = None
@@ -233,12 +240,13 @@ async def serve_socket(
                 # The token's expiry is the deadline of the socket's nursery: no scope or task of its own.
                 nursery.cancel_scope.deadline = expires_at
                 nursery.start_soon(incoming.read_until_disconnect, nursery.cancel_scope)
-                await _Stream(mailbox, send, app.events, app.metrics, app.clock.now() - REPLAY_WINDOW).run(after)
+                since = app.clock.now() - REPLAY_WINDOW
+                await _Stream(mailbox, send, app.events, app.metrics, since, request_id).run(after)
                 nursery.cancel_scope.cancel("mailbox closed")
             if not incoming.client_left:
                 if mailbox.close_reason is None:
                     # Neither the client nor the mailbox ended the stream: the deadline did.
-                    log.info("ws.token_expired", user_id=user)
+                    log.info("ws.token_expired", user_id=user, request_id=request_id)
                     mailbox.close(CloseReason.TOKEN_EXPIRED)
                 closed = mailbox.close_reason or CloseReason.SHUTDOWN
                 await send({"type": "websocket.close", "code": closed.code, "reason": closed.reason})
@@ -247,6 +255,7 @@ async def serve_socket(
             log.info(
                 "ws.disconnected",
                 user_id=user,
+                request_id=request_id,
                 by="server" if closed else "client",
                 code=closed.code if closed else None,
                 dropped=mailbox.dropped,
@@ -304,6 +313,7 @@ class _Stream:
     log: EventLog
     metrics: Metrics
     since: datetime
+    request_id: str
     cursor: EventId | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -336,7 +346,13 @@ class _Stream:
         if page is None:
             return False
         if page.stale or page.more:
-            log.info("ws.resync_sent", user_id=str(self.mailbox.user_id), stale=page.stale, more=page.more)
+            log.info(
+                "ws.resync_sent",
+                user_id=str(self.mailbox.user_id),
+                request_id=self.request_id,
+                stale=page.stale,
+                more=page.more,
+            )
             await self._send_text(RESYNC_TEXT)
             # The client refetches after this: what was committed below the horizon is in what it fetches.
             horizon = EventId(page.horizon, 0)
@@ -354,7 +370,9 @@ class _Stream:
         try:
             position = await self.log.position()
         except Unavailable as exc:
-            log.warning("ws.position_failed", user_id=str(self.mailbox.user_id), error=exc.message)
+            log.warning(
+                "ws.position_failed", user_id=str(self.mailbox.user_id), request_id=self.request_id, error=exc.message
+            )
             self.mailbox.close(CloseReason.RESYNC)
             return False
         self.cursor = position if self.cursor is None else max(self.cursor, position)
@@ -381,6 +399,8 @@ class _Stream:
             return await self.log.replay(self.mailbox.user_id, after, REPLAY_LIMIT, self.since, vouched=vouched)
         except Unavailable as exc:
             # Events are owed and cannot be read: the client reconnects (perhaps elsewhere) with after=.
-            log.warning("ws.replay_failed", user_id=str(self.mailbox.user_id), error=exc.message)
+            log.warning(
+                "ws.replay_failed", user_id=str(self.mailbox.user_id), request_id=self.request_id, error=exc.message
+            )
             self.mailbox.close(CloseReason.RESYNC)
             return None

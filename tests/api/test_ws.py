@@ -8,17 +8,20 @@ API. Catch-up with `after` is tested against the real log in test_ws_catch_up.py
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import os
+import re
 import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -32,6 +35,7 @@ from stories.clock import FixedClock
 from stories.domain import EventId
 from stories.errors import StoreUnavailable
 from stories.events import StoryReacted, StoryViewed
+from stories.logging import configure_logging
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
 from stories.settings import Settings
@@ -39,16 +43,22 @@ from stories.store.events import ReplayPage
 from tests.helpers import open_ws
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 SECRET = "ws-test-secret-0123456789abcdef-0123456789"
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 WAIT = 10.0
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class EveryoneExists:
     async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
         return dict.fromkeys(user_ids, False)
+
+
+class EveryoneSuspended:
+    async def user_states(self, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        return dict.fromkeys(user_ids, True)
 
 
 class StoreDown:
@@ -71,7 +81,7 @@ class RealtimeStandIn:
     metrics: Metrics
     clock: FixedClock
     events: EmptyLog
-    users: EveryoneExists | StoreDown = field(default_factory=EveryoneExists)
+    users: EveryoneExists | EveryoneSuspended | StoreDown = field(default_factory=EveryoneExists)
     # The upgrade's deadline is REQUEST_TIMEOUT_SECONDS.
     settings: Settings = field(default_factory=Settings)
 
@@ -367,3 +377,87 @@ async def raw_upgrade(server: Server, user_id: uuid.UUID) -> trio.SocketStream:
         response += await stream.receive_some(4096)
     assert response.startswith(b"HTTP/1.1 101")
     return stream
+
+
+# --- X-Request-ID (API.md, Conventions: every response carries it) ------------------------------------------
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON log lines written while the test runs, at info (the real processors, into a buffer)."""
+    buffer = io.BytesIO()
+    previous = structlog.get_config()
+    configure_logging("info", stream=buffer)
+    try:
+        yield lambda: [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+    finally:
+        structlog.configure(**previous)
+
+
+def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The X-Request-ID among an upgrade answer's headers, "" when there is none."""
+    ids = [value.decode() for name, value in headers if name.lower() == b"x-request-id"]
+    assert len(ids) <= 1, ids
+    return ids[0] if ids else ""
+
+
+async def test_a_refused_upgrade_echoes_a_sane_request_id_and_logs_it(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    async with running() as server:
+        rejected = await refused(server, "", [("X-Request-ID", "abc123")])
+    assert rejected.status_code == 401
+    assert request_id_of(rejected.headers) == "abc123"
+    refusals = [line for line in log_lines() if line["event"] == "ws.refused"]
+    assert [line["request_id"] for line in refusals] == ["abc123"]
+
+
+@pytest.mark.parametrize("sent", [None, "", "has spaces", "x" * 129, "a/b"])
+async def test_a_refused_upgrade_without_a_sane_request_id_gets_a_generated_one(sent: str | None) -> None:
+    headers = [] if sent is None else [("X-Request-ID", sent)]
+    async with running() as server:
+        first = await refused(server, "", headers)
+        second = await refused(server, "", headers)
+    assert first.status_code == second.status_code == 401
+    first_id, second_id = request_id_of(first.headers), request_id_of(second.headers)
+    assert GENERATED_ID.match(first_id)
+    assert GENERATED_ID.match(second_id)
+    assert first_id != second_id
+
+
+async def test_every_kind_of_refusal_carries_the_request_id() -> None:
+    sent = [("X-Request-ID", "trace:1.2_x")]
+    async with running() as server:
+        token = f"?token={server.token(uuid.uuid4())}"
+        bad_after = await refused(server, f"{token}&after=yesterday", sent)
+        assert (bad_after.status_code, request_id_of(bad_after.headers)) == (400, "trace:1.2_x")
+        server.deps.users = EveryoneSuspended()
+        suspended = await refused(server, token, sent)
+        assert (suspended.status_code, request_id_of(suspended.headers)) == (403, "trace:1.2_x")
+        server.deps.users = StoreDown()
+        outage = await refused(server, token, sent)
+        assert (outage.status_code, request_id_of(outage.headers)) == (503, "trace:1.2_x")
+
+
+async def test_the_accepted_upgrade_carries_the_request_id_and_its_log_lines_name_it(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    async with running() as server:
+        token = f"?token={server.token(uuid.uuid4())}"
+        with trio.fail_after(WAIT):
+            async with (
+                open_socket(server, token, [("X-Request-ID", "abc123")]) as named,
+                open_socket(server, token) as unnamed,
+            ):
+                # trio-websocket keeps the 101's headers other than the handshake's own.
+                assert request_id_of(named.handshake_headers) == "abc123"
+                assert GENERATED_ID.match(request_id_of(unnamed.handshake_headers))
+                await connected(server, 2)
+                # The server closes first (trio-websocket#184: see test_live_client_answers_pings...).
+                server.deps.hub.close_all(CloseReason.SHUTDOWN)
+                for socket in (named, unnamed):
+                    with pytest.raises(ConnectionClosed):
+                        await socket.get_message()
+            await connected(server, 0)
+    named_lines = [line["event"] for line in log_lines() if line.get("request_id") == "abc123"]
+    assert sorted(named_lines) == ["ws.connected", "ws.disconnected"]
