@@ -38,8 +38,11 @@ UPLOAD_URL_SECONDS = 900
 HTTP_TIMEOUT_SECONDS = 30.0
 # A few connections suffice: the service makes a handful of small calls (health, object checks, deletes).
 MAX_CONNECTIONS = 8
-# Media URLs signed within one such window are the same URL (see ObjectStorage.media_url).
+# Media URLs signed within one window are the same URL (see ObjectStorage.media_url). A window is a fifteenth of
+# the URL's lifetime, at most this long, at least a second: a URL is valid for at least 14/15 of MEDIA_URL_SECONDS
+# (more than MEDIA_URL_SECONDS - 1 below 15 s) and never longer.
 MEDIA_URL_WINDOW_SECONDS = 60
+MEDIA_URL_WINDOW_SHARE = 15
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -122,15 +125,20 @@ class ObjectStorage:
         return self._presign("PUT", key, headers, UPLOAD_URL_SECONDS, self.clock.now())
 
     def media_url(self, key: str, seconds: int, active_for: timedelta) -> str:
-        """A GET URL for a story's media, valid at least `seconds` from now but not past the end of the story
-        (`active_for` from now; its object is deleted soon after). The URL is signed at now rounded down to
-        MEDIA_URL_WINDOW_SECONDS and valid that much longer, so every read within one window gets the same URL:
-        clients and caches keep the image instead of fetching it again on every feed refresh."""
+        """A GET URL for a story's media, valid `seconds` (its X-Amz-Expires) from the start of the current window
+        but never past now + `seconds`, nor past the end of the story (`active_for` from now; its object is deleted
+        soon after; X-Amz-Expires is then less). Every read within one window gets the same URL: clients and caches
+        keep the image instead of fetching it again on every feed refresh.
+
+        The window is `media_url_window(seconds)`, so the URL read at any instant of it is still valid for more
+        than `seconds - window` seconds: at least 14/15 of `seconds` (from 15 s up), never longer than `seconds`.
+        """
         now = self.clock.now()
+        window = media_url_window(seconds)
         since_epoch = (now - _EPOCH) // timedelta(seconds=1)
-        signed_at = _EPOCH + timedelta(seconds=since_epoch - since_epoch % MEDIA_URL_WINDOW_SECONDS)
+        signed_at = _EPOCH + timedelta(seconds=since_epoch - since_epoch % window)
         until_story_ends = (now + active_for - signed_at) // timedelta(seconds=1)
-        lifetime = max(1, min(seconds + MEDIA_URL_WINDOW_SECONDS, until_story_ends))
+        lifetime = max(1, min(seconds, until_story_ends))
         return self._presign("GET", key, {}, lifetime, signed_at)
 
     async def _call(self, method: str, key: str | None, extra: dict[str, str] | None = None) -> httpx.Response:
@@ -184,6 +192,12 @@ class ObjectStorage:
             raise ConfigError("MINIO_BUCKET", f"{self.config.bucket!r} is not a bucket name the store accepts")
         if response.status_code not in (200, 409):
             raise StorageUnavailable(f"PUT of bucket {self.config.bucket!r} answered {response.status_code}")
+
+
+def media_url_window(seconds: int) -> int:
+    """The window (whole seconds) within which media URLs valid `seconds` are the same URL: a fifteenth of it,
+    at most MEDIA_URL_WINDOW_SECONDS, at least one second (AWS dates have whole seconds)."""
+    return max(1, min(MEDIA_URL_WINDOW_SECONDS, seconds // MEDIA_URL_WINDOW_SHARE))
 
 
 def _encoded(path: str) -> str:
