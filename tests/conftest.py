@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
+import structlog
 import trio
 
 from stories.actors.access import AccessWatcher, build_access_watcher
@@ -62,6 +65,18 @@ def settings(tmp_path: Path, app_database: AppDatabase) -> Settings:
         environment="test",
         db_pool_size=4,
     )
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON log lines written while the test runs, at info (the real processors and renderer, into a buffer)."""
+    buffer = io.BytesIO()
+    previous = structlog.get_config()
+    configure_logging("info", stream=buffer)
+    try:
+        yield lambda: [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+    finally:
+        structlog.configure(**previous)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,6 @@ from tests.helpers import PASSWORD, open_ws, refused_ws
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 __all__ = [
     "START_SECONDS",
@@ -313,6 +313,22 @@ async def refused_upgrade(
 ) -> ConnectionRejected:
     """The rejection of an upgrade of `server`'s /ws that must be refused."""
     return await refused_ws(server.port, "/ws" if token is None else f"/ws?token={token}", headers)
+
+
+# The repository's root: where `python -m bench.*` finds the benches.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(bench: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.BENCH ARGS` from the repository root, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", f"bench.{bench}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench.server import fresh_database
+from tests.processes import run_bench
 
 # Nothing listens on port 1; the password must never show.
 UNREACHABLE = "postgres://nobody:hunter2-secret@127.0.0.1:1/none"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_fresh_database_on_an_unreachable_server_is_one_line_naming_the_server() -> None:
@@ -27,14 +23,7 @@ def test_fresh_database_on_an_unreachable_server_is_one_line_naming_the_server()
 
 @pytest.mark.parametrize("bench", ["feed_plans", "realtime"])
 def test_a_bench_without_its_postgresql_exits_1_with_one_line(bench: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", f"bench.{bench}", "--admin-url", UNREACHABLE],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_bench(bench, "--admin-url", UNREACHABLE)
     assert result.returncode == 1, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("bench: cannot use the PostgreSQL at"), line

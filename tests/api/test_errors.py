@@ -3,20 +3,16 @@ X-Request-ID, CORS, /metrics and the per-request log line."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
-import structlog
 from quart import Response
 
-from stories.logging import configure_logging
 from tests.helpers import PASSWORD, signup
 
 JSON = {"Content-Type": "application/json"}
@@ -31,18 +27,6 @@ def app(app):  # extends the shared fixture with a route that fails unexpectedly
 
     app.add_url_rule("/_test/boom", "test.boom", boom, methods=["GET"])
     return app
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The JSON log lines written while the test runs (the real renderer, into a buffer)."""
-    buffer = io.BytesIO()
-    previous = structlog.get_config()
-    configure_logging("info", stream=buffer)
-    try:
-        yield lambda: [orjson.loads(line) for line in buffer.getvalue().splitlines()]
-    finally:
-        structlog.configure(**previous)
 
 
 async def assert_error(response: Any, status: int, code: str, case: object = "") -> dict[str, Any]:

@@ -8,7 +8,6 @@ API. Catch-up with `after` is tested against the real log in test_ws_catch_up.py
 from __future__ import annotations
 
 import base64
-import io
 import itertools
 import os
 import re
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
-import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -35,7 +33,6 @@ from stories.clock import FixedClock
 from stories.domain import EventId
 from stories.errors import StoreUnavailable
 from stories.events import StoryReacted, StoryViewed
-from stories.logging import configure_logging
 from stories.metrics import Metrics
 from stories.security import TokenIssuer
 from stories.settings import Settings
@@ -43,7 +40,7 @@ from stories.store.events import ReplayPage
 from tests.helpers import open_ws
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterable
 
 SECRET = "ws-test-secret-0123456789abcdef-0123456789"
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -380,18 +377,6 @@ async def raw_upgrade(server: Server, user_id: uuid.UUID) -> trio.SocketStream:
 
 
 # --- X-Request-ID (API.md, Conventions: every response carries it) ------------------------------------------
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The JSON log lines written while the test runs, at info (the real processors, into a buffer)."""
-    buffer = io.BytesIO()
-    previous = structlog.get_config()
-    configure_logging("info", stream=buffer)
-    try:
-        yield lambda: [orjson.loads(line) for line in buffer.getvalue().splitlines()]
-    finally:
-        structlog.configure(**previous)
 
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
