@@ -39,6 +39,8 @@ __all__ = [
     "metric_sample",
     "open_socket",
     "refused_upgrade",
+    "run_bench",
+    "run_cli",
     "signup",
     "start_server",
     "stories_serve",
