@@ -192,15 +192,22 @@ class Database:
     async def _cross(
         self, fn: Callable[..., Coroutine[Any, Any, R]], *args: object, finished: Callable[[], None] | None = None
     ) -> R:
-        return await cross(
-            self._bridge,
-            fn,
-            *args,
-            failures=POOL_FAILURES,
-            error=StoreUnavailable,
-            lost="the database is unavailable; retry shortly",
-            finished=finished,
-        )
+        try:
+            return await cross(
+                self._bridge,
+                fn,
+                *args,
+                failures=POOL_FAILURES,
+                error=StoreUnavailable,
+                lost="the database is unavailable; retry shortly",
+                finished=finished,
+            )
+        except asyncpg.TransactionRollbackError as exc:
+            # A deadlock or a serialization failure: PostgreSQL rolled the transaction back, so nothing was written
+            # and the same request again normally succeeds (a 503 to retry, not a 500). No path of ours is known
+            # to cause one (they take their locks in one order): the error line is for the bug it reveals.
+            log.error("db.transaction_rolled_back", operation=fn.__name__, error=repr(exc))
+            raise StoreUnavailable("the database rolled this request back (a conflict with another); retry") from exc
 
     async def close(self) -> None:
         await self._bridge.run(self._health.aio_close)

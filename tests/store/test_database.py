@@ -111,6 +111,45 @@ async def test_a_query_takes_its_arguments_by_keyword_too(settings, tmp_path):
         assert Pairs.pair.fn is aio_pair
 
 
+async def aio_two_writers_cross(pool: asyncpg.Pool) -> None:
+    """A real deadlock: two transactions of the pool lock two rows in opposite orders; PostgreSQL aborts one,
+    whose error this raises once both have ended."""
+    async with pool.acquire() as first, pool.acquire() as second:
+        await first.execute("CREATE TABLE deadlock_probe (id int PRIMARY KEY)")
+        try:
+            await first.execute("INSERT INTO deadlock_probe VALUES (1), (2)")
+            await first.execute("BEGIN")
+            await second.execute("BEGIN")
+            await first.execute("UPDATE deadlock_probe SET id = id WHERE id = 1")
+            await second.execute("UPDATE deadlock_probe SET id = id WHERE id = 2")
+            outcomes = await asyncio.gather(
+                first.execute("UPDATE deadlock_probe SET id = id WHERE id = 2"),
+                second.execute("UPDATE deadlock_probe SET id = id WHERE id = 1"),
+                return_exceptions=True,
+            )
+        finally:
+            await first.execute("ROLLBACK")
+            await second.execute("ROLLBACK")
+            await first.execute("DROP TABLE deadlock_probe")
+        raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
+
+
+class Writers(OnDatabase):
+    cross = Query(aio_two_writers_cross)
+
+
+async def test_a_transaction_the_database_rolls_back_is_a_503_to_retry_and_an_error_line(settings, tmp_path):
+    # A deadlock (or a serialization failure) wrote nothing, and the same request again normally succeeds: the
+    # client gets 503 database_unavailable, not a 500; the operator gets an error line naming the operation.
+    async with open_database(settings.database_url, data_dir=tmp_path, pool_size=2) as database:
+        with structlog.testing.capture_logs() as logs, pytest.raises(StoreUnavailable, match="retry"):
+            await Writers(database).cross()
+        assert [(log["event"], log["log_level"], log["operation"]) for log in logs] == [
+            ("db.transaction_rolled_back", "error", "aio_two_writers_cross")
+        ]
+        assert database.slots_free == database.pool_size
+
+
 async def aio_report_error() -> None:
     asyncio.get_running_loop().call_exception_handler({"message": "connection lost", "exception": OSError("reset")})
 
