@@ -37,12 +37,15 @@ _UPLOAD_KEY_SECONDS = UPLOAD_KEY_LIFETIME.total_seconds()
 # An issued key's row, from $1 key, $2 user, $3 content type, $4 size, $5 now and $6 the key's lifetime; the plain
 # INSERT, or one that locks the user row (KEY SHARE) as a foreign key would (aio_issue_upload says when each).
 _INSERT_UPLOAD = "INSERT INTO media_uploads (key, user_id, content_type, size, issued_at, delete_after, delete_reason) "
-_ISSUE = _INSERT_UPLOAD + "VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused')"
+_ISSUE = (
+    _INSERT_UPLOAD + "VALUES ($1, $2, $3, $4, $5, $5::timestamptz + make_interval(secs => $6), 'unused') RETURNING true"
+)
 _ISSUE_LOCKING_USER = (
     _INSERT_UPLOAD
     + """SELECT $1::text, u.id, $3::text, $4::bigint, $5::timestamptz, $5::timestamptz + make_interval(secs => $6),
                 'unused'
-         FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u"""
+         FROM (SELECT id FROM users WHERE id = $2 FOR KEY SHARE) u
+         RETURNING true"""
 )
 
 
@@ -51,8 +54,7 @@ async def _insert_upload(
 ) -> bool:
     """True when `sql` (_ISSUE or _ISSUE_LOCKING_USER) inserted the row: the locking one inserts none when the user
     does not exist (any more)."""
-    inserted = await conn.fetchval(f"{sql} RETURNING true", key, user_id, content_type, size, now, _UPLOAD_KEY_SECONDS)
-    return bool(inserted)
+    return bool(await conn.fetchval(sql, key, user_id, content_type, size, now, _UPLOAD_KEY_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)
